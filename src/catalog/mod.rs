@@ -1,0 +1,60 @@
+//! The SQL catalog over the lake: schemas `raw`, `cdp`, `analytics`,
+//! `system` and `public` inside one catalog named `panorama`.
+//!
+//! Raw tables are DataFusion listing tables over `raw/<table>/`, with the
+//! schema fixed in [`crate::schema`] and the Hive `date` partition column.
+//! They list their files at every scan (the engine turns the list cache
+//! off), so files landed after start-up are visible to the next query
+//! without a restart. The catalog only builds plans; it never loads data.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider,
+};
+use datafusion::datasource::TableProvider;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+
+mod parquet_format;
+
+pub use parquet_format::LakeParquetFormat;
+
+use crate::error::Result;
+use crate::lake::{Lake, paths};
+use crate::schema::{PARTITION_COLUMN, RawTable};
+
+/// Name of the one catalog (what `current_database()` answers).
+pub const CATALOG: &str = "panorama";
+
+/// The schemas every lake has, in the order `\dn` shows them.
+pub const SCHEMAS: [&str; 5] = ["public", "raw", "cdp", "analytics", "system"];
+
+/// Build the `panorama` catalog for `lake`.
+pub fn lake_catalog(lake: &Lake) -> Result<Arc<dyn CatalogProvider>> {
+    let catalog = MemoryCatalogProvider::new();
+    for name in SCHEMAS {
+        let schema: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+        if name == "raw" {
+            for table in RawTable::ALL {
+                schema.register_table(table.name().to_string(), raw_table(lake, table)?)?;
+            }
+        }
+        catalog.register_schema(name, schema)?;
+    }
+    Ok(Arc::new(catalog))
+}
+
+/// A listing table over one raw table's folder.
+pub fn raw_table(lake: &Lake, table: RawTable) -> Result<Arc<dyn TableProvider>> {
+    let url = ListingTableUrl::parse(lake.folder_url(&paths::raw_table_dir(table)))?;
+    let options = ListingOptions::new(Arc::new(LakeParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(vec![(PARTITION_COLUMN.to_string(), DataType::Date32)]);
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(table.file_schema());
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}

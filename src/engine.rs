@@ -1,0 +1,58 @@
+//! The one place that builds the DataFusion `SessionContext` Panorama runs
+//! on: the lake's object store, the `panorama` catalog, PostgreSQL's
+//! `pg_catalog` and functions (from `datafusion-pg-catalog`), and the
+//! session settings (default schema, memory limit, no file-list cache so
+//! newly landed files are seen at once).
+
+use std::sync::Arc;
+
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_postgres::auth::AuthManager;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+
+use crate::catalog::{self, CATALOG};
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+
+/// Settings of the query engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Memory the queries of this process may use together, in bytes.
+    pub memory_limit: usize,
+    /// Partitions a query is split into (defaults to the number of cores).
+    pub target_partitions: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            memory_limit: 4 << 30,
+            target_partitions: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        }
+    }
+}
+
+/// Build a session over `lake` with every Panorama schema and function.
+pub fn session(lake: &Lake, options: &EngineOptions) -> Result<SessionContext> {
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema(CATALOG, "public")
+        .with_create_default_catalog_and_schema(false)
+        .with_target_partitions(options.target_partitions);
+    let cache = CacheManagerConfig::default().with_list_files_cache_limit(0);
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(options.memory_limit)))
+        .with_cache_manager(cache)
+        .build_arc()?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    ctx.register_object_store(lake.store_url().as_ref(), Arc::clone(lake.store()));
+    ctx.register_catalog(CATALOG, catalog::lake_catalog(lake)?);
+    setup_pg_catalog(&ctx, CATALOG, Arc::new(AuthManager::default()))
+        .map_err(|e| Error::DataFusion(*e))?;
+    Ok(ctx)
+}

@@ -1,0 +1,87 @@
+//! The crate's error type: one enum for the library boundary, split by cause
+//! (the user's input, storage, the query engine, our own bug) so callers can
+//! decide what to show and the pgwire layer can pick a SQLSTATE. Sources are
+//! kept as `#[source]`, never flattened into strings.
+
+use std::path::PathBuf;
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong inside Panorama's library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A lake URL that cannot be used (bad syntax, unsupported scheme, ...).
+    #[error("invalid lake URL '{url}': {reason}")]
+    LakeUrl { url: String, reason: String },
+
+    /// An object-store operation failed; `what` says what was being done.
+    #[error("{what}")]
+    Store {
+        what: String,
+        #[source]
+        source: object_store::Error,
+    },
+
+    /// Writing or reading a Parquet file failed.
+    #[error("{what}")]
+    Parquet {
+        what: String,
+        #[source]
+        source: datafusion::parquet::errors::ParquetError,
+    },
+
+    /// The query engine rejected or failed a query.
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+
+    /// Building an Arrow batch failed (our bug or a schema mismatch).
+    #[error("{what}")]
+    Arrow {
+        what: String,
+        #[source]
+        source: datafusion::arrow::error::ArrowError,
+    },
+
+    /// Local file-system I/O outside the lake (config files, sample files).
+    #[error("{what} ({path})")]
+    Io {
+        what: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Invalid configuration or command-line settings.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    pub(crate) fn store(what: impl Into<String>, source: object_store::Error) -> Self {
+        Error::Store {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn parquet(
+        what: impl Into<String>,
+        source: datafusion::parquet::errors::ParquetError,
+    ) -> Self {
+        Error::Parquet {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn arrow(
+        what: impl Into<String>,
+        source: datafusion::arrow::error::ArrowError,
+    ) -> Self {
+        Error::Arrow {
+            what: what.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Parquet files in the lake: the writer settings every file shares and an
+//! atomic, streaming write of record batches to one object.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+
+use super::Lake;
+use crate::error::{Error, Result};
+
+/// Rows per row group: large enough for fast scans, small enough to prune.
+pub const ROW_GROUP_ROWS: usize = 256 * 1024;
+
+/// Writer settings shared by every file Panorama writes.
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build()
+}
+
+/// A Parquet file being written to the lake. Nothing is visible to readers
+/// until [`ParquetFileWriter::finish`] completes.
+pub struct ParquetFileWriter {
+    path: Path,
+    rows: usize,
+    writer: AsyncArrowWriter<BufWriter>,
+}
+
+impl ParquetFileWriter {
+    /// Start a file at `relative` (a path inside the lake).
+    pub fn create(lake: &Lake, relative: &Path, schema: SchemaRef) -> Result<Self> {
+        let path = lake.path(relative);
+        let object = BufWriter::new(Arc::clone(lake.store()), path.clone());
+        let writer = AsyncArrowWriter::try_new(object, schema, Some(writer_properties()))
+            .map_err(|e| Error::parquet(format!("starting {path}"), e))?;
+        Ok(ParquetFileWriter {
+            path,
+            rows: 0,
+            writer,
+        })
+    }
+
+    /// Append one batch.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.rows += batch.num_rows();
+        self.writer
+            .write(batch)
+            .await
+            .map_err(|e| Error::parquet(format!("writing {}", self.path), e))
+    }
+
+    /// Finish the file and make it visible; returns rows written.
+    pub async fn finish(self) -> Result<usize> {
+        self.writer
+            .close()
+            .await
+            .map_err(|e| Error::parquet(format!("finishing {}", self.path), e))?;
+        Ok(self.rows)
+    }
+}
+
+/// Write `batches` as one Parquet file at `relative`, atomically.
+pub async fn write_file(
+    lake: &Lake,
+    relative: &Path,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<usize> {
+    let mut writer = ParquetFileWriter::create(lake, relative, schema)?;
+    for batch in batches {
+        writer.write(batch).await?;
+    }
+    writer.finish().await
+}

@@ -1,0 +1,24 @@
+//! Panorama: an open-source Customer Data Platform on Apache DataFusion.
+//!
+//! The crate follows the data flow of `DESIGN.md`, one module per box:
+//! sources land as Parquet in the [`lake`] (object storage) with the
+//! [`schema`] of each raw table; the [`catalog`] exposes the lake's tables to
+//! a DataFusion session built in one place by [`engine`]; the [`pgwire`]
+//! front end serves that session to any PostgreSQL client. [`generate`]
+//! writes a deterministic synthetic CDP and [`seed`] fills an empty lake with
+//! the bundled sample. Dependencies point down that flow: the lake knows
+//! nothing of SQL, the catalog nothing of the wire protocol.
+
+pub mod catalog;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod generate;
+pub mod ingest;
+pub mod lake;
+pub mod pgwire;
+pub mod query;
+pub mod schema;
+pub mod seed;
+
+pub use error::{Error, Result};

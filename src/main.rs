@@ -1,0 +1,209 @@
+//! The `panorama` binary: parse the command line, resolve settings, wire
+//! the library's parts together and report progress. All behaviour lives in
+//! the library; this file only decides what to run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use panorama::config::{self, DEFAULT_PG_ADDR, LAKE_ENV};
+use panorama::engine::{self, EngineOptions};
+use panorama::generate::{self, GenerateOptions, Output};
+use panorama::lake::Lake;
+use panorama::{pgwire, query, seed};
+
+/// Panorama: an open-source Customer Data Platform.
+///
+/// Keeps customer data (events, CRM rows, orders, surveys, consents) as
+/// Parquet in a lake (a local folder or an S3 bucket) and serves it in SQL
+/// over the PostgreSQL protocol, so psql and any BI tool can query it.
+/// Run without a command, it serves a local lake seeded with sample data.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Where the lake is: a folder, file:///abs/path, s3://bucket/prefix
+    /// (S3 settings come from AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP) or memory://.
+    #[arg(long, global = true, env = LAKE_ENV, default_value_t = config::default_lake())]
+    lake: String,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the lake over the PostgreSQL protocol (the default command).
+    ///
+    /// An empty lake is first seeded with the bundled sample data. Connect
+    /// with: psql -h 127.0.0.1 -p 5433 -U panorama panorama
+    Serve(ServeArgs),
+
+    /// Write a deterministic synthetic CDP (customers, events, orders, ...).
+    ///
+    /// Scale N gives N×1,000 known customers, N×300 anonymous visitors and a
+    /// year of their activity. The same scale and seed always give the same
+    /// rows.
+    Generate {
+        /// Thousands of known customers.
+        #[arg(long, default_value_t = 1)]
+        scale: u32,
+        /// Random seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Write one compact <table>.parquet per table into this folder
+        /// instead of the lake (how datasets/sample is made).
+        #[arg(long)]
+        files: Option<PathBuf>,
+    },
+
+    /// Run one SQL statement against the lake and print the result table.
+    Sql {
+        /// The statement, e.g. "SELECT count(*) FROM raw.events".
+        query: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address the PostgreSQL protocol listens on.
+    #[arg(long, env = "PANORAMA_LISTEN", default_value = DEFAULT_PG_ADDR, value_parser = config::parse_listen)]
+    listen: SocketAddr,
+    /// Do not seed an empty lake with the sample data.
+    #[arg(long)]
+    no_seed: bool,
+    /// Memory all running queries may use together, in MiB.
+    #[arg(long, default_value_t = 4096)]
+    memory_limit_mb: usize,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,pgwire=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve(ServeArgs {
+        listen: config::parse_listen(DEFAULT_PG_ADDR).map_err(anyhow::Error::msg)?,
+        no_seed: false,
+        memory_limit_mb: 4096,
+    }));
+    match command {
+        Command::Serve(args) => serve(&cli.lake, args).await,
+        Command::Generate { scale, seed, files } => {
+            run_generate(&cli.lake, GenerateOptions { scale, seed }, files).await
+        }
+        Command::Sql { query } => run_sql(&cli.lake, &query).await,
+    }
+}
+
+fn open_lake(location: &str) -> Result<Lake> {
+    Lake::open(location).with_context(|| format!("opening the lake at {location}"))
+}
+
+async fn serve(location: &str, args: ServeArgs) -> Result<()> {
+    let lake = open_lake(location)?;
+    if !args.no_seed {
+        let bar = ProgressBar::new(panorama::schema::RawTable::ALL.len() as u64).with_style(
+            ProgressStyle::with_template("seeding sample data {bar:30} {pos}/{len} {msg}")?,
+        );
+        let seeded = seed::seed_if_empty(&lake, |table, landed| {
+            bar.set_message(format!("raw.{table}: {} rows", landed.rows));
+            bar.inc(1);
+        })
+        .await
+        .context("seeding the lake with the sample data")?;
+        bar.finish_and_clear();
+        if let Some(landed) = seeded {
+            tracing::info!(
+                rows = landed.rows,
+                files = landed.files,
+                "seeded the empty lake with the bundled sample data"
+            );
+        }
+    }
+    let options = EngineOptions {
+        memory_limit: args.memory_limit_mb << 20,
+        ..EngineOptions::default()
+    };
+    let ctx = Arc::new(engine::session(&lake, &options).context("building the SQL session")?);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(
+        lake = %lake.url(),
+        "ready: psql -h {} -p {} -U panorama panorama",
+        args.listen.ip(),
+        args.listen.port()
+    );
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("Ctrl-C received");
+    };
+    pgwire::serve(listener, ctx, shutdown)
+        .await
+        .context("serving the PostgreSQL protocol")
+}
+
+async fn run_generate(
+    location: &str,
+    options: GenerateOptions,
+    files: Option<PathBuf>,
+) -> Result<()> {
+    let lake;
+    let output = match &files {
+        Some(dir) => Output::Files(dir.clone()),
+        None => {
+            lake = open_lake(location)?;
+            Output::Lake(&lake)
+        }
+    };
+    let target = files
+        .as_ref()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|| location.to_string());
+    eprintln!(
+        "generating scale {} (seed {}) into {target}",
+        options.scale, options.seed
+    );
+    let started = Instant::now();
+    let bar = ProgressBar::new(u64::from(generate::model::DAYS)).with_style(
+        ProgressStyle::with_template("{elapsed_precise} {bar:40} day {pos}/{len} {msg}")?,
+    );
+    let summary = generate::generate(options, output, |p| {
+        bar.set_position(u64::from(p.days_done));
+        bar.set_message(format!("{} rows", p.rows));
+    })
+    .await
+    .context("generating data")?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    for (table, landed) in &summary.tables {
+        eprintln!(
+            "  raw.{table:<17} {:>12} rows {:>6} files",
+            landed.rows, landed.files
+        );
+    }
+    eprintln!(
+        "done: {} rows in {secs:.1} s ({:.0} rows/s)",
+        summary.rows(),
+        summary.rows() as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+async fn run_sql(location: &str, sql: &str) -> Result<()> {
+    let lake = open_lake(location)?;
+    let ctx = engine::session(&lake, &EngineOptions::default())?;
+    let batches = query::run(&ctx, sql).await?;
+    println!("{}", query::render(&batches)?);
+    Ok(())
+}

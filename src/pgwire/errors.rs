@@ -1,0 +1,87 @@
+//! Turns engine errors into PostgreSQL errors with the right SQLSTATE, so
+//! clients can tell a typo (42601) from a missing table (42P01), a missing
+//! column (42703), an unsupported feature (0A000), a memory limit (53200)
+//! or a broken file in the lake (58030). Without this every error would be
+//! reported as an internal error (XX000).
+
+use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion_postgres::pgwire::api::{ClientInfo, ErrorHandler};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError};
+
+/// Rewrites API errors into user errors carrying a SQLSTATE.
+pub struct SqlStateErrors;
+
+impl ErrorHandler for SqlStateErrors {
+    fn on_error<C>(&self, _client: &C, error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        if let PgWireError::ApiError(source) = error {
+            let (code, message) = classify(source.as_ref());
+            tracing::debug!(code, "query failed: {message}");
+            *error = PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".to_string(),
+                code.to_string(),
+                message,
+            )));
+        }
+    }
+}
+
+/// The SQLSTATE and message for an error raised while running a statement.
+pub fn classify(error: &(dyn std::error::Error + 'static)) -> (&'static str, String) {
+    if let Some(e) = error.downcast_ref::<DataFusionError>() {
+        return (sqlstate(e), e.to_string());
+    }
+    if error.downcast_ref::<ParserError>().is_some() {
+        return ("42601", error.to_string());
+    }
+    ("XX000", error.to_string())
+}
+
+/// The SQLSTATE of a DataFusion error, looking through context wrappers.
+pub fn sqlstate(error: &DataFusionError) -> &'static str {
+    match error.find_root() {
+        DataFusionError::SQL(..) => "42601",
+        DataFusionError::SchemaError(e, _) => {
+            let text = e.to_string();
+            if text.contains("No field named") || text.contains("not found") {
+                "42703"
+            } else {
+                "42P18"
+            }
+        }
+        DataFusionError::Plan(text) => {
+            if text.contains("table") && text.contains("not found") {
+                "42P01"
+            } else if text.contains("function") || text.contains("Invalid function") {
+                "42883"
+            } else {
+                "42601"
+            }
+        }
+        DataFusionError::NotImplemented(_) => "0A000",
+        DataFusionError::ResourcesExhausted(_) => "53200",
+        DataFusionError::ParquetError(_)
+        | DataFusionError::ObjectStore(_)
+        | DataFusionError::IoError(_) => "58030",
+        DataFusionError::ArrowError(..) | DataFusionError::Execution(_) => "22000",
+        _ => "XX000",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_errors_map_to_postgres_codes() {
+        let missing = DataFusionError::Plan("table 'panorama.raw.nope' not found".into());
+        assert_eq!(sqlstate(&missing), "42P01");
+        let wrapped = DataFusionError::Context("planning".into(), Box::new(missing));
+        assert_eq!(sqlstate(&wrapped), "42P01");
+        let oom = DataFusionError::ResourcesExhausted("too big".into());
+        assert_eq!(sqlstate(&oom), "53200");
+    }
+}

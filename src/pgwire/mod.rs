@@ -1,0 +1,117 @@
+//! The PostgreSQL wire-protocol front end.
+//!
+//! Serves a ready `SessionContext` over a listener the caller has bound (so
+//! tests bind port 0), reusing `datafusion-postgres` for the protocol
+//! handlers, `pg_catalog`, `SET`/`SHOW`, transactions and type encoding
+//! (`arrow-pg`). Panorama adds its own connection loop with a shutdown path,
+//! cancel support, and [`errors`], which gives every failure a real SQLSTATE.
+//! It knows the SQL session only: nothing of the lake or its layout.
+
+pub mod errors;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use datafusion::prelude::SessionContext;
+use datafusion_postgres::DfSessionService;
+use datafusion_postgres::pgwire::api::auth::StartupHandler;
+use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
+use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use datafusion_postgres::pgwire::api::{ConnectionManager, ErrorHandler, PgWireServerHandlers};
+use datafusion_postgres::pgwire::tokio::process_socket;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// Accepts connections without a password (loopback default).
+struct TrustStartup {
+    connections: Arc<ConnectionManager>,
+}
+
+impl NoopStartupHandler for TrustStartup {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(Arc::clone(&self.connections))
+    }
+}
+
+/// The handlers of one server: one session service shared by every
+/// connection (per-connection state lives in pgwire's client metadata).
+struct Handlers {
+    session: Arc<DfSessionService>,
+    startup: Arc<TrustStartup>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.session)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.session)
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.startup)
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(errors::SqlStateErrors)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::clone(&self.cancel)
+    }
+}
+
+/// Serve `ctx` to every client that connects to `listener` until `shutdown`
+/// resolves; then stop accepting and wait for open connections to end.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<SessionContext>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let connections = Arc::new(ConnectionManager::new());
+    let handlers = Arc::new(Handlers {
+        session: Arc::new(DfSessionService::new(ctx)),
+        startup: Arc::new(TrustStartup {
+            connections: Arc::clone(&connections),
+        }),
+        cancel: Arc::new(DefaultCancelHandler::new(connections)),
+    });
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let handlers = Arc::clone(&handlers);
+                    tasks.spawn(async move {
+                        if let Err(e) = process_socket(socket, None, handlers).await {
+                            tracing::info!(%peer, "connection ended with an error: {e}");
+                        }
+                    });
+                }
+                // Out of file descriptors and the like: log, back off, go on.
+                Err(e) => {
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = done
+                    && e.is_panic()
+                {
+                    tracing::error!("a connection task panicked: {e}");
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    tracing::info!(
+        "shutting down: waiting for {} open connection(s)",
+        tasks.len()
+    );
+    tasks.shutdown().await;
+    Ok(())
+}

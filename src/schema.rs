@@ -1,0 +1,235 @@
+//! The raw tables of the lake and their Arrow schemas, defined once here.
+//!
+//! Every raw table lands under `raw/<table>/date=YYYY-MM-DD/`; `date` is the
+//! Hive partition column (the day of the row's business time) and is not
+//! stored inside the files. Types are the ones BI tools understand:
+//! `timestamptz` (microseconds, UTC), `numeric(12,2)` for money, `text`,
+//! `int8`, `bool`, `date`. JSON payloads (`properties`, `traits`, `context`)
+//! are text holding a JSON object. `sql/schema.sql` documents the same
+//! tables for users; a unit test keeps the two in step.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// Name of the Hive partition column every raw table has.
+pub const PARTITION_COLUMN: &str = "date";
+
+/// Precision and scale of money columns (`numeric(12,2)`).
+pub const MONEY_PRECISION: u8 = 12;
+/// Scale of money columns.
+pub const MONEY_SCALE: i8 = 2;
+
+/// One of the raw tables landed in the lake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RawTable {
+    Events,
+    Customers,
+    Orders,
+    OrderItems,
+    Products,
+    SurveyResponses,
+    Consents,
+}
+
+impl RawTable {
+    /// Every raw table, in a stable order.
+    pub const ALL: [RawTable; 7] = [
+        RawTable::Events,
+        RawTable::Customers,
+        RawTable::Orders,
+        RawTable::OrderItems,
+        RawTable::Products,
+        RawTable::SurveyResponses,
+        RawTable::Consents,
+    ];
+
+    /// The SQL name of the table inside the `raw` schema.
+    pub fn name(self) -> &'static str {
+        match self {
+            RawTable::Events => "events",
+            RawTable::Customers => "customers",
+            RawTable::Orders => "orders",
+            RawTable::OrderItems => "order_items",
+            RawTable::Products => "products",
+            RawTable::SurveyResponses => "survey_responses",
+            RawTable::Consents => "consents",
+        }
+    }
+
+    /// Look a table up by its SQL name.
+    pub fn from_name(name: &str) -> Option<RawTable> {
+        RawTable::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The column holding the row's business time; its day is the partition.
+    pub fn time_column(self) -> &'static str {
+        match self {
+            RawTable::Events => "timestamp",
+            RawTable::Customers | RawTable::Products => "updated_at",
+            RawTable::Orders | RawTable::OrderItems => "ordered_at",
+            RawTable::SurveyResponses => "responded_at",
+            RawTable::Consents => "recorded_at",
+        }
+    }
+
+    /// The Arrow schema of the files (without the `date` partition column).
+    pub fn file_schema(self) -> SchemaRef {
+        let fields = match self {
+            RawTable::Events => vec![
+                text("message_id", false),
+                text("type", false),
+                text("event", true),
+                text("name", true),
+                text("anonymous_id", true),
+                text("user_id", true),
+                text("previous_id", true),
+                text("group_id", true),
+                text("email", true),
+                timestamp("timestamp", false),
+                timestamp("received_at", false),
+                text("properties", true),
+                text("traits", true),
+                text("context", true),
+            ],
+            RawTable::Customers => vec![
+                text("customer_id", false),
+                text("email", true),
+                text("phone", true),
+                text("first_name", true),
+                text("last_name", true),
+                text("street", true),
+                text("city", true),
+                text("postal_code", true),
+                text("country", true),
+                Field::new("birth_date", DataType::Date32, true),
+                text("loyalty_tier", true),
+                Field::new("newsletter", DataType::Boolean, true),
+                text("source", false),
+                timestamp("created_at", true),
+                timestamp("updated_at", false),
+            ],
+            RawTable::Orders => vec![
+                text("order_id", false),
+                text("customer_id", true),
+                text("email", true),
+                text("anonymous_id", true),
+                timestamp("ordered_at", false),
+                money("amount", false),
+                text("currency", false),
+                text("status", false),
+                text("channel", false),
+                Field::new("item_count", DataType::Int64, false),
+            ],
+            RawTable::OrderItems => vec![
+                text("order_id", false),
+                Field::new("line", DataType::Int64, false),
+                text("product_id", false),
+                Field::new("quantity", DataType::Int64, false),
+                money("unit_price", false),
+                timestamp("ordered_at", false),
+            ],
+            RawTable::Products => vec![
+                text("product_id", false),
+                text("name", false),
+                text("category", false),
+                money("price", false),
+                Field::new("stock", DataType::Int64, false),
+                text("season", true),
+                Field::new("active", DataType::Boolean, false),
+                timestamp("updated_at", false),
+            ],
+            RawTable::SurveyResponses => vec![
+                text("response_id", false),
+                text("customer_id", true),
+                text("email", true),
+                text("anonymous_id", true),
+                text("survey", false),
+                Field::new("score", DataType::Int64, false),
+                text("comment", true),
+                text("channel", true),
+                timestamp("responded_at", false),
+            ],
+            RawTable::Consents => vec![
+                text("consent_id", false),
+                text("customer_id", true),
+                text("email", true),
+                text("anonymous_id", true),
+                text("purpose", false),
+                text("status", false),
+                timestamp("recorded_at", false),
+                text("source", false),
+            ],
+        };
+        Arc::new(Schema::new(fields))
+    }
+}
+
+impl std::fmt::Display for RawTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+/// The Arrow type of every timestamp column: `timestamptz` in PostgreSQL.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The Arrow type of every money column: `numeric(12,2)` in PostgreSQL.
+pub fn money_type() -> DataType {
+    DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE)
+}
+
+fn text(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Utf8, nullable)
+}
+
+fn timestamp(name: &str, nullable: bool) -> Field {
+    Field::new(name, timestamp_type(), nullable)
+}
+
+fn money(name: &str, nullable: bool) -> Field {
+    Field::new(name, money_type(), nullable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `sql/schema.sql` documents every column of every table, in order.
+    #[test]
+    fn schema_sql_documents_every_column() {
+        let doc = include_str!("../sql/schema.sql");
+        for table in RawTable::ALL {
+            let header = format!("CREATE TABLE raw.{} (", table.name());
+            let start = doc
+                .find(&header)
+                .unwrap_or_else(|| panic!("sql/schema.sql lacks {header}"));
+            let body = &doc[start + header.len()..];
+            let body = &body[..body.find(");").expect("unterminated CREATE TABLE")];
+            let documented: Vec<&str> = body
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("--"))
+                .map(|l| l.split_whitespace().next().unwrap_or_default())
+                .collect();
+            let mut expected: Vec<String> = table
+                .file_schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            expected.push(PARTITION_COLUMN.to_string());
+            assert_eq!(documented, expected, "columns of raw.{table}");
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for table in RawTable::ALL {
+            assert_eq!(RawTable::from_name(table.name()), Some(table));
+        }
+        assert_eq!(RawTable::from_name("nope"), None);
+    }
+}

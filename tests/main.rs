@@ -1,0 +1,13 @@
+//! Panorama's integration tests, in one binary so DataFusion is linked once.
+//! Each module is one behaviour a user relies on, tested through real
+//! clients (`tokio-postgres`, the `psql` binary) and real object stores
+//! (a local folder, an S3-compatible server on loopback).
+
+mod support;
+
+mod bad_input;
+mod catalog_live;
+mod generator;
+mod psql;
+mod s3;
+mod wire;

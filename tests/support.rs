@@ -1,0 +1,152 @@
+//! Shared test fixtures: a small hand-written lake whose every value is
+//! known, and a Panorama server on an ephemeral port over any lake.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use panorama::engine::{self, EngineOptions};
+use panorama::generate::rows::TableRows;
+use panorama::ingest;
+use panorama::lake::Lake;
+use panorama::schema::RawTable;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Microseconds of 2026-01-15T10:00:00Z.
+pub const JAN_15: i64 = 1_768_471_200_000_000;
+/// Microseconds in a day.
+pub const DAY: i64 = 86_400_000_000;
+
+/// A running server; stops when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(lake: &Lake) -> TestServer {
+        let options = EngineOptions {
+            target_partitions: 2,
+            ..EngineOptions::default()
+        };
+        let ctx = Arc::new(engine::session(lake, &options).expect("session"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(panorama::pgwire::serve(listener, ctx, async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn conn_str(&self) -> String {
+        format!(
+            "host={} port={} user=panorama dbname=panorama",
+            self.addr.ip(),
+            self.addr.port()
+        )
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.conn_str(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A local lake in a temporary folder.
+pub fn temp_lake() -> (tempfile::TempDir, Lake) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    (dir, lake)
+}
+
+/// Land the fixture: three customers (one with a messy email), four orders
+/// (one returned), all values known to the tests.
+///
+/// | order | customer | amount | status    | channel | day        |
+/// |-------|----------|--------|-----------|---------|------------|
+/// | O1    | C1       | 120.50 | completed | web     | 2026-01-15 |
+/// | O2    | C1       |  30.00 | returned  | store   | 2026-01-16 |
+/// | O3    | C2       |  99.99 | completed | app     | 2026-01-16 |
+/// | O4    | (guest)  |  10.00 | completed | web     | 2026-01-17 |
+pub async fn land_fixture(lake: &Lake) {
+    let mut customers = TableRows::new(RawTable::Customers);
+    for (id, email, first, city) in [
+        ("C1", " Jane.Doe@Example.com", "Jane", "Paris"),
+        ("C2", "bob@example.com", "Bob", "Lyon"),
+        ("C3", "test@test.com", "Tess", "Lille"),
+    ] {
+        customers
+            .text(Some(id))
+            .text(Some(email))
+            .text(Some("+33 6 12 34 56 78"))
+            .text(Some(first))
+            .text(Some("Doe"))
+            .text(None)
+            .text(Some(city))
+            .text(None)
+            .text(Some("FR"))
+            .date(Some(7_000))
+            .text(Some("gold"))
+            .boolean(Some(true))
+            .text(Some("crm"))
+            .timestamp(Some(JAN_15 - 30 * DAY))
+            .timestamp(Some(JAN_15));
+        customers.end_row();
+    }
+    let mut orders = TableRows::new(RawTable::Orders);
+    for (id, customer, cents, status, channel, day) in [
+        ("O1", Some("C1"), 12_050, "completed", "web", 0),
+        ("O2", Some("C1"), 3_000, "returned", "store", 1),
+        ("O3", Some("C2"), 9_999, "completed", "app", 1),
+        ("O4", None, 1_000, "completed", "web", 2),
+    ] {
+        orders
+            .text(Some(id))
+            .text(customer)
+            .text(customer.is_none().then_some("guest@example.com"))
+            .text(None)
+            .timestamp(Some(JAN_15 + day * DAY))
+            .money(Some(cents))
+            .text(Some("EUR"))
+            .text(Some(status))
+            .text(Some(channel))
+            .int(Some(1));
+        orders.end_row();
+    }
+    let landed = ingest::land(lake, RawTable::Customers, &[customers.finish().unwrap()])
+        .await
+        .unwrap();
+    assert_eq!((landed.files, landed.rows), (1, 3));
+    let landed = ingest::land(lake, RawTable::Orders, &[orders.finish().unwrap()])
+        .await
+        .unwrap();
+    assert_eq!((landed.files, landed.rows), (3, 4), "one file per day");
+}
