@@ -7,6 +7,7 @@ mod support;
 
 mod bad_input;
 mod catalog_live;
+mod cli;
 mod generator;
 mod psql;
 mod s3;

@@ -96,3 +96,64 @@ async fn extended_protocol_binds_parameters_and_decodes_binary_results() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn text_results_use_postgres_spellings_for_every_raw_type() {
+    let (_dir, lake) = temp_lake();
+    land_fixture(&lake).await;
+    let server = TestServer::start(&lake).await;
+    let client = server.client().await;
+    let messages = client
+        .simple_query(
+            "SELECT customer_id, birth_date, newsletter, updated_at, date \
+             FROM raw.customers WHERE customer_id = 'C1'",
+        )
+        .await
+        .unwrap();
+    let row = messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .expect("one row");
+    assert_eq!(row.get(0), Some("C1"));
+    assert_eq!(row.get(1), Some("1989-03-02"));
+    assert_eq!(row.get(2), Some("t"));
+    assert!(
+        row.get(3).unwrap().starts_with("2026-01-15 10:00:00"),
+        "{:?}",
+        row.get(3)
+    );
+    assert_eq!(row.get(4), Some("2026-01-15"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_error_in_one_session_does_not_disturb_another() {
+    let (_dir, lake) = temp_lake();
+    land_fixture(&lake).await;
+    let server = TestServer::start(&lake).await;
+    let broken = server.client().await;
+    let healthy = server.client().await;
+    let statement = healthy
+        .prepare("SELECT count(*) FROM raw.orders WHERE channel = $1")
+        .await
+        .unwrap();
+    for round in 0..5 {
+        assert!(broken.simple_query("SELECT * FROM nowhere").await.is_err());
+        let n: i64 = healthy
+            .query_one(&statement, &[&"web"])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 2, "round {round}");
+    }
+    let n: i64 = broken
+        .query_one("SELECT count(*) FROM raw.customers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+    server.stop().await;
+}

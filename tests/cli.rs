@@ -1,0 +1,60 @@
+//! The `panorama` binary as a script uses it.
+
+use std::process::Command;
+
+use crate::support::*;
+
+fn panorama(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_panorama"))
+        .args(args)
+        .env_remove("PANORAMA_LAKE")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn sql_prints_the_result_as_a_table() {
+    let (dir, lake) = temp_lake();
+    land_fixture(&lake).await;
+    let lake_arg = dir.path().to_str().unwrap();
+    let (ok, out, err) = panorama(&[
+        "sql",
+        "--lake",
+        lake_arg,
+        "SELECT channel, count(*) AS orders FROM raw.orders GROUP BY channel ORDER BY channel",
+    ]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[1], "| channel | orders |", "{out}");
+    assert_eq!(lines[3], "| app     | 1      |", "{out}");
+    assert_eq!(lines[4], "| store   | 1      |", "{out}");
+    assert_eq!(lines[5], "| web     | 2      |", "{out}");
+
+    let (ok, _, err) = panorama(&["sql", "--lake", lake_arg, "SELECT * FROM raw.nope"]);
+    assert!(!ok, "a failing query exits non-zero");
+    assert!(err.contains("nope"), "the error says what is wrong: {err}");
+}
+
+#[test]
+fn help_explains_every_command() {
+    let (ok, out, _) = panorama(&["--help"]);
+    assert!(ok);
+    for command in ["serve", "generate", "sql"] {
+        assert!(out.contains(command), "--help lists {command}:\n{out}");
+    }
+    let (ok, out, _) = panorama(&["generate", "--help"]);
+    assert!(ok);
+    assert!(out.contains("--scale") && out.contains("--seed"), "{out}");
+}
+
+#[test]
+fn an_unusable_lake_url_is_a_clear_error() {
+    let (ok, _, err) = panorama(&["sql", "--lake", "ftp://host/x", "SELECT 1"]);
+    assert!(!ok);
+    assert!(err.contains("unsupported scheme 'ftp'"), "{err}");
+}
