@@ -4,7 +4,53 @@
 
 use std::net::SocketAddr;
 
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::identity::IdentityConfig;
 use crate::lake::DEFAULT_LAKE_DIR;
+
+/// Environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "PANORAMA_CONFIG";
+
+/// The configuration file read when none is named, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "panorama.toml";
+
+/// The contents of `panorama.toml`; every section is optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub identity: IdentityConfig,
+}
+
+impl Config {
+    /// Read `path`, or `./panorama.toml` if it exists, or the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (Path::new(DEFAULT_CONFIG_FILE).to_path_buf(), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Config::default());
+            }
+            Err(source) => {
+                return Err(Error::Io {
+                    what: "reading the configuration".into(),
+                    path,
+                    source,
+                });
+            }
+        };
+        let config: Config =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        config.identity.validate()?;
+        Ok(config)
+    }
+}
 
 /// Environment variable naming the lake URL.
 pub const LAKE_ENV: &str = "PANORAMA_LAKE";

@@ -15,6 +15,9 @@ use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
 use crate::catalog::{self, CATALOG};
 use crate::error::{Error, Result};
+use crate::functions;
+use crate::identity::IdentityConfig;
+use crate::identity::normalize;
 use crate::lake::Lake;
 
 /// Settings of the query engine.
@@ -24,6 +27,8 @@ pub struct EngineOptions {
     pub memory_limit: usize,
     /// Partitions a query is split into (defaults to the number of cores).
     pub target_partitions: usize,
+    /// Identity settings (identifier types shape `cdp.profiles`).
+    pub identity: IdentityConfig,
 }
 
 impl Default for EngineOptions {
@@ -33,6 +38,7 @@ impl Default for EngineOptions {
             target_partitions: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            identity: IdentityConfig::default(),
         }
     }
 }
@@ -51,7 +57,20 @@ pub fn session(lake: &Lake, options: &EngineOptions) -> Result<SessionContext> {
         .build_arc()?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     ctx.register_object_store(lake.store_url().as_ref(), Arc::clone(lake.store()));
-    ctx.register_catalog(CATALOG, catalog::lake_catalog(lake)?);
+    let id_types: Vec<String> = options
+        .identity
+        .types
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    ctx.register_catalog(CATALOG, catalog::lake_catalog(lake, &id_types)?);
+    let country = normalize::country(&options.identity.default_country).ok_or_else(|| {
+        Error::Config(format!(
+            "default_country '{}' is not an ISO country code",
+            options.identity.default_country
+        ))
+    })?;
+    functions::register_all(&ctx, country);
     setup_pg_catalog(&ctx, CATALOG, Arc::new(AuthManager::default()))
         .map_err(|e| Error::DataFusion(*e))?;
     Ok(ctx)

@@ -31,6 +31,11 @@ struct Cli {
     #[arg(long, global = true, env = LAKE_ENV, default_value_t = config::default_lake())]
     lake: String,
 
+    /// Configuration file (identity rules, ...); default: ./panorama.toml if
+    /// it exists, else built-in defaults.
+    #[arg(long, global = true, env = config::CONFIG_ENV)]
+    config: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -59,6 +64,19 @@ enum Command {
         /// instead of the lake (how datasets/sample is made).
         #[arg(long)]
         files: Option<PathBuf>,
+    },
+
+    /// Resolve identities and rebuild the unified profiles (cdp.*).
+    ///
+    /// Reads every identifier of the raw tables, links the ones seen
+    /// together (union-find with the rules of the [identity] configuration)
+    /// and commits a new version of cdp.identity_links, cdp.profiles,
+    /// cdp.profile_merges and cdp.identity_rejections. Profile ids stay
+    /// stable across refreshes. Each run is recorded in system.refreshes.
+    Refresh {
+        /// Rebuild from all raw data (the only mode so far).
+        #[arg(long)]
+        full: bool,
     },
 
     /// Run one SQL statement against the lake and print the result table.
@@ -91,17 +109,20 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let settings =
+        config::Config::load(cli.config.as_deref()).context("loading the configuration")?;
     let command = cli.command.unwrap_or(Command::Serve(ServeArgs {
         listen: config::parse_listen(DEFAULT_PG_ADDR).map_err(anyhow::Error::msg)?,
         no_seed: false,
         memory_limit_mb: 4096,
     }));
     match command {
-        Command::Serve(args) => serve(&cli.lake, args).await,
+        Command::Serve(args) => serve(&cli.lake, &settings, args).await,
+        Command::Refresh { full: _ } => run_refresh(&cli.lake, &settings).await,
         Command::Generate { scale, seed, files } => {
             run_generate(&cli.lake, GenerateOptions { scale, seed }, files).await
         }
-        Command::Sql { query } => run_sql(&cli.lake, &query).await,
+        Command::Sql { query } => run_sql(&cli.lake, &settings, &query).await,
     }
 }
 
@@ -109,7 +130,49 @@ fn open_lake(location: &str) -> Result<Lake> {
     Lake::open(location).with_context(|| format!("opening the lake at {location}"))
 }
 
-async fn serve(location: &str, args: ServeArgs) -> Result<()> {
+fn engine_options(settings: &config::Config) -> EngineOptions {
+    EngineOptions {
+        identity: settings.identity.clone(),
+        ..EngineOptions::default()
+    }
+}
+
+async fn run_refresh(location: &str, settings: &config::Config) -> Result<()> {
+    let lake = open_lake(location)?;
+    let started = Instant::now();
+    let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
+        "{spinner} {elapsed_precise} {msg}",
+    )?);
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let report = panorama::identity::refresh(
+        &lake,
+        &settings.identity,
+        &engine_options(settings),
+        chrono::Utc::now(),
+        |step| bar.set_message(step.to_string()),
+    )
+    .await
+    .context("refreshing identities and profiles")?;
+    bar.finish_and_clear();
+    eprintln!(
+        "refresh {} committed in {:.1} s: {} raw rows from {} files, {} identifiers, {} links → {} profiles ({} new), {} merges, {} splits, {} links refused, {} values blocked",
+        report.version,
+        started.elapsed().as_secs_f64(),
+        report.raw_rows,
+        report.raw_files,
+        report.identifiers,
+        report.links,
+        report.profiles,
+        report.new_profiles,
+        report.merges,
+        report.splits,
+        report.refused_links,
+        report.blocked_values
+    );
+    Ok(())
+}
+
+async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Result<()> {
     let lake = open_lake(location)?;
     if !args.no_seed {
         let bar = ProgressBar::new(panorama::schema::RawTable::ALL.len() as u64).with_style(
@@ -132,7 +195,7 @@ async fn serve(location: &str, args: ServeArgs) -> Result<()> {
     }
     let options = EngineOptions {
         memory_limit: args.memory_limit_mb << 20,
-        ..EngineOptions::default()
+        ..engine_options(settings)
     };
     let ctx = Arc::new(engine::session(&lake, &options).context("building the SQL session")?);
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -148,7 +211,27 @@ async fn serve(location: &str, args: ServeArgs) -> Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("Ctrl-C received");
     };
-    pgwire::serve(listener, ctx, shutdown)
+    let refresh: pgwire::AdminAction = {
+        let (lake, identity, options) = (lake.clone(), settings.identity.clone(), options.clone());
+        Arc::new(move || {
+            let (lake, identity, options) = (lake.clone(), identity.clone(), options.clone());
+            Box::pin(async move {
+                panorama::identity::refresh(&lake, &identity, &options, chrono::Utc::now(), |_| {})
+                    .await
+                    .map(|r| {
+                        format!(
+                            "version {}: {} profiles, {} merges",
+                            r.version, r.profiles, r.merges
+                        )
+                    })
+                    .map_err(|e| e.to_string())
+            })
+        })
+    };
+    let actions = pgwire::Actions {
+        refresh: Some(refresh),
+    };
+    pgwire::serve_with(listener, ctx, actions, shutdown)
         .await
         .context("serving the PostgreSQL protocol")
 }
@@ -200,9 +283,9 @@ async fn run_generate(
     Ok(())
 }
 
-async fn run_sql(location: &str, sql: &str) -> Result<()> {
+async fn run_sql(location: &str, settings: &config::Config, sql: &str) -> Result<()> {
     let lake = open_lake(location)?;
-    let ctx = engine::session(&lake, &EngineOptions::default())?;
+    let ctx = engine::session(&lake, &engine_options(settings))?;
     let batches = query::run(&ctx, sql).await?;
     println!("{}", query::render(&batches)?);
     Ok(())

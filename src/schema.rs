@@ -233,3 +233,137 @@ mod tests {
         assert_eq!(RawTable::from_name("nope"), None);
     }
 }
+
+/// Schemas of the materialised `cdp` views and the `system` tables.
+pub mod cdp {
+    use std::sync::Arc;
+
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+    use super::timestamp_type;
+
+    fn text(name: &str) -> Field {
+        Field::new(name, DataType::Utf8, true)
+    }
+    fn ts(name: &str) -> Field {
+        Field::new(name, timestamp_type(), true)
+    }
+    fn int(name: &str) -> Field {
+        Field::new(name, DataType::Int64, true)
+    }
+    fn money(name: &str) -> Field {
+        Field::new(name, DataType::Decimal128(18, 2), true)
+    }
+
+    /// `cdp.identity_links`: one row per known identifier.
+    pub fn identity_links() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            text("id_type"),
+            text("id_value"),
+            text("profile_id"),
+            ts("first_seen"),
+            ts("last_seen"),
+        ]))
+    }
+
+    /// `cdp.profile_merges`: the history of merges and splits.
+    pub fn profile_merges() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            text("kind"),
+            text("from_profile_id"),
+            text("to_profile_id"),
+            text("cause_type"),
+            text("cause_value"),
+            ts("refreshed_at"),
+        ]))
+    }
+
+    /// `cdp.identity_rejections`: values and links the rules refused.
+    pub fn identity_rejections() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            text("kind"),
+            text("id_type"),
+            text("id_value"),
+            text("other_type"),
+            text("other_value"),
+            text("detail"),
+            ts("refreshed_at"),
+        ]))
+    }
+
+    /// The list column of one identifier type in `cdp.profiles`.
+    pub fn list_column(id_type: &str) -> String {
+        format!("{id_type}s")
+    }
+
+    /// `cdp.profiles`: one row per person, for the configured identifier types.
+    pub fn profiles(id_types: &[String]) -> SchemaRef {
+        let mut fields = vec![Field::new("profile_id", DataType::Utf8, false)];
+        for t in id_types {
+            fields.push(Field::new(
+                list_column(t),
+                DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                true,
+            ));
+        }
+        fields.extend([
+            text("first_name"),
+            text("last_name"),
+            text("street"),
+            text("city"),
+            text("postal_code"),
+            text("country"),
+            Field::new("birth_date", DataType::Date32, true),
+            text("loyalty_tier"),
+            Field::new("newsletter", DataType::Boolean, true),
+            ts("first_seen"),
+            ts("last_seen"),
+            int("events"),
+            int("page_views"),
+            int("tracks"),
+            int("identifies"),
+            int("orders"),
+            int("net_orders"),
+            money("gross_revenue"),
+            money("net_revenue"),
+            money("avg_order_value"),
+            ts("last_order_at"),
+            text("preferred_channel"),
+            int("last_nps"),
+            ts("last_nps_at"),
+            int("last_csat"),
+            ts("last_csat_at"),
+            int("last_ces"),
+            ts("last_ces_at"),
+            text("consent_email_marketing"),
+            text("consent_sms_marketing"),
+            text("consent_ads"),
+            text("consent_analytics"),
+            ts("refreshed_at"),
+        ]);
+        Arc::new(Schema::new(fields))
+    }
+
+    /// `system.refreshes`: one row per refresh, successful or not.
+    pub fn refreshes() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            text("refresh_id"),
+            ts("started_at"),
+            ts("finished_at"),
+            text("status"),
+            text("error"),
+            Field::new("full", DataType::Boolean, true),
+            int("version"),
+            int("raw_files"),
+            int("raw_rows"),
+            int("identifiers"),
+            int("links"),
+            int("profiles"),
+            int("new_profiles"),
+            int("merges"),
+            int("splits"),
+            int("refused_links"),
+            int("blocked_values"),
+        ]))
+    }
+}

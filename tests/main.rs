@@ -9,6 +9,7 @@ mod bad_input;
 mod catalog_live;
 mod cli;
 mod generator;
+mod identity;
 mod psql;
 mod s3;
 mod wire;

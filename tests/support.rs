@@ -26,6 +26,36 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(lake: &Lake) -> TestServer {
+        TestServer::start_with(lake, panorama::pgwire::Actions::default()).await
+    }
+
+    /// A server whose `REFRESH MATERIALIZED VIEW` runs a real refresh.
+    pub async fn start_with_refresh(lake: &Lake, now_micros: i64) -> TestServer {
+        let refresh: panorama::pgwire::AdminAction = {
+            let lake = lake.clone();
+            Arc::new(move || {
+                let lake = lake.clone();
+                Box::pin(async move {
+                    panorama::identity::refresh(
+                        &lake,
+                        &panorama::identity::IdentityConfig::default(),
+                        &EngineOptions::default(),
+                        chrono::DateTime::from_timestamp_micros(now_micros).unwrap(),
+                        |_| {},
+                    )
+                    .await
+                    .map(|r| format!("version {}", r.version))
+                    .map_err(|e| e.to_string())
+                })
+            })
+        };
+        let actions = panorama::pgwire::Actions {
+            refresh: Some(refresh),
+        };
+        TestServer::start_with(lake, actions).await
+    }
+
+    async fn start_with(lake: &Lake, actions: panorama::pgwire::Actions) -> TestServer {
         let options = EngineOptions {
             target_partitions: 2,
             ..EngineOptions::default()
@@ -34,9 +64,14 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(panorama::pgwire::serve(listener, ctx, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(panorama::pgwire::serve_with(
+            listener,
+            ctx,
+            actions,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         TestServer {
             addr,
             stop: Some(stop),
@@ -87,7 +122,8 @@ pub fn temp_lake() -> (tempfile::TempDir, Lake) {
     (dir, lake)
 }
 
-/// Land the fixture: three customers (one with a messy email), four orders
+/// Land the fixture: three customers (messy emails and phones; Tess has the
+/// junk email test@test.com), four orders
 /// (one returned), all values known to the tests.
 ///
 /// | order | customer | amount | status    | channel | day        |
@@ -98,15 +134,21 @@ pub fn temp_lake() -> (tempfile::TempDir, Lake) {
 /// | O4    | (guest)  |  10.00 | completed | web     | 2026-01-17 |
 pub async fn land_fixture(lake: &Lake) {
     let mut customers = TableRows::new(RawTable::Customers);
-    for (id, email, first, city) in [
-        ("C1", " Jane.Doe@Example.com", "Jane", "Paris"),
-        ("C2", "bob@example.com", "Bob", "Lyon"),
-        ("C3", "test@test.com", "Tess", "Lille"),
+    for (id, email, phone, first, city) in [
+        (
+            "C1",
+            " Jane.Doe@Example.com",
+            "+33 6 12 34 56 78",
+            "Jane",
+            "Paris",
+        ),
+        ("C2", "bob@example.com", "0698765432", "Bob", "Lyon"),
+        ("C3", "test@test.com", "06.11.22.33.44", "Tess", "Lille"),
     ] {
         customers
             .text(Some(id))
             .text(Some(email))
-            .text(Some("+33 6 12 34 56 78"))
+            .text(Some(phone))
             .text(Some(first))
             .text(Some("Doe"))
             .text(None)

@@ -19,12 +19,16 @@ use datafusion::datasource::listing::{
 };
 
 mod parquet_format;
+mod versioned;
 
 pub use parquet_format::LakeParquetFormat;
+pub use versioned::VersionedTable;
+
+use object_store::path::Path;
 
 use crate::error::Result;
 use crate::lake::{Lake, paths};
-use crate::schema::{PARTITION_COLUMN, RawTable};
+use crate::schema::{PARTITION_COLUMN, RawTable, cdp};
 
 /// Name of the one catalog (what `current_database()` answers).
 pub const CATALOG: &str = "panorama";
@@ -32,19 +36,64 @@ pub const CATALOG: &str = "panorama";
 /// The schemas every lake has, in the order `\dn` shows them.
 pub const SCHEMAS: [&str; 5] = ["public", "raw", "cdp", "analytics", "system"];
 
-/// Build the `panorama` catalog for `lake`.
-pub fn lake_catalog(lake: &Lake) -> Result<Arc<dyn CatalogProvider>> {
+/// The materialised views of the `cdp` schema and their schemas.
+pub fn cdp_tables(
+    id_types: &[String],
+) -> Vec<(&'static str, datafusion::arrow::datatypes::SchemaRef)> {
+    vec![
+        ("identity_links", cdp::identity_links()),
+        ("identity_rejections", cdp::identity_rejections()),
+        ("profile_merges", cdp::profile_merges()),
+        ("profiles", cdp::profiles(id_types)),
+    ]
+}
+
+/// Build the `panorama` catalog for `lake`; `id_types` are the configured
+/// identifier types (each is a list column of `cdp.profiles`).
+pub fn lake_catalog(lake: &Lake, id_types: &[String]) -> Result<Arc<dyn CatalogProvider>> {
     let catalog = MemoryCatalogProvider::new();
     for name in SCHEMAS {
         let schema: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
-        if name == "raw" {
-            for table in RawTable::ALL {
-                schema.register_table(table.name().to_string(), raw_table(lake, table)?)?;
+        match name {
+            "raw" => {
+                for table in RawTable::ALL {
+                    schema.register_table(table.name().to_string(), raw_table(lake, table)?)?;
+                }
             }
+            "cdp" => {
+                for (table, table_schema) in cdp_tables(id_types) {
+                    schema.register_table(
+                        table.to_string(),
+                        Arc::new(VersionedTable::new(lake.clone(), table, table_schema)),
+                    )?;
+                }
+            }
+            "system" => {
+                schema.register_table(
+                    "refreshes".to_string(),
+                    folder_table(lake, &Path::from("system/refreshes"), cdp::refreshes())?,
+                )?;
+            }
+            _ => {}
         }
         catalog.register_schema(name, schema)?;
     }
     Ok(Arc::new(catalog))
+}
+
+/// A listing table over every Parquet file of a lake folder.
+pub fn folder_table(
+    lake: &Lake,
+    folder: &Path,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+) -> Result<Arc<dyn TableProvider>> {
+    let url = ListingTableUrl::parse(lake.folder_url(folder))?;
+    let options =
+        ListingOptions::new(Arc::new(LakeParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
 /// A listing table over one raw table's folder.

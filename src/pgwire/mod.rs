@@ -8,6 +8,9 @@
 //! It knows the SQL session only: nothing of the lake or its layout.
 
 pub mod errors;
+mod statements;
+
+pub use statements::{Actions, AdminAction};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,13 +41,14 @@ impl NoopStartupHandler for TrustStartup {
 /// connection (per-connection state lives in pgwire's client metadata).
 struct Handlers {
     session: Arc<DfSessionService>,
+    simple: Arc<statements::PanoramaStatements>,
     startup: Arc<TrustStartup>,
     cancel: Arc<DefaultCancelHandler>,
 }
 
 impl PgWireServerHandlers for Handlers {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        Arc::clone(&self.session)
+        Arc::clone(&self.simple)
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
@@ -71,9 +75,25 @@ pub async fn serve(
     ctx: Arc<SessionContext>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_with(listener, ctx, Actions::default(), shutdown).await
+}
+
+/// Like [`serve`], with Panorama's own statements (`REFRESH MATERIALIZED
+/// VIEW`) wired to `actions`.
+pub async fn serve_with(
+    listener: TcpListener,
+    ctx: Arc<SessionContext>,
+    actions: Actions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let connections = Arc::new(ConnectionManager::new());
+    let session = Arc::new(DfSessionService::new(ctx));
     let handlers = Arc::new(Handlers {
-        session: Arc::new(DfSessionService::new(ctx)),
+        simple: Arc::new(statements::PanoramaStatements::new(
+            Arc::clone(&session),
+            actions,
+        )),
+        session,
         startup: Arc::new(TrustStartup {
             connections: Arc::clone(&connections),
         }),

@@ -1,0 +1,217 @@
+//! Identity-resolution settings: which identifier types exist, where their
+//! values come from, how they are normalised, limited and prioritised, and
+//! which values never link anyone. All of it is configuration
+//! (`[identity]` in `panorama.toml`), with defaults that suit the raw
+//! tables; adding an identifier type needs no rebuild.
+
+use serde::{Deserialize, Serialize};
+
+use super::normalize::{self, Normalize};
+use crate::error::{Error, Result};
+use crate::schema::RawTable;
+
+/// One identifier type: `email`, `user_id`, a loyalty card number, ...
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifierType {
+    pub name: String,
+    pub normalize: Normalize,
+    /// At most this many values of the type in one profile; a link that
+    /// would exceed it is refused (and recorded).
+    #[serde(default)]
+    pub max_per_profile: Option<u32>,
+    /// Lower links first: links through strong identifiers are made before
+    /// links through weak ones, so limits keep the strong ones.
+    pub priority: u32,
+}
+
+/// Where values of an identifier type are read: a column of a raw table, or
+/// a path inside a JSON column (`column = "traits"`, `json_path = "email"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifierSource {
+    pub table: String,
+    pub column: String,
+    pub id_type: String,
+    #[serde(default)]
+    pub json_path: Option<String>,
+}
+
+/// The `[identity]` section of `panorama.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Country assumed for phone numbers written without a prefix (ISO code).
+    pub default_country: String,
+    /// Normalised values that never link anything.
+    pub blocked_values: Vec<String>,
+    /// Cardinality guard: a value seen with more than this many distinct
+    /// values of one other type is ignored and reported.
+    pub max_distinct_neighbours: u32,
+    /// Anonymous-only profiles idle longer than this are left out of
+    /// `cdp.profiles` (they stay in the lake and rejoin when they identify).
+    pub anonymous_idle_days: u32,
+    /// Trait survivorship: CRM `source` values, most trusted first.
+    pub source_priority: Vec<String>,
+    pub types: Vec<IdentifierType>,
+    pub sources: Vec<IdentifierSource>,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        let id_type = |name: &str, normalize, max_per_profile, priority| IdentifierType {
+            name: name.into(),
+            normalize,
+            max_per_profile,
+            priority,
+        };
+        let source = |table: &str, column: &str, id_type: &str| IdentifierSource {
+            table: table.into(),
+            column: column.into(),
+            id_type: id_type.into(),
+            json_path: None,
+        };
+        IdentityConfig {
+            default_country: "FR".into(),
+            blocked_values: [
+                "null",
+                "undefined",
+                "none",
+                "0",
+                "n/a",
+                "na",
+                "unknown",
+                "anonymous",
+                "test",
+                "test@test.com",
+                "none@none.com",
+                "noreply@example.com",
+                "email@example.com",
+                "00000000-0000-0000-0000-000000000000",
+            ]
+            .map(String::from)
+            .to_vec(),
+            max_distinct_neighbours: 50,
+            anonymous_idle_days: 90,
+            source_priority: vec!["crm".into(), "web_form".into()],
+            types: vec![
+                id_type("customer_id", Normalize::Text, Some(1), 0),
+                id_type("user_id", Normalize::Text, Some(1), 1),
+                id_type("email", Normalize::Email, None, 2),
+                id_type("phone", Normalize::Phone, None, 3),
+                id_type("anonymous_id", Normalize::Lowercase, None, 4),
+            ],
+            sources: vec![
+                source("events", "anonymous_id", "anonymous_id"),
+                source("events", "user_id", "user_id"),
+                source("events", "previous_id", "anonymous_id"),
+                source("events", "email", "email"),
+                source("customers", "customer_id", "customer_id"),
+                source("customers", "email", "email"),
+                source("customers", "phone", "phone"),
+                source("orders", "customer_id", "customer_id"),
+                source("orders", "email", "email"),
+                source("orders", "anonymous_id", "anonymous_id"),
+                source("survey_responses", "customer_id", "customer_id"),
+                source("survey_responses", "email", "email"),
+                source("survey_responses", "anonymous_id", "anonymous_id"),
+                source("consents", "customer_id", "customer_id"),
+                source("consents", "email", "email"),
+                source("consents", "anonymous_id", "anonymous_id"),
+            ],
+        }
+    }
+}
+
+impl IdentityConfig {
+    /// Check cross-field rules: every source names a known table, column and
+    /// identifier type; the default country is real; names are unique.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(format!("[identity] {msg}")));
+        if normalize::country(&self.default_country).is_none() {
+            return bad(format!(
+                "default_country '{}' is not an ISO country code",
+                self.default_country
+            ));
+        }
+        for (i, t) in self.types.iter().enumerate() {
+            if self.types[..i].iter().any(|o| o.name == t.name) {
+                return bad(format!("identifier type '{}' is declared twice", t.name));
+            }
+            if t.max_per_profile == Some(0) {
+                return bad(format!(
+                    "max_per_profile of '{}' must be at least 1",
+                    t.name
+                ));
+            }
+        }
+        for s in &self.sources {
+            let Some(table) = RawTable::from_name(&s.table) else {
+                return bad(format!("source table '{}' is not a raw table", s.table));
+            };
+            if table.file_schema().field_with_name(&s.column).is_err() {
+                return bad(format!("raw.{} has no column '{}'", s.table, s.column));
+            }
+            if !self.types.iter().any(|t| t.name == s.id_type) {
+                return bad(format!(
+                    "source raw.{}.{} feeds unknown identifier type '{}'",
+                    s.table, s.column, s.id_type
+                ));
+            }
+        }
+        if self.max_distinct_neighbours == 0 {
+            return bad("max_distinct_neighbours must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The declared type called `name`.
+    pub fn id_type(&self, name: &str) -> Option<&IdentifierType> {
+        self.types.iter().find(|t| t.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        IdentityConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_user_declared_type_from_a_json_path_is_accepted() {
+        let toml = r#"
+            default_country = "BE"
+            [[types]]
+            name = "loyalty_card"
+            normalize = "text"
+            max_per_profile = 1
+            priority = 0
+            [[sources]]
+            table = "events"
+            column = "traits"
+            json_path = "loyaltyCard"
+            id_type = "loyalty_card"
+        "#;
+        let config: IdentityConfig = toml::from_str(toml).unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.id_type("loyalty_card").unwrap().max_per_profile,
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let mut config = IdentityConfig::default();
+        config.sources[0].column = "nope".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("raw.events has no column 'nope'"), "{err}");
+        let err = toml::from_str::<IdentityConfig>("colour = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("colour"), "{err}");
+    }
+}

@@ -1,0 +1,586 @@
+//! The identity graph: interned identifiers, the links seen between them,
+//! and connected components by union-find with per-type limits.
+//!
+//! Everything here is pure and deterministic: the outcome depends only on
+//! the set of identifiers and links (with the time each was first seen)
+//! and on the previous assignment of profile ids — never on the order in
+//! which files or rows arrived. Links are tried strongest first (by the
+//! priority of their weaker end, then first-seen time, then value), so a
+//! limit such as "one `user_id` per profile" keeps the earliest strong link
+//! and refuses the later one: the shared-computer case gives two profiles.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+/// Index of an interned identifier.
+pub type NodeId = u32;
+
+/// Namespace of profile ids (UUID v5 of the founding identifier).
+const PROFILE_NAMESPACE: Uuid = Uuid::from_u128(0x7061_6e6f_7261_6d61_2d70_726f_6669_6c65);
+
+/// One identifier type as the graph sees it.
+#[derive(Debug, Clone)]
+pub struct TypeRule {
+    pub name: String,
+    pub priority: u32,
+    pub max_per_profile: Option<u32>,
+}
+
+/// An interned identifier with the times it was first and last seen.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub id_type: u16,
+    pub value: Box<str>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+/// Why an identifier or link was not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// The value is on the blocked list.
+    BlockedValue { node: NodeId },
+    /// The value was seen with too many distinct values of `other_type`.
+    TooManyNeighbours {
+        node: NodeId,
+        other_type: u16,
+        count: u32,
+    },
+    /// Linking would put more than the limit of `limited_type` in a profile.
+    LimitExceeded {
+        a: NodeId,
+        b: NodeId,
+        limited_type: u16,
+    },
+}
+
+/// A profile absorbed into another (or split off) during a resolution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeEvent {
+    pub kind: &'static str,
+    /// The id that stops existing (merge) or that was split (split).
+    pub from_profile: String,
+    /// The id that absorbed it (merge) or the new id of the split part.
+    pub to_profile: String,
+    /// The identifier whose link caused the merge, or that founds the split.
+    pub cause: NodeId,
+}
+
+/// The identity graph being built.
+#[derive(Debug, Default)]
+pub struct Graph {
+    pub types: Vec<TypeRule>,
+    index: HashMap<(u16, Box<str>), NodeId>,
+    pub nodes: Vec<Node>,
+    /// Undirected links (smaller id first) → first time seen.
+    pub edges: HashMap<(NodeId, NodeId), i64>,
+}
+
+/// The outcome of a resolution.
+#[derive(Debug, Default)]
+pub struct Resolution {
+    /// Profile id of each node; `None` for rejected (blocked) nodes.
+    pub profile_of: Vec<Option<String>>,
+    pub rejections: Vec<Rejection>,
+    pub merges: Vec<MergeEvent>,
+    pub profiles: usize,
+    pub new_profiles: usize,
+}
+
+impl Graph {
+    pub fn new(types: Vec<TypeRule>) -> Graph {
+        Graph {
+            types,
+            ..Graph::default()
+        }
+    }
+
+    /// Intern an identifier seen at `at`.
+    pub fn observe(&mut self, id_type: u16, value: &str, at: i64) -> NodeId {
+        if let Some(&id) = self.index.get(&(id_type, Box::from(value))) {
+            let node = &mut self.nodes[id as usize];
+            node.first_seen = node.first_seen.min(at);
+            node.last_seen = node.last_seen.max(at);
+            return id;
+        }
+        let id = self.nodes.len() as NodeId;
+        self.nodes.push(Node {
+            id_type,
+            value: value.into(),
+            first_seen: at,
+            last_seen: at,
+        });
+        self.index.insert((id_type, value.into()), id);
+        id
+    }
+
+    /// Record that `a` and `b` were seen together at `at`.
+    pub fn link(&mut self, a: NodeId, b: NodeId, at: i64) {
+        if a == b {
+            return;
+        }
+        let key = (a.min(b), a.max(b));
+        let first = self.edges.entry(key).or_insert(at);
+        *first = (*first).min(at);
+    }
+
+    /// Look an identifier up.
+    pub fn find(&self, id_type: u16, value: &str) -> Option<NodeId> {
+        self.index.get(&(id_type, Box::from(value))).copied()
+    }
+
+    /// The sort key of a node for "which is older": first seen, then type
+    /// priority, then value — total and independent of arrival order.
+    fn age_key(&self, n: NodeId) -> (i64, u32, &str) {
+        let node = &self.nodes[n as usize];
+        (
+            node.first_seen,
+            self.types[node.id_type as usize].priority,
+            &node.value,
+        )
+    }
+
+    /// Resolve profiles.
+    ///
+    /// `blocked(node)` says whether a value is on the blocked list;
+    /// `max_neighbours` is the cardinality guard; `previous` gives each
+    /// node's profile id from the last committed resolution, if any.
+    pub fn resolve(
+        &self,
+        blocked: impl Fn(&Node) -> bool,
+        max_neighbours: u32,
+        previous: impl Fn(NodeId) -> Option<String>,
+    ) -> Resolution {
+        let n = self.nodes.len();
+        let mut resolution = Resolution::default();
+        let mut usable = vec![true; n];
+        for (i, node) in self.nodes.iter().enumerate() {
+            if blocked(node) {
+                usable[i] = false;
+                resolution
+                    .rejections
+                    .push(Rejection::BlockedValue { node: i as NodeId });
+            }
+        }
+        // Cardinality guard: distinct neighbours of each other type.
+        let mut neighbours: HashMap<(NodeId, u16), u32> = HashMap::new();
+        for &(a, b) in self.edges.keys() {
+            if usable[a as usize] && usable[b as usize] {
+                *neighbours
+                    .entry((a, self.nodes[b as usize].id_type))
+                    .or_default() += 1;
+                *neighbours
+                    .entry((b, self.nodes[a as usize].id_type))
+                    .or_default() += 1;
+            }
+        }
+        let mut guarded: Vec<_> = neighbours
+            .into_iter()
+            .filter(|&(_, count)| count > max_neighbours)
+            .collect();
+        guarded.sort_unstable();
+        for ((node, other_type), count) in guarded {
+            if usable[node as usize] {
+                usable[node as usize] = false;
+                resolution.rejections.push(Rejection::TooManyNeighbours {
+                    node,
+                    other_type,
+                    count,
+                });
+            }
+        }
+
+        // Links, strongest and oldest first.
+        let mut edges: Vec<(u32, i64, NodeId, NodeId)> = self
+            .edges
+            .iter()
+            .filter(|((a, b), _)| usable[*a as usize] && usable[*b as usize])
+            .map(|(&(a, b), &at)| {
+                let rank = self.types[self.nodes[a as usize].id_type as usize]
+                    .priority
+                    .max(self.types[self.nodes[b as usize].id_type as usize].priority);
+                (rank, at, a, b)
+            })
+            .collect();
+        edges.sort_unstable_by(|x, y| {
+            (
+                x.0,
+                x.1,
+                &self.nodes[x.2 as usize].value,
+                &self.nodes[x.3 as usize].value,
+            )
+                .cmp(&(
+                    y.0,
+                    y.1,
+                    &self.nodes[y.2 as usize].value,
+                    &self.nodes[y.3 as usize].value,
+                ))
+        });
+
+        let limited: Vec<(u16, u32)> = self
+            .types
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| t.max_per_profile.map(|m| (i as u16, m)))
+            .collect();
+        let mut sets = UnionFind::new(n, limited.len());
+        for (i, node) in self.nodes.iter().enumerate() {
+            if let Some(slot) = limited.iter().position(|(t, _)| *t == node.id_type) {
+                sets.counts[i * limited.len() + slot] = 1;
+            }
+        }
+        // Previous profile of each root: (age of that profile, id, founder).
+        let prev: Vec<Option<String>> = (0..n as NodeId).map(&previous).collect();
+        let mut prev_age: HashMap<&str, (i64, u32, &str)> = HashMap::new();
+        for (i, p) in prev.iter().enumerate() {
+            if let (Some(p), true) = (p, usable[i]) {
+                let key = self.age_key(i as NodeId);
+                prev_age
+                    .entry(p.as_str())
+                    .and_modify(|k| *k = (*k).min(key))
+                    .or_insert(key);
+            }
+        }
+        let mut root_prev: Vec<Option<&str>> = prev.iter().map(|p| p.as_deref()).collect();
+        let mut absorbed: Vec<(&str, &str, NodeId)> = Vec::new();
+        for (_, _, a, b) in edges {
+            let (ra, rb) = (sets.find(a), sets.find(b));
+            if ra == rb {
+                continue;
+            }
+            if let Some(slot) = sets.exceeds(ra, rb, &limited) {
+                resolution.rejections.push(Rejection::LimitExceeded {
+                    a,
+                    b,
+                    limited_type: limited[slot].0,
+                });
+                continue;
+            }
+            let (pa, pb) = (root_prev[ra as usize], root_prev[rb as usize]);
+            let survivor = match (pa, pb) {
+                (Some(x), Some(y)) if x != y => {
+                    let (old, young) = if prev_age[x] <= prev_age[y] {
+                        (x, y)
+                    } else {
+                        (y, x)
+                    };
+                    let cause = if young == y { b } else { a };
+                    absorbed.push((young, old, cause));
+                    Some(old)
+                }
+                (Some(x), _) => Some(x),
+                (None, y) => y,
+            };
+            let root = sets.union(ra, rb);
+            root_prev[root as usize] = survivor;
+        }
+
+        // Components and their ids.
+        let mut members: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+        for i in 0..n as NodeId {
+            if usable[i as usize] {
+                members.entry(sets.find(i)).or_default().push(i);
+            }
+        }
+        let mut components: Vec<Vec<NodeId>> = members.into_values().collect();
+        for c in &mut components {
+            c.sort_unstable_by(|&x, &y| self.age_key(x).cmp(&self.age_key(y)));
+        }
+        components.sort_unstable_by(|x, y| self.age_key(x[0]).cmp(&self.age_key(y[0])));
+        // A previous id goes to the component holding that profile's oldest
+        // identifier; other parts of a split get an id of their own.
+        let mut claimed: HashMap<&str, usize> = HashMap::new();
+        for (ci, c) in components.iter().enumerate() {
+            for &m in c {
+                if let Some(p) = prev[m as usize].as_deref()
+                    && self.age_key(m) == prev_age[p]
+                {
+                    claimed.entry(p).or_insert(ci);
+                }
+            }
+        }
+        let mut profile_of = vec![None; n];
+        for (ci, c) in components.iter().enumerate() {
+            // Oldest previous id claimed by this component survives.
+            let mut mine: Vec<&str> = c
+                .iter()
+                .filter_map(|&m| prev[m as usize].as_deref())
+                .filter(|p| claimed.get(p) == Some(&ci))
+                .collect();
+            mine.sort_unstable_by(|x, y| prev_age[x].cmp(&prev_age[y]).then(x.cmp(y)));
+            mine.dedup();
+            let id = match mine.first() {
+                Some(p) => p.to_string(),
+                None => {
+                    resolution.new_profiles += 1;
+                    founding_id(
+                        &self.types[self.nodes[c[0] as usize].id_type as usize].name,
+                        &self.nodes[c[0] as usize].value,
+                    )
+                }
+            };
+            // Parts split off a previous profile.
+            let mut split_from: Vec<&str> = c
+                .iter()
+                .filter_map(|&m| prev[m as usize].as_deref())
+                .filter(|p| claimed.get(p) != Some(&ci))
+                .collect();
+            split_from.sort_unstable();
+            split_from.dedup();
+            for p in split_from {
+                resolution.merges.push(MergeEvent {
+                    kind: "split",
+                    from_profile: p.to_string(),
+                    to_profile: id.clone(),
+                    cause: c[0],
+                });
+            }
+            for &m in c {
+                profile_of[m as usize] = Some(id.clone());
+            }
+        }
+        // A profile absorbed piece by piece is recorded once, at its first link.
+        let mut seen = std::collections::HashSet::new();
+        for (young, old, cause) in absorbed {
+            if !seen.insert(young) {
+                continue;
+            }
+            resolution.merges.push(MergeEvent {
+                kind: "merge",
+                from_profile: young.to_string(),
+                to_profile: profile_of[cause as usize]
+                    .clone()
+                    .unwrap_or_else(|| old.to_string()),
+                cause,
+            });
+        }
+        resolution.profiles = components.len();
+        resolution.profile_of = profile_of;
+        resolution
+    }
+}
+
+/// The id of a profile founded by identifier `type:value`.
+pub fn founding_id(id_type: &str, value: &str) -> String {
+    Uuid::new_v5(&PROFILE_NAMESPACE, format!("{id_type}:{value}").as_bytes())
+        .hyphenated()
+        .to_string()
+}
+
+/// Union-find with path halving, union by size and per-set counts of the
+/// limited identifier types.
+struct UnionFind {
+    parent: Vec<NodeId>,
+    size: Vec<u32>,
+    counts: Vec<u32>,
+    width: usize,
+}
+
+impl UnionFind {
+    fn new(n: usize, width: usize) -> UnionFind {
+        UnionFind {
+            parent: (0..n as NodeId).collect(),
+            size: vec![1; n],
+            counts: vec![0; n * width],
+            width,
+        }
+    }
+
+    fn find(&mut self, mut x: NodeId) -> NodeId {
+        while self.parent[x as usize] != x {
+            let grand = self.parent[self.parent[x as usize] as usize];
+            self.parent[x as usize] = grand;
+            x = grand;
+        }
+        x
+    }
+
+    /// The first limited type whose limit joining `a` and `b` would break.
+    fn exceeds(&self, a: NodeId, b: NodeId, limits: &[(u16, u32)]) -> Option<usize> {
+        (0..self.width).find(|&slot| {
+            self.counts[a as usize * self.width + slot]
+                + self.counts[b as usize * self.width + slot]
+                > limits[slot].1
+        })
+    }
+
+    fn union(&mut self, a: NodeId, b: NodeId) -> NodeId {
+        let (big, small) = if self.size[a as usize] >= self.size[b as usize] {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        self.parent[small as usize] = big;
+        self.size[big as usize] += self.size[small as usize];
+        for slot in 0..self.width {
+            self.counts[big as usize * self.width + slot] +=
+                self.counts[small as usize * self.width + slot];
+        }
+        big
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ANON: u16 = 0;
+    const USER: u16 = 1;
+    const EMAIL: u16 = 2;
+
+    fn graph() -> Graph {
+        let t = |name: &str, priority, max| TypeRule {
+            name: name.into(),
+            priority,
+            max_per_profile: max,
+        };
+        Graph::new(vec![
+            t("anonymous_id", 4, None),
+            t("user_id", 1, Some(1)),
+            t("email", 2, None),
+        ])
+    }
+
+    fn pair(g: &mut Graph, (ta, va): (u16, &str), (tb, vb): (u16, &str), at: i64) {
+        let a = g.observe(ta, va, at);
+        let b = g.observe(tb, vb, at);
+        g.link(a, b, at);
+    }
+
+    fn resolve(g: &Graph, previous: &HashMap<NodeId, String>) -> Resolution {
+        g.resolve(
+            |n| &*n.value == "test@test.com",
+            3,
+            |i| previous.get(&i).cloned(),
+        )
+    }
+
+    fn id(g: &Graph, r: &Resolution, t: u16, v: &str) -> Option<String> {
+        r.profile_of[g.find(t, v).unwrap() as usize].clone()
+    }
+
+    #[test]
+    fn cookie_then_login_then_email_on_another_device_is_one_person() {
+        let mut g = graph();
+        pair(&mut g, (ANON, "cookie-laptop"), (USER, "u1"), 10);
+        pair(&mut g, (USER, "u1"), (EMAIL, "jane@x.com"), 11);
+        pair(&mut g, (ANON, "cookie-phone"), (EMAIL, "jane@x.com"), 20);
+        let r = resolve(&g, &HashMap::new());
+        assert_eq!(r.profiles, 1);
+        let p = id(&g, &r, ANON, "cookie-phone");
+        assert_eq!(p, id(&g, &r, ANON, "cookie-laptop"));
+        // cookie-laptop and u1 were first seen together: the stronger type wins the tie.
+        assert_eq!(
+            p,
+            Some(founding_id("user_id", "u1")),
+            "the oldest identifier founds the id"
+        );
+    }
+
+    #[test]
+    fn a_shared_computer_gives_two_profiles_and_records_the_refused_link() {
+        let mut g = graph();
+        pair(&mut g, (ANON, "family-pc"), (USER, "alice"), 10);
+        pair(&mut g, (ANON, "family-pc"), (USER, "bob"), 20);
+        let r = resolve(&g, &HashMap::new());
+        assert_eq!(r.profiles, 2);
+        assert_eq!(
+            id(&g, &r, ANON, "family-pc"),
+            id(&g, &r, USER, "alice"),
+            "the earlier login keeps the cookie"
+        );
+        assert_ne!(id(&g, &r, USER, "alice"), id(&g, &r, USER, "bob"));
+        assert!(matches!(
+            r.rejections[..],
+            [Rejection::LimitExceeded {
+                limited_type: USER,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn blocked_and_over_shared_values_link_nobody() {
+        let mut g = graph();
+        pair(&mut g, (USER, "a"), (EMAIL, "test@test.com"), 1);
+        pair(&mut g, (USER, "b"), (EMAIL, "test@test.com"), 2);
+        for (i, cookie) in ["c1", "c2", "c3", "c4"].iter().enumerate() {
+            pair(&mut g, (ANON, cookie), (EMAIL, "shared@corp.com"), i as i64);
+        }
+        let r = resolve(&g, &HashMap::new());
+        assert_ne!(id(&g, &r, USER, "a"), id(&g, &r, USER, "b"));
+        assert_eq!(id(&g, &r, EMAIL, "test@test.com"), None);
+        assert_eq!(
+            id(&g, &r, EMAIL, "shared@corp.com"),
+            None,
+            "4 cookies > guard of 3"
+        );
+        assert_ne!(id(&g, &r, ANON, "c1"), id(&g, &r, ANON, "c2"));
+        assert!(
+            r.rejections
+                .iter()
+                .any(|x| matches!(x, Rejection::TooManyNeighbours { count: 4, .. }))
+        );
+    }
+
+    #[test]
+    fn when_profiles_merge_the_older_id_survives_and_the_merge_is_recorded() {
+        let mut g = graph();
+        pair(&mut g, (ANON, "old-cookie"), (USER, "u1"), 10);
+        pair(&mut g, (ANON, "new-cookie"), (EMAIL, "jane@x.com"), 50);
+        let first = resolve(&g, &HashMap::new());
+        assert_eq!(first.profiles, 2);
+        let previous: HashMap<NodeId, String> = (0..g.nodes.len() as NodeId)
+            .filter_map(|i| first.profile_of[i as usize].clone().map(|p| (i, p)))
+            .collect();
+        let old_id = id(&g, &first, USER, "u1").unwrap();
+        let young_id = id(&g, &first, EMAIL, "jane@x.com").unwrap();
+
+        pair(&mut g, (USER, "u1"), (EMAIL, "jane@x.com"), 60);
+        let second = resolve(&g, &previous);
+        assert_eq!(second.profiles, 1);
+        assert_eq!(id(&g, &second, EMAIL, "jane@x.com"), Some(old_id.clone()));
+        assert_eq!(
+            second.merges,
+            vec![MergeEvent {
+                kind: "merge",
+                from_profile: young_id,
+                to_profile: old_id,
+                cause: g.find(EMAIL, "jane@x.com").unwrap(),
+            }]
+        );
+    }
+
+    #[test]
+    fn arrival_order_does_not_change_the_outcome() {
+        let links = [
+            ((ANON, "k1"), (USER, "u1"), 5),
+            ((ANON, "k1"), (USER, "u2"), 7),
+            ((ANON, "k2"), (EMAIL, "e@x.com"), 3),
+            ((USER, "u2"), (EMAIL, "e@x.com"), 9),
+        ];
+        let outcome = |order: &[usize]| {
+            let mut g = graph();
+            for &i in order {
+                let (a, b, at) = links[i];
+                pair(&mut g, a, b, at);
+            }
+            let r = resolve(&g, &HashMap::new());
+            let mut ids: Vec<(String, String)> = ["k1", "k2"]
+                .iter()
+                .map(|k| (k.to_string(), id(&g, &r, ANON, k).unwrap()))
+                .chain(
+                    ["u1", "u2"]
+                        .iter()
+                        .map(|u| (u.to_string(), id(&g, &r, USER, u).unwrap())),
+                )
+                .collect();
+            ids.sort();
+            ids
+        };
+        let expected = outcome(&[0, 1, 2, 3]);
+        assert_eq!(outcome(&[3, 2, 1, 0]), expected);
+        assert_eq!(outcome(&[1, 3, 0, 2]), expected);
+    }
+}

@@ -1,0 +1,76 @@
+//! Versioned, materialised views: each refresh writes its tables under a new
+//! version folder (`cdp/<table>/v=<n>/`) and then switches one small JSON
+//! manifest (`cdp/_manifest.json`) to point at them. Readers resolve the
+//! manifest at every scan, so they see the last committed version whole;
+//! a refresh that dies before the switch leaves the previous one in place.
+
+use std::collections::BTreeMap;
+
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use super::Lake;
+use crate::error::{Error, Result};
+
+/// Format tag of the manifest, for future migrations.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// Where the committed manifest of the `cdp` views lives.
+pub fn manifest_path() -> Path {
+    Path::from("cdp/_manifest.json")
+}
+
+/// The folder of one table at one version.
+pub fn version_dir(table: &str, version: u64) -> Path {
+    Path::from(format!("cdp/{table}/v={version:08}"))
+}
+
+/// The committed state of the materialised views.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub version: u64,
+    /// RFC 3339 time of the commit.
+    pub committed_at: String,
+    /// Table name → folder (relative to the lake root) of its current files.
+    pub tables: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// Read the committed manifest; `None` before the first refresh.
+    pub async fn load(lake: &Lake) -> Result<Option<Manifest>> {
+        let path = lake.path(&manifest_path());
+        match lake.store().get(&path).await {
+            Ok(found) => {
+                let bytes = found
+                    .bytes()
+                    .await
+                    .map_err(|e| Error::store(format!("reading {path}"), e))?;
+                let manifest: Manifest = serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::Config(format!("{path} is not a valid manifest: {e}")))?;
+                if manifest.format != MANIFEST_FORMAT {
+                    return Err(Error::Config(format!(
+                        "{path} has format {}, this Panorama reads format {MANIFEST_FORMAT}",
+                        manifest.format
+                    )));
+                }
+                Ok(Some(manifest))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(format!("reading {path}"), e)),
+        }
+    }
+
+    /// Atomically make this manifest the committed one.
+    pub async fn commit(&self, lake: &Lake) -> Result<()> {
+        let path = lake.path(&manifest_path());
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::Config(format!("encoding the manifest: {e}")))?;
+        lake.store()
+            .put(&path, PutPayload::from(json))
+            .await
+            .map_err(|e| Error::store(format!("committing {path}"), e))?;
+        Ok(())
+    }
+}

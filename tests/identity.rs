@@ -1,0 +1,383 @@
+//! Identity resolution and unified profiles, end to end: hand-built raw
+//! data, `identity::refresh`, and the `cdp` views read over the Postgres
+//! protocol. Every expected value is written out here.
+
+use panorama::engine::EngineOptions;
+use panorama::generate::rows::TableRows;
+use panorama::identity::{self, IdentityConfig};
+use panorama::ingest;
+use panorama::lake::Lake;
+use panorama::schema::RawTable;
+
+use crate::support::*;
+
+/// An event row: (type, anonymous_id, user_id, previous_id, email, at).
+type Ev<'a> = (
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    i64,
+);
+
+async fn land_events(lake: &Lake, events: &[Ev<'_>]) {
+    let mut rows = TableRows::new(RawTable::Events);
+    for (i, (kind, anon, user, previous, email, at)) in events.iter().enumerate() {
+        rows.text(Some(&format!("m-{at}-{i}")))
+            .text(Some(kind))
+            .text(None)
+            .text(None)
+            .text(*anon)
+            .text(*user)
+            .text(*previous)
+            .text(None)
+            .text(*email)
+            .timestamp(Some(*at))
+            .timestamp(Some(*at))
+            .text(Some("{}"))
+            .text(Some("{}"))
+            .text(Some("{}"));
+        rows.end_row();
+    }
+    ingest::land(lake, RawTable::Events, &[rows.finish().unwrap()])
+        .await
+        .unwrap();
+}
+
+async fn refresh(lake: &Lake) -> identity::RefreshReport {
+    identity::refresh(
+        lake,
+        &IdentityConfig::default(),
+        &EngineOptions::default(),
+        chrono::DateTime::from_timestamp_micros(JAN_15 + 30 * DAY).unwrap(),
+        |_| {},
+    )
+    .await
+    .unwrap()
+}
+
+const T: i64 = JAN_15 - 10 * DAY;
+
+async fn scenario() -> (tempfile::TempDir, Lake) {
+    let (dir, lake) = temp_lake();
+    // Customers C1 (Jane, " Jane.Doe@Example.com", +33 6 12 34 56 78),
+    // C2 and C3 (Bob and Tess; Tess has the junk email test@test.com).
+    land_fixture(&lake).await;
+    land_events(
+        &lake,
+        &[
+            // Jane: a cookie, then a login, then her email on another device.
+            ("page", Some("k-laptop"), None, None, None, T),
+            (
+                "identify",
+                Some("k-laptop"),
+                Some("u-jane"),
+                None,
+                Some("JANE.DOE@example.com "),
+                T + 1,
+            ),
+            (
+                "identify",
+                Some("k-phone"),
+                None,
+                None,
+                Some("jane.doe@example.com"),
+                T + 2,
+            ),
+            // A family computer used by two logged-in people.
+            (
+                "identify",
+                Some("k-family"),
+                Some("u-alice"),
+                None,
+                None,
+                T + 3,
+            ),
+            (
+                "identify",
+                Some("k-family"),
+                Some("u-bob"),
+                None,
+                None,
+                T + 4,
+            ),
+            // Two strangers who typed the junk email.
+            (
+                "identify",
+                Some("k-x"),
+                Some("u-x"),
+                None,
+                Some("test@test.com"),
+                T + 5,
+            ),
+            (
+                "identify",
+                Some("k-y"),
+                Some("u-y"),
+                None,
+                Some("test@test.com"),
+                T + 6,
+            ),
+            // An alias: the old cookie becomes u-zoe.
+            ("alias", None, Some("u-zoe"), Some("k-old"), None, T + 7),
+            ("page", Some("k-old"), None, None, None, T + 8),
+        ],
+    )
+    .await;
+    (dir, lake)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_person_across_devices_sources_and_spellings() {
+    let (_dir, lake) = scenario().await;
+    let report = refresh(&lake).await;
+    assert_eq!(report.version, 1);
+    assert_eq!(
+        report.refused_links, 1,
+        "the family computer's second login"
+    );
+
+    let server = TestServer::start(&lake).await;
+    let client = server.client().await;
+    let rows = client
+        .query(
+            "SELECT profile_id, customer_ids, user_ids, emails, phones, anonymous_ids, \
+                    first_name, city, orders, net_orders, \
+                    CAST(gross_revenue AS DOUBLE) AS gross, CAST(net_revenue AS DOUBLE) AS net, \
+                    preferred_channel, identifies \
+             FROM cdp.profiles WHERE 'jane.doe@example.com' = ANY(emails)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "Jane is one profile");
+    let jane = &rows[0];
+    assert_eq!(jane.get::<_, Vec<String>>("customer_ids"), vec!["C1"]);
+    assert_eq!(jane.get::<_, Vec<String>>("user_ids"), vec!["u-jane"]);
+    assert_eq!(
+        jane.get::<_, Vec<String>>("emails"),
+        vec!["jane.doe@example.com"]
+    );
+    assert_eq!(jane.get::<_, Vec<String>>("phones"), vec!["+33612345678"]);
+    assert_eq!(
+        jane.get::<_, Vec<String>>("anonymous_ids"),
+        vec!["k-laptop", "k-phone"]
+    );
+    assert_eq!(jane.get::<_, String>("first_name"), "Jane");
+    assert_eq!(jane.get::<_, String>("city"), "Paris");
+    assert_eq!(jane.get::<_, i64>("orders"), 2);
+    assert_eq!(
+        jane.get::<_, i64>("net_orders"),
+        1,
+        "the returned order does not count"
+    );
+    assert_eq!(jane.get::<_, f64>("gross"), 150.5);
+    assert_eq!(jane.get::<_, f64>("net"), 120.5);
+    assert_eq!(jane.get::<_, i64>("identifies"), 2);
+
+    // The shared computer: two people, the cookie stays with the first login.
+    let family: Vec<(Vec<String>, Option<Vec<String>>)> = client
+        .query(
+            "SELECT user_ids, anonymous_ids FROM cdp.profiles \
+             WHERE array_has(user_ids, 'u-alice') OR array_has(user_ids, 'u-bob') ORDER BY user_ids",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        family,
+        vec![
+            (
+                vec!["u-alice".to_string()],
+                Some(vec!["k-family".to_string()])
+            ),
+            (vec!["u-bob".to_string()], None),
+        ]
+    );
+    let refused: i64 = client
+        .query_one(
+            "SELECT count(*) FROM cdp.identity_rejections \
+             WHERE kind = 'limit_exceeded' AND id_value = 'k-family' AND other_value = 'u-bob'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(refused, 1, "the refused link is queryable");
+
+    // Junk email links nobody.
+    let strangers: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT profile_id) FROM cdp.identity_links \
+             WHERE id_type = 'user_id' AND id_value IN ('u-x', 'u-y')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(strangers, 2);
+    let junk: i64 = client
+        .query_one(
+            "SELECT count(*) FROM cdp.identity_links WHERE id_value = 'test@test.com'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(junk, 0);
+
+    // The alias joins the old cookie to the user.
+    let zoe: Vec<String> = client
+        .query_one(
+            "SELECT anonymous_ids FROM cdp.profiles WHERE array_has(user_ids, 'u-zoe')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(zoe, vec!["k-old"]);
+
+    let refreshes: i64 = client
+        .query_one(
+            "SELECT count(*) FROM system.refreshes WHERE status = 'committed' AND refused_links = 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(refreshes, 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_stable_and_the_older_id_survives_a_merge() {
+    let (_dir, lake) = scenario().await;
+    refresh(&lake).await;
+    let server = TestServer::start(&lake).await;
+    let client = server.client().await;
+    let id_of = |user: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT profile_id FROM cdp.identity_links WHERE id_type = 'user_id' AND id_value = $1",
+                    &[&user],
+                )
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    let jane = id_of("u-jane").await;
+    let zoe = id_of("u-zoe").await;
+    assert_ne!(jane, zoe);
+
+    // A second refresh with nothing new changes no id.
+    let report = refresh(&lake).await;
+    assert_eq!(
+        (report.version, report.new_profiles, report.merges),
+        (2, 0, 0)
+    );
+    assert_eq!(id_of("u-jane").await, jane);
+
+    // Zoe's old cookie turns out to be Jane's: Jane's profile is older.
+    land_events(
+        &lake,
+        &[(
+            "identify",
+            Some("k-old"),
+            None,
+            None,
+            Some("jane.doe@example.com"),
+            T + 20,
+        )],
+    )
+    .await;
+    let report = refresh(&lake).await;
+    assert_eq!(
+        report.merges, 0,
+        "u-zoe and u-jane cannot share a profile: one user_id each"
+    );
+    assert_eq!(report.refused_links, 2);
+
+    // An anonymous tablet visitor is a profile of its own...
+    land_events(
+        &lake,
+        &[("page", Some("k-tablet"), None, None, None, T + 30)],
+    )
+    .await;
+    refresh(&lake).await;
+    let tablet: String = client
+        .query_one(
+            "SELECT profile_id FROM cdp.identity_links WHERE id_value = 'k-tablet'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(tablet, jane);
+    // ...until it logs in with Jane's email: the older id (Jane's) survives.
+    land_events(
+        &lake,
+        &[(
+            "identify",
+            Some("k-tablet"),
+            None,
+            None,
+            Some("jane.doe@example.com"),
+            T + 31,
+        )],
+    )
+    .await;
+    let report = refresh(&lake).await;
+    assert_eq!(report.merges, 1, "{report:?}");
+    assert_eq!(id_of("u-jane").await, jane, "Jane's older id survives");
+    let merge = client
+        .query_one(
+            "SELECT kind, from_profile_id, to_profile_id, cause_type, cause_value FROM cdp.profile_merges",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(merge.get::<_, String>(0), "merge");
+    assert_eq!(merge.get::<_, String>(1), tablet);
+    assert_eq!(merge.get::<_, String>(2), jane);
+    assert_eq!(merge.get::<_, String>(3), "anonymous_id");
+    assert_eq!(merge.get::<_, String>(4), "k-tablet");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_materialized_view_from_sql_commits_a_version_readers_see_at_once() {
+    let (_dir, lake) = scenario().await;
+    let server = TestServer::start_with_refresh(&lake, JAN_15 + 30 * DAY).await;
+    let client = server.client().await;
+    let before: i64 = client
+        .query_one("SELECT count(*) FROM cdp.profiles", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(before, 0, "no profiles before the first refresh");
+    client
+        .simple_query("REFRESH MATERIALIZED VIEW cdp.profiles")
+        .await
+        .unwrap();
+    let after: i64 = client
+        .query_one("SELECT count(*) FROM cdp.profiles", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Jane, Bob (C2), Tess (C3), Alice, Bob-the-user, u-x, u-y, Zoe, and the
+    // guest who ordered with guest@example.com.
+    assert_eq!(after, 9);
+    let err = client
+        .simple_query("REFRESH MATERIALIZED VIEW raw.orders")
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "42809");
+    server.stop().await;
+}
