@@ -381,3 +381,39 @@ async fn refresh_materialized_view_from_sql_commits_a_version_readers_see_at_onc
     assert_eq!(err.as_db_error().unwrap().code().code(), "42809");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_killed_midway_leaves_the_last_version_readable() {
+    let (dir, lake) = temp_lake();
+    panorama::seed::seed(&lake, |_, _| {}).await.unwrap();
+    let first = refresh(&lake).await;
+    let server = TestServer::start(&lake).await;
+    let client = server.client().await;
+    let count = "SELECT count(*) FROM cdp.profiles";
+    let before: i64 = client.query_one(count, &[]).await.unwrap().get(0);
+    assert!(before > 900, "{before}");
+
+    // Kill `panorama refresh` at several points of its run.
+    for delay_ms in [200u64, 600, 1200] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_panorama"))
+            .args(["refresh", "--lake", dir.path().to_str().unwrap()])
+            .env_remove("PANORAMA_LAKE")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        let during: i64 = client.query_one(count, &[]).await.unwrap().get(0);
+        assert_eq!(
+            during, before,
+            "readers see a whole version after a kill at {delay_ms} ms"
+        );
+    }
+    let next = refresh(&lake).await;
+    assert!(next.version > first.version);
+    assert_eq!(next.profiles, first.profiles);
+    let after: i64 = client.query_one(count, &[]).await.unwrap().get(0);
+    assert_eq!(after, before);
+    server.stop().await;
+}

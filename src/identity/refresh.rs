@@ -82,6 +82,7 @@ async fn run(
         .ok_or_else(|| Error::Config("bad default_country".into()))?;
     let previous = Manifest::load(lake).await?;
     let version = previous.as_ref().map_or(1, |m| m.version + 1);
+    let run = Uuid::new_v4().simple().to_string()[..8].to_string();
     let mut report = RefreshReport {
         version,
         ..RefreshReport::default()
@@ -273,7 +274,7 @@ async fn run(
     let value = |n: NodeId| &*graph.nodes[n as usize].value;
 
     progress("writing identity links");
-    let links_dir = version_dir("identity_links", version);
+    let links_dir = version_dir("identity_links", version, &run);
     {
         let schema = cdp::identity_links();
         let mut writer = ParquetFileWriter::create(
@@ -309,7 +310,7 @@ async fn run(
     }
     tables.insert("identity_links".to_string(), links_dir.to_string());
 
-    let rejections_dir = version_dir("identity_rejections", version);
+    let rejections_dir = version_dir("identity_rejections", version, &run);
     {
         let schema = cdp::identity_rejections();
         let mut cols: [Vec<Option<String>>; 6] = Default::default();
@@ -378,7 +379,7 @@ async fn run(
     );
 
     // Merge history: the previous files plus this refresh's events.
-    let merges_dir = version_dir("profile_merges", version);
+    let merges_dir = version_dir("profile_merges", version, &run);
     if let Some(old) = previous
         .as_ref()
         .and_then(|m| m.tables.get("profile_merges"))
@@ -437,7 +438,7 @@ async fn run(
     ctx.register_table(NEW_LINKS, Arc::new(ListingTable::try_new(listing)?))?;
     let type_names: Vec<String> = config.types.iter().map(|t| t.name.clone()).collect();
     let schema = cdp::profiles(&type_names);
-    let profiles_dir = version_dir("profiles", version);
+    let profiles_dir = version_dir("profiles", version, &run);
     let mut writer = ParquetFileWriter::create(
         lake,
         &profiles_dir.clone().join("part-0.parquet"),

@@ -1,5 +1,5 @@
 //! Versioned, materialised views: each refresh writes its tables under a new
-//! version folder (`cdp/<table>/v=<n>/`) and then switches one small JSON
+//! version folder (`cdp/<table>/v=<n>-<run>/`) and then switches one small JSON
 //! manifest (`cdp/_manifest.json`) to point at them. Readers resolve the
 //! manifest at every scan, so they see the last committed version whole;
 //! a refresh that dies before the switch leaves the previous one in place.
@@ -21,9 +21,10 @@ pub fn manifest_path() -> Path {
     Path::from("cdp/_manifest.json")
 }
 
-/// The folder of one table at one version.
-pub fn version_dir(table: &str, version: u64) -> Path {
-    Path::from(format!("cdp/{table}/v={version:08}"))
+/// The folder of one table at one version, written by run `run` (a unique
+/// tag, so a run that died half-way never shares a folder with the next).
+pub fn version_dir(table: &str, version: u64, run: &str) -> Path {
+    Path::from(format!("cdp/{table}/v={version:08}-{run}"))
 }
 
 /// The committed state of the materialised views.
