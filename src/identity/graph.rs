@@ -203,20 +203,14 @@ impl Graph {
                 (rank, at, a, b)
             })
             .collect();
-        edges.sort_unstable_by(|x, y| {
-            (
-                x.0,
-                x.1,
-                &self.nodes[x.2 as usize].value,
-                &self.nodes[x.3 as usize].value,
-            )
-                .cmp(&(
-                    y.0,
-                    y.1,
-                    &self.nodes[y.2 as usize].value,
-                    &self.nodes[y.3 as usize].value,
-                ))
-        });
+        // Ties are broken by the two identifiers themselves (ordered by type
+        // and value, never by interning order), so arrival order is irrelevant.
+        let ends = |a: NodeId, b: NodeId| {
+            let (na, nb) = (&self.nodes[a as usize], &self.nodes[b as usize]);
+            let (ka, kb) = ((na.id_type, &*na.value), (nb.id_type, &*nb.value));
+            if ka <= kb { (ka, kb) } else { (kb, ka) }
+        };
+        edges.sort_unstable_by(|x, y| (x.0, x.1, ends(x.2, x.3)).cmp(&(y.0, y.1, ends(y.2, y.3))));
 
         let limited: Vec<(u16, u32)> = self
             .types
@@ -582,5 +576,97 @@ mod tests {
         let expected = outcome(&[0, 1, 2, 3]);
         assert_eq!(outcome(&[3, 2, 1, 0]), expected);
         assert_eq!(outcome(&[1, 3, 0, 2]), expected);
+    }
+
+    /// Random identity graphs fed in random orders: the components always
+    /// equal those of a plain reference union-find (no limits, nothing
+    /// blocked), and the profile ids never depend on the order.
+    #[test]
+    fn random_graphs_match_a_reference_union_find_in_any_order() {
+        use rand::seq::SliceRandom;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for case in 0..200 {
+            let n_values = rng.random_range(2..40);
+            type Link = ((u16, String), (u16, String), i64);
+            let links: Vec<Link> = (0..rng.random_range(1..60))
+                .map(|_| {
+                    let end = |rng: &mut rand_chacha::ChaCha8Rng| {
+                        let t = rng.random_range(0..3u16);
+                        (t, format!("v{}", rng.random_range(0..n_values)))
+                    };
+                    let a = end(&mut rng);
+                    let b = end(&mut rng);
+                    (a, b, rng.random_range(0..1_000))
+                })
+                .collect();
+            let unlimited = |g: &mut Graph| {
+                for t in &mut g.types {
+                    t.max_per_profile = None;
+                }
+            };
+            let run_with = |order: &[usize], limited: bool| {
+                let mut g = graph();
+                if !limited {
+                    unlimited(&mut g);
+                }
+                for &i in order {
+                    let (a, b, at) = &links[i];
+                    pair(&mut g, (a.0, &a.1), (b.0, &b.1), *at);
+                }
+                let r = g.resolve(|_| false, u32::MAX, |_| None);
+                let mut assignment: Vec<((u16, String), String)> = g
+                    .nodes
+                    .iter()
+                    .zip(&r.profile_of)
+                    .map(|(n, p)| ((n.id_type, n.value.to_string()), p.clone().unwrap()))
+                    .collect();
+                assignment.sort();
+                assignment
+            };
+            let mut order: Vec<usize> = (0..links.len()).collect();
+            let expected = run_with(&order, false);
+            let expected_limited = run_with(&order, true);
+            order.shuffle(&mut rng);
+            assert_eq!(
+                run_with(&order, false),
+                expected,
+                "case {case}: order changed the outcome"
+            );
+            assert_eq!(
+                run_with(&order, true),
+                expected_limited,
+                "case {case}: order changed the outcome under limits"
+            );
+
+            // Reference: naive union-find over the same identifiers.
+            let keys: Vec<(u16, String)> = expected.iter().map(|(k, _)| k.clone()).collect();
+            let index = |k: &(u16, String)| keys.binary_search(k).unwrap();
+            let mut parent: Vec<usize> = (0..keys.len()).collect();
+            fn root(p: &mut Vec<usize>, x: usize) -> usize {
+                if p[x] == x {
+                    x
+                } else {
+                    let r = root(p, p[x]);
+                    p[x] = r;
+                    r
+                }
+            }
+            for (a, b, _) in &links {
+                let (ra, rb) = (root(&mut parent, index(a)), root(&mut parent, index(b)));
+                parent[ra] = rb;
+            }
+            for i in 0..keys.len() {
+                for j in 0..keys.len() {
+                    let same_ref = root(&mut parent, i) == root(&mut parent, j);
+                    let same_ours = expected[i].1 == expected[j].1;
+                    assert_eq!(
+                        same_ref, same_ours,
+                        "case {case}: {:?} vs {:?}",
+                        keys[i], keys[j]
+                    );
+                }
+            }
+        }
     }
 }
