@@ -115,6 +115,22 @@ impl Drop for TestServer {
     }
 }
 
+/// The rows of a simple-protocol query, as the text the server sent.
+pub async fn simple_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(String::from)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// A local lake in a temporary folder.
 pub fn temp_lake() -> (tempfile::TempDir, Lake) {
     let dir = tempfile::tempdir().unwrap();

@@ -13,31 +13,17 @@ async fn simple_protocol_answers_with_the_landed_values() {
     let server = TestServer::start(&lake).await;
     let client = server.client().await;
 
-    let messages = client
-        .simple_query(
-            "SELECT c.first_name, count(*) AS orders, sum(o.amount) AS revenue \
-             FROM raw.orders o JOIN raw.customers c ON o.customer_id = c.customer_id \
-             GROUP BY c.first_name ORDER BY c.first_name",
-        )
-        .await
-        .unwrap();
-    let rows: Vec<(String, String, String)> = messages
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some((
-                r.get(0).unwrap().to_string(),
-                r.get(1).unwrap().to_string(),
-                r.get(2).unwrap().to_string(),
-            )),
-            _ => None,
-        })
-        .collect();
+    let rows = simple_rows(
+        &client,
+        "SELECT c.first_name, count(*) AS orders, sum(o.amount) AS revenue \
+         FROM raw.orders o JOIN raw.customers c ON o.customer_id = c.customer_id \
+         GROUP BY c.first_name ORDER BY c.first_name",
+    )
+    .await;
+    let text = |v: &[&str]| v.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>();
     assert_eq!(
         rows,
-        vec![
-            ("Bob".into(), "1".into(), "99.99".into()),
-            ("Jane".into(), "2".into(), "150.50".into()),
-        ]
+        vec![text(&["Bob", "1", "99.99"]), text(&["Jane", "2", "150.50"])]
     );
     server.stop().await;
 }
@@ -103,29 +89,19 @@ async fn text_results_use_postgres_spellings_for_every_raw_type() {
     land_fixture(&lake).await;
     let server = TestServer::start(&lake).await;
     let client = server.client().await;
-    let messages = client
-        .simple_query(
-            "SELECT customer_id, birth_date, newsletter, updated_at, date \
-             FROM raw.customers WHERE customer_id = 'C1'",
-        )
-        .await
-        .unwrap();
-    let row = messages
-        .iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
-            _ => None,
-        })
-        .expect("one row");
-    assert_eq!(row.get(0), Some("C1"));
-    assert_eq!(row.get(1), Some("1989-03-02"));
-    assert_eq!(row.get(2), Some("t"));
-    assert!(
-        row.get(3).unwrap().starts_with("2026-01-15 10:00:00"),
-        "{:?}",
-        row.get(3)
-    );
-    assert_eq!(row.get(4), Some("2026-01-15"));
+    let rows = simple_rows(
+        &client,
+        "SELECT customer_id, birth_date, newsletter, updated_at, date \
+         FROM raw.customers WHERE customer_id = 'C1'",
+    )
+    .await;
+    let row = &rows[0];
+    assert_eq!(row[0].as_deref(), Some("C1"));
+    assert_eq!(row[1].as_deref(), Some("1989-03-02"));
+    assert_eq!(row[2].as_deref(), Some("t"));
+    let updated = row[3].as_deref().unwrap();
+    assert!(updated.starts_with("2026-01-15 10:00:00"), "{updated}");
+    assert_eq!(row[4].as_deref(), Some("2026-01-15"));
     server.stop().await;
 }
 
