@@ -27,9 +27,9 @@ src/identity/normalize.rs) as closely as plain SQL allows: the same
 identifier types and sources, the same normalisation (phones by rule plus
 libphonenumber's French number patterns instead of libphonenumber itself),
 the same blocked values, one star of links per raw row from its first
-identifier; identifier and link counts are printed for both engines. It does NOT apply the per-type limits
-(max_per_profile) nor the cardinality guard (max_distinct_neighbours):
-that is the plain warehouse algorithm. Component counts may therefore
+identifier; identifier and link counts are printed for both engines. It
+does NOT apply the per-type limits (max_per_profile) nor the cardinality
+guard (max_distinct_neighbours): that is the plain warehouse algorithm. Component counts may therefore
 differ a little from Panorama's profile count; both are printed, with the
 number of DuckDB components that a limit would have split and the values
 the guard would have dropped, so the difference can be explained.
@@ -497,8 +497,8 @@ def report(args, meta, pano_runs: list[dict], duck_runs: list[dict], idle_filter
         f"| identifiers (incl. blocked) | {p['identifiers']:,} | {d['identifiers']:,} |",
         f"| links | {p['links']:,} | {d['links']:,} |",
         f"| components | {p['profiles']:,} profiles | {d['components']:,} |",
-        f"| `panorama refresh`, s{runs_note} (whole process; {secs(p_inner)} s as it reports) "
-        f"| {secs(p_wall)} | |",
+        f"| `panorama refresh` (whole process), s{runs_note} "
+        f"| {secs(p_wall)} ({secs(p_inner)} as it reports) | |",
         f"| edge list (read, normalise, intern, star links), s{runs_note} | | {secs(d_build)} |",
         f"| label propagation, s{runs_note} | | {secs(d_prop)} "
         f"({d['passes']} passes, the last one finding no change"
