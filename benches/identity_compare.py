@@ -105,7 +105,8 @@ MAX_PER_PROFILE = {"customer_id": 1, "user_id": 1}
 MAX_DISTINCT_NEIGHBOURS = 50
 
 REFRESH_LINE = re.compile(
-    r"refresh (?P<version>\d+) committed in (?P<seconds>[\d.]+) s: "
+    r"refresh (?P<version>\d+) committed in (?P<seconds>[\d.]+) s"
+    r"(?: \(identity graph (?P<graph_seconds>[\d.]+) s, views (?P<views_seconds>[\d.]+) s\))?: "
     r"(?P<raw_rows>\d+) raw rows from (?P<raw_files>\d+) files, "
     r"(?P<identifiers>\d+) identifiers, (?P<links>\d+) links \S+ "
     r"(?P<profiles>\d+) profiles \((?P<new_profiles>\d+) new\), "
@@ -360,7 +361,10 @@ def run_panorama_refresh(binary: Path, lake: Path, workdir: Path) -> dict:
     match = REFRESH_LINE.search(text)
     if not match:
         raise RuntimeError(f"no summary line in the output of panorama refresh:\n{text[-2000:]}")
-    result = {k: (float(v) if k == "seconds" else int(v)) for k, v in match.groupdict().items()}
+    result = {
+        k: (None if v is None else float(v) if k.endswith("seconds") else int(v))
+        for k, v in match.groupdict().items()
+    }
     result["wall_s"] = wall
     result["rss_peak_kb"] = usage.ru_maxrss
     result["line"] = match.group(0)
@@ -470,6 +474,8 @@ def report(args, meta, pano_runs: list[dict], duck_runs: list[dict], idle_filter
     p, d = pano_runs[-1], duck_runs[-1]  # counts: identical from run to run
     p_wall = median([r["wall_s"] for r in pano_runs])
     p_inner = median([r["seconds"] for r in pano_runs])
+    graph_runs = [float(r["graph_seconds"]) for r in pano_runs if r.get("graph_seconds")]
+    p_graph = median(graph_runs) if graph_runs else None
     d_build = median([r["build_s"] for r in duck_runs])
     d_prop = median([r["propagate_s"] for r in duck_runs])
     d_total = median([r["build_s"] + r["propagate_s"] for r in duck_runs])
@@ -499,6 +505,11 @@ def report(args, meta, pano_runs: list[dict], duck_runs: list[dict], idle_filter
         f"| components | {p['profiles']:,} profiles | {d['components']:,} |",
         f"| `panorama refresh` (whole process), s{runs_note} "
         f"| {secs(p_wall)} ({secs(p_inner)} as it reports) | |",
+        (f"| identity graph only (read, normalise, intern, union-find), s{runs_note} "
+         f"| {secs(p_graph)} | {secs(d_total)} (edge list + propagation) |" if p_graph is not None else
+         "| identity graph only | (not reported by this binary) | |"),
+        (f"| ratio Panorama / DuckDB, identity graph only (below 1 = Panorama faster) "
+         f"| {p_graph / d_total:.2f} | |" if p_graph else "| | | |"),
         f"| edge list (read, normalise, intern, star links), s{runs_note} | | {secs(d_build)} |",
         f"| label propagation, s{runs_note} | | {secs(d_prop)} "
         f"({d['passes']} passes, the last one finding no change"

@@ -155,9 +155,11 @@ async fn run_refresh(location: &str, settings: &config::Config) -> Result<()> {
     .context("refreshing identities and profiles")?;
     bar.finish_and_clear();
     eprintln!(
-        "refresh {} committed in {:.1} s: {} raw rows from {} files, {} identifiers, {} links → {} profiles ({} new), {} merges, {} splits, {} links refused, {} values blocked",
+        "refresh {} committed in {:.1} s (identity graph {:.1} s, views {:.1} s): {} raw rows from {} files, {} identifiers, {} links → {} profiles ({} new), {} merges, {} splits, {} links refused, {} values blocked",
         report.version,
         started.elapsed().as_secs_f64(),
+        report.graph_ms as f64 / 1000.0,
+        report.views_ms as f64 / 1000.0,
         report.raw_rows,
         report.raw_files,
         report.identifiers,

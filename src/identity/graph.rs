@@ -71,7 +71,8 @@ pub struct MergeEvent {
 #[derive(Debug, Default)]
 pub struct Graph {
     pub types: Vec<TypeRule>,
-    index: HashMap<(u16, Box<str>), NodeId>,
+    /// Per identifier type: value → node (looked up by `&str`, no allocation).
+    index: Vec<HashMap<Box<str>, NodeId>>,
     pub nodes: Vec<Node>,
     /// Undirected links (smaller id first) → first time seen.
     pub edges: HashMap<(NodeId, NodeId), i64>,
@@ -91,6 +92,7 @@ pub struct Resolution {
 impl Graph {
     pub fn new(types: Vec<TypeRule>) -> Graph {
         Graph {
+            index: vec![HashMap::new(); types.len()],
             types,
             ..Graph::default()
         }
@@ -98,7 +100,7 @@ impl Graph {
 
     /// Intern an identifier seen at `at`.
     pub fn observe(&mut self, id_type: u16, value: &str, at: i64) -> NodeId {
-        if let Some(&id) = self.index.get(&(id_type, Box::from(value))) {
+        if let Some(&id) = self.index[id_type as usize].get(value) {
             let node = &mut self.nodes[id as usize];
             node.first_seen = node.first_seen.min(at);
             node.last_seen = node.last_seen.max(at);
@@ -111,7 +113,7 @@ impl Graph {
             first_seen: at,
             last_seen: at,
         });
-        self.index.insert((id_type, value.into()), id);
+        self.index[id_type as usize].insert(value.into(), id);
         id
     }
 
@@ -127,7 +129,7 @@ impl Graph {
 
     /// Look an identifier up.
     pub fn find(&self, id_type: u16, value: &str) -> Option<NodeId> {
-        self.index.get(&(id_type, Box::from(value))).copied()
+        self.index.get(id_type as usize)?.get(value).copied()
     }
 
     /// The sort key of a node for "which is older": first seen, then type

@@ -43,6 +43,10 @@ pub struct RefreshReport {
     pub splits: usize,
     pub refused_links: usize,
     pub blocked_values: usize,
+    /// Milliseconds spent reading identifiers and resolving the graph.
+    pub graph_ms: u64,
+    /// Milliseconds spent writing the views (links, profiles, ...).
+    pub views_ms: u64,
 }
 
 /// Folder of `system.refreshes`.
@@ -77,6 +81,7 @@ async fn run(
     now: DateTime<Utc>,
     progress: &mut impl FnMut(&str),
 ) -> Result<RefreshReport> {
+    let phase = std::time::Instant::now();
     let ctx = engine::session(lake, options)?;
     let country = normalize::country(&config.default_country)
         .ok_or_else(|| Error::Config("bad default_country".into()))?;
@@ -262,6 +267,9 @@ async fn run(
             _ => report.blocked_values += 1,
         }
     }
+
+    report.graph_ms = phase.elapsed().as_millis() as u64;
+    let phase = std::time::Instant::now();
 
     // 4. Write the new version.
     let now_micros = now.timestamp_micros();
@@ -465,6 +473,7 @@ async fn run(
     }
     .commit(lake)
     .await?;
+    report.views_ms = phase.elapsed().as_millis() as u64;
     progress("committed");
     Ok(report)
 }
