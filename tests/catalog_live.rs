@@ -12,11 +12,7 @@ async fn files_landed_after_start_are_seen_without_restart() {
     land_fixture(&lake).await;
     let server = TestServer::start(&lake).await;
     let client = server.client().await;
-    let before: i64 = client
-        .query_one("SELECT count(*) FROM raw.orders", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let before = scalar(&client, "SELECT count(*) FROM raw.orders").await;
     assert_eq!(before, 4);
 
     let mut orders = TableRows::new(RawTable::Orders);
@@ -36,11 +32,7 @@ async fn files_landed_after_start_are_seen_without_restart() {
         .await
         .unwrap();
 
-    let after: i64 = client
-        .query_one("SELECT count(*) FROM raw.orders", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let after = scalar(&client, "SELECT count(*) FROM raw.orders").await;
     assert_eq!(after, 5);
     server.stop().await;
 }
@@ -64,11 +56,7 @@ async fn the_bundled_sample_seeds_every_raw_table() {
     let client = server.client().await;
     let mut total = 0;
     for table in RawTable::ALL {
-        let n: i64 = client
-            .query_one(&format!("SELECT count(*) FROM raw.{table}"), &[])
-            .await
-            .unwrap()
-            .get(0);
+        let n = scalar(&client, &format!("SELECT count(*) FROM raw.{table}")).await;
         assert!(n > 0, "raw.{table} is empty");
         total += n as usize;
     }

@@ -198,36 +198,27 @@ async fn one_person_across_devices_sources_and_spellings() {
             (vec!["u-bob".to_string()], None),
         ]
     );
-    let refused: i64 = client
-        .query_one(
-            "SELECT count(*) FROM cdp.identity_rejections \
+    let refused = scalar(
+        &client,
+        "SELECT count(*) FROM cdp.identity_rejections \
              WHERE kind = 'limit_exceeded' AND id_value = 'k-family' AND other_value = 'u-bob'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert_eq!(refused, 1, "the refused link is queryable");
 
     // Junk email links nobody.
-    let strangers: i64 = client
-        .query_one(
-            "SELECT count(DISTINCT profile_id) FROM cdp.identity_links \
+    let strangers = scalar(
+        &client,
+        "SELECT count(DISTINCT profile_id) FROM cdp.identity_links \
              WHERE id_type = 'user_id' AND id_value IN ('u-x', 'u-y')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert_eq!(strangers, 2);
-    let junk: i64 = client
-        .query_one(
-            "SELECT count(*) FROM cdp.identity_links WHERE id_value = 'test@test.com'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let junk = scalar(
+        &client,
+        "SELECT count(*) FROM cdp.identity_links WHERE id_value = 'test@test.com'",
+    )
+    .await;
     assert_eq!(junk, 0);
 
     // The alias joins the old cookie to the user.
@@ -241,14 +232,11 @@ async fn one_person_across_devices_sources_and_spellings() {
         .get(0);
     assert_eq!(zoe, vec!["k-old"]);
 
-    let refreshes: i64 = client
-        .query_one(
-            "SELECT count(*) FROM system.refreshes WHERE status = 'committed' AND refused_links = 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let refreshes = scalar(
+        &client,
+        "SELECT count(*) FROM system.refreshes WHERE status = 'committed' AND refused_links = 1",
+    )
+    .await;
     assert_eq!(refreshes, 1);
     server.stop().await;
 }
@@ -356,21 +344,13 @@ async fn refresh_materialized_view_from_sql_commits_a_version_readers_see_at_onc
     let (_dir, lake) = scenario().await;
     let server = TestServer::start_with_refresh(&lake, JAN_15 + 30 * DAY).await;
     let client = server.client().await;
-    let before: i64 = client
-        .query_one("SELECT count(*) FROM cdp.profiles", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let before = scalar(&client, "SELECT count(*) FROM cdp.profiles").await;
     assert_eq!(before, 0, "no profiles before the first refresh");
     client
         .simple_query("REFRESH MATERIALIZED VIEW cdp.profiles")
         .await
         .unwrap();
-    let after: i64 = client
-        .query_one("SELECT count(*) FROM cdp.profiles", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let after = scalar(&client, "SELECT count(*) FROM cdp.profiles").await;
     // Jane, Bob (C2), Tess (C3), Alice, Bob-the-user, u-x, u-y, Zoe, and the
     // guest who ordered with guest@example.com.
     assert_eq!(after, 9);
@@ -390,7 +370,7 @@ async fn a_refresh_killed_midway_leaves_the_last_version_readable() {
     let server = TestServer::start(&lake).await;
     let client = server.client().await;
     let count = "SELECT count(*) FROM cdp.profiles";
-    let before: i64 = client.query_one(count, &[]).await.unwrap().get(0);
+    let before = scalar(&client, count).await;
     assert!(before > 900, "{before}");
 
     // Kill `panorama refresh` at several points of its run.
@@ -404,7 +384,7 @@ async fn a_refresh_killed_midway_leaves_the_last_version_readable() {
         tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
         let _ = child.kill();
         let _ = child.wait();
-        let during: i64 = client.query_one(count, &[]).await.unwrap().get(0);
+        let during = scalar(&client, count).await;
         assert_eq!(
             during, before,
             "readers see a whole version after a kill at {delay_ms} ms"
@@ -413,7 +393,7 @@ async fn a_refresh_killed_midway_leaves_the_last_version_readable() {
     let next = refresh(&lake).await;
     assert!(next.version > first.version);
     assert_eq!(next.profiles, first.profiles);
-    let after: i64 = client.query_one(count, &[]).await.unwrap().get(0);
+    let after = scalar(&client, count).await;
     assert_eq!(after, before);
     server.stop().await;
 }

@@ -115,6 +115,11 @@ impl Drop for TestServer {
     }
 }
 
+/// The single `bigint` a query such as `SELECT count(*) ...` returns.
+pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
 /// The rows of a simple-protocol query, as the text the server sent.
 pub async fn simple_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
     client

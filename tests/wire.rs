@@ -125,11 +125,9 @@ async fn an_error_in_one_session_does_not_disturb_another() {
             .get(0);
         assert_eq!(n, 2, "round {round}");
     }
-    let n: i64 = broken
-        .query_one("SELECT count(*) FROM raw.customers", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 3);
+    assert_eq!(
+        scalar(&broken, "SELECT count(*) FROM raw.customers").await,
+        3
+    );
     server.stop().await;
 }

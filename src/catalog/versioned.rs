@@ -7,9 +7,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
@@ -17,7 +14,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use object_store::path::Path;
 
-use super::LakeParquetFormat;
+use super::folder_table;
 use crate::lake::Lake;
 use crate::lake::manifest::Manifest;
 
@@ -73,13 +70,8 @@ impl TableProvider for VersionedTable {
             };
             return Ok(Arc::new(EmptyExec::new(projected)));
         };
-        let url = ListingTableUrl::parse(self.lake.folder_url(&Path::from(folder)))?;
-        let options = ListingOptions::new(Arc::new(LakeParquetFormat::default()))
-            .with_file_extension(".parquet");
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .with_schema(self.schema.clone());
-        ListingTable::try_new(config)?
+        folder_table(&self.lake, &Path::from(folder), self.schema.clone())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
             .scan(state, projection, filters, limit)
             .await
     }

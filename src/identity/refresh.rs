@@ -9,9 +9,6 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
@@ -21,7 +18,7 @@ use super::config::IdentityConfig;
 use super::graph::{Graph, NodeId, Rejection, TypeRule};
 use super::normalize;
 use super::profiles_sql::{NEW_LINKS, profiles_sql};
-use crate::catalog::LakeParquetFormat;
+use crate::catalog::folder_table;
 use crate::engine::{self, EngineOptions};
 use crate::error::{Error, Result};
 use crate::lake::manifest::{MANIFEST_FORMAT, Manifest, version_dir};
@@ -235,17 +232,13 @@ async fn run(
 
     // 3. Resolve.
     progress("resolving identities");
-    let blocked: Vec<String> = config
+    let blocked: std::collections::HashSet<String> = config
         .blocked_values
         .iter()
         .map(|v| v.trim().to_lowercase())
         .collect();
     let resolution = graph.resolve(
-        |node| {
-            blocked
-                .iter()
-                .any(|b| b.as_str() == node.value.to_lowercase())
-        },
+        |node| blocked.contains(&node.value.to_lowercase()),
         config.max_distinct_neighbours,
         |node| previous_ids.get(&node).cloned(),
     );
@@ -436,14 +429,10 @@ async fn run(
 
     // 5. Profiles, from the new links and the raw tables.
     progress("computing profiles");
-    let url = ListingTableUrl::parse(lake.folder_url(&links_dir))?;
-    let listing = ListingTableConfig::new(url)
-        .with_listing_options(
-            ListingOptions::new(Arc::new(LakeParquetFormat::default()))
-                .with_file_extension(".parquet"),
-        )
-        .with_schema(cdp::identity_links());
-    ctx.register_table(NEW_LINKS, Arc::new(ListingTable::try_new(listing)?))?;
+    ctx.register_table(
+        NEW_LINKS,
+        folder_table(lake, &links_dir, cdp::identity_links())?,
+    )?;
     let type_names: Vec<String> = config.types.iter().map(|t| t.name.clone()).collect();
     let schema = cdp::profiles(&type_names);
     let profiles_dir = version_dir("profiles", version, &run);
