@@ -14,10 +14,12 @@ fn sqlstate(err: &tokio_postgres::Error) -> String {
 
 #[tokio::test]
 async fn syntax_errors_and_unknown_tables_leave_the_session_usable() {
-    let (_dir, lake) = temp_lake();
-    land_fixture(&lake).await;
-    let server = TestServer::start(&lake).await;
-    let client = server.client().await;
+    let Fixture {
+        dir: _dir,
+        lake: _,
+        server,
+        client,
+    } = serve_fixture().await;
 
     let err = client.simple_query("SELEC 1").await.unwrap_err();
     assert_eq!(sqlstate(&err), "42601", "{err:?}");

@@ -8,10 +8,12 @@ use crate::support::*;
 
 #[tokio::test]
 async fn files_landed_after_start_are_seen_without_restart() {
-    let (_dir, lake) = temp_lake();
-    land_fixture(&lake).await;
-    let server = TestServer::start(&lake).await;
-    let client = server.client().await;
+    let Fixture {
+        dir: _dir,
+        lake,
+        server,
+        client,
+    } = serve_fixture().await;
     let before = scalar(&client, "SELECT count(*) FROM raw.orders").await;
     assert_eq!(before, 4);
 

@@ -136,6 +136,28 @@ pub async fn simple_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<
         .collect()
 }
 
+/// The fixture lake, served, with one connected client.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub lake: Lake,
+    pub server: TestServer,
+    pub client: tokio_postgres::Client,
+}
+
+/// Land [`land_fixture`] in a temporary lake and serve it.
+pub async fn serve_fixture() -> Fixture {
+    let (dir, lake) = temp_lake();
+    land_fixture(&lake).await;
+    let server = TestServer::start(&lake).await;
+    let client = server.client().await;
+    Fixture {
+        dir,
+        lake,
+        server,
+        client,
+    }
+}
+
 /// A local lake in a temporary folder.
 pub fn temp_lake() -> (tempfile::TempDir, Lake) {
     let dir = tempfile::tempdir().unwrap();

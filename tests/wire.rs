@@ -8,10 +8,12 @@ use crate::support::*;
 
 #[tokio::test]
 async fn simple_protocol_answers_with_the_landed_values() {
-    let (_dir, lake) = temp_lake();
-    land_fixture(&lake).await;
-    let server = TestServer::start(&lake).await;
-    let client = server.client().await;
+    let Fixture {
+        dir: _dir,
+        lake: _,
+        server,
+        client,
+    } = serve_fixture().await;
 
     let rows = simple_rows(
         &client,
@@ -30,10 +32,12 @@ async fn simple_protocol_answers_with_the_landed_values() {
 
 #[tokio::test]
 async fn extended_protocol_binds_parameters_and_decodes_binary_results() {
-    let (_dir, lake) = temp_lake();
-    land_fixture(&lake).await;
-    let server = TestServer::start(&lake).await;
-    let client = server.client().await;
+    let Fixture {
+        dir: _dir,
+        lake: _,
+        server,
+        client,
+    } = serve_fixture().await;
 
     let statement = client
         .prepare(
@@ -85,10 +89,12 @@ async fn extended_protocol_binds_parameters_and_decodes_binary_results() {
 
 #[tokio::test]
 async fn text_results_use_postgres_spellings_for_every_raw_type() {
-    let (_dir, lake) = temp_lake();
-    land_fixture(&lake).await;
-    let server = TestServer::start(&lake).await;
-    let client = server.client().await;
+    let Fixture {
+        dir: _dir,
+        lake: _,
+        server,
+        client,
+    } = serve_fixture().await;
     let rows = simple_rows(
         &client,
         "SELECT customer_id, birth_date, newsletter, updated_at, date \
