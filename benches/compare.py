@@ -36,6 +36,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import (MARKER, OUT_DIR, REPO, default_panorama, generate_lake,
+                     install_signal_handlers, log, panorama_version, parquet_files,
+                     raw_size_mb, require_binary, sql_string)
+
 try:
     import duckdb
     import psycopg
@@ -46,9 +50,7 @@ except ImportError as exc:  # pragma: no cover - only a hint for the user
         f"  pip install -r {Path(__file__).resolve().parent / 'requirements.txt'}"
     )
 
-REPO = Path(__file__).resolve().parent.parent
 SQL_DIR = REPO / "sql" / "bench"
-OUT_DIR = REPO / "benches" / "out"
 TABLES = [
     "events",
     "customers",
@@ -58,24 +60,8 @@ TABLES = [
     "survey_responses",
     "consents",
 ]
-# Written at the lake root once `panorama generate` has finished, so a lake
-# left half-written by an interrupted run is never benchmarked by mistake.
-# Panorama only lists raw/<table>/, so this file is invisible to it.
-MARKER = ".panorama-bench.json"
 STARTUP_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 15.0
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def default_panorama() -> Path:
-    target = os.environ.get("CARGO_TARGET_DIR")
-    # cargo reads a relative CARGO_TARGET_DIR from the current directory;
-    # without it the target folder is the repository's.
-    base = Path(target) if target else REPO / "target"
-    return base / "release" / "panorama"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -116,23 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # The lake
 # --------------------------------------------------------------------------
 
-def parquet_files(lake: Path, table: str) -> list[Path]:
-    return sorted((lake / "raw" / table).glob("*/*.parquet"))
-
-
 def lake_has_data(lake: Path) -> bool:
     return any(parquet_files(lake, table) for table in TABLES)
-
-
-def lake_size_mb(lake: Path) -> float:
-    total = 0
-    for root, _dirs, files in os.walk(lake / "raw"):
-        for name in files:
-            try:
-                total += os.path.getsize(os.path.join(root, name))
-            except OSError:
-                pass
-    return total / 1e6
 
 
 def ensure_lake(args: argparse.Namespace) -> None:
@@ -157,23 +128,7 @@ def ensure_lake(args: argparse.Namespace) -> None:
             f"{lake} already holds data that this harness did not finish generating "
             f"(no {MARKER}); delete it, or pass --skip-generate to use it as it is"
         )
-    lake.mkdir(parents=True, exist_ok=True)
-    command = [str(args.panorama), "--lake", str(lake), "generate",
-               "--scale", str(args.scale), "--seed", str(args.seed)]
-    log("$ " + " ".join(command))
-    started = time.perf_counter()
-    # Progress goes straight through to the terminal.
-    result = subprocess.run(command)
-    if result.returncode != 0:
-        sys.exit(f"panorama generate failed with exit code {result.returncode}")
-    seconds = time.perf_counter() - started
-    marker.write_text(json.dumps({
-        "scale": args.scale,
-        "seed": args.seed,
-        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(seconds, 1),
-    }) + "\n")
-    log(f"generated the lake in {seconds:.1f} s")
+    generate_lake(args.panorama, lake, args.scale, args.seed)
 
 
 # --------------------------------------------------------------------------
@@ -274,22 +229,9 @@ class Server:
             self._log_file = None
 
 
-def panorama_version(binary: Path) -> str:
-    try:
-        out = subprocess.run([str(binary), "--version"], capture_output=True,
-                             text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    return out.split()[-1] if out else "?"
-
-
 # --------------------------------------------------------------------------
 # DuckDB: in-process, views over the same files
 # --------------------------------------------------------------------------
-
-def sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
 
 def duckdb_connect(lake: Path, threads: int) -> "duckdb.DuckDBPyConnection":
     con = duckdb.connect()
@@ -436,28 +378,20 @@ def report(args, queries, results, meta, warnings) -> str:
 # Main
 # --------------------------------------------------------------------------
 
-def _exit_on_signal(signum, _frame):
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     # SIGINT (even when started in the background, where it is ignored by
     # default), SIGTERM and SIGHUP all unwind through the `finally` below,
     # which stops the server.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    signal.signal(signal.SIGHUP, _exit_on_signal)
+    install_signal_handlers()
     args = parse_args(argv)
-    if not args.panorama.is_file() or not os.access(args.panorama, os.X_OK):
-        sys.exit(f"no panorama binary at {args.panorama}: build it with `cargo build --release` "
-                 f"or pass --panorama PATH")
+    require_binary(args.panorama)
     queries = load_queries(args.only)
     ensure_lake(args)
 
     duck = duckdb_connect(args.lake, args.duckdb_threads)
     meta = {
         "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "lake_mb": lake_size_mb(args.lake),
+        "lake_mb": raw_size_mb(args.lake),
         "events": f"{count_rows(duck, 'events') or 0:,}",
         "orders": f"{count_rows(duck, 'orders') or 0:,}",
         "cores": os.cpu_count(),

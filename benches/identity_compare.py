@@ -34,12 +34,30 @@ differ a little from Panorama's profile count; both are printed, with the
 number of DuckDB components that a limit would have split and the values
 the guard would have dropped, so the difference can be explained.
 
+The Panorama side runs `panorama refresh --full` (a rebuild from all raw
+data, whatever the binary does by default).
+
+Incremental refresh (--incremental-share S, off by default): to simulate
+"a share S of new data lands", the harness moves the newest day partitions
+(raw/<table>/date=YYYY-MM-DD/, the same last K dates for every table, K
+chosen so they hold about S of the raw bytes) aside into a sibling folder
+of the lake (<lake>.held-back/), runs `panorama refresh --full` on what is
+left, moves the folders back (setting their files' modification time to
+now, as for files that just landed), then runs `panorama refresh` (the
+incremental one: it should read only the raw files landed since the last
+committed refresh). Both wall times, peak RSS and the ratio
+incremental / full are reported, per run. The folders are always moved
+back, on error or interrupt too; a <lake>.held-back/ left by a killed run
+is moved back at the next start. --skip-duckdb leaves out the DuckDB label
+propagation (e.g. to rerun only the refresh measurements).
+
 Note: every run of `panorama refresh` commits a new version of the cdp.*
 views in the lake (as the command always does).
 
 Usage:
   /var/tmp/panorama-bench-venv/bin/python benches/identity_compare.py \\
-      --lake /var/tmp/lake-10 [--scale 10] [--panorama PATH] [--runs 1]
+      --lake /var/tmp/lake-10 [--scale 10] [--panorama PATH] [--runs 1] \\
+      [--incremental-share 0.01] [--skip-duckdb]
 
 With --scale N and a lake folder without raw/, the lake is first generated
 with `panorama generate --scale N --seed 42`.
@@ -54,18 +72,16 @@ import os
 import platform
 import re
 import resource
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-OUT_DIR = REPO / "benches" / "out"
-# Same marker as benches/compare.py: written once `panorama generate` finished.
-MARKER = ".panorama-bench.json"
+from harness import (MARKER, OUT_DIR, default_panorama, generate_lake, install_signal_handlers,
+                     log, mb, median, panorama_version, parquet_files, require_binary,
+                     run_measured, signals_deferred, sql_string, warm_page_cache)
 
 # --------------------------------------------------------------------------
 # Panorama's default identity rules, mirrored (src/identity/config.rs)
@@ -113,18 +129,6 @@ REFRESH_LINE = re.compile(
     r"(?P<merges>\d+) merges, (?P<splits>\d+) splits, "
     r"(?P<refused>\d+) links refused, (?P<blocked>\d+) values blocked"
 )
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def parquet_files(lake: Path, table: str) -> list[Path]:
-    return sorted((lake / "raw" / table).glob("*/*.parquet"))
 
 
 # --------------------------------------------------------------------------
@@ -326,12 +330,6 @@ def run_duckdb_child(lake: Path, threads: int, max_passes: int) -> dict:
 # Panorama side
 # --------------------------------------------------------------------------
 
-def default_panorama() -> Path:
-    target = os.environ.get("CARGO_TARGET_DIR")
-    base = Path(target) if target else REPO / "target"
-    return base / "release" / "panorama"
-
-
 def panorama_env() -> dict:
     # The SQL mirrors the default identity rules: no configuration file.
     env = dict(os.environ)
@@ -340,34 +338,41 @@ def panorama_env() -> dict:
     return env
 
 
-def run_panorama_refresh(binary: Path, lake: Path, workdir: Path) -> dict:
-    """Run `panorama refresh`, timing it and taking its peak RSS with wait4."""
-    command = [str(binary), "refresh", "--lake", str(lake)]
+def run_panorama_refresh(binary: Path, lake: Path, workdir: Path, *, full: bool = True,
+                         require_summary: bool = True) -> dict:
+    """Run `panorama refresh [--full]`, timing it and taking its peak RSS with wait4.
+
+    Without `require_summary`, a missing or changed summary line is not an
+    error: the result then holds only the wall time, the peak RSS and the
+    last line of the output.
+    """
+    command = [str(binary), "refresh", *(["--full"] if full else []), "--lake", str(lake)]
     log("$ " + " ".join(command))
-    err_path = workdir / "refresh.stderr"
+    err_path = workdir / ("refresh-full.stderr" if full else "refresh.stderr")
     with open(err_path, "wb") as err:
-        started = time.perf_counter()
         # cwd: an empty folder, so no ./panorama.toml changes the rules.
-        proc = subprocess.Popen(command, cwd=workdir, env=panorama_env(),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-        # wait4 gives this very process's rusage (ru_maxrss in KiB on Linux).
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
+        returncode, wall, rss_kb = run_measured(command, cwd=workdir, env=panorama_env(),
+                                                stderr=err)
     text = err_path.read_text(errors="replace")
-    if proc.returncode != 0:
-        raise RuntimeError(f"panorama refresh failed with exit code {proc.returncode}:\n"
+    if returncode != 0:
+        raise RuntimeError(f"{' '.join(command[1:3])} failed with exit code {returncode}:\n"
                            + "\n".join(text.splitlines()[-20:]))
     match = REFRESH_LINE.search(text)
-    if not match:
+    if match:
+        result = {
+            k: (None if v is None else float(v) if k.endswith("seconds") else int(v))
+            for k, v in match.groupdict().items()
+        }
+        result["line"] = match.group(0)
+    elif require_summary:
         raise RuntimeError(f"no summary line in the output of panorama refresh:\n{text[-2000:]}")
-    result = {
-        k: (None if v is None else float(v) if k.endswith("seconds") else int(v))
-        for k, v in match.groupdict().items()
-    }
+    else:
+        lines = [line for line in text.splitlines() if line.strip()]
+        result = {"line": lines[-1].strip() if lines else ""}
+        log("warning: the summary line of panorama refresh was not recognised; "
+            "only its time and peak RSS are reported")
     result["wall_s"] = wall
-    result["rss_peak_kb"] = usage.ru_maxrss
-    result["line"] = match.group(0)
+    result["rss_peak_kb"] = rss_kb
     return result
 
 
@@ -387,15 +392,6 @@ def profiles_after_idle_filter(lake: Path) -> int | None:
         return None
 
 
-def panorama_version(binary: Path) -> str:
-    try:
-        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True,
-                             timeout=60, env=panorama_env()).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    return out.split()[-1] if out else "?"
-
-
 # --------------------------------------------------------------------------
 # The lake
 # --------------------------------------------------------------------------
@@ -409,22 +405,7 @@ def ensure_lake(args: argparse.Namespace) -> None:
         return
     if args.scale is None:
         sys.exit(f"{args.lake} has no raw/ Parquet files: pass --scale N to generate a lake there")
-    args.lake.mkdir(parents=True, exist_ok=True)
-    command = [str(args.panorama), "generate", "--scale", str(args.scale),
-               "--seed", str(args.seed), "--lake", str(args.lake)]
-    log("$ " + " ".join(command))
-    started = time.perf_counter()
-    result = subprocess.run(command, env=panorama_env())
-    if result.returncode != 0:
-        sys.exit(f"panorama generate failed with exit code {result.returncode}")
-    seconds = time.perf_counter() - started
-    (args.lake / MARKER).write_text(json.dumps({
-        "scale": args.scale,
-        "seed": args.seed,
-        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(seconds, 1),
-    }) + "\n")
-    log(f"generated the lake in {seconds:.1f} s")
+    generate_lake(args.panorama, args.lake, args.scale, args.seed, env=panorama_env())
 
 
 def lake_scale(args: argparse.Namespace) -> tuple[str, str]:
@@ -443,110 +424,323 @@ def lake_scale(args: argparse.Namespace) -> tuple[str, str]:
     return "unknown", "not known (pass --scale)"
 
 
-def warm_page_cache(lake: Path) -> float:
-    """Read every raw file once, so neither engine pays for a cold cache."""
-    total = 0
-    for table, _, _ in SOURCES:
-        for path in parquet_files(lake, table):
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    total += len(chunk)
-    return total / 1e6
+# --------------------------------------------------------------------------
+# Incremental refresh: the newest days held back, then landed again
+# --------------------------------------------------------------------------
+
+def held_back_root(lake: Path) -> Path:
+    """Where held-back partitions wait: a sibling of the lake (same file
+    system, so moves are renames), never inside it."""
+    return lake.parent / f"{lake.name}.held-back"
+
+
+def remove_empty_folders(root: Path) -> None:
+    if not root.exists():
+        return
+    for folder, _dirs, _files in os.walk(root, topdown=False):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass  # not empty
+
+
+def parquet_rows(paths: list[Path]) -> int | None:
+    """Rows of these Parquet files, from their footers (informative only)."""
+    if not paths:
+        return 0
+    try:
+        import duckdb
+        con = duckdb.connect()
+        listing = "[" + ", ".join(sql_string(str(p)) for p in paths) + "]"
+        n = con.execute(f"SELECT sum(num_rows) FROM parquet_file_metadata({listing})").fetchone()[0]
+        con.close()
+        return int(n or 0)
+    except Exception as exc:  # noqa: BLE001 - informative only
+        log(f"warning: could not count Parquet rows: {exc}")
+        return None
+
+
+@dataclass
+class HeldBack:
+    """The newest day partitions of every raw table, moved out of the lake and back."""
+
+    lake: Path
+    aside: Path
+    share: float  # as asked
+    dates: list[str]  # oldest first
+    folders: list[Path]  # relative to the lake: raw/<table>/date=YYYY-MM-DD
+    files: list[Path]  # in the lake
+    bytes: int
+    total_bytes: int
+    total_files: int
+    rows: int | None = None
+    total_rows: int | None = None
+    moved: list[Path] = field(default_factory=list)  # folders aside right now
+
+    def move_aside(self) -> None:
+        if self.aside.exists() and any(self.aside.iterdir()):
+            raise RuntimeError(f"{self.aside} is not empty: move its folders back into "
+                               f"{self.lake} by hand")
+        with signals_deferred():  # never stop halfway through the renames
+            for rel in self.folders:
+                target = self.aside / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(self.lake / rel, target)
+                self.moved.append(rel)
+
+    def move_back(self) -> None:
+        """Move back what is aside; its files get the current time as
+        modification time, like files that just landed."""
+        with signals_deferred():
+            while self.moved:
+                rel = self.moved[-1]
+                try:
+                    os.rename(self.aside / rel, self.lake / rel)
+                except OSError as exc:
+                    raise RuntimeError(
+                        f"could not move {self.aside / rel} back to {self.lake / rel} ({exc}): "
+                        f"the held-back folders are still in {self.aside}; move them back "
+                        f"by hand") from exc
+                self.moved.pop()
+                for path in (self.lake / rel).iterdir():
+                    os.utime(path)
+            remove_empty_folders(self.aside)
+
+
+def plan_held_back(lake: Path, share: float) -> HeldBack:
+    """The newest K dates (the same for every raw table) whose files hold
+    about `share` of the raw bytes (the K closest to it, at least 1)."""
+    folders: dict[str, list[Path]] = {}
+    files: dict[str, list[Path]] = {}
+    size: dict[str, int] = {}
+    all_files: list[Path] = []
+    for table_dir in sorted((lake / "raw").iterdir()):
+        if not table_dir.is_dir():
+            continue
+        for part in sorted(table_dir.iterdir()):
+            if not (part.is_dir() and part.name.startswith("date=")):
+                continue
+            date = part.name[len("date="):]
+            here = sorted(part.glob("*.parquet"))
+            folders.setdefault(date, []).append(part.relative_to(lake))
+            files.setdefault(date, []).extend(here)
+            size[date] = size.get(date, 0) + sum(p.stat().st_size for p in here)
+            all_files.extend(here)
+    dates = sorted(folders)  # ISO dates: text order is time order
+    total = sum(size.values())
+    if len(dates) < 2 or total == 0:
+        sys.exit(f"--incremental-share: {lake}/raw/ needs at least two date=YYYY-MM-DD "
+                 f"partitions with data")
+    target = share * total
+    chosen: list[str] = []
+    held = 0
+    for date in reversed(dates):
+        if held >= target:
+            break
+        chosen.append(date)
+        held += size[date]
+    # Keep the last date only if it brings the share closer to the target.
+    if len(chosen) > 1 and held - target > target - (held - size[chosen[-1]]):
+        held -= size[chosen.pop()]
+    if len(chosen) == len(dates):
+        sys.exit(f"--incremental-share {share}: that would hold back every date")
+    chosen.reverse()
+    plan = HeldBack(
+        lake=lake, aside=held_back_root(lake), share=share, dates=chosen,
+        folders=[f for d in chosen for f in folders[d]],
+        files=[f for d in chosen for f in files[d]],
+        bytes=held, total_bytes=total, total_files=len(all_files))
+    plan.rows = parquet_rows(plan.files)
+    plan.total_rows = parquet_rows(all_files)
+    return plan
+
+
+def restore_leftovers(lake: Path) -> None:
+    """Move back partitions a killed run left in <lake>.held-back/."""
+    aside = held_back_root(lake)
+    if not aside.is_dir():
+        return
+    leftovers = sorted(p.relative_to(aside) for p in aside.glob("raw/*/date=*") if p.is_dir())
+    clashes = [rel for rel in leftovers
+               if (lake / rel).exists() and any((lake / rel).iterdir())]
+    if clashes:
+        sys.exit(f"{aside} holds partitions that are also in {lake} (e.g. {clashes[0]}): "
+                 f"sort them out by hand")
+    with signals_deferred():
+        for rel in leftovers:
+            (lake / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.rename(aside / rel, lake / rel)
+        remove_empty_folders(aside)
+    if leftovers:
+        log(f"moved {len(leftovers)} partition folders left in {aside} by an interrupted run "
+            f"back into the lake")
+    if aside.exists():
+        log(f"warning: {aside} still holds files this harness did not put there")
+
+
+def run_incremental(args, plan: HeldBack, workdir: Path) -> list[dict]:
+    """Per run: `refresh --full` without the held-back days, then `refresh` with them."""
+    runs = []
+    for i in range(args.runs):
+        log(f"run {i + 1}/{args.runs}: holding back {len(plan.folders)} partition folders "
+            f"({len(plan.files)} files, dates {plan.dates[0]} to {plan.dates[-1]}) in {plan.aside}")
+        try:
+            plan.move_aside()
+            log(f"run {i + 1}/{args.runs}: full refresh ({pct_label(plan.share, False)}) ...")
+            full = run_panorama_refresh(args.panorama, args.lake, workdir, full=True,
+                                        require_summary=False)
+        finally:
+            plan.move_back()
+        log(f"  {full['wall_s']:.2f} s, peak RSS {mb(full['rss_peak_kb'])}: {full['line']}")
+        log(f"run {i + 1}/{args.runs}: held-back folders moved back; incremental refresh "
+            f"({pct_label(plan.share, True)}) ...")
+        inc = run_panorama_refresh(args.panorama, args.lake, workdir, full=False,
+                                   require_summary=False)
+        log(f"  {inc['wall_s']:.2f} s, peak RSS {mb(inc['rss_peak_kb'])}: {inc['line']}")
+        runs.append({"full": full, "incremental": inc})
+    return runs
+
+
+def pct_label(share: float, incremental: bool) -> str:
+    """'+1%' for the incremental refresh, '99%' for the full one (share 0.01)."""
+    pct = round(share * 100, 4)
+    return f"+{pct:g}%" if incremental else f"{round(100 - pct, 4):g}%"
 
 
 # --------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------
 
-def mb(kb: int | None) -> str:
-    return "?" if kb is None else f"{kb / 1024:,.0f} MB"
-
-
 def secs(value: float) -> str:
     return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def report(args, meta, pano_runs: list[dict], duck_runs: list[dict], idle_filtered: int | None) -> str:
-    p, d = pano_runs[-1], duck_runs[-1]  # counts: identical from run to run
+def report(args, meta, pano_runs: list[dict], duck_runs: list[dict], idle_filtered: int | None,
+           plan: HeldBack | None = None, inc_runs: list[dict] | None = None) -> str:
+    p = pano_runs[-1]  # counts: identical from run to run
+    d = duck_runs[-1] if duck_runs else None  # None with --skip-duckdb
     p_wall = median([r["wall_s"] for r in pano_runs])
     p_inner = median([r["seconds"] for r in pano_runs])
     graph_runs = [float(r["graph_seconds"]) for r in pano_runs if r.get("graph_seconds")]
     p_graph = median(graph_runs) if graph_runs else None
-    d_build = median([r["build_s"] for r in duck_runs])
-    d_prop = median([r["propagate_s"] for r in duck_runs])
-    d_total = median([r["build_s"] + r["propagate_s"] for r in duck_runs])
     p_rss = max(r["rss_peak_kb"] for r in pano_runs)
-    d_rss = max(r["rss_peak_kb"] for r in duck_runs)
-    d_rss_base = min(r["rss_before_run_kb"] for r in duck_runs)
+    if d is not None:
+        d_build = median([r["build_s"] for r in duck_runs])
+        d_prop = median([r["propagate_s"] for r in duck_runs])
+        d_total = median([r["build_s"] + r["propagate_s"] for r in duck_runs])
+        d_rss = max(r["rss_peak_kb"] for r in duck_runs)
+        d_rss_base = min(r["rss_before_run_kb"] for r in duck_runs)
     runs_note = "" if args.runs == 1 else f" (median of {args.runs})"
+    skipped = "(skipped: --skip-duckdb)"
 
     def same(a, b) -> str:
         return f"{a:,}" if a == b else f"{a:,} / {b:,}"
 
+    engines = (f"DuckDB {d['duckdb_version']} (threads {d['threads']})" if d is not None
+               else "DuckDB not run (--skip-duckdb)")
     lines = [
         f"# Identity resolution: Panorama vs warehouse-style label propagation (DuckDB), scale {meta['scale']}",
         "",
         (f"{meta['date']} · lake `{args.lake}` (scale {meta['scale']}, from {meta['scale_source']})"
          f" · {meta['cores']} cores ({meta['machine']}), load average {meta['load_before']} before"
          f" / {meta['load_after']} after · Panorama {meta['panorama_version']} **{args.label}**"
-         f" (`{args.panorama}`) · DuckDB {d['duckdb_version']} (threads {d['threads']})"
+         f" (`{args.panorama}`) · {engines}"
          f" · {args.runs} run(s) per engine, page cache warmed first"),
         "",
         "| | Panorama (union-find) | DuckDB (min-label propagation) |",
         "| --- | ---: | ---: |",
         f"| scale | {meta['scale']} | {meta['scale']} |",
-        f"| raw rows (identity source tables) | {p['raw_rows']:,} | {d['raw_rows']:,} |",
-        f"| identifiers (incl. blocked) | {p['identifiers']:,} | {d['identifiers']:,} |",
-        f"| links | {p['links']:,} | {d['links']:,} |",
-        f"| components | {p['profiles']:,} profiles | {d['components']:,} |",
-        f"| `panorama refresh` (whole process), s{runs_note} "
-        f"| {secs(p_wall)} ({secs(p_inner)} as it reports) | |",
-        (f"| identity graph only (read, normalise, intern, union-find), s{runs_note} "
-         f"| {secs(p_graph)} | {secs(d_total)} (edge list + propagation) |" if p_graph is not None else
-         "| identity graph only | (not reported by this binary) | |"),
-        (f"| ratio Panorama / DuckDB, identity graph only (below 1 = Panorama faster) "
-         f"| {p_graph / d_total:.2f} | |" if p_graph else "| | | |"),
-        f"| edge list (read, normalise, intern, star links), s{runs_note} | | {secs(d_build)} |",
-        f"| label propagation, s{runs_note} | | {secs(d_prop)} "
-        f"({d['passes']} passes, the last one finding no change"
-        f"{'' if d['converged'] else '; NOT converged: --max-passes reached'}) |",
-        f"| total, s{runs_note} | {secs(p_wall)} | {secs(d_total)} |",
-        f"| ratio Panorama / DuckDB, total | {p_wall / d_total:.2f} | |",
-        f"| ratio Panorama / DuckDB, propagation only | {p_wall / d_prop:.1f} | |",
-        f"| peak RSS | {mb(p_rss)} (refresh process) "
-        f"| {mb(d_rss)} (Python + DuckDB process; {mb(d_rss_base)} before the run) |",
-        "",
-        "Components check (differences come from Panorama's per-type limits and cardinality guard, "
-        "which the SQL baseline does not apply):",
-        "",
+    ]
+    if d is not None:
+        lines += [
+            f"| raw rows (identity source tables) | {p['raw_rows']:,} | {d['raw_rows']:,} |",
+            f"| identifiers (incl. blocked) | {p['identifiers']:,} | {d['identifiers']:,} |",
+            f"| links | {p['links']:,} | {d['links']:,} |",
+            f"| components | {p['profiles']:,} profiles | {d['components']:,} |",
+        ]
+    else:
+        lines += [
+            f"| raw rows (identity source tables) | {p['raw_rows']:,} | {skipped} |",
+            f"| identifiers (incl. blocked) | {p['identifiers']:,} | |",
+            f"| links | {p['links']:,} | |",
+            f"| components | {p['profiles']:,} profiles | |",
+        ]
+    lines.append(f"| `panorama refresh --full` (whole process), s{runs_note} "
+                 f"| {secs(p_wall)} ({secs(p_inner)} as it reports) | |")
+    if p_graph is None:
+        lines.append("| identity graph only | (not reported by this binary) | |")
+    else:
+        duck_cell = f"{secs(d_total)} (edge list + propagation)" if d is not None else ""
+        lines.append(f"| identity graph only (read, normalise, intern, union-find), s{runs_note} "
+                     f"| {secs(p_graph)} | {duck_cell} |")
+    if d is not None:
+        lines += [
+            (f"| ratio Panorama / DuckDB, identity graph only (below 1 = Panorama faster) "
+             f"| {p_graph / d_total:.2f} | |" if p_graph else "| | | |"),
+            f"| edge list (read, normalise, intern, star links), s{runs_note} | | {secs(d_build)} |",
+            f"| label propagation, s{runs_note} | | {secs(d_prop)} "
+            f"({d['passes']} passes, the last one finding no change"
+            f"{'' if d['converged'] else '; NOT converged: --max-passes reached'}) |",
+            f"| total, s{runs_note} | {secs(p_wall)} | {secs(d_total)} |",
+            f"| ratio Panorama / DuckDB, total | {p_wall / d_total:.2f} | |",
+            f"| ratio Panorama / DuckDB, propagation only | {p_wall / d_prop:.1f} | |",
+            f"| peak RSS | {mb(p_rss)} (refresh process) "
+            f"| {mb(d_rss)} (Python + DuckDB process; {mb(d_rss_base)} before the run) |",
+        ]
+    else:
+        lines.append(f"| peak RSS | {mb(p_rss)} (refresh process) | |")
+    if plan is not None and inc_runs:
+        full_label, inc_label = pct_label(plan.share, False), pct_label(plan.share, True)
+        f_wall = median([r["full"]["wall_s"] for r in inc_runs])
+        i_wall = median([r["incremental"]["wall_s"] for r in inc_runs])
+        f_rss = max(r["full"]["rss_peak_kb"] for r in inc_runs)
+        i_rss = max(r["incremental"]["rss_peak_kb"] for r in inc_runs)
+        lines += [
+            f"| full refresh ({full_label}): `refresh --full` without the newest "
+            f"{len(plan.dates)} day(s), s{runs_note} | {secs(f_wall)} | |",
+            f"| incremental refresh ({inc_label}): `refresh` once they are back, s{runs_note} "
+            f"| {secs(i_wall)} | |",
+            f"| ratio incremental / full ({full_label}) (below 1 = incremental faster) "
+            f"| {i_wall / f_wall:.2f} | |",
+            f"| peak RSS, full refresh ({full_label}) / incremental refresh ({inc_label}) "
+            f"| {mb(f_rss)} / {mb(i_rss)} | |",
+        ]
+    lines += ["", "Components check (differences come from Panorama's per-type limits and cardinality guard, "
+              "which the SQL baseline does not apply):", ""]
+    lines.append(
         f"- Panorama: {p['profiles']:,} components ('profiles' in the refresh line, before the "
         f"anonymous idle filter); {'?' if idle_filtered is None else f'{idle_filtered:,}'} "
         f"rows in cdp.profiles after the filter"
+        + (" (as committed by the last refresh, the incremental one)" if inc_runs else "")
         + (f", i.e. {p['profiles'] - idle_filtered:,} idle anonymous-only profiles left out"
-           if idle_filtered is not None else "")
-        + f"; {p['refused']:,} links refused by limits, {p['blocked']:,} values blocked or guarded.",
-        f"- DuckDB: {d['components']:,} components ({d['components'] - p['profiles']:+,} vs Panorama, "
-        f"{(d['components'] - p['profiles']) / max(p['profiles'], 1):+.2%}); "
-        f"{d['blocked_identifiers']:,} blocked identifiers left out; largest component "
-        f"{d['largest_component']:,} identifiers; {d['components_over_limits']:,} components hold more "
-        f"than one customer_id or user_id (Panorama would refuse a link there); "
-        f"{d['values_over_guard']:,} values have more than {MAX_DISTINCT_NEIGHBOURS} distinct "
-        f"neighbours of one type (Panorama's guard would drop them).",
-        f"- Identifiers {same(p['identifiers'], d['identifiers'])}, links {same(p['links'], d['links'])}, "
-        f"raw rows {same(p['raw_rows'], d['raw_rows'])} (Panorama / DuckDB when they differ; "
-        f"phones are normalised by libphonenumber in Panorama, by rule in SQL).",
-        "",
-        "DuckDB edge-list steps (last run): "
-        + ", ".join(f"{k} {v:.2f} s" for k, v in d["build_steps_s"].items())
-        + f"; labels changed per pass: {', '.join(f'{c:,}' for c in d['changes_per_pass'])}.",
+           if idle_filtered is not None and not inc_runs else "")
+        + f"; {p['refused']:,} links refused by limits, {p['blocked']:,} values blocked or guarded.")
+    if d is not None:
+        lines += [
+            f"- DuckDB: {d['components']:,} components ({d['components'] - p['profiles']:+,} vs Panorama, "
+            f"{(d['components'] - p['profiles']) / max(p['profiles'], 1):+.2%}); "
+            f"{d['blocked_identifiers']:,} blocked identifiers left out; largest component "
+            f"{d['largest_component']:,} identifiers; {d['components_over_limits']:,} components hold more "
+            f"than one customer_id or user_id (Panorama would refuse a link there); "
+            f"{d['values_over_guard']:,} values have more than {MAX_DISTINCT_NEIGHBOURS} distinct "
+            f"neighbours of one type (Panorama's guard would drop them).",
+            f"- Identifiers {same(p['identifiers'], d['identifiers'])}, links {same(p['links'], d['links'])}, "
+            f"raw rows {same(p['raw_rows'], d['raw_rows'])} (Panorama / DuckDB when they differ; "
+            f"phones are normalised by libphonenumber in Panorama, by rule in SQL).",
+            "",
+            "DuckDB edge-list steps (last run): "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in d["build_steps_s"].items())
+            + f"; labels changed per pass: {', '.join(f'{c:,}' for c in d['changes_per_pass'])}.",
+        ]
+    else:
+        lines.append("- DuckDB: not run (--skip-duckdb).")
+    if plan is not None and inc_runs:
+        lines += ["", *incremental_notes(plan, inc_runs, p)]
+    lines += [
         "",
         "Notes:",
         "",
-        "- Panorama's time is the whole `panorama refresh` process: reading and normalising the raw "
+        "- Panorama's time is the whole `panorama refresh --full` process: reading and normalising the raw "
         "identifiers, union-find with limits and guard, stable ids, writing identity_links, "
         "rejections, merges **and rebuilding cdp.profiles**; the DuckDB side only builds the "
         "edge list and the id → component mapping in memory. The comparison is conservative "
@@ -555,9 +749,10 @@ def report(args, meta, pano_runs: list[dict], duck_runs: list[dict], idle_filter
         "normalisation and blocked values as Panorama's defaults, one star of links per raw row; "
         "no per-type limits (max_per_profile), no cardinality guard, no stable profile ids.",
         "- Peak RSS: Panorama's is ru_maxrss from wait4() on the refresh process itself (no "
-        "/usr/bin/time wrapper needed); DuckDB's is ru_maxrss of the child Python process that "
-        "ran it (interpreter and DuckDB library included; in-memory database, threads "
-        f"{d['threads']}).",
+        "/usr/bin/time wrapper needed)"
+        + (f"; DuckDB's is ru_maxrss of the child Python process that "
+           f"ran it (interpreter and DuckDB library included; in-memory database, threads "
+           f"{d['threads']})." if d is not None else "."),
     ]
     if args.label_note:
         lines.append(f"- {args.label_note}")
@@ -566,10 +761,56 @@ def report(args, meta, pano_runs: list[dict], duck_runs: list[dict], idle_filter
                      f"{meta['cores']} cores): times are noisy.")
     if args.runs > 1:
         lines.append("- Per run, Panorama s: " + ", ".join(secs(r["wall_s"]) for r in pano_runs)
-                     + "; DuckDB s: "
-                     + ", ".join(secs(r["build_s"] + r["propagate_s"]) for r in duck_runs) + ".")
+                     + ("; DuckDB s: " + ", ".join(secs(r["build_s"] + r["propagate_s"])
+                                                   for r in duck_runs) if d is not None else "")
+                     + ".")
     lines += ["", f"Panorama's summary line (last run): `{p['line']}`"]
+    if inc_runs:
+        lines += [f"Full refresh ({pct_label(plan.share, False)}), last run: "
+                  f"`{inc_runs[-1]['full']['line']}`",
+                  f"Incremental refresh ({pct_label(plan.share, True)}), last run: "
+                  f"`{inc_runs[-1]['incremental']['line']}`"]
     return "\n".join(lines) + "\n"
+
+
+def incremental_notes(plan: HeldBack, inc_runs: list[dict], whole: dict) -> list[str]:
+    """What was held back, and what each refresh of the incremental measurement read."""
+    full_label, inc_label = pct_label(plan.share, False), pct_label(plan.share, True)
+    rows = ("" if plan.rows is None or not plan.total_rows else
+            f", {plan.rows:,} of {plan.total_rows:,} raw rows ({plan.rows / plan.total_rows:.2%})")
+    lines = [
+        f"Incremental refresh (--incremental-share {plan.share:g}):",
+        "",
+        f"- Held back: the newest {len(plan.dates)} date(s), {plan.dates[0]} to {plan.dates[-1]}, "
+        f"of every raw table: {len(plan.folders)} partition folders, {len(plan.files):,} of "
+        f"{plan.total_files:,} files, {plan.bytes / 1e6:,.1f} of {plan.total_bytes / 1e6:,.1f} MB "
+        f"({plan.bytes / plan.total_bytes:.2%} of the raw bytes){rows}; moved to `{plan.aside}` "
+        f"for the full refresh ({full_label}), then moved back with their modification time set "
+        f"to now before the incremental refresh ({inc_label}).",
+    ]
+
+    def read(r: dict) -> str:
+        if r.get("raw_files") is None:
+            return "(summary line not recognised)"
+        return f"{r['raw_rows']:,} raw rows from {r['raw_files']:,} files, {r['profiles']:,} profiles"
+
+    for i, r in enumerate(inc_runs, 1):
+        f, n = r["full"], r["incremental"]
+        lines.append(
+            f"- Run {i}: full ({full_label}) {secs(f['wall_s'])} s, {mb(f['rss_peak_kb'])}, "
+            f"{read(f)}; incremental ({inc_label}) {secs(n['wall_s'])} s, {mb(n['rss_peak_kb'])}, "
+            f"{read(n)}; ratio {n['wall_s'] / f['wall_s']:.2f}.")
+    last = inc_runs[-1]["incremental"]
+    if last.get("profiles") is not None:
+        verdict = ("the same" if last["profiles"] == whole["profiles"] else
+                   f"DIFFERENT ({last['profiles'] - whole['profiles']:+,})")
+        lines.append(f"- Profiles after the incremental refresh: {last['profiles']:,}; after the "
+                     f"whole-lake `refresh --full`: {whole['profiles']:,}: {verdict}.")
+    if last.get("raw_files") is not None and last["raw_files"] > len(plan.files):
+        lines.append(f"- The incremental refresh read {last['raw_files']:,} raw files, more than "
+                     f"the {len(plan.files):,} that landed since the previous refresh: this "
+                     f"binary does not refresh incrementally yet (a full refresh each time).")
+    return lines
 
 
 # --------------------------------------------------------------------------
@@ -593,19 +834,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duckdb-threads", type=int, default=2, help="DuckDB threads (default 2)")
     parser.add_argument("--max-passes", type=int, default=1000,
                         help="stop label propagation after this many passes (default 1000)")
+    parser.add_argument("--skip-duckdb", action="store_true",
+                        help="do not run the DuckDB label propagation (Panorama's refreshes only)")
+    parser.add_argument("--incremental-share", type=float, default=None, metavar="SHARE",
+                        help="also measure an incremental refresh: hold back the newest days "
+                             "holding about SHARE of the raw bytes (e.g. 0.01), `refresh --full` "
+                             "without them, move them back, then `refresh` (default: off)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="markdown report (default benches/out/identity-scale<N>.md)")
+                        help="markdown report (default benches/out/identity-scale<N>.md, with "
+                             "-incremental and/or -skip-duckdb before .md when those are used)")
     parser.add_argument("--duckdb-only", action="store_true",
                         help="internal: run only the DuckDB side and print JSON")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.incremental_share is not None and not 0 < args.incremental_share < 1:
+        parser.error("--incremental-share must be between 0 and 1 (e.g. 0.01 for 1%)")
     args.lake = args.lake.resolve()
     return args
-
-
-def _exit_on_signal(signum, _frame):
-    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -613,12 +859,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.duckdb_only:
         return duckdb_main(args.lake, args.duckdb_threads, args.max_passes)
 
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    signal.signal(signal.SIGHUP, _exit_on_signal)
+    install_signal_handlers()
     args.panorama = (args.panorama or default_panorama()).resolve()
-    if not args.panorama.is_file() or not os.access(args.panorama, os.X_OK):
-        sys.exit(f"no panorama binary at {args.panorama}: build it with `cargo build --release` "
-                 f"or pass --panorama PATH")
+    require_binary(args.panorama)
     parts = args.panorama.parts
     build = "debug build" if "debug" in parts else "release build" if "release" in parts else "build"
     args.label_note = None
@@ -627,9 +870,12 @@ def main(argv: list[str] | None = None) -> int:
     if build == "debug build":
         args.label_note = ("Panorama is a DEBUG binary (dependencies optimised, Panorama's own code "
                            "not): its times are not representative of a release build.")
+    restore_leftovers(args.lake)
     ensure_lake(args)
     scale, scale_source = lake_scale(args)
-    args.out = (args.out or OUT_DIR / f"identity-scale{scale}.md").resolve()
+    suffix = (("-incremental" if args.incremental_share else "")
+              + ("-skip-duckdb" if args.skip_duckdb else ""))
+    args.out = (args.out or OUT_DIR / f"identity-scale{scale}{suffix}.md").resolve()
 
     meta = {
         "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
@@ -637,27 +883,37 @@ def main(argv: list[str] | None = None) -> int:
         "scale_source": scale_source,
         "cores": os.cpu_count(),
         "machine": f"{platform.system()} {platform.machine()}",
-        "panorama_version": panorama_version(args.panorama),
+        "panorama_version": panorama_version(args.panorama, env=panorama_env()),
         "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
-    log(f"warmed the page cache with {warm_page_cache(args.lake):,.1f} MB of raw Parquet")
+    plan = None
+    if args.incremental_share is not None:
+        plan = plan_held_back(args.lake, args.incremental_share)
+        log(f"incremental measurement: holding back dates {plan.dates[0]} to {plan.dates[-1]} "
+            f"({len(plan.files):,} files, {plan.bytes / plan.total_bytes:.2%} of the raw bytes)")
+    tables = [table for table, _, _ in SOURCES]
+    log(f"warmed the page cache with {warm_page_cache(args.lake, tables):,.1f} MB of raw Parquet")
 
-    pano_runs, duck_runs = [], []
+    pano_runs, duck_runs, inc_runs = [], [], []
     with tempfile.TemporaryDirectory(prefix="identity-compare-") as tmp:
         for i in range(args.runs):
-            log(f"run {i + 1}/{args.runs}: Panorama refresh ...")
+            log(f"run {i + 1}/{args.runs}: Panorama refresh --full ...")
             p = run_panorama_refresh(args.panorama, args.lake, Path(tmp))
             log(f"  {p['wall_s']:.2f} s, peak RSS {mb(p['rss_peak_kb'])}: {p['line']}")
             pano_runs.append(p)
+            if args.skip_duckdb:
+                continue
             log(f"run {i + 1}/{args.runs}: DuckDB label propagation ...")
             d = run_duckdb_child(args.lake, args.duckdb_threads, args.max_passes)
             log(f"  edge list {d['build_s']:.2f} s + propagation {d['propagate_s']:.2f} s "
                 f"({d['passes']} passes), {d['components']:,} components, peak RSS {mb(d['rss_peak_kb'])}")
             duck_runs.append(d)
+        if plan is not None:
+            inc_runs = run_incremental(args, plan, Path(tmp))
     meta["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     idle_filtered = profiles_after_idle_filter(args.lake)
 
-    markdown = report(args, meta, pano_runs, duck_runs, idle_filtered)
+    markdown = report(args, meta, pano_runs, duck_runs, idle_filtered, plan, inc_runs)
     print(markdown)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown)

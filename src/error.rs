@@ -52,6 +52,14 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A raw data file that cannot be used as it is.
+    #[error("raw file {file}: column '{column}' {reason}")]
+    RawFile {
+        file: String,
+        column: String,
+        reason: String,
+    },
+
     /// Invalid configuration or command-line settings.
     #[error("invalid configuration: {0}")]
     Config(String),

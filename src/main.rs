@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use panorama::config::{self, DEFAULT_PG_ADDR, LAKE_ENV};
 use panorama::engine::{self, EngineOptions};
 use panorama::generate::{self, GenerateOptions, Output};
+use panorama::identity::blocks;
 use panorama::lake::Lake;
 use panorama::{pgwire, query, seed};
 
@@ -66,17 +67,31 @@ enum Command {
         files: Option<PathBuf>,
     },
 
-    /// Resolve identities and rebuild the unified profiles (cdp.*).
+    /// Resolve identities and update the unified profiles (cdp.*).
     ///
-    /// Reads every identifier of the raw tables, links the ones seen
-    /// together (union-find with the rules of the [identity] configuration)
-    /// and commits a new version of cdp.identity_links, cdp.profiles,
-    /// cdp.profile_merges and cdp.identity_rejections. Profile ids stay
-    /// stable across refreshes. Each run is recorded in system.refreshes.
+    /// Reads the raw files landed since the last refresh (on top of the
+    /// stored identity graph), links the identifiers seen together
+    /// (union-find with the rules of the [identity] configuration and the
+    /// administrators' blocks) and commits a new version of
+    /// cdp.identity_links, cdp.profiles, cdp.profile_merges and
+    /// cdp.identity_rejections. Profile ids stay stable across refreshes.
+    /// Each run is recorded in system.refreshes.
     Refresh {
-        /// Rebuild from all raw data (the only mode so far).
+        /// Forget the stored graph and rebuild from all raw data (gives the
+        /// same profiles and ids as the incremental refreshes did).
         #[arg(long)]
         full: bool,
+    },
+
+    /// Unmerge: block or unblock an identifier value or one link.
+    ///
+    /// Takes effect at the next refresh, which splits the profile: the part
+    /// with the oldest identifiers keeps the profile id, the other part
+    /// gets a new one, and the split is recorded in cdp.profile_merges.
+    /// Decisions are listed in system.identity_blocks.
+    Identity {
+        #[command(subcommand)]
+        action: IdentityAction,
     },
 
     /// Run one SQL statement against the lake and print the result table.
@@ -84,6 +99,29 @@ enum Command {
         /// The statement, e.g. "SELECT count(*) FROM raw.events".
         query: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum IdentityAction {
+    /// Block a value (it links nothing) or, with --link, one link.
+    Block(BlockArgs),
+    /// Lift an earlier block.
+    Unblock(BlockArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct BlockArgs {
+    /// Identifier type, e.g. email, anonymous_id, customer_id.
+    id_type: String,
+    /// The value (normalised like the identity rules do).
+    value: String,
+    /// Only the link between the value and this other identifier
+    /// (`--link user_id u-42`).
+    #[arg(long, num_args = 2, value_names = ["TYPE", "VALUE"])]
+    link: Option<Vec<String>>,
+    /// Why (kept in system.identity_blocks).
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -118,7 +156,8 @@ async fn main() -> Result<()> {
     }));
     match command {
         Command::Serve(args) => serve(&cli.lake, &settings, args).await,
-        Command::Refresh { full: _ } => run_refresh(&cli.lake, &settings).await,
+        Command::Refresh { full } => run_refresh(&cli.lake, &settings, full).await,
+        Command::Identity { action } => run_identity(&cli.lake, &settings, action).await,
         Command::Generate { scale, seed, files } => {
             run_generate(&cli.lake, GenerateOptions { scale, seed }, files).await
         }
@@ -137,17 +176,51 @@ fn engine_options(settings: &config::Config) -> EngineOptions {
     }
 }
 
-async fn run_refresh(location: &str, settings: &config::Config) -> Result<()> {
+async fn run_identity(
+    location: &str,
+    settings: &config::Config,
+    action: IdentityAction,
+) -> Result<()> {
+    let lake = open_lake(location)?;
+    let (block, args) = match action {
+        IdentityAction::Block(a) => (true, a),
+        IdentityAction::Unblock(a) => (false, a),
+    };
+    let ident = |t: &str, v: &str| blocks::identifier(&settings.identity, t, v);
+    let decision = blocks::Block {
+        block,
+        identifier: ident(&args.id_type, &args.value)?,
+        other: match &args.link {
+            Some(pair) => Some(ident(&pair[0], &pair[1])?),
+            None => None,
+        },
+        reason: args.reason,
+    };
+    blocks::record(&lake, &decision, chrono::Utc::now()).await?;
+    eprintln!(
+        "{} {}; run `panorama refresh` to apply it",
+        if block { "blocked" } else { "unblocked" },
+        blocks::describe(&decision)
+    );
+    Ok(())
+}
+
+async fn run_refresh(location: &str, settings: &config::Config, full: bool) -> Result<()> {
     let lake = open_lake(location)?;
     let started = Instant::now();
     let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
         "{spinner} {elapsed_precise} {msg}",
     )?);
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let mode = if full {
+        panorama::identity::Mode::Full
+    } else {
+        panorama::identity::Mode::Incremental
+    };
     let report = panorama::identity::refresh(
         &lake,
         &settings.identity,
-        &engine_options(settings),
+        mode,
         chrono::Utc::now(),
         |step| bar.set_message(step.to_string()),
     )
@@ -155,7 +228,8 @@ async fn run_refresh(location: &str, settings: &config::Config) -> Result<()> {
     .context("refreshing identities and profiles")?;
     bar.finish_and_clear();
     eprintln!(
-        "refresh {} committed in {:.1} s (identity graph {:.1} s, views {:.1} s): {} raw rows from {} files, {} identifiers, {} links → {} profiles ({} new), {} merges, {} splits, {} links refused, {} values blocked",
+        "{} refresh {} committed in {:.1} s (identity graph {:.1} s, views {:.1} s): {} raw rows from {} files, {} identifiers, {} links → {} profiles ({} new), {} merges, {} splits, {} links refused, {} values blocked",
+        if report.full { "full" } else { "incremental" },
         report.version,
         started.elapsed().as_secs_f64(),
         report.graph_ms as f64 / 1000.0,
@@ -214,11 +288,12 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
         tracing::info!("Ctrl-C received");
     };
     let refresh: pgwire::AdminAction = {
-        let (lake, identity, options) = (lake.clone(), settings.identity.clone(), options.clone());
+        let (lake, identity) = (lake.clone(), settings.identity.clone());
         Arc::new(move || {
-            let (lake, identity, options) = (lake.clone(), identity.clone(), options.clone());
+            let (lake, identity) = (lake.clone(), identity.clone());
             Box::pin(async move {
-                panorama::identity::refresh(&lake, &identity, &options, chrono::Utc::now(), |_| {})
+                let mode = panorama::identity::Mode::Incremental;
+                panorama::identity::refresh(&lake, &identity, mode, chrono::Utc::now(), |_| {})
                     .await
                     .map(|r| {
                         format!(
@@ -230,8 +305,23 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
             })
         })
     };
+    let call: pgwire::CallAction = {
+        let (lake, identity) = (lake.clone(), settings.identity.clone());
+        Arc::new(move |procedure, args| {
+            let (lake, identity) = (lake.clone(), identity.clone());
+            Box::pin(async move {
+                let decision =
+                    blocks::procedure(&identity, &procedure, &args).map_err(|e| e.to_string())?;
+                blocks::record(&lake, &decision, chrono::Utc::now())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(blocks::describe(&decision))
+            })
+        })
+    };
     let actions = pgwire::Actions {
         refresh: Some(refresh),
+        call: Some(call),
     };
     pgwire::serve_with(listener, ctx, actions, shutdown)
         .await

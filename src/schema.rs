@@ -344,6 +344,19 @@ pub mod cdp {
         Arc::new(Schema::new(fields))
     }
 
+    /// `system.identity_blocks`: administrators' blocks and unblocks.
+    pub fn identity_blocks() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            text("action"),
+            text("id_type"),
+            text("id_value"),
+            text("other_type"),
+            text("other_value"),
+            text("reason"),
+            ts("decided_at"),
+        ]))
+    }
+
     /// `system.refreshes`: one row per refresh, successful or not.
     pub fn refreshes() -> SchemaRef {
         Arc::new(Schema::new(vec![

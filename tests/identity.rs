@@ -2,7 +2,6 @@
 //! data, `identity::refresh`, and the `cdp` views read over the Postgres
 //! protocol. Every expected value is written out here.
 
-use panorama::engine::EngineOptions;
 use panorama::generate::rows::TableRows;
 use panorama::identity::{self, IdentityConfig};
 use panorama::ingest;
@@ -49,7 +48,7 @@ async fn refresh(lake: &Lake) -> identity::RefreshReport {
     identity::refresh(
         lake,
         &IdentityConfig::default(),
-        &EngineOptions::default(),
+        identity::Mode::Incremental,
         chrono::DateTime::from_timestamp_micros(JAN_15 + 30 * DAY).unwrap(),
         |_| {},
     )
@@ -376,7 +375,7 @@ async fn a_refresh_killed_midway_leaves_the_last_version_readable() {
     // Kill `panorama refresh` at several points of its run.
     for delay_ms in [200u64, 600, 1200] {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_panorama"))
-            .args(["refresh", "--lake", dir.path().to_str().unwrap()])
+            .args(["refresh", "--full", "--lake", dir.path().to_str().unwrap()])
             .env_remove("PANORAMA_LAKE")
             .stderr(std::process::Stdio::null())
             .spawn()

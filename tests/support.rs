@@ -39,7 +39,7 @@ impl TestServer {
                     panorama::identity::refresh(
                         &lake,
                         &panorama::identity::IdentityConfig::default(),
-                        &EngineOptions::default(),
+                        panorama::identity::Mode::Incremental,
                         chrono::DateTime::from_timestamp_micros(now_micros).unwrap(),
                         |_| {},
                     )
@@ -49,8 +49,25 @@ impl TestServer {
                 })
             })
         };
+        let call: panorama::pgwire::CallAction = {
+            let lake = lake.clone();
+            Arc::new(move |procedure, args| {
+                let lake = lake.clone();
+                Box::pin(async move {
+                    use panorama::identity::blocks;
+                    let config = panorama::identity::IdentityConfig::default();
+                    let decision =
+                        blocks::procedure(&config, &procedure, &args).map_err(|e| e.to_string())?;
+                    blocks::record(&lake, &decision, chrono::Utc::now())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(blocks::describe(&decision))
+                })
+            })
+        };
         let actions = panorama::pgwire::Actions {
             refresh: Some(refresh),
+            call: Some(call),
         };
         TestServer::start_with(lake, actions).await
     }

@@ -73,6 +73,14 @@ pub fn lake_catalog(lake: &Lake, id_types: &[String]) -> Result<Arc<dyn CatalogP
                     "refreshes".to_string(),
                     folder_table(lake, &Path::from("system/refreshes"), cdp::refreshes())?,
                 )?;
+                schema.register_table(
+                    "identity_blocks".to_string(),
+                    folder_table(
+                        lake,
+                        &Path::from("system/identity_blocks"),
+                        cdp::identity_blocks(),
+                    )?,
+                )?;
             }
             _ => {}
         }

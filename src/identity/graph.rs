@@ -9,7 +9,7 @@
 //! limit such as "one `user_id` per profile" keeps the earliest strong link
 //! and refuses the later one: the shared-computer case gives two profiles.
 
-use std::collections::HashMap;
+use datafusion::common::HashMap;
 
 use uuid::Uuid;
 
@@ -47,6 +47,8 @@ pub enum Rejection {
         other_type: u16,
         count: u32,
     },
+    /// An administrator blocked this link (`panorama identity block`).
+    BlockedLink { a: NodeId, b: NodeId },
     /// Linking would put more than the limit of `limited_type` in a profile.
     LimitExceeded {
         a: NodeId,
@@ -146,11 +148,13 @@ impl Graph {
     /// Resolve profiles.
     ///
     /// `blocked(node)` says whether a value is on the blocked list;
+    /// `blocked_link(a, b)` whether an administrator blocked that link;
     /// `max_neighbours` is the cardinality guard; `previous` gives each
     /// node's profile id from the last committed resolution, if any.
     pub fn resolve(
         &self,
         blocked: impl Fn(&Node) -> bool,
+        blocked_link: impl Fn(&Node, &Node) -> bool,
         max_neighbours: u32,
         previous: impl Fn(NodeId) -> Option<String>,
     ) -> Resolution {
@@ -193,10 +197,24 @@ impl Graph {
             }
         }
 
+        // Links blocked by an administrator, in a stable order.
+        let mut cut: Vec<(NodeId, NodeId)> = self
+            .edges
+            .keys()
+            .filter(|(a, b)| blocked_link(&self.nodes[*a as usize], &self.nodes[*b as usize]))
+            .copied()
+            .collect();
+        cut.sort_unstable();
+        let cut: std::collections::HashSet<(NodeId, NodeId)> = cut
+            .into_iter()
+            .inspect(|&(a, b)| resolution.rejections.push(Rejection::BlockedLink { a, b }))
+            .collect();
+
         // Links, strongest and oldest first.
         let mut edges: Vec<(u32, i64, NodeId, NodeId)> = self
             .edges
             .iter()
+            .filter(|(ab, _)| !cut.contains(ab))
             .filter(|((a, b), _)| usable[*a as usize] && usable[*b as usize])
             .map(|(&(a, b), &at)| {
                 let rank = self.types[self.nodes[a as usize].id_type as usize]
@@ -447,6 +465,7 @@ mod tests {
     fn resolve(g: &Graph, previous: &HashMap<NodeId, String>) -> Resolution {
         g.resolve(
             |n| &*n.value == "test@test.com",
+            |_, _| false,
             3,
             |i| previous.get(&i).cloned(),
         )
@@ -616,7 +635,7 @@ mod tests {
                     let (a, b, at) = &links[i];
                     pair(&mut g, (a.0, &a.1), (b.0, &b.1), *at);
                 }
-                let r = g.resolve(|_| false, u32::MAX, |_| None);
+                let r = g.resolve(|_| false, |_, _| false, u32::MAX, |_| None);
                 let mut assignment: Vec<((u16, String), String)> = g
                     .nodes
                     .iter()

@@ -1,19 +1,25 @@
 //! Identity resolution and the unified profiles (`panorama refresh`).
 //!
-//! A refresh reads every identifier of the raw tables (the configured
-//! sources, normalised), builds the identity [`graph`] and resolves it by
-//! union-find with the rules of [`config`], keeping profile ids stable
-//! against the last committed version. It then writes a new version of
-//! `cdp.identity_links`, `cdp.identity_rejections`, `cdp.profile_merges`
-//! and `cdp.profiles` ([`profiles_sql`]) and switches the manifest: readers
-//! see the old version until the switch and the new one after. Every
-//! refresh, failed or not, is recorded in `system.refreshes`.
+//! A refresh reads the raw files landed since the last commit (all of them
+//! for a full rebuild), folding every row into the identity [`graph`] (the
+//! configured sources, normalised) and into small mergeable [`facts`] per
+//! row key. It resolves the graph by union-find with the rules of
+//! [`config`] and the administrators' [`blocks`], keeping profile ids
+//! stable against the last committed version, then writes a new version of
+//! `cdp.identity_links`, `cdp.identity_rejections`, `cdp.profile_merges`,
+//! `cdp.profiles` and of the stored state, and switches the manifest:
+//! readers see the old version until the switch and the new one after.
+//! Every refresh, failed or not, is recorded in `system.refreshes`.
 
+pub mod blocks;
 pub mod config;
+pub mod facts;
 pub mod graph;
 pub mod normalize;
-pub mod profiles_sql;
+mod profiles;
 mod refresh;
+mod scan;
+mod state;
 
 pub use config::IdentityConfig;
-pub use refresh::{RefreshReport, refresh};
+pub use refresh::{Mode, RefreshReport, refresh};

@@ -37,6 +37,25 @@ pub fn normalize(kind: Normalize, raw: &str, default_country: Country) -> Option
     }
 }
 
+/// [`normalize`] without an allocation when `raw` is already normal (the
+/// common case on the refresh's hot path).
+pub fn normalize_cow(
+    kind: Normalize,
+    raw: &str,
+    default_country: Country,
+) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    let trimmed = raw.trim();
+    match kind {
+        _ if trimmed.is_empty() => None,
+        Normalize::Text => Some(Cow::Borrowed(trimmed)),
+        Normalize::Lowercase if !trimmed.chars().any(char::is_uppercase) => {
+            Some(Cow::Borrowed(trimmed))
+        }
+        _ => normalize(kind, trimmed, default_country).map(Cow::Owned),
+    }
+}
+
 /// `" Jane.Doe@Example.com "` → `jane.doe@example.com`.
 pub fn email(raw: &str) -> Option<String> {
     let value = raw.trim().to_lowercase();

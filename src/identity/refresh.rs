@@ -1,35 +1,39 @@
 //! One refresh, start to commit.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use futures::StreamExt;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::HashMap;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use uuid::Uuid;
 
+use super::blocks;
 use super::config::IdentityConfig;
-use super::graph::{Graph, NodeId, Rejection, TypeRule};
-use super::normalize;
-use super::profiles_sql::{NEW_LINKS, profiles_sql};
-use crate::catalog::folder_table;
-use crate::engine::{self, EngineOptions};
+use super::facts::Facts;
+use super::graph::{Graph, Node, NodeId, Rejection, TypeRule};
+use super::profiles;
+use super::scan::{RawFile, Scan};
+use super::state::{self, STATE_TABLE};
 use crate::error::{Error, Result};
 use crate::lake::manifest::{MANIFEST_FORMAT, Manifest, version_dir};
-use crate::lake::parquet::{ParquetFileWriter, write_file};
+use crate::lake::parquet::{self, ParquetFileWriter, write_file};
 use crate::lake::{Lake, paths};
-use crate::schema::{RawTable, cdp, timestamp_type};
+use crate::schema::{RawTable, cdp};
 
 /// What a refresh did (also the row it adds to `system.refreshes`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RefreshReport {
     pub version: u64,
+    /// Whether every raw file was read (first refresh, `--full`, or the
+    /// stored state could not be used), rather than only new ones.
+    pub full: bool,
     pub raw_files: usize,
     pub raw_rows: usize,
     pub identifiers: usize,
@@ -51,46 +55,93 @@ pub fn refreshes_dir() -> Path {
     Path::from("system/refreshes")
 }
 
-/// Run a full refresh of the identity graph and profiles at time `now`.
+/// How a refresh reads raw data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Start from the stored state and read only raw files landed since
+    /// the last commit (falls back to a full rebuild when it must).
+    #[default]
+    Incremental,
+    /// Forget the stored state and read every raw file.
+    Full,
+}
+
+/// Run a refresh of the identity graph and profiles at time `now`.
 pub async fn refresh(
     lake: &Lake,
     config: &IdentityConfig,
-    options: &EngineOptions,
+    mode: Mode,
     now: DateTime<Utc>,
     mut progress: impl FnMut(&str),
 ) -> Result<RefreshReport> {
     config.validate()?;
     let started = now;
-    let outcome = run(lake, config, options, now, &mut progress).await;
+    let outcome = run(lake, config, mode, now, &mut progress).await;
     let finished = Utc::now().max(started);
     let (report, status, error) = match &outcome {
         Ok(r) => (r.clone(), "committed", None),
-        Err(e) => (RefreshReport::default(), "failed", Some(e.to_string())),
+        Err(e) => (
+            RefreshReport {
+                full: mode == Mode::Full,
+                ..RefreshReport::default()
+            },
+            "failed",
+            Some(e.to_string()),
+        ),
     };
     record(lake, &report, started, finished, status, error.as_deref()).await?;
     outcome
 }
 
+/// The identity settings that shape the stored state (the rest apply at
+/// resolution and can change between incremental refreshes).
+fn state_settings(config: &IdentityConfig) -> String {
+    serde_json::json!({
+        "default_country": config.default_country,
+        "source_priority": config.source_priority,
+        "types": config.types,
+        "sources": config.sources,
+    })
+    .to_string()
+}
+
+/// Why the stored state cannot be topped up, if it cannot.
+fn full_rebuild_reason(
+    previous: Option<&Manifest>,
+    settings: &str,
+    files: &BTreeMap<String, RawFile>,
+) -> Option<String> {
+    let Some(m) = previous else {
+        return Some("first refresh".into());
+    };
+    if !m.tables.contains_key(STATE_TABLE) {
+        return Some("no stored state".into());
+    }
+    if m.identity_settings.as_deref() != Some(settings) {
+        return Some("the identity settings changed".into());
+    }
+    for (path, size) in &m.raw_files {
+        match files.get(path) {
+            None => return Some(format!("{path} was removed")),
+            Some(f) if f.meta.size != *size => return Some(format!("{path} changed")),
+            Some(_) => {}
+        }
+    }
+    None
+}
+
 async fn run(
     lake: &Lake,
     config: &IdentityConfig,
-    options: &EngineOptions,
+    mode: Mode,
     now: DateTime<Utc>,
     progress: &mut impl FnMut(&str),
 ) -> Result<RefreshReport> {
     let phase = std::time::Instant::now();
-    let ctx = engine::session(lake, options)?;
-    let country = normalize::country(&config.default_country)
-        .ok_or_else(|| Error::Config("bad default_country".into()))?;
     let previous = Manifest::load(lake).await?;
     let version = previous.as_ref().map_or(1, |m| m.version + 1);
     let run = Uuid::new_v4().simple().to_string()[..8].to_string();
-    let mut report = RefreshReport {
-        version,
-        ..RefreshReport::default()
-    };
-
-    // 1. Every identifier of every configured source, normalised.
+    let settings = state_settings(config);
     let types: Vec<TypeRule> = config
         .types
         .iter()
@@ -100,145 +151,113 @@ async fn run(
             max_per_profile: t.max_per_profile,
         })
         .collect();
-    let mut graph = Graph::new(types);
-    for table in RawTable::ALL {
-        let sources: Vec<_> = config
-            .sources
-            .iter()
-            .filter(|s| s.table == table.name())
-            .collect();
-        if sources.is_empty() {
-            continue;
-        }
-        progress(&format!("reading identifiers of raw.{table}"));
-        report.raw_files += lake.list(&paths::raw_table_dir(table)).await?.len();
-        let columns: Vec<String> = sources
-            .iter()
-            .map(|s| format!("\"{}\"", s.column))
-            .collect();
-        let sql = format!(
-            "SELECT \"{}\", {} FROM raw.{table}",
-            table.time_column(),
-            columns.join(", ")
-        );
-        let kinds: Vec<(u16, normalize::Normalize, Option<Vec<String>>)> = sources
-            .iter()
-            .map(|s| {
-                let ti = config
-                    .types
-                    .iter()
-                    .position(|t| t.name == s.id_type)
-                    .unwrap_or(0);
-                let path = s
-                    .json_path
-                    .as_ref()
-                    .map(|p| p.split('.').map(String::from).collect());
-                (ti as u16, config.types[ti].normalize, path)
-            })
-            .collect();
-        let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
-        let mut row_ids: Vec<NodeId> = Vec::with_capacity(kinds.len());
-        while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            report.raw_rows += batch.num_rows();
-            let times = cast(batch.column(0), &timestamp_type())
-                .map_err(|e| Error::arrow(format!("reading times of raw.{table}"), e))?;
-            let times = times
-                .as_any()
-                .downcast_ref::<TimestampMicrosecondArray>()
-                .ok_or_else(|| Error::Config("time column is not a timestamp".into()))?;
-            let values: Vec<ArrayRef> = (1..batch.num_columns())
-                .map(|i| cast(batch.column(i), &DataType::Utf8))
-                .collect::<Result<_, _>>()
-                .map_err(|e| Error::arrow(format!("reading identifiers of raw.{table}"), e))?;
-            let values: Vec<&StringArray> = values
-                .iter()
-                .map(|a| a.as_any().downcast_ref::<StringArray>())
-                .collect::<Option<_>>()
-                .ok_or_else(|| Error::Config("identifier column is not text".into()))?;
-            for row in 0..batch.num_rows() {
-                if times.is_null(row) {
-                    continue;
-                }
-                let at = times.value(row);
-                row_ids.clear();
-                for ((id_type, kind, path), column) in kinds.iter().zip(&values) {
-                    if column.is_null(row) {
-                        continue;
-                    }
-                    let raw = column.value(row);
-                    let extracted;
-                    let raw = match path {
-                        Some(path) => match json_path(raw, path) {
-                            Some(v) => {
-                                extracted = v;
-                                extracted.as_str()
-                            }
-                            None => continue,
-                        },
-                        None => raw,
-                    };
-                    if let Some(value) = normalize::normalize(*kind, raw, country) {
-                        row_ids.push(graph.observe(*id_type, &value, at));
-                    }
-                }
-                for i in 1..row_ids.len() {
-                    graph.link(row_ids[0], row_ids[i], at);
-                }
+
+    // 1. Which raw files to read: all, or those landed since the last commit.
+    let probe = Scan::new(config, Graph::default(), Facts::default())?;
+    let mut files: BTreeMap<String, RawFile> = BTreeMap::new();
+    for table in RawTable::ALL.into_iter().filter(|&t| probe.reads(t)) {
+        for meta in lake.list(&paths::raw_table_dir(table)).await? {
+            if meta.location.as_ref().ends_with(".parquet") {
+                let path = lake.relative(&meta.location).to_string();
+                files.insert(path, RawFile { table, meta });
             }
         }
     }
+    let reason = match mode {
+        Mode::Full => Some("requested".to_string()),
+        Mode::Incremental => full_rebuild_reason(previous.as_ref(), &settings, &files),
+    };
+    let (graph, facts, to_read) = match (&reason, &previous) {
+        (None, Some(m)) => {
+            progress("loading the stored identity graph");
+            let dir = Path::from(m.tables[STATE_TABLE].as_str());
+            let (graph, facts) = state::load(lake, &dir, types).await?;
+            let new: Vec<RawFile> = files
+                .iter()
+                .filter(|(p, _)| !m.raw_files.contains_key(*p))
+                .map(|(_, f)| f.clone())
+                .collect();
+            (graph, facts, new)
+        }
+        _ => {
+            progress(&format!(
+                "rebuilding from all raw data ({})",
+                reason.as_deref().unwrap_or("full")
+            ));
+            (
+                Graph::new(types),
+                Facts::default(),
+                files.values().cloned().collect(),
+            )
+        }
+    };
+    let mut report = RefreshReport {
+        version,
+        full: reason.is_some(),
+        ..RefreshReport::default()
+    };
+    let mut scan = Scan::new(config, graph, facts)?;
+    scan.read(lake, to_read, progress).await?;
+    report.raw_files = scan.files;
+    report.raw_rows = scan.rows;
+    let Scan { graph, facts, .. } = scan;
     report.identifiers = graph.nodes.len();
     report.links = graph.edges.len();
 
     // 2. The previous assignment, for stable ids.
     let mut previous_ids: HashMap<NodeId, String> = HashMap::new();
-    if previous
+    if let Some(folder) = previous
         .as_ref()
-        .is_some_and(|m| m.tables.contains_key("identity_links"))
+        .and_then(|m| m.tables.get("identity_links"))
     {
         progress("reading the previous identity links");
-        let mut stream = ctx
-            .sql("SELECT id_type, id_value, profile_id FROM cdp.identity_links")
-            .await?
-            .execute_stream()
-            .await?;
         let type_index: HashMap<&str, u16> = config
             .types
             .iter()
             .enumerate()
             .map(|(i, t)| (t.name.as_str(), i as u16))
             .collect();
-        while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            let col = |i: usize| -> Result<StringArray> {
-                let a = cast(batch.column(i), &DataType::Utf8)
-                    .map_err(|e| Error::arrow("reading previous links", e))?;
-                Ok(a.as_any()
-                    .downcast_ref::<StringArray>()
-                    .cloned()
-                    .unwrap_or_else(|| StringArray::from(Vec::<Option<&str>>::new())))
-            };
-            let (t, v, p) = (col(0)?, col(1)?, col(2)?);
-            for row in 0..batch.num_rows() {
-                if let Some(&ti) = type_index.get(t.value(row))
-                    && let Some(node) = graph.find(ti, v.value(row))
-                {
-                    previous_ids.insert(node, p.value(row).to_string());
+        for meta in lake.list(&Path::from(folder.as_str())).await? {
+            parquet::for_each_batch(lake, &meta, |b| {
+                let (t, v, p) = (
+                    b.column(0).as_string::<i32>(),
+                    b.column(1).as_string::<i32>(),
+                    b.column(2).as_string::<i32>(),
+                );
+                for row in 0..b.num_rows() {
+                    if let Some(&ti) = type_index.get(t.value(row))
+                        && let Some(node) = graph.find(ti, v.value(row))
+                        && !p.is_null(row)
+                    {
+                        previous_ids.insert(node, p.value(row).to_string());
+                    }
                 }
-            }
+                Ok(())
+            })
+            .await?;
         }
     }
 
-    // 3. Resolve.
+    // 3. Resolve, with the configured and the administrators' blocks.
     progress("resolving identities");
-    let blocked: std::collections::HashSet<String> = config
+    let blocked: HashSet<String> = config
         .blocked_values
         .iter()
         .map(|v| v.trim().to_lowercase())
         .collect();
+    let admin = blocks::load(lake).await?;
+    let ident = |n: &Node| {
+        (
+            config.types[n.id_type as usize].name.clone(),
+            n.value.to_string(),
+        )
+    };
     let resolution = graph.resolve(
-        |node| blocked.contains(&node.value.to_lowercase()),
+        |node| {
+            blocked.contains(&node.value.to_lowercase())
+                || (!admin.values.is_empty() && admin.values.contains(&ident(node)))
+        },
+        |a, b| !admin.links.is_empty() && admin.link_blocked(ident(a), ident(b)),
         config.max_distinct_neighbours,
         |node| previous_ids.get(&node).cloned(),
     );
@@ -256,7 +275,9 @@ async fn run(
         .count();
     for r in &resolution.rejections {
         match r {
-            Rejection::LimitExceeded { .. } => report.refused_links += 1,
+            Rejection::LimitExceeded { .. } | Rejection::BlockedLink { .. } => {
+                report.refused_links += 1
+            }
             _ => report.blocked_values += 1,
         }
     }
@@ -323,7 +344,22 @@ async fn run(
                     Some(value(*node).into()),
                     None,
                     None,
-                    Some("on the blocked_values list".into()),
+                    Some(
+                        if blocked.contains(&value(*node).to_lowercase()) {
+                            "on the blocked_values list"
+                        } else {
+                            "blocked by an administrator"
+                        }
+                        .into(),
+                    ),
+                ],
+                Rejection::BlockedLink { a, b } => [
+                    Some("blocked_link".into()),
+                    Some(type_name(*a).into()),
+                    Some(value(*a).into()),
+                    Some(type_name(*b).into()),
+                    Some(value(*b).into()),
+                    Some("link blocked by an administrator".into()),
                 ],
                 Rejection::TooManyNeighbours {
                     node,
@@ -427,57 +463,67 @@ async fn run(
     }
     tables.insert("profile_merges".to_string(), merges_dir.to_string());
 
-    // 5. Profiles, from the new links and the raw tables.
+    // 5. Profiles, from the resolution and the facts.
     progress("computing profiles");
-    ctx.register_table(
-        NEW_LINKS,
-        folder_table(lake, &links_dir, cdp::identity_links())?,
-    )?;
-    let type_names: Vec<String> = config.types.iter().map(|t| t.name.clone()).collect();
-    let schema = cdp::profiles(&type_names);
+    let (schema, batches) = profiles::build(config, &graph, &resolution, &facts, now_micros)?;
     let profiles_dir = version_dir("profiles", version, &run);
-    let mut writer = ParquetFileWriter::create(
+    write_file(
         lake,
         &profiles_dir.clone().join("part-0.parquet"),
-        schema.clone(),
-    )?;
-    let mut stream = ctx
-        .sql(&profiles_sql(config, now_micros))
-        .await?
-        .execute_stream()
-        .await?;
-    while let Some(b) = stream.next().await {
-        let b = conform(&schema, &b?)?;
-        writer.write(&b).await?;
-    }
-    writer.finish().await?;
+        schema,
+        &batches,
+    )
+    .await?;
     tables.insert("profiles".to_string(), profiles_dir.to_string());
 
-    // 6. Commit: one atomic switch of the manifest.
+    // 6. The state the next refresh starts from.
+    progress("storing the identity graph");
+    let state_dir = version_dir(STATE_TABLE, version, &run);
+    state::save(lake, &state_dir, &graph, &facts).await?;
+    tables.insert(STATE_TABLE.to_string(), state_dir.to_string());
+    let mut raw_files = match (&reason, &previous) {
+        (None, Some(m)) => m.raw_files.clone(),
+        _ => BTreeMap::new(),
+    };
+    raw_files.extend(files.iter().map(|(p, f)| (p.clone(), f.meta.size)));
+
+    // 7. Commit: one atomic switch of the manifest.
     Manifest {
         format: MANIFEST_FORMAT,
         version,
         committed_at: now.to_rfc3339(),
         tables,
+        raw_files,
+        identity_settings: Some(settings),
     }
     .commit(lake)
     .await?;
-    report.views_ms = phase.elapsed().as_millis() as u64;
     progress("committed");
+    collect_garbage(lake, version).await?;
+    report.views_ms = phase.elapsed().as_millis() as u64;
     Ok(report)
 }
 
-/// Extract a string at a dotted path of a JSON object.
-fn json_path(json: &str, path: &[String]) -> Option<String> {
-    let mut value: serde_json::Value = serde_json::from_str(json).ok()?;
-    for key in path {
-        value = value.get_mut(key)?.take();
+/// Delete the files of versions older than the one before `committed`
+/// (queries still planned against that one keep working) and of runs that
+/// died before committing.
+async fn collect_garbage(lake: &Lake, committed: u64) -> Result<()> {
+    for meta in lake.list(&Path::from("cdp")).await? {
+        let relative = lake.relative(&meta.location);
+        let version = relative.parts().find_map(|p| {
+            p.as_ref()
+                .strip_prefix("v=")
+                .and_then(|v| v.split('-').next())
+                .and_then(|v| v.parse::<u64>().ok())
+        });
+        if version.is_some_and(|v| v + 1 < committed) {
+            lake.store()
+                .delete(&meta.location)
+                .await
+                .map_err(|e| Error::store(format!("removing {}", meta.location), e))?;
+        }
     }
-    match value {
-        serde_json::Value::String(s) => Some(s),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    Ok(())
 }
 
 fn timestamps(values: impl Iterator<Item = i64>) -> ArrayRef {
@@ -487,25 +533,6 @@ fn timestamps(values: impl Iterator<Item = i64>) -> ArrayRef {
 fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
     RecordBatch::try_new(schema.clone(), columns)
         .map_err(|e| Error::arrow("building a view batch", e))
-}
-
-/// Cast a query result to the declared schema of a view, column by column.
-fn conform(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
-    if batch.num_columns() != schema.fields().len() {
-        return Err(Error::Config(format!(
-            "the profile query returned {} columns, cdp.profiles has {}",
-            batch.num_columns(),
-            schema.fields().len()
-        )));
-    }
-    let columns = schema
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .map(|(f, c)| cast(c, f.data_type()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::arrow("shaping cdp.profiles", e))?;
-    self::batch(schema, columns)
 }
 
 /// Append one row to `system.refreshes`.
@@ -527,7 +554,7 @@ async fn record(
             timestamps(std::iter::once(finished.timestamp_micros())),
             Arc::new(StringArray::from(vec![status])),
             Arc::new(StringArray::from(vec![error])),
-            Arc::new(BooleanArray::from(vec![true])),
+            Arc::new(BooleanArray::from(vec![r.full])),
             int(r.version as usize),
             int(r.raw_files),
             int(r.raw_rows),

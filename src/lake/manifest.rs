@@ -36,6 +36,14 @@ pub struct Manifest {
     pub committed_at: String,
     /// Table name → folder (relative to the lake root) of its current files.
     pub tables: BTreeMap<String, String>,
+    /// Raw files folded into this version (path in the lake → size), so
+    /// the next refresh reads only the others.
+    #[serde(default)]
+    pub raw_files: BTreeMap<String, u64>,
+    /// The identity settings the stored refresh state was built with; a
+    /// refresh under other settings rebuilds from all raw data.
+    #[serde(default)]
+    pub identity_settings: Option<String>,
 }
 
 impl Manifest {

@@ -128,6 +128,14 @@ impl Lake {
         self.root.parts().chain(relative.parts()).collect()
     }
 
+    /// The path relative to the lake root of an absolute store path.
+    pub fn relative(&self, absolute: &Path) -> Path {
+        match absolute.prefix_match(&self.root) {
+            Some(parts) => parts.collect(),
+            None => absolute.clone(),
+        }
+    }
+
     /// The URL of a folder of the lake, as DataFusion's listing tables want it
     /// (`scheme://authority/abs/path/`).
     pub fn folder_url(&self, relative: &Path) -> String {

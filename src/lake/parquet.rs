@@ -6,8 +6,10 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
+use object_store::ObjectMeta;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 
@@ -78,4 +80,47 @@ pub async fn write_file(
         writer.write(batch).await?;
     }
     writer.finish().await
+}
+
+// `ParquetObjectReader` is deprecated in parquet 59 in favour of a reader of
+// one's own; it is still the reader DataFusion 55 itself uses, so Panorama
+// keeps it until DataFusion moves.
+#[allow(deprecated)]
+use datafusion::parquet::arrow::async_reader::ParquetObjectReader;
+
+/// Open a Parquet object of the lake (`meta.location` is absolute, as
+/// [`Lake::list`] returns it) for a streaming read.
+#[allow(deprecated)]
+pub async fn open(
+    lake: &Lake,
+    meta: &ObjectMeta,
+) -> Result<ParquetRecordBatchStreamBuilder<ParquetObjectReader>> {
+    let reader = ParquetObjectReader::new(Arc::clone(lake.store()), meta.location.clone())
+        .with_file_size(meta.size);
+    ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| {
+            Error::parquet(
+                format!("{} is not a readable Parquet file", meta.location),
+                e,
+            )
+        })
+}
+
+/// Call `each` with every batch of one Parquet object of the lake.
+pub async fn for_each_batch(
+    lake: &Lake,
+    meta: &ObjectMeta,
+    mut each: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<()> {
+    use futures::StreamExt;
+    let mut stream = open(lake, meta)
+        .await?
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| Error::parquet(format!("reading {}", meta.location), e))?;
+    while let Some(batch) = stream.next().await {
+        each(&batch.map_err(|e| Error::parquet(format!("reading {}", meta.location), e))?)?;
+    }
+    Ok(())
 }

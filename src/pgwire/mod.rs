@@ -10,7 +10,7 @@
 pub mod errors;
 mod statements;
 
-pub use statements::{Actions, AdminAction};
+pub use statements::{Actions, AdminAction, CallAction};
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,5 +1,7 @@
 //! Panorama's own statements, in PostgreSQL spelling, so any SQL client can
-//! drive it: `REFRESH MATERIALIZED VIEW cdp.<view>` runs a refresh.
+//! drive it: `REFRESH MATERIALIZED VIEW cdp.<view>` runs a refresh and
+//! `CALL panorama.<procedure>('arg', ...)` runs an administrative procedure
+//! (identity blocks).
 //!
 //! The SQL parser DataFusion uses has no `REFRESH MATERIALIZED VIEW`, so
 //! this layer recognises the statement by its leading keywords (ignoring
@@ -23,10 +25,74 @@ use futures::future::BoxFuture;
 /// An action a statement triggers; the error is shown to the client.
 pub type AdminAction = Arc<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
 
+/// A procedure run by `CALL panorama.<name>('arg', ...)`: gets the
+/// procedure name and the text arguments.
+pub type CallAction =
+    Arc<dyn Fn(String, Vec<String>) -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
+
 /// The actions Panorama's statements run; `None` = not available here.
 #[derive(Clone, Default)]
 pub struct Actions {
     pub refresh: Option<AdminAction>,
+    pub call: Option<CallAction>,
+}
+
+/// `(procedure, arguments)` of a `CALL panorama.<procedure>(...)`
+/// statement; `Some(Err)` for a CALL that is malformed.
+pub fn call_target(sql: &str) -> Option<Result<(String, Vec<String>), String>> {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Statement, Value,
+    };
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let head = sql.trim_start();
+    if !head
+        .get(..5)
+        .is_some_and(|h| h.eq_ignore_ascii_case("call "))
+    {
+        return None;
+    }
+    let parsed = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        Ok(mut statements) if statements.len() == 1 => statements.remove(0),
+        Ok(_) => return Some(Err("send one CALL statement at a time".into())),
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    let Statement::Call(function) = parsed else {
+        return None;
+    };
+    let name: Vec<String> = function
+        .name
+        .0
+        .iter()
+        .map(|p| p.to_string().trim_matches('"').to_lowercase())
+        .collect();
+    let procedure = match name.as_slice() {
+        [schema, p] if schema == "panorama" => p.clone(),
+        [p] => p.clone(),
+        _ => return Some(Err(format!("unknown procedure {}", function.name))),
+    };
+    let mut args = Vec::new();
+    if let FunctionArguments::List(list) = &function.args {
+        for arg in &list.args {
+            match arg {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) => match &v.value {
+                    Value::SingleQuotedString(s) => args.push(s.clone()),
+                    Value::Number(n, _) => args.push(n.clone()),
+                    other => {
+                        return Some(Err(format!(
+                            "argument {other} of {procedure} must be a string"
+                        )));
+                    }
+                },
+                other => {
+                    return Some(Err(format!(
+                        "argument {other} of {procedure} must be a literal"
+                    )));
+                }
+            }
+        }
+    }
+    Some(Ok((procedure, args)))
 }
 
 /// The simple-query handler: Panorama's statements, then datafusion-postgres.
@@ -84,6 +150,22 @@ impl SimpleQueryHandler for PanoramaStatements {
         C::Error: Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Some(call) = call_target(query) {
+            let (procedure, args) = call.map_err(|e| error("42601", e))?;
+            let Some(action) = &self.actions.call else {
+                return Err(error(
+                    "0A000",
+                    "CALL is not available on this server".into(),
+                ));
+            };
+            return match action(procedure.clone(), args).await {
+                Ok(summary) => {
+                    tracing::info!("CALL {procedure}: {summary}");
+                    Ok(vec![Response::Execution(Tag::new("CALL"))])
+                }
+                Err(message) => Err(error("22023", message)),
+            };
+        }
         let Some(view) = refresh_target(query) else {
             return self.inner.do_query(client, query).await;
         };
@@ -127,5 +209,21 @@ mod tests {
         );
         assert_eq!(refresh_target("SELECT 'REFRESH MATERIALIZED VIEW x'"), None);
         assert_eq!(refresh_target("REFRESH"), None);
+    }
+
+    #[test]
+    fn call_statements_give_procedure_and_text_arguments() {
+        let (p, args) = call_target("CALL panorama.block_identifier('email', 'a''b@x.com')")
+            .unwrap()
+            .unwrap();
+        assert_eq!(p, "block_identifier");
+        assert_eq!(args, vec!["email".to_string(), "a'b@x.com".to_string()]);
+        assert!(call_target("SELECT 1").is_none());
+        assert!(
+            call_target("CALL panorama.block_identifier(email)")
+                .unwrap()
+                .is_err()
+        );
+        assert!(call_target("CALL other.thing('x')").unwrap().is_err());
     }
 }

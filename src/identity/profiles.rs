@@ -1,0 +1,260 @@
+//! `cdp.profiles` from a resolution and the facts: each row key's facts go
+//! to the profile of its strongest identifier that has one (so an order
+//! carrying a blocked customer id still counts for the email's profile),
+//! identifiers are listed per type, and the merged facts become the
+//! profile's traits and computed columns.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Date32Array, Decimal128Array, Int64Array, ListBuilder, RecordBatch,
+    StringArray, StringBuilder, TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::HashMap;
+
+use super::config::IdentityConfig;
+use super::facts::{Cell, Facts, Partial, field, get};
+use super::graph::{Graph, NodeId, Resolution};
+use crate::error::{Error, Result};
+use crate::schema::cdp;
+
+/// One profile being assembled.
+struct Profile<'a> {
+    id: &'a str,
+    /// Members, sorted by (type, value).
+    nodes: Vec<NodeId>,
+    facts: Partial,
+}
+
+/// The profiles of a resolution, in profile id order, as batches of
+/// `cdp.profiles`; anonymous-only profiles idle since before
+/// `now - anonymous_idle_days` are left out.
+pub fn build(
+    config: &IdentityConfig,
+    graph: &Graph,
+    resolution: &Resolution,
+    facts: &Facts,
+    now_micros: i64,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut profiles: Vec<Profile> = Vec::new();
+    let mut profile_of_node = vec![u32::MAX; graph.nodes.len()];
+    for (n, id) in resolution.profile_of.iter().enumerate() {
+        let Some(id) = id.as_deref() else { continue };
+        let p = *index.entry(id).or_insert_with(|| {
+            profiles.push(Profile {
+                id,
+                nodes: Vec::new(),
+                facts: Partial::new(),
+            });
+            profiles.len() - 1
+        });
+        profiles[p].nodes.push(n as NodeId);
+        profile_of_node[n] = p as u32;
+    }
+    for (key, partial) in facts.keys.iter().zip(&facts.partials) {
+        if let Some(&p) = key
+            .iter()
+            .map(|&n| &profile_of_node[n as usize])
+            .find(|&&p| p != u32::MAX)
+        {
+            facts.fields.merge(&mut profiles[p as usize].facts, partial);
+        }
+    }
+    let anonymous = config
+        .types
+        .iter()
+        .position(|t| t.name == "anonymous_id")
+        .map(|i| i as u16);
+    let cutoff = now_micros - i64::from(config.anonymous_idle_days) * 86_400_000_000;
+    let seen = |p: &Profile, pick: fn(&super::graph::Node) -> i64, max: bool| {
+        let times = p.nodes.iter().map(|&n| pick(&graph.nodes[n as usize]));
+        if max { times.max() } else { times.min() }.unwrap_or(0)
+    };
+    profiles.retain(|p| {
+        p.nodes
+            .iter()
+            .any(|&n| Some(graph.nodes[n as usize].id_type) != anonymous)
+            || seen(p, |n| n.last_seen, true) >= cutoff
+    });
+    profiles.sort_unstable_by(|a, b| a.id.cmp(b.id));
+    for p in &mut profiles {
+        p.nodes.sort_unstable_by(|&a, &b| {
+            let (a, b) = (&graph.nodes[a as usize], &graph.nodes[b as usize]);
+            (a.id_type, &a.value).cmp(&(b.id_type, &b.value))
+        });
+    }
+
+    let type_names: Vec<String> = config.types.iter().map(|t| t.name.clone()).collect();
+    let schema = cdp::profiles(&type_names);
+    let mut batches = Vec::new();
+    for chunk in profiles.chunks(64 * 1024) {
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(
+            chunk.iter().map(|p| p.id),
+        ))];
+        for t in 0..config.types.len() as u16 {
+            let mut list = ListBuilder::new(StringBuilder::new());
+            for p in chunk {
+                let mut any = false;
+                for &n in &p.nodes {
+                    let node = &graph.nodes[n as usize];
+                    if node.id_type == t {
+                        list.values().append_value(&node.value);
+                        any = true;
+                    }
+                }
+                // No identifier of the type: NULL, as array_agg gives.
+                list.append(any);
+            }
+            columns.push(Arc::new(list.finish()));
+        }
+        let cell = |p: &Profile, f: u16| get(&p.facts, f).cloned();
+        let text = |f: u16| -> ArrayRef {
+            Arc::new(StringArray::from_iter(
+                chunk.iter().map(|p| cell(p, f).and_then(|c| c.text)),
+            ))
+        };
+        let num = |f: u16| chunk.iter().map(move |p| cell(p, f).map(|c| c.num));
+        let count = |f: u16| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(num(f).map(|n| n.unwrap_or(0))))
+        };
+        let time = |values: Vec<Option<i64>>| -> ArrayRef {
+            Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"))
+        };
+        let money = |values: Vec<Option<i64>>| -> Result<ArrayRef> {
+            Ok(Arc::new(
+                Decimal128Array::from(
+                    values
+                        .into_iter()
+                        .map(|v| v.map(i128::from))
+                        .collect::<Vec<_>>(),
+                )
+                .with_precision_and_scale(18, 2)
+                .map_err(|e| Error::arrow("building cdp.profiles", e))?,
+            ))
+        };
+        let trait_ = |name: &str| {
+            field::TRAIT + field::TRAITS.iter().position(|t| *t == name).unwrap_or(0) as u16
+        };
+        for name in [
+            "first_name",
+            "last_name",
+            "street",
+            "city",
+            "postal_code",
+            "country",
+        ] {
+            columns.push(text(trait_(name)));
+        }
+        columns.push(Arc::new(Date32Array::from_iter(
+            num(trait_("birth_date")).map(|n| n.map(|d| d as i32)),
+        )));
+        columns.push(text(trait_("loyalty_tier")));
+        columns.push(Arc::new(BooleanArray::from_iter(
+            num(trait_("newsletter")).map(|n| n.map(|b| b != 0)),
+        )));
+        columns.push(time(
+            chunk
+                .iter()
+                .map(|p| Some(seen(p, |n| n.first_seen, false)))
+                .collect(),
+        ));
+        columns.push(time(
+            chunk
+                .iter()
+                .map(|p| Some(seen(p, |n| n.last_seen, true)))
+                .collect(),
+        ));
+        for f in [
+            field::EVENTS,
+            field::PAGE_VIEWS,
+            field::TRACKS,
+            field::IDENTIFIES,
+            field::ORDERS,
+            field::NET_ORDERS,
+        ] {
+            columns.push(count(f));
+        }
+        let orders: Vec<i64> = num(field::ORDERS).map(|n| n.unwrap_or(0)).collect();
+        let net_orders: Vec<i64> = num(field::NET_ORDERS).map(|n| n.unwrap_or(0)).collect();
+        let gross: Vec<Option<i64>> = num(field::GROSS_CENTS)
+            .zip(&orders)
+            .map(|(c, &o)| c.filter(|_| o > 0))
+            .collect();
+        let net: Vec<Option<i64>> = num(field::NET_CENTS)
+            .zip(&net_orders)
+            .map(|(c, &o)| c.filter(|_| o > 0))
+            .collect();
+        let average: Vec<Option<i64>> = net
+            .iter()
+            .zip(&net_orders)
+            .map(|(c, &o)| c.map(|c| round_div(c, o)))
+            .collect();
+        columns.push(money(gross)?);
+        columns.push(money(net)?);
+        columns.push(money(average)?);
+        columns.push(time(
+            chunk
+                .iter()
+                .map(|p| cell(p, field::LAST_ORDER_AT).map(|c| c.at))
+                .collect(),
+        ));
+        columns.push(Arc::new(StringArray::from_iter(
+            chunk.iter().map(|p| preferred_channel(facts, &p.facts)),
+        )));
+        for s in 0..field::SURVEYS.len() as u16 {
+            columns.push(Arc::new(Int64Array::from_iter(num(field::SURVEY + s))));
+            columns.push(time(
+                chunk
+                    .iter()
+                    .map(|p| cell(p, field::SURVEY + s).map(|c| c.at))
+                    .collect(),
+            ));
+        }
+        for c in 0..field::PURPOSES.len() as u16 {
+            columns.push(text(field::CONSENT + c));
+        }
+        columns.push(time(vec![Some(now_micros); chunk.len()]));
+        batches.push(
+            RecordBatch::try_new(schema.clone(), columns)
+                .map_err(|e| Error::arrow("building cdp.profiles", e))?,
+        );
+    }
+    Ok((schema, batches))
+}
+
+/// The channel with the most orders (ties: alphabetical).
+fn preferred_channel<'f>(facts: &'f Facts, partial: &Partial) -> Option<&'f str> {
+    facts
+        .fields
+        .channels()
+        .filter_map(|(f, name)| get(partial, f).map(|c: &Cell| (c.num, name)))
+        .filter(|(n, _)| *n > 0)
+        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(a.1)))
+        .map(|(_, name)| name)
+}
+
+/// `a / b` rounded half away from zero (cents of an average).
+fn round_div(a: i64, b: i64) -> i64 {
+    let q = a / b;
+    let r = a % b;
+    if 2 * r.abs() >= b.abs() {
+        q + if (a < 0) != (b < 0) { -1 } else { 1 }
+    } else {
+        q
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_div;
+
+    #[test]
+    fn averages_round_half_away_from_zero() {
+        assert_eq!(round_div(1000, 3), 333);
+        assert_eq!(round_div(1001, 2), 501);
+        assert_eq!(round_div(-1001, 2), -501);
+        assert_eq!(round_div(1000, 4), 250);
+    }
+}

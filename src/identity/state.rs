@@ -1,0 +1,266 @@
+//! The refresh state: the identity graph (every identifier and link seen,
+//! with first and last seen times) and the profile facts of every row key,
+//! stored as Parquet beside each committed version (`cdp/_state/v=…/`).
+//! The next refresh starts from it and reads only raw files landed since;
+//! a full rebuild starts from nothing and must arrive at the same state.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int32Array, Int64Array, ListBuilder, RecordBatch, StringArray,
+    UInt32Array, UInt32Builder,
+};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, UInt32Type,
+};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+
+use super::facts::{Cell, Facts};
+use super::graph::{Graph, TypeRule};
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::lake::parquet::{self, ParquetFileWriter};
+
+/// Name of the state in the manifest's table map.
+pub const STATE_TABLE: &str = "_state";
+
+const CHUNK: usize = 64 * 1024;
+
+fn nodes_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id_type", DataType::Utf8, false),
+        Field::new("value", DataType::Utf8, false),
+        Field::new("first_seen", DataType::Int64, false),
+        Field::new("last_seen", DataType::Int64, false),
+    ]))
+}
+
+fn edges_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("a", DataType::UInt32, false),
+        Field::new("b", DataType::UInt32, false),
+        Field::new("first_seen", DataType::Int64, false),
+    ]))
+}
+
+fn keys_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "nodes",
+        DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
+        false,
+    )]))
+}
+
+fn cells_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::UInt32, false),
+        Field::new("field", DataType::Utf8, false),
+        Field::new("rank", DataType::Int32, false),
+        Field::new("at", DataType::Int64, false),
+        Field::new("num", DataType::Int64, false),
+        Field::new("text", DataType::Utf8, true),
+    ]))
+}
+
+fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| Error::arrow("building the refresh state", e))
+}
+
+/// Write the graph and facts under `dir` (a new version folder).
+pub async fn save(lake: &Lake, dir: &Path, graph: &Graph, facts: &Facts) -> Result<()> {
+    let schema = nodes_schema();
+    let mut w =
+        ParquetFileWriter::create(lake, &dir.clone().join("nodes.parquet"), schema.clone())?;
+    for chunk in graph.nodes.chunks(CHUNK) {
+        let b = batch(
+            &schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    chunk
+                        .iter()
+                        .map(|n| graph.types[n.id_type as usize].name.as_str()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    chunk.iter().map(|n| &*n.value),
+                )),
+                Arc::new(Int64Array::from_iter_values(
+                    chunk.iter().map(|n| n.first_seen),
+                )),
+                Arc::new(Int64Array::from_iter_values(
+                    chunk.iter().map(|n| n.last_seen),
+                )),
+            ],
+        )?;
+        w.write(&b).await?;
+    }
+    w.finish().await?;
+
+    let schema = edges_schema();
+    let mut w =
+        ParquetFileWriter::create(lake, &dir.clone().join("edges.parquet"), schema.clone())?;
+    let edges: Vec<_> = graph.edges.iter().collect();
+    for chunk in edges.chunks(CHUNK) {
+        let b = batch(
+            &schema,
+            vec![
+                Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|e| e.0.0))),
+                Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|e| e.0.1))),
+                Arc::new(Int64Array::from_iter_values(chunk.iter().map(|e| *e.1))),
+            ],
+        )?;
+        w.write(&b).await?;
+    }
+    w.finish().await?;
+
+    let schema = keys_schema();
+    let mut w = ParquetFileWriter::create(lake, &dir.clone().join("keys.parquet"), schema.clone())?;
+    for chunk in facts.keys.chunks(CHUNK) {
+        let mut list = ListBuilder::new(UInt32Builder::new());
+        for key in chunk {
+            list.values().append_slice(key);
+            list.append(true);
+        }
+        w.write(&batch(&schema, vec![Arc::new(list.finish())])?)
+            .await?;
+    }
+    w.finish().await?;
+
+    let schema = cells_schema();
+    let mut w =
+        ParquetFileWriter::create(lake, &dir.clone().join("cells.parquet"), schema.clone())?;
+    let cells: Vec<(u32, &Cell)> = facts
+        .partials
+        .iter()
+        .enumerate()
+        .flat_map(|(k, p)| p.iter().map(move |c| (k as u32, c)))
+        .collect();
+    for chunk in cells.chunks(CHUNK) {
+        let b = batch(
+            &schema,
+            vec![
+                Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|c| c.0))),
+                Arc::new(StringArray::from_iter_values(
+                    chunk.iter().map(|c| facts.fields.name(c.1.field)),
+                )),
+                Arc::new(Int32Array::from_iter_values(chunk.iter().map(|c| c.1.rank))),
+                Arc::new(Int64Array::from_iter_values(chunk.iter().map(|c| c.1.at))),
+                Arc::new(Int64Array::from_iter_values(chunk.iter().map(|c| c.1.num))),
+                Arc::new(StringArray::from_iter(
+                    chunk.iter().map(|c| c.1.text.as_deref()),
+                )),
+            ],
+        )?;
+        w.write(&b).await?;
+    }
+    w.finish().await?;
+    Ok(())
+}
+
+/// Call `each` with every batch of the state file `dir/name`.
+async fn read(
+    lake: &Lake,
+    dir: &Path,
+    name: &str,
+    each: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let path = lake.path(&dir.clone().join(name));
+    let meta = lake
+        .store()
+        .head(&path)
+        .await
+        .map_err(|e| Error::store(format!("reading the refresh state {path}"), e))?;
+    parquet::for_each_batch(lake, &meta, each).await
+}
+
+/// Load the state written by [`save`] for identifier types `types`.
+pub async fn load(lake: &Lake, dir: &Path, types: Vec<TypeRule>) -> Result<(Graph, Facts)> {
+    let mut graph = Graph::new(types);
+    let stale = |what: String| Error::Config(format!("the refresh state in {dir} {what}"));
+    read(lake, dir, "nodes.parquet", |b| {
+        let (t, v) = (
+            b.column(0).as_string::<i32>(),
+            b.column(1).as_string::<i32>(),
+        );
+        let first = b.column(2).as_primitive::<Int64Type>();
+        let last = b.column(3).as_primitive::<Int64Type>();
+        for row in 0..b.num_rows() {
+            let ti = graph
+                .types
+                .iter()
+                .position(|r| r.name == t.value(row))
+                .ok_or_else(|| stale(format!("has unknown identifier type '{}'", t.value(row))))?;
+            let id = graph.observe(ti as u16, v.value(row), first.value(row));
+            if id as usize != graph.nodes.len() - 1 {
+                return Err(stale(format!("lists {} twice", v.value(row))));
+            }
+            graph.nodes[id as usize].last_seen = last.value(row);
+        }
+        Ok(())
+    })
+    .await?;
+    let n = graph.nodes.len() as u32;
+    read(lake, dir, "edges.parquet", |b| {
+        let (a, c) = (
+            b.column(0).as_primitive::<UInt32Type>(),
+            b.column(1).as_primitive::<UInt32Type>(),
+        );
+        let at = b.column(2).as_primitive::<Int64Type>();
+        for row in 0..b.num_rows() {
+            if a.value(row) >= n || c.value(row) >= n {
+                return Err(stale("links an unknown identifier".into()));
+            }
+            graph.link(a.value(row), c.value(row), at.value(row));
+        }
+        Ok(())
+    })
+    .await?;
+    let mut facts = Facts::default();
+    read(lake, dir, "keys.parquet", |b| {
+        let lists = b.column(0).as_list::<i32>();
+        for row in 0..b.num_rows() {
+            let nodes = lists.value(row);
+            let nodes = nodes.as_primitive::<UInt32Type>();
+            if nodes.values().iter().any(|&x| x >= n) {
+                return Err(stale("has a key with an unknown identifier".into()));
+            }
+            if facts.key(nodes.values()) as usize != facts.keys.len() - 1 {
+                return Err(stale("lists a key twice".into()));
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    let keys = facts.keys.len() as u32;
+    read(lake, dir, "cells.parquet", |b| {
+        let key = b.column(0).as_primitive::<UInt32Type>();
+        let name = b.column(1).as_string::<i32>();
+        let rank = b.column(2).as_primitive::<Int32Type>();
+        let at = b.column(3).as_primitive::<Int64Type>();
+        let num = b.column(4).as_primitive::<Int64Type>();
+        let text = b.column(5).as_string::<i32>();
+        for row in 0..b.num_rows() {
+            let k = key.value(row);
+            if k >= keys {
+                return Err(stale("has facts of an unknown key".into()));
+            }
+            let Some(field) = facts.fields.by_name(name.value(row)) else {
+                return Err(stale(format!("has unknown field '{}'", name.value(row))));
+            };
+            facts.add(
+                k,
+                Cell {
+                    field,
+                    rank: rank.value(row),
+                    at: at.value(row),
+                    num: num.value(row),
+                    text: (!text.is_null(row)).then(|| text.value(row).into()),
+                },
+            );
+        }
+        Ok(())
+    })
+    .await?;
+    Ok((graph, facts))
+}
