@@ -396,3 +396,225 @@ async fn a_refresh_killed_midway_leaves_the_last_version_readable() {
     assert_eq!(after, before);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_blocks_a_link_and_the_profile_splits_deterministically() {
+    let (_dir, lake) = scenario().await;
+    let server = TestServer::start_with_refresh(&lake, JAN_15 + 30 * DAY).await;
+    let client = server.client().await;
+    client
+        .simple_query("REFRESH MATERIALIZED VIEW cdp.profiles")
+        .await
+        .unwrap();
+    let profile_of = |value: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT profile_id FROM cdp.identity_links WHERE id_value = $1",
+                    &[&value],
+                )
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    let jane = profile_of("u-jane").await;
+    assert_eq!(profile_of("k-phone").await, jane);
+
+    // The phone cookie was linked to Jane only through her email: cut it.
+    // The value is normalised like the identity rules do.
+    client
+        .simple_query(
+            "CALL panorama.block_link('anonymous_id', 'k-phone', 'email', ' Jane.Doe@EXAMPLE.com', 'shared tablet')",
+        )
+        .await
+        .unwrap();
+    client
+        .simple_query("REFRESH MATERIALIZED VIEW cdp.profiles")
+        .await
+        .unwrap();
+    let phone = profile_of("k-phone").await;
+    assert_ne!(phone, jane, "the cookie is a profile of its own");
+    assert_eq!(
+        profile_of("u-jane").await,
+        jane,
+        "the older part keeps the id"
+    );
+    assert_eq!(profile_of("k-laptop").await, jane);
+    let split = simple_rows(
+        &client,
+        "SELECT kind, from_profile_id, to_profile_id FROM cdp.profile_merges WHERE kind = 'split'",
+    )
+    .await;
+    assert_eq!(
+        split,
+        vec![vec![
+            Some("split".into()),
+            Some(jane.clone()),
+            Some(phone.clone())
+        ]]
+    );
+    let refused = scalar(
+        &client,
+        "SELECT count(*) FROM cdp.identity_rejections \
+         WHERE kind = 'blocked_link' AND id_value = 'jane.doe@example.com' AND other_value = 'k-phone'",
+    )
+    .await;
+    assert_eq!(refused, 1, "the blocked link is listed");
+    let decisions = simple_rows(
+        &client,
+        "SELECT action, id_type, id_value, other_type, other_value, reason FROM system.identity_blocks",
+    )
+    .await;
+    assert_eq!(
+        decisions,
+        vec![
+            [
+                "block",
+                "anonymous_id",
+                "k-phone",
+                "email",
+                "jane.doe@example.com",
+                "shared tablet"
+            ]
+            .map(|s| Some(s.to_string()))
+            .to_vec()
+        ]
+    );
+
+    // A full rebuild from raw data reproduces the same ids.
+    identity::refresh(
+        &lake,
+        &IdentityConfig::default(),
+        identity::Mode::Full,
+        chrono::DateTime::from_timestamp_micros(JAN_15 + 31 * DAY).unwrap(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(profile_of("k-phone").await, phone);
+    assert_eq!(profile_of("u-jane").await, jane);
+
+    // Blocking a value: the junk never links; unknown types are refused.
+    let err = client
+        .simple_query("CALL panorama.block_identifier('colour', 'red')")
+        .await
+        .unwrap_err();
+    let err = err.as_db_error().unwrap();
+    assert_eq!(err.code().code(), "22023");
+    assert!(
+        err.message().contains("unknown identifier type 'colour'"),
+        "{}",
+        err.message()
+    );
+
+    // Lifting the block merges the cookie back; Jane's older id survives.
+    client
+        .simple_query(
+            "CALL panorama.unblock_link('anonymous_id', 'k-phone', 'email', 'jane.doe@example.com')",
+        )
+        .await
+        .unwrap();
+    client
+        .simple_query("REFRESH MATERIALIZED VIEW cdp.profiles")
+        .await
+        .unwrap();
+    assert_eq!(profile_of("k-phone").await, jane);
+    let merged = scalar(
+        &client,
+        &format!(
+            "SELECT count(*) FROM cdp.profile_merges WHERE kind = 'merge' \
+             AND from_profile_id = '{phone}' AND to_profile_id = '{jane}'"
+        ),
+    )
+    .await;
+    assert_eq!(merged, 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_file_with_a_missing_or_mistyped_identifier_column_fails_the_refresh_by_name() {
+    use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use object_store::ObjectStoreExt;
+    use std::sync::Arc;
+
+    let (_dir, lake) = scenario().await;
+    let first = refresh(&lake).await;
+    // One good order, as a user's tool might export it...
+    let mut rows = TableRows::new(RawTable::Orders);
+    rows.text(Some("O9"))
+        .text(Some("C1"))
+        .text(Some("jane.doe@example.com"))
+        .text(None)
+        .timestamp(Some(T))
+        .money(Some(500))
+        .text(Some("EUR"))
+        .text(Some("completed"))
+        .text(Some("web"))
+        .int(Some(1));
+    rows.end_row();
+    let good = rows.finish().unwrap();
+    let path = object_store::path::Path::from("raw/orders/date=2026-01-20/part-bad.parquet");
+    let attempt = |batch: RecordBatch| {
+        let (lake, path) = (lake.clone(), path.clone());
+        async move {
+            panorama::lake::parquet::write_file(&lake, &path, batch.schema(), &[batch])
+                .await
+                .unwrap();
+            let err = identity::refresh(
+                &lake,
+                &IdentityConfig::default(),
+                identity::Mode::Incremental,
+                chrono::DateTime::from_timestamp_micros(JAN_15 + 30 * DAY).unwrap(),
+                |_| {},
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+            lake.store().delete(&lake.path(&path)).await.unwrap();
+            err
+        }
+    };
+    // ...without its customer_id column,
+    let keep: Vec<usize> = (0..good.num_columns()).filter(|&i| i != 1).collect();
+    let err = attempt(good.project(&keep).unwrap()).await;
+    assert_eq!(
+        err,
+        "raw file raw/orders/date=2026-01-20/part-bad.parquet: column 'customer_id' missing (the identity rules read it)"
+    );
+    // ...or with numbers where emails belong.
+    let mut fields: Vec<Field> = good
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[2] = Field::new("email", DataType::Int64, true);
+    let mut columns: Vec<ArrayRef> = good.columns().to_vec();
+    columns[2] = Arc::new(Int64Array::from(vec![42]));
+    let err = attempt(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()).await;
+    assert_eq!(
+        err,
+        "raw file raw/orders/date=2026-01-20/part-bad.parquet: column 'email' has type Int64, expected Utf8"
+    );
+
+    // Nothing was committed; both failures are recorded.
+    let manifest = panorama::lake::manifest::Manifest::load(&lake)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(manifest.version, first.version);
+    let server = TestServer::start(&lake).await;
+    let client = server.client().await;
+    let failed = scalar(
+        &client,
+        "SELECT count(*) FROM system.refreshes WHERE status = 'failed' AND error LIKE '%part-bad.parquet%'",
+    )
+    .await;
+    assert_eq!(failed, 2);
+    // With the bad file gone, the next refresh succeeds.
+    assert_eq!(refresh(&lake).await.version, first.version + 1);
+    server.stop().await;
+}

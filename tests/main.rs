@@ -10,6 +10,7 @@ mod catalog_live;
 mod cli;
 mod generator;
 mod identity;
+mod incremental;
 mod psql;
 mod s3;
 mod wire;

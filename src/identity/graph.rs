@@ -315,6 +315,8 @@ impl Graph {
             }
         }
         let mut profile_of = vec![None; n];
+        // Ids in use: never given to a second profile.
+        let mut taken: std::collections::HashSet<String> = prev.iter().flatten().cloned().collect();
         for (ci, c) in components.iter().enumerate() {
             // Oldest previous id claimed by this component survives.
             let mut mine: Vec<&str> = c
@@ -328,12 +330,20 @@ impl Graph {
                 Some(p) => p.to_string(),
                 None => {
                     resolution.new_profiles += 1;
-                    founding_id(
-                        &self.types[self.nodes[c[0] as usize].id_type as usize].name,
-                        &self.nodes[c[0] as usize].value,
-                    )
+                    // The founder's id, unless a profile had it already (its
+                    // founder met older data and now sits in another part).
+                    let founder = &self.nodes[c[0] as usize];
+                    let name = &self.types[founder.id_type as usize].name;
+                    let mut id = founding_id(name, &founder.value);
+                    let mut n = 1;
+                    while taken.contains(id.as_str()) {
+                        id = founding_id(name, &format!("{}#{n}", founder.value));
+                        n += 1;
+                    }
+                    id
                 }
             };
+            taken.insert(id.clone());
             // Parts split off a previous profile.
             let mut split_from: Vec<&str> = c
                 .iter()

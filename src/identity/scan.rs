@@ -296,7 +296,7 @@ impl Scan {
                 Message::Batch(table, batch) => (table, batch),
                 Message::FileDone => {
                     self.files += 1;
-                    if self.files % 50 == 0 || self.files == total {
+                    if self.files.is_multiple_of(50) || self.files == total {
                         progress(&format!("read {}/{total} raw files", self.files));
                     }
                     continue;
