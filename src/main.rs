@@ -222,7 +222,10 @@ async fn run_refresh(location: &str, settings: &config::Config, full: bool) -> R
         &settings.identity,
         mode,
         chrono::Utc::now(),
-        |step| bar.set_message(step.to_string()),
+        |step| {
+            tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "{step}");
+            bar.set_message(step.to_string())
+        },
     )
     .await
     .context("refreshing identities and profiles")?;

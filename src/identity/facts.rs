@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use datafusion::common::HashMap;
 
+use super::graph::Graph;
+
 /// How two cells of one field combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
@@ -191,6 +193,15 @@ impl Fields {
         name.strip_prefix("channel:").map(|c| self.channel(c))
     }
 
+    /// Number of fields known.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
     pub fn name(&self, field: u16) -> &str {
         &self.names[field as usize]
     }
@@ -232,28 +243,109 @@ pub fn get(partial: &Partial, field: u16) -> Option<&Cell> {
 }
 
 /// Interned row keys and their partials.
+///
+/// A key is a short list of node numbers. Keys of up to four nodes (every
+/// default source set) are hashed as one `u128`, compared in one
+/// instruction; longer ones go through a slice map. Key nodes are stored
+/// end to end in one vector.
 #[derive(Debug, Default)]
 pub struct Facts {
     pub fields: Fields,
-    index: HashMap<Box<[u32]>, u32>,
-    /// Key number → identifiers (graph nodes), strongest first.
-    pub keys: Vec<Box<[u32]>>,
+    short: HashMap<u128, u32>,
+    long: HashMap<Box<[u32]>, u32>,
+    nodes: Vec<u32>,
+    /// Key number → end of its nodes in `nodes`.
+    ends: Vec<u32>,
     /// Key number → its facts.
     pub partials: Vec<Partial>,
+    /// Key number → first and last time a row carried it.
+    pub first: Vec<i64>,
+    pub last: Vec<i64>,
+}
+
+/// Four node numbers (padded with `u32::MAX`) as one integer.
+fn pack(nodes: &[u32]) -> Option<u128> {
+    if nodes.len() > 4 {
+        return None;
+    }
+    let mut packed = u128::MAX;
+    for (i, &n) in nodes.iter().enumerate() {
+        packed &= !(u128::from(u32::MAX) << (32 * i));
+        packed |= u128::from(n) << (32 * i);
+    }
+    Some(packed)
 }
 
 impl Facts {
     /// The number of the key made of `nodes` (strongest first).
     pub fn key(&mut self, nodes: &[u32]) -> u32 {
-        if let Some(&k) = self.index.get(nodes) {
-            return k;
+        let next = self.ends.len() as u32;
+        let k = match pack(nodes) {
+            Some(packed) => *self.short.entry(packed).or_insert(next),
+            None => match self.long.get(nodes) {
+                Some(&k) => k,
+                None => {
+                    self.long.insert(nodes.into(), next);
+                    next
+                }
+            },
+        };
+        if k == next {
+            self.nodes.extend_from_slice(nodes);
+            self.ends.push(self.nodes.len() as u32);
+            self.partials.push(Partial::new());
+            self.first.push(i64::MAX);
+            self.last.push(i64::MIN);
         }
-        let k = self.keys.len() as u32;
-        let nodes: Box<[u32]> = nodes.into();
-        self.index.insert(nodes.clone(), k);
-        self.keys.push(nodes);
-        self.partials.push(Partial::new());
         k
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The nodes of key `k`, strongest first.
+    pub fn key_nodes(&self, k: usize) -> &[u32] {
+        let start = if k == 0 { 0 } else { self.ends[k - 1] as usize };
+        &self.nodes[start..self.ends[k] as usize]
+    }
+
+    /// Every key's nodes, in key order.
+    pub fn keys(&self) -> impl Iterator<Item = &[u32]> {
+        (0..self.len()).map(|k| self.key_nodes(k))
+    }
+
+    /// Record a row carrying key `key` at `at`.
+    pub fn seen(&mut self, key: u32, at: i64) {
+        let k = key as usize;
+        self.first[k] = self.first[k].min(at);
+        self.last[k] = self.last[k].max(at);
+    }
+
+    /// Node times and links of `graph`, from the keys: a node was seen
+    /// whenever a key holding it was, and a key links its strongest
+    /// identifier to each of the others from the key's first sighting.
+    pub fn derive_graph(&self, graph: &mut Graph) {
+        for node in &mut graph.nodes {
+            node.first_seen = i64::MAX;
+            node.last_seen = i64::MIN;
+        }
+        graph.edges.clear();
+        for ((key, &first), &last) in self.keys().zip(&self.first).zip(&self.last) {
+            for &n in key {
+                let node = &mut graph.nodes[n as usize];
+                node.first_seen = node.first_seen.min(first);
+                node.last_seen = node.last_seen.max(last);
+            }
+            for &n in &key[1..] {
+                graph.link(key[0], n, first);
+            }
+        }
     }
 
     /// Fold `cell` into key `key`.

@@ -102,21 +102,32 @@ impl Graph {
 
     /// Intern an identifier seen at `at`.
     pub fn observe(&mut self, id_type: u16, value: &str, at: i64) -> NodeId {
+        let id = self.intern(id_type, value);
+        self.seen(id, at);
+        id
+    }
+
+    /// Intern an identifier without a sighting (call [`Graph::seen`]).
+    pub fn intern(&mut self, id_type: u16, value: &str) -> NodeId {
         if let Some(&id) = self.index[id_type as usize].get(value) {
-            let node = &mut self.nodes[id as usize];
-            node.first_seen = node.first_seen.min(at);
-            node.last_seen = node.last_seen.max(at);
             return id;
         }
         let id = self.nodes.len() as NodeId;
         self.nodes.push(Node {
             id_type,
             value: value.into(),
-            first_seen: at,
-            last_seen: at,
+            first_seen: i64::MAX,
+            last_seen: i64::MIN,
         });
         self.index[id_type as usize].insert(value.into(), id);
         id
+    }
+
+    /// Record a sighting of node `id` at `at`.
+    pub fn seen(&mut self, id: NodeId, at: i64) {
+        let node = &mut self.nodes[id as usize];
+        node.first_seen = node.first_seen.min(at);
+        node.last_seen = node.last_seen.max(at);
     }
 
     /// Record that `a` and `b` were seen together at `at`.
@@ -210,8 +221,12 @@ impl Graph {
             .inspect(|&(a, b)| resolution.rejections.push(Rejection::BlockedLink { a, b }))
             .collect();
 
-        // Links, strongest and oldest first.
-        let mut edges: Vec<(u32, i64, NodeId, NodeId)> = self
+        // Links, strongest and oldest first. Ties are broken by the two
+        // identifiers themselves (type and value, never interning order),
+        // so arrival order is irrelevant: first by a stable hash of each
+        // end, integers being quick to sort, then by the values.
+        let hashes: Vec<u64> = self.nodes.iter().map(stable_hash).collect();
+        let mut edges: Vec<(u32, i64, u64, u64, NodeId, NodeId)> = self
             .edges
             .iter()
             .filter(|(ab, _)| !cut.contains(ab))
@@ -220,17 +235,23 @@ impl Graph {
                 let rank = self.types[self.nodes[a as usize].id_type as usize]
                     .priority
                     .max(self.types[self.nodes[b as usize].id_type as usize].priority);
-                (rank, at, a, b)
+                let (ha, hb) = (hashes[a as usize], hashes[b as usize]);
+                (rank, at, ha.min(hb), ha.max(hb), a, b)
             })
             .collect();
-        // Ties are broken by the two identifiers themselves (ordered by type
-        // and value, never by interning order), so arrival order is irrelevant.
         let ends = |a: NodeId, b: NodeId| {
             let (na, nb) = (&self.nodes[a as usize], &self.nodes[b as usize]);
             let (ka, kb) = ((na.id_type, &*na.value), (nb.id_type, &*nb.value));
             if ka <= kb { (ka, kb) } else { (kb, ka) }
         };
-        edges.sort_unstable_by(|x, y| (x.0, x.1, ends(x.2, x.3)).cmp(&(y.0, y.1, ends(y.2, y.3))));
+        edges.sort_unstable_by(|x, y| {
+            (x.0, x.1, x.2, x.3)
+                .cmp(&(y.0, y.1, y.2, y.3))
+                .then_with(|| ends(x.4, x.5).cmp(&ends(y.4, y.5)))
+        });
+        let edges = edges
+            .into_iter()
+            .map(|(rank, at, _, _, a, b)| (rank, at, a, b));
 
         let limited: Vec<(u16, u32)> = self
             .types
@@ -383,6 +404,22 @@ impl Graph {
         resolution.profile_of = profile_of;
         resolution
     }
+}
+
+/// FNV-1a of an identifier's type and value: the same in every run (unlike
+/// the hash maps' seeded hashers), for ordering ties.
+fn stable_hash(node: &Node) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node
+        .id_type
+        .to_le_bytes()
+        .iter()
+        .chain(node.value.as_bytes())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// The id of a profile founded by identifier `type:value`.

@@ -53,7 +53,7 @@ pub fn build(
         profiles[p].nodes.push(n as NodeId);
         profile_of_node[n] = p as u32;
     }
-    for (key, partial) in facts.keys.iter().zip(&facts.partials) {
+    for (key, partial) in facts.keys().zip(&facts.partials) {
         if let Some(&p) = key
             .iter()
             .map(|&n| &profile_of_node[n as usize])

@@ -97,6 +97,7 @@ pub async fn refresh(
 /// resolution and can change between incremental refreshes).
 fn state_settings(config: &IdentityConfig) -> String {
     serde_json::json!({
+        "state_format": state::FORMAT,
         "default_country": config.default_country,
         "source_priority": config.source_priority,
         "types": config.types,
@@ -200,7 +201,10 @@ async fn run(
     scan.read(lake, to_read, progress).await?;
     report.raw_files = scan.files;
     report.raw_rows = scan.rows;
-    let Scan { graph, facts, .. } = scan;
+    let Scan {
+        mut graph, facts, ..
+    } = scan;
+    facts.derive_graph(&mut graph);
     report.identifiers = graph.nodes.len();
     report.links = graph.edges.len();
 

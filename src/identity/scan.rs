@@ -12,9 +12,13 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, Decimal128Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Decimal128Array, DictionaryArray, RecordBatch, StringArray,
+};
 use datafusion::arrow::compute::{can_cast_types, cast};
-use datafusion::arrow::datatypes::{DataType, Date32Type, Decimal128Type, Int64Type};
+use datafusion::arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Field, Int32Type, Int64Type, Schema,
+};
 use datafusion::common::HashMap;
 use datafusion::parquet::arrow::ProjectionMask;
 use futures::StreamExt;
@@ -159,7 +163,33 @@ async fn read_file(
     tx: &mpsc::Sender<Message>,
 ) -> Result<()> {
     let name = lake.relative(&file.meta.location);
-    let builder = parquet::open(lake, &file.meta).await?;
+    // Identifier columns are read as dictionaries where the file stores
+    // them so: each distinct value is then normalised and looked up once.
+    let identifier_columns: Vec<&str> = plan
+        .sources
+        .iter()
+        .map(|s| plan.columns[s.column].0.as_str())
+        .collect();
+    let builder = parquet::open_as(lake, &file.meta, |schema| {
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 if identifier_columns.contains(&f.name().as_str()) => {
+                    f.as_ref().clone().with_data_type(DataType::Dictionary(
+                        Box::new(DataType::Int32),
+                        Box::new(DataType::Utf8),
+                    ))
+                }
+                _ => f.as_ref().clone(),
+            })
+            .collect();
+        Some(Arc::new(Schema::new_with_metadata(
+            fields,
+            schema.metadata().clone(),
+        )))
+    })
+    .await?;
     let schema = builder.schema().clone();
     let mut roots = Vec::with_capacity(plan.columns.len());
     for (column, wanted) in &plan.columns {
@@ -182,7 +212,7 @@ async fn read_file(
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
     let mut stream = builder
         .with_projection(mask)
-        .with_batch_size(8192)
+        .with_batch_size(64 * 1024)
         .build()
         .map_err(|e| Error::parquet(format!("reading {name}"), e))?;
     // The projected batch keeps file order; map planned columns onto it.
@@ -193,19 +223,30 @@ async fn read_file(
         let mut columns = Vec::with_capacity(plan.columns.len());
         for ((column, wanted), root) in plan.columns.iter().zip(&roots) {
             let at = order.binary_search(root).unwrap_or_default();
-            let array = cast(batch.column(at), wanted).map_err(|e| Error::RawFile {
-                file: name.to_string(),
-                column: column.clone(),
-                reason: e.to_string(),
-            })?;
+            let array = batch.column(at);
+            let keep = matches!(
+                (array.data_type(), wanted),
+                (DataType::Dictionary(k, v), DataType::Utf8)
+                    if **k == DataType::Int32 && **v == DataType::Utf8
+            );
+            let array = if keep {
+                array.clone()
+            } else {
+                cast(array, wanted).map_err(|e| Error::RawFile {
+                    file: name.to_string(),
+                    column: column.clone(),
+                    reason: e.to_string(),
+                })?
+            };
             columns.push(array);
         }
-        let fields: Vec<_> = plan
+        let fields: Vec<Field> = plan
             .columns
             .iter()
-            .map(|(n, t)| datafusion::arrow::datatypes::Field::new(n, t.clone(), true))
+            .zip(&columns)
+            .map(|((n, _), a)| Field::new(n, a.data_type().clone(), true))
             .collect();
-        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+        let schema = Arc::new(Schema::new(fields));
         let batch = RecordBatch::try_new(schema, columns)
             .map_err(|e| Error::arrow(format!("reading {name}"), e))?;
         if tx.send(Message::Batch(file.table, batch)).await.is_err() {
@@ -215,6 +256,74 @@ async fn read_file(
     Ok(())
 }
 
+/// What every shard needs to fold rows: resolved once per refresh.
+#[derive(Debug)]
+struct Rules {
+    country: Country,
+    source_rank: HashMap<String, i32>,
+    plans: HashMap<RawTable, Plan>,
+}
+
+/// One partition of the work: a graph and facts of its own.
+#[derive(Debug)]
+struct Shard {
+    graph: Graph,
+    facts: Facts,
+    rows: usize,
+    /// Per table and identifier source: nodes of the current dictionary.
+    caches: HashMap<RawTable, Vec<DictCache>>,
+}
+
+/// A dictionary entry not looked up yet / that gives no identifier.
+const UNSEEN: NodeId = NodeId::MAX;
+const NOTHING: NodeId = NodeId::MAX - 1;
+
+/// The nodes of one dictionary's values, looked up on first use. Batches
+/// of one column chunk share their dictionary, so a value is normalised and
+/// interned once per chunk rather than once per row.
+#[derive(Debug, Clone, Default)]
+struct DictCache {
+    values: Option<ArrayRef>,
+    nodes: Vec<NodeId>,
+}
+
+impl DictCache {
+    fn start(&mut self, values: &ArrayRef) {
+        // Batches of one column chunk get new arrays over the same buffers.
+        let same = |a: &ArrayRef, b: &ArrayRef| {
+            let (a, b) = (a.as_string::<i32>(), b.as_string::<i32>());
+            a.len() == b.len()
+                && a.values().as_ptr() == b.values().as_ptr()
+                && a.offsets().as_ptr() == b.offsets().as_ptr()
+        };
+        if !self.values.as_ref().is_some_and(|v| same(v, values)) {
+            self.values = Some(values.clone());
+            self.nodes.clear();
+            self.nodes.resize(values.len(), UNSEEN);
+        }
+    }
+}
+
+/// A text column of a batch: plain or dictionary-encoded.
+enum Text<'a> {
+    Plain(&'a StringArray),
+    Dict(&'a DictionaryArray<Int32Type>, &'a StringArray),
+}
+
+/// The node of a raw identifier value (JSON path, normalisation, interning).
+fn node_for(graph: &mut Graph, source: &Source, raw: &str, country: Country) -> Option<NodeId> {
+    let extracted;
+    let raw = match &source.json_path {
+        Some(path) => {
+            extracted = json_path(raw, path)?;
+            extracted.as_str()
+        }
+        None => raw,
+    };
+    let value = normalize::normalize_cow(source.normalize, raw, country)?;
+    Some(graph.intern(source.id_type, &value))
+}
+
 /// Everything a refresh learns from raw files.
 #[derive(Debug)]
 pub struct Scan {
@@ -222,9 +331,7 @@ pub struct Scan {
     pub facts: Facts,
     pub rows: usize,
     pub files: usize,
-    country: Country,
-    source_rank: HashMap<String, i32>,
-    plans: HashMap<RawTable, Plan>,
+    rules: Arc<Rules>,
 }
 
 impl Scan {
@@ -250,33 +357,77 @@ impl Scan {
             facts,
             rows: 0,
             files: 0,
-            country,
-            source_rank,
-            plans,
+            rules: Arc::new(Rules {
+                country,
+                source_rank,
+                plans,
+            }),
         })
     }
 
     /// Whether a table's files are read at all (it feeds some identifier).
     pub fn reads(&self, table: RawTable) -> bool {
-        self.plans.contains_key(&table)
+        self.rules.plans.contains_key(&table)
     }
 
     /// Read `files` and fold every row into the graph and the facts.
+    ///
+    /// Files are dealt to one shard per core (largest first, to the least
+    /// loaded); each shard decodes in a task and folds on a blocking thread
+    /// into a graph of its own, and the shards are merged at the end —
+    /// merging costs one lookup per identifier and per row key, not per row.
     pub async fn read(
         &mut self,
         lake: &Lake,
         files: Vec<RawFile>,
         progress: &mut impl FnMut(&str),
     ) -> Result<()> {
-        let files: Vec<RawFile> = files.into_iter().filter(|f| self.reads(f.table)).collect();
+        let mut files: Vec<RawFile> = files.into_iter().filter(|f| self.reads(f.table)).collect();
         let total = files.len();
-        let (tx, mut rx) = mpsc::channel(8);
-        let reader = {
-            let lake = lake.clone();
-            let plans = self.plans.clone();
+        if total == 0 {
+            return Ok(());
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let shards = cores.clamp(1, 16).min(total);
+        files.sort_by(|a, b| {
+            b.meta
+                .size
+                .cmp(&a.meta.size)
+                .then(a.meta.location.cmp(&b.meta.location))
+        });
+        let mut groups: Vec<(u64, Vec<RawFile>)> = (0..shards).map(|_| (0, Vec::new())).collect();
+        for file in files {
+            if let Some(g) = groups.iter_mut().min_by_key(|g| g.0) {
+                g.0 += file.meta.size;
+                g.1.push(file);
+            }
+        }
+        progress(&format!("reading {total} raw files on {shards} threads"));
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
+        let mut handles = Vec::with_capacity(shards);
+        let types = self.graph.types.clone();
+        for (i, (_, group)) in groups.into_iter().enumerate() {
+            let shard = if i == 0 {
+                Shard {
+                    graph: std::mem::take(&mut self.graph),
+                    facts: std::mem::take(&mut self.facts),
+                    rows: 0,
+                    caches: HashMap::new(),
+                }
+            } else {
+                Shard {
+                    graph: Graph::new(types.clone()),
+                    facts: Facts::default(),
+                    rows: 0,
+                    caches: HashMap::new(),
+                }
+            };
+            let (tx, rx) = mpsc::channel(4);
+            let (lake, rules, done) = (lake.clone(), self.rules.clone(), done_tx.clone());
+            let reader_rules = rules.clone();
             tokio::spawn(async move {
-                for file in &files {
-                    let Some(plan) = plans.get(&file.table) else {
+                for file in &group {
+                    let Some(plan) = reader_rules.plans.get(&file.table) else {
                         continue;
                     };
                     if let Err(e) = read_file(&lake, file, plan, &tx).await {
@@ -287,90 +438,183 @@ impl Scan {
                         return;
                     }
                 }
-            })
-        };
-        let mut nodes: Vec<NodeId> = Vec::with_capacity(8);
-        let mut last_table = None;
-        while let Some(message) = rx.recv().await {
-            let (table, batch) = match message {
-                Message::Batch(table, batch) => (table, batch),
-                Message::FileDone => {
-                    self.files += 1;
-                    if self.files.is_multiple_of(50) || self.files == total {
-                        progress(&format!("read {}/{total} raw files", self.files));
-                    }
-                    continue;
-                }
-                Message::Failed(e) => return Err(e),
-            };
-            if last_table != Some(table) {
-                progress(&format!("reading raw.{table}"));
-                last_table = Some(table);
-            }
-            self.fold(table, &batch, &mut nodes)?;
+            });
+            handles.push(tokio::task::spawn_blocking(move || {
+                fold_all(shard, &rules, rx, done)
+            }));
         }
-        reader
-            .await
-            .map_err(|e| Error::Config(format!("the raw file reader stopped: {e}")))?;
+        drop(done_tx);
+        let mut read = 0;
+        while done_rx.recv().await.is_some() {
+            read += 1;
+            if read % 50 == 0 || read == total {
+                progress(&format!("read {read}/{total} raw files"));
+            }
+        }
+        let mut merged: Option<Shard> = None;
+        let mut failure = None;
+        for handle in handles {
+            let outcome = handle
+                .await
+                .map_err(|e| Error::Config(format!("a raw file reader stopped: {e}")))?;
+            match (outcome, &mut merged) {
+                (Err(e), _) => failure = failure.or(Some(e)),
+                (Ok(shard), None) => merged = Some(shard),
+                (Ok(shard), Some(into)) => {
+                    progress("merging the partial graphs");
+                    into.absorb(shard);
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if let Some(shard) = merged {
+            self.graph = shard.graph;
+            self.facts = shard.facts;
+            self.rows += shard.rows;
+        }
+        self.files += read;
         Ok(())
+    }
+}
+
+/// A shard's loop: fold every batch its reader sends.
+fn fold_all(
+    mut shard: Shard,
+    rules: &Rules,
+    mut rx: mpsc::Receiver<Message>,
+    done: mpsc::UnboundedSender<()>,
+) -> Result<Shard> {
+    let mut nodes: Vec<NodeId> = Vec::with_capacity(8);
+    while let Some(message) = rx.blocking_recv() {
+        match message {
+            Message::Batch(table, batch) => shard.fold(rules, table, &batch, &mut nodes)?,
+            Message::FileDone => {
+                let _ = done.send(());
+            }
+            Message::Failed(e) => return Err(e),
+        }
+    }
+    Ok(shard)
+}
+
+impl Shard {
+    /// Merge another shard into this one.
+    fn absorb(&mut self, mut other: Shard) {
+        let map: Vec<NodeId> = other
+            .graph
+            .nodes
+            .iter()
+            .map(|n| self.graph.intern(n.id_type, &n.value))
+            .collect();
+        let fields: Vec<u16> = (0..other.facts.fields.len() as u16)
+            .map(|f| {
+                self.facts
+                    .fields
+                    .by_name(other.facts.fields.name(f))
+                    .unwrap_or(f)
+            })
+            .collect();
+        let mut mapped: Vec<NodeId> = Vec::with_capacity(8);
+        let times = other.facts.first.iter().zip(&other.facts.last);
+        for ((key, partial), (&first, &last)) in (0..other.facts.len())
+            .zip(std::mem::take(&mut other.facts.partials))
+            .zip(times)
+        {
+            mapped.clear();
+            mapped.extend(other.facts.key_nodes(key).iter().map(|&n| map[n as usize]));
+            let k = self.facts.key(&mapped);
+            self.facts.seen(k, first);
+            self.facts.seen(k, last);
+            for mut cell in partial {
+                cell.field = fields[cell.field as usize];
+                self.facts.add(k, cell);
+            }
+        }
+        self.rows += other.rows;
     }
 
     /// Fold one batch of `table` (columns as planned) into graph and facts.
     fn fold(
         &mut self,
+        rules: &Rules,
         table: RawTable,
         batch: &RecordBatch,
         nodes: &mut Vec<NodeId>,
     ) -> Result<()> {
-        let plan = &self.plans[&table];
+        let plan = &rules.plans[&table];
         self.rows += batch.num_rows();
         let times = batch
             .column(0)
             .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
-        let text = |i: usize| batch.column(i).as_string::<i32>();
-        let sources: Vec<(&Source, &StringArray)> =
-            plan.sources.iter().map(|s| (s, text(s.column))).collect();
+        let caches = self
+            .caches
+            .entry(table)
+            .or_insert_with(|| vec![DictCache::default(); plan.sources.len()]);
+        let mut columns: Vec<Text> = Vec::with_capacity(plan.sources.len());
+        for (source, cache) in plan.sources.iter().zip(caches.iter_mut()) {
+            let array = batch.column(source.column);
+            columns.push(match array.as_dictionary_opt::<Int32Type>() {
+                Some(dict) => {
+                    cache.start(dict.values());
+                    Text::Dict(dict, dict.values().as_string::<i32>())
+                }
+                None => Text::Plain(array.as_string::<i32>()),
+            });
+        }
         for row in 0..batch.num_rows() {
             if times.is_null(row) {
                 continue;
             }
             let at = times.value(row);
             nodes.clear();
-            for (source, column) in &sources {
-                if column.is_null(row) {
-                    continue;
-                }
-                let raw = column.value(row);
-                let extracted;
-                let raw = match &source.json_path {
-                    Some(path) => match json_path(raw, path) {
-                        Some(v) => {
-                            extracted = v;
-                            extracted.as_str()
+            for ((source, column), cache) in
+                plan.sources.iter().zip(&columns).zip(caches.iter_mut())
+            {
+                let node = match column {
+                    Text::Plain(values) => {
+                        if values.is_null(row) {
+                            continue;
                         }
-                        None => continue,
-                    },
-                    None => raw,
+                        node_for(&mut self.graph, source, values.value(row), rules.country)
+                    }
+                    Text::Dict(dict, values) => {
+                        if dict.is_null(row) {
+                            continue;
+                        }
+                        let k = dict.keys().value(row) as usize;
+                        match cache.nodes[k] {
+                            UNSEEN => {
+                                let node = node_for(
+                                    &mut self.graph,
+                                    source,
+                                    values.value(k),
+                                    rules.country,
+                                );
+                                cache.nodes[k] = node.unwrap_or(NOTHING);
+                                node
+                            }
+                            NOTHING => None,
+                            node => Some(node),
+                        }
+                    }
                 };
-                let Some(value) = normalize::normalize_cow(source.normalize, raw, self.country)
-                else {
-                    continue;
-                };
-                let node = self.graph.observe(source.id_type, &value, at);
+                let Some(node) = node else { continue };
                 if !nodes.contains(&node) {
                     nodes.push(node);
                 }
             }
-            for i in 1..nodes.len() {
-                self.graph.link(nodes[0], nodes[i], at);
-            }
             if nodes.is_empty() {
                 continue;
             }
+            // The key records when its identifiers were seen together;
+            // node times and links are derived from keys after the scan.
             let key = self.facts.key(nodes);
+            self.facts.seen(key, at);
             fold_facts(
                 &mut self.facts,
-                &self.source_rank,
+                &rules.source_rank,
                 table,
                 batch,
                 row,

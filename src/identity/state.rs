@@ -1,6 +1,8 @@
-//! The refresh state: the identity graph (every identifier and link seen,
-//! with first and last seen times) and the profile facts of every row key,
-//! stored as Parquet beside each committed version (`cdp/_state/v=…/`).
+//! The refresh state: every identifier seen (`nodes`), every row key (the
+//! identifiers seen together on a row, with the first and last time) and
+//! the profile facts of each key (`cells`), stored as Parquet beside each
+//! committed version (`cdp/_state/v=…/`). Node times and links are derived
+//! from the keys, so they are not stored.
 //! The next refresh starts from it and reads only raw files landed since;
 //! a full rebuild starts from nothing and must arrive at the same state.
 
@@ -22,6 +24,9 @@ use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::lake::parquet::{self, ParquetFileWriter};
 
+/// Version of the layout below; a refresh that finds another rebuilds.
+pub const FORMAT: u32 = 2;
+
 /// Name of the state in the manifest's table map.
 pub const STATE_TABLE: &str = "_state";
 
@@ -31,25 +36,19 @@ fn nodes_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("id_type", DataType::Utf8, false),
         Field::new("value", DataType::Utf8, false),
-        Field::new("first_seen", DataType::Int64, false),
-        Field::new("last_seen", DataType::Int64, false),
-    ]))
-}
-
-fn edges_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("a", DataType::UInt32, false),
-        Field::new("b", DataType::UInt32, false),
-        Field::new("first_seen", DataType::Int64, false),
     ]))
 }
 
 fn keys_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new(
-        "nodes",
-        DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
-        false,
-    )]))
+    Arc::new(Schema::new(vec![
+        Field::new(
+            "nodes",
+            DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
+            false,
+        ),
+        Field::new("first_seen", DataType::Int64, false),
+        Field::new("last_seen", DataType::Int64, false),
+    ]))
 }
 
 fn cells_schema() -> SchemaRef {
@@ -85,29 +84,6 @@ pub async fn save(lake: &Lake, dir: &Path, graph: &Graph, facts: &Facts) -> Resu
                 Arc::new(StringArray::from_iter_values(
                     chunk.iter().map(|n| &*n.value),
                 )),
-                Arc::new(Int64Array::from_iter_values(
-                    chunk.iter().map(|n| n.first_seen),
-                )),
-                Arc::new(Int64Array::from_iter_values(
-                    chunk.iter().map(|n| n.last_seen),
-                )),
-            ],
-        )?;
-        w.write(&b).await?;
-    }
-    w.finish().await?;
-
-    let schema = edges_schema();
-    let mut w =
-        ParquetFileWriter::create(lake, &dir.clone().join("edges.parquet"), schema.clone())?;
-    let edges: Vec<_> = graph.edges.iter().collect();
-    for chunk in edges.chunks(CHUNK) {
-        let b = batch(
-            &schema,
-            vec![
-                Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|e| e.0.0))),
-                Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|e| e.0.1))),
-                Arc::new(Int64Array::from_iter_values(chunk.iter().map(|e| *e.1))),
             ],
         )?;
         w.write(&b).await?;
@@ -116,14 +92,22 @@ pub async fn save(lake: &Lake, dir: &Path, graph: &Graph, facts: &Facts) -> Resu
 
     let schema = keys_schema();
     let mut w = ParquetFileWriter::create(lake, &dir.clone().join("keys.parquet"), schema.clone())?;
-    for chunk in facts.keys.chunks(CHUNK) {
+    for start in (0..facts.len()).step_by(CHUNK) {
+        let end = (start + CHUNK).min(facts.len());
         let mut list = ListBuilder::new(UInt32Builder::new());
-        for key in chunk {
+        for key in (start..end).map(|k| facts.key_nodes(k)) {
             list.values().append_slice(key);
             list.append(true);
         }
-        w.write(&batch(&schema, vec![Arc::new(list.finish())])?)
-            .await?;
+        let b = batch(
+            &schema,
+            vec![
+                Arc::new(list.finish()),
+                Arc::new(Int64Array::from(facts.first[start..end].to_vec())),
+                Arc::new(Int64Array::from(facts.last[start..end].to_vec())),
+            ],
+        )?;
+        w.write(&b).await?;
     }
     w.finish().await?;
 
@@ -183,56 +167,43 @@ pub async fn load(lake: &Lake, dir: &Path, types: Vec<TypeRule>) -> Result<(Grap
             b.column(0).as_string::<i32>(),
             b.column(1).as_string::<i32>(),
         );
-        let first = b.column(2).as_primitive::<Int64Type>();
-        let last = b.column(3).as_primitive::<Int64Type>();
         for row in 0..b.num_rows() {
             let ti = graph
                 .types
                 .iter()
                 .position(|r| r.name == t.value(row))
                 .ok_or_else(|| stale(format!("has unknown identifier type '{}'", t.value(row))))?;
-            let id = graph.observe(ti as u16, v.value(row), first.value(row));
+            let id = graph.intern(ti as u16, v.value(row));
             if id as usize != graph.nodes.len() - 1 {
                 return Err(stale(format!("lists {} twice", v.value(row))));
             }
-            graph.nodes[id as usize].last_seen = last.value(row);
         }
         Ok(())
     })
     .await?;
     let n = graph.nodes.len() as u32;
-    read(lake, dir, "edges.parquet", |b| {
-        let (a, c) = (
-            b.column(0).as_primitive::<UInt32Type>(),
-            b.column(1).as_primitive::<UInt32Type>(),
-        );
-        let at = b.column(2).as_primitive::<Int64Type>();
-        for row in 0..b.num_rows() {
-            if a.value(row) >= n || c.value(row) >= n {
-                return Err(stale("links an unknown identifier".into()));
-            }
-            graph.link(a.value(row), c.value(row), at.value(row));
-        }
-        Ok(())
-    })
-    .await?;
     let mut facts = Facts::default();
     read(lake, dir, "keys.parquet", |b| {
         let lists = b.column(0).as_list::<i32>();
+        let first = b.column(1).as_primitive::<Int64Type>();
+        let last = b.column(2).as_primitive::<Int64Type>();
         for row in 0..b.num_rows() {
             let nodes = lists.value(row);
             let nodes = nodes.as_primitive::<UInt32Type>();
             if nodes.values().iter().any(|&x| x >= n) {
                 return Err(stale("has a key with an unknown identifier".into()));
             }
-            if facts.key(nodes.values()) as usize != facts.keys.len() - 1 {
+            let k = facts.key(nodes.values());
+            if k as usize != facts.len() - 1 {
                 return Err(stale("lists a key twice".into()));
             }
+            facts.seen(k, first.value(row));
+            facts.seen(k, last.value(row));
         }
         Ok(())
     })
     .await?;
-    let keys = facts.keys.len() as u32;
+    let keys = facts.len() as u32;
     read(lake, dir, "cells.parquet", |b| {
         let key = b.column(0).as_primitive::<UInt32Type>();
         let name = b.column(1).as_string::<i32>();

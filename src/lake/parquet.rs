@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 use object_store::ObjectMeta;
@@ -95,16 +96,38 @@ pub async fn open(
     lake: &Lake,
     meta: &ObjectMeta,
 ) -> Result<ParquetRecordBatchStreamBuilder<ParquetObjectReader>> {
-    let reader = ParquetObjectReader::new(Arc::clone(lake.store()), meta.location.clone())
+    open_as(lake, meta, |_| None).await
+}
+
+/// [`open`], reading columns as the schema `hint` returns for the file's
+/// own schema (e.g. strings as dictionaries); `None` keeps the file's.
+#[allow(deprecated)]
+pub async fn open_as(
+    lake: &Lake,
+    meta: &ObjectMeta,
+    hint: impl FnOnce(&Schema) -> Option<SchemaRef>,
+) -> Result<ParquetRecordBatchStreamBuilder<ParquetObjectReader>> {
+    let unreadable = |e| {
+        Error::parquet(
+            format!("{} is not a readable Parquet file", meta.location),
+            e,
+        )
+    };
+    let mut reader = ParquetObjectReader::new(Arc::clone(lake.store()), meta.location.clone())
         .with_file_size(meta.size);
-    ParquetRecordBatchStreamBuilder::new(reader)
+    let mut metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
         .await
-        .map_err(|e| {
-            Error::parquet(
-                format!("{} is not a readable Parquet file", meta.location),
-                e,
-            )
-        })
+        .map_err(unreadable)?;
+    if let Some(schema) = hint(metadata.schema()) {
+        metadata = ArrowReaderMetadata::try_new(
+            metadata.metadata().clone(),
+            ArrowReaderOptions::new().with_schema(schema),
+        )
+        .map_err(unreadable)?;
+    }
+    Ok(ParquetRecordBatchStreamBuilder::new_with_metadata(
+        reader, metadata,
+    ))
 }
 
 /// Call `each` with every batch of one Parquet object of the lake.
