@@ -13,6 +13,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::auth::AuthManager;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
+use crate::analytics::AnalyticsSchema;
 use crate::catalog::{self, CATALOG};
 use crate::error::{Error, Result};
 use crate::functions;
@@ -73,5 +74,11 @@ pub fn session(lake: &Lake, options: &EngineOptions) -> Result<SessionContext> {
     functions::register_all(&ctx, country);
     setup_pg_catalog(&ctx, CATALOG, Arc::new(AuthManager::default()))
         .map_err(|e| Error::DataFusion(*e))?;
+    // Last: the analytics schema plans its views with this session's
+    // functions and catalogs.
+    let analytics = AnalyticsSchema::new(lake.clone(), ctx.state());
+    ctx.catalog(CATALOG)
+        .ok_or_else(|| Error::Config("the panorama catalog is missing".into()))?
+        .register_schema("analytics", Arc::new(analytics))?;
     Ok(ctx)
 }

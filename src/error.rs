@@ -16,7 +16,7 @@ pub enum Error {
     LakeUrl { url: String, reason: String },
 
     /// An object-store operation failed; `what` says what was being done.
-    #[error("{what}")]
+    #[error("{what}: {source}")]
     Store {
         what: String,
         #[source]
@@ -24,7 +24,7 @@ pub enum Error {
     },
 
     /// Writing or reading a Parquet file failed.
-    #[error("{what}")]
+    #[error("{what}: {source}")]
     Parquet {
         what: String,
         #[source]
@@ -36,7 +36,7 @@ pub enum Error {
     DataFusion(#[from] datafusion::error::DataFusionError),
 
     /// Building an Arrow batch failed (our bug or a schema mismatch).
-    #[error("{what}")]
+    #[error("{what}: {source}")]
     Arrow {
         what: String,
         #[source]

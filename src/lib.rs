@@ -9,14 +9,17 @@
 //! the bundled sample. Dependencies point down that flow: the lake knows
 //! nothing of SQL, the catalog nothing of the wire protocol.
 
+pub mod analytics;
 pub mod catalog;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod export;
 pub mod functions;
 pub mod generate;
 pub mod identity;
 pub mod ingest;
+pub mod jobs;
 pub mod lake;
 pub mod pgwire;
 pub mod query;

@@ -14,6 +14,7 @@ use panorama::config::{self, DEFAULT_PG_ADDR, LAKE_ENV};
 use panorama::engine::{self, EngineOptions};
 use panorama::generate::{self, GenerateOptions, Output};
 use panorama::identity::blocks;
+use panorama::jobs;
 use panorama::lake::Lake;
 use panorama::{pgwire, query, seed};
 
@@ -94,11 +95,46 @@ enum Command {
         action: IdentityAction,
     },
 
+    /// List the scheduled jobs (shipped and the lake's jobs/ folder) with
+    /// their next run time.
+    Jobs,
+
+    /// Run one job now (for cron, Airflow or Kubernetes CronJobs); exits
+    /// non-zero when it fails. The run is recorded in system.job_runs.
+    RunJob {
+        /// The job's name (its file name without .sql).
+        name: String,
+    },
+
+    /// Write an audience: the profiles of a saved segment, without those
+    /// whose consent for the purpose is denied.
+    Export {
+        /// The saved segment (a view of the analytics schema).
+        #[arg(long)]
+        segment: String,
+        /// csv or parquet.
+        #[arg(long, default_value = "csv")]
+        format: ExportFormat,
+        /// Where to write: a local path, or a path inside the lake's bucket
+        /// (s3://bucket/...).
+        #[arg(long)]
+        to: String,
+        /// The consent purpose that must not be denied.
+        #[arg(long, default_value = "email_marketing")]
+        purpose: String,
+    },
+
     /// Run one SQL statement against the lake and print the result table.
     Sql {
         /// The statement, e.g. "SELECT count(*) FROM raw.events".
         query: String,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ExportFormat {
+    Csv,
+    Parquet,
 }
 
 #[derive(Subcommand, Debug)]
@@ -162,6 +198,14 @@ async fn main() -> Result<()> {
             run_generate(&cli.lake, GenerateOptions { scale, seed }, files).await
         }
         Command::Sql { query } => run_sql(&cli.lake, &settings, &query).await,
+        Command::Jobs => list_jobs(&cli.lake).await,
+        Command::RunJob { name } => run_job(&cli.lake, &settings, &name).await,
+        Command::Export {
+            segment,
+            format,
+            to,
+            purpose,
+        } => run_export(&cli.lake, &settings, &segment, format, &to, &purpose).await,
     }
 }
 
@@ -326,9 +370,25 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
         refresh: Some(refresh),
         call: Some(call),
     };
-    pgwire::serve_with(listener, ctx, actions, shutdown)
-        .await
-        .context("serving the PostgreSQL protocol")
+    let all_jobs = jobs::load(&lake).await.context("reading the jobs")?;
+    tracing::info!(
+        jobs = all_jobs.len(),
+        "scheduling jobs (`panorama jobs` lists them)"
+    );
+    let (stop_jobs, jobs_stopped) = tokio::sync::oneshot::channel::<()>();
+    let scheduler = tokio::spawn(jobs::scheduler::run_forever(
+        ctx.clone(),
+        lake.clone(),
+        settings.identity.clone(),
+        all_jobs,
+        async {
+            let _ = jobs_stopped.await;
+        },
+    ));
+    let served = pgwire::serve_with(listener, ctx, actions, shutdown).await;
+    let _ = stop_jobs.send(());
+    let _ = scheduler.await;
+    served.context("serving the PostgreSQL protocol")
 }
 
 async fn run_generate(
@@ -374,6 +434,88 @@ async fn run_generate(
         "done: {} rows in {secs:.1} s ({:.0} rows/s)",
         summary.rows(),
         summary.rows() as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+async fn list_jobs(location: &str) -> Result<()> {
+    let lake = open_lake(location)?;
+    let jobs = jobs::load(&lake).await.context("reading the jobs")?;
+    let now = chrono::Utc::now();
+    println!(
+        "{:<20} {:<16} {:<24} {:<8} {:<8} {:<22} origin",
+        "job", "schedule (UTC)", "target", "mode", "refresh", "next run"
+    );
+    for job in jobs {
+        println!(
+            "{:<20} {:<16} analytics.{:<14} {:<8} {:<8} {:<22} {}",
+            job.name,
+            job.schedule_text,
+            job.target,
+            format!("{:?}", job.mode).to_lowercase(),
+            job.refresh,
+            job.next_after(now)
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_else(|| "never".into()),
+            job.origin
+        );
+    }
+    Ok(())
+}
+
+async fn run_job(location: &str, settings: &config::Config, name: &str) -> Result<()> {
+    let lake = open_lake(location)?;
+    let all = jobs::load(&lake).await.context("reading the jobs")?;
+    let Some(job) = all.iter().find(|j| j.name == name) else {
+        let names: Vec<&str> = all.iter().map(|j| j.name.as_str()).collect();
+        anyhow::bail!("no job named '{name}' (jobs: {})", names.join(", "));
+    };
+    let ctx = engine::session(&lake, &engine_options(settings))?;
+    eprintln!("running job {name} → analytics.{}", job.target);
+    let run = jobs::run(&ctx, &lake, &settings.identity, job, chrono::Utc::now()).await?;
+    match run.error {
+        None => {
+            eprintln!(
+                "job {name} succeeded: {} rows, analytics.{} version {} ({:.1} s)",
+                run.rows_written,
+                run.target,
+                run.version.unwrap_or_default(),
+                (run.finished_at - run.started_at).num_milliseconds() as f64 / 1000.0
+            );
+            Ok(())
+        }
+        Some(e) => anyhow::bail!(
+            "job {name} failed (the previous analytics.{} is kept): {e}",
+            run.target
+        ),
+    }
+}
+
+async fn run_export(
+    location: &str,
+    settings: &config::Config,
+    segment: &str,
+    format: ExportFormat,
+    to: &str,
+    purpose: &str,
+) -> Result<()> {
+    let lake = open_lake(location)?;
+    let ctx = engine::session(&lake, &engine_options(settings))?;
+    let summary = panorama::export::export(
+        &ctx,
+        segment,
+        purpose,
+        match format {
+            ExportFormat::Csv => panorama::export::Format::Csv,
+            ExportFormat::Parquet => panorama::export::Format::Parquet,
+        },
+        to,
+    )
+    .await
+    .with_context(|| format!("exporting segment {segment}"))?;
+    eprintln!(
+        "exported {} profiles of analytics.{segment} to {to}; left out {} whose {purpose} consent is denied",
+        summary.written, summary.left_out
     );
     Ok(())
 }

@@ -327,7 +327,9 @@ pub mod cdp {
             money("gross_revenue"),
             money("net_revenue"),
             money("avg_order_value"),
+            ts("first_order_at"),
             ts("last_order_at"),
+            ts("last_net_order_at"),
             text("preferred_channel"),
             int("last_nps"),
             ts("last_nps_at"),
@@ -354,6 +356,31 @@ pub mod cdp {
             text("other_value"),
             text("reason"),
             ts("decided_at"),
+        ]))
+    }
+
+    /// `analytics.segment_membership`: who was in each saved segment at
+    /// each snapshot.
+    pub fn segment_membership() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            text("segment"),
+            text("profile_id"),
+            ts("snapshot_at"),
+        ]))
+    }
+
+    /// `system.job_runs`: one row per run of a scheduled job.
+    pub fn job_runs() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            text("job"),
+            ts("scheduled_for"),
+            ts("started_at"),
+            ts("finished_at"),
+            text("status"),
+            int("rows_written"),
+            text("error"),
+            text("target"),
+            int("version"),
         ]))
     }
 

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod analytics;
 mod bad_input;
 mod catalog_live;
 mod cli;

@@ -74,6 +74,10 @@ pub fn lake_catalog(lake: &Lake, id_types: &[String]) -> Result<Arc<dyn CatalogP
                     folder_table(lake, &Path::from("system/refreshes"), cdp::refreshes())?,
                 )?;
                 schema.register_table(
+                    "job_runs".to_string(),
+                    folder_table(lake, &Path::from("system/job_runs"), cdp::job_runs())?,
+                )?;
+                schema.register_table(
                     "identity_blocks".to_string(),
                     folder_table(
                         lake,

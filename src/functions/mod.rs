@@ -2,7 +2,10 @@
 //! [`register_all`]: `normalize_email(text)`, `normalize_phone(text)`
 //! (E.164, with the configured default country), `normalize_id(text)` and
 //! `normalize_lower(text)` — the very code identity resolution matches
-//! with, so SQL and the identity graph always agree.
+//! with, so SQL and the identity graph always agree; the survey and RFM
+//! functions of [`scores`]; and `json_get_str(json, 'a.b')`, a string at a
+//! dotted path of the JSON text columns (`properties`, `traits`,
+//! `context`).
 
 use std::sync::Arc;
 
@@ -16,6 +19,8 @@ use phonenumber::country::Id as Country;
 
 use crate::identity::normalize::{self, Normalize};
 
+pub mod scores;
+
 /// Register every Panorama function on `ctx`.
 pub fn register_all(ctx: &SessionContext, default_country: Country) {
     for (name, kind) in [
@@ -26,6 +31,61 @@ pub fn register_all(ctx: &SessionContext, default_country: Country) {
     ] {
         ctx.register_udf(normalizer(name, kind, default_country));
     }
+    for udaf in scores::aggregates() {
+        ctx.register_udaf(udaf);
+    }
+    ctx.register_udf(scores::rfm_segment());
+    ctx.register_udf(json_get_str());
+}
+
+/// `json_get_str(json, path)`: the string (or number, as text) at a dotted
+/// `path` of a JSON object; NULL when the text is not JSON or the path is
+/// missing. Written here with `serde_json` rather than taken from
+/// `datafusion-functions-json`, whose dependencies change the feature set
+/// Arrow is built with (see README).
+fn json_get_str() -> ScalarUDF {
+    create_udf(
+        "json_get_str",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| -> Result<ColumnarValue> {
+            let scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let text = |i: usize| -> Result<StringArray> {
+                let a = cast(&arrays[i], &DataType::Utf8)?;
+                Ok(a.as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned()
+                    .unwrap_or_else(|| StringArray::from(Vec::<Option<&str>>::new())))
+            };
+            let (json, path) = (text(0)?, text(1)?);
+            let out: StringArray = json
+                .iter()
+                .zip(path.iter())
+                .map(|(j, p)| {
+                    let mut value: serde_json::Value = serde_json::from_str(j?).ok()?;
+                    for key in p?.split('.') {
+                        value = value.get_mut(key)?.take();
+                    }
+                    match value {
+                        serde_json::Value::String(s) => Some(s),
+                        serde_json::Value::Number(n) => Some(n.to_string()),
+                        serde_json::Value::Bool(b) => Some(b.to_string()),
+                        _ => None,
+                    }
+                })
+                .collect();
+            let out: ArrayRef = Arc::new(out);
+            if scalar && out.len() == 1 {
+                Ok(ColumnarValue::Scalar(
+                    datafusion::common::ScalarValue::try_from_array(&out, 0)?,
+                ))
+            } else {
+                Ok(ColumnarValue::Array(out))
+            }
+        }),
+    )
 }
 
 /// The SQL name of the function normalising `kind`.

@@ -26,6 +26,8 @@ pub enum Rule {
     Sum,
     /// The largest `at` wins (last order time).
     Max,
+    /// The smallest `at` wins (first order time).
+    Min,
     /// Survivorship: lowest `rank` (source priority), then latest `at`,
     /// then the smaller value, so ties never depend on arrival order.
     Best,
@@ -62,6 +64,7 @@ impl Cell {
                 false
             }
             Rule::Max => other.at > self.at,
+            Rule::Min => other.at < self.at,
             Rule::Best => {
                 (
                     other.rank,
@@ -95,14 +98,16 @@ pub mod field {
     pub const GROSS_CENTS: u16 = 6;
     pub const NET_CENTS: u16 = 7;
     pub const LAST_ORDER_AT: u16 = 8;
+    pub const LAST_NET_ORDER_AT: u16 = 9;
+    pub const FIRST_ORDER_AT: u16 = 10;
     /// `last_nps`, `last_csat`, `last_ces`: [`SURVEYS`] in order.
-    pub const SURVEY: u16 = 9;
+    pub const SURVEY: u16 = 11;
     /// `consent_<purpose>` for [`PURPOSES`] in order.
-    pub const CONSENT: u16 = 12;
+    pub const CONSENT: u16 = 14;
     /// CRM traits, [`TRAITS`] in order.
-    pub const TRAIT: u16 = 16;
+    pub const TRAIT: u16 = 18;
     /// First field number given to a channel count.
-    pub const FIRST_CHANNEL: u16 = 25;
+    pub const FIRST_CHANNEL: u16 = 27;
 
     pub const SURVEYS: [&str; 3] = ["nps", "csat", "ces"];
     pub const PURPOSES: [&str; 4] = ["email_marketing", "sms_marketing", "ads", "analytics"];
@@ -149,6 +154,8 @@ impl Default for Fields {
             fields.intern(name, Rule::Sum);
         }
         fields.intern("last_order_at", Rule::Max);
+        fields.intern("last_net_order_at", Rule::Max);
+        fields.intern("first_order_at", Rule::Min);
         for s in field::SURVEYS {
             fields.intern(&format!("survey:{s}"), Rule::Latest);
         }

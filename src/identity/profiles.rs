@@ -194,12 +194,15 @@ pub fn build(
         columns.push(money(gross)?);
         columns.push(money(net)?);
         columns.push(money(average)?);
-        columns.push(time(
-            chunk
-                .iter()
-                .map(|p| cell(p, field::LAST_ORDER_AT).map(|c| c.at))
-                .collect(),
-        ));
+        for f in [
+            field::FIRST_ORDER_AT,
+            field::LAST_ORDER_AT,
+            field::LAST_NET_ORDER_AT,
+        ] {
+            columns.push(time(
+                chunk.iter().map(|p| cell(p, f).map(|c| c.at)).collect(),
+            ));
+        }
         columns.push(Arc::new(StringArray::from_iter(
             chunk.iter().map(|p| preferred_channel(facts, &p.facts)),
         )));

@@ -664,7 +664,21 @@ fn fold_facts(
                 if !matches!(text(2), Some("returned" | "cancelled")) {
                     count(facts, field::NET_ORDERS);
                     facts.add(key, Cell::sum(field::NET_CENTS, cents));
+                    facts.add(
+                        key,
+                        Cell {
+                            at,
+                            ..Cell::sum(field::LAST_NET_ORDER_AT, 0)
+                        },
+                    );
                 }
+                facts.add(
+                    key,
+                    Cell {
+                        at,
+                        ..Cell::sum(field::FIRST_ORDER_AT, 0)
+                    },
+                );
                 facts.add(
                     key,
                     Cell {

@@ -25,7 +25,7 @@ use crate::lake::Lake;
 use crate::lake::parquet::{self, ParquetFileWriter};
 
 /// Version of the layout below; a refresh that finds another rebuilds.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// Name of the state in the manifest's table map.
 pub const STATE_TABLE: &str = "_state";

@@ -1,0 +1,8 @@
+-- schedule: 0 3 * * *
+-- target: segment_membership
+-- mode: append
+-- kind: segment_snapshot
+--
+-- Snapshot the members of every saved segment (the views users create in
+-- analytics) into analytics.segment_membership(segment, profile_id,
+-- snapshot_at): analytics.segment_changes and analytics.segment_sizes read it.

@@ -1,0 +1,382 @@
+//! Scheduled scoring queries. A job is a SQL file with a header:
+//!
+//! ```sql
+//! -- schedule: 0 2 * * *      (cron, UTC: minute hour day month weekday)
+//! -- target: rfm_scores       (the table it writes, in analytics)
+//! -- mode: replace            (or append)
+//! -- refresh: true            (run an incremental profile refresh first)
+//! -- kind: segment_snapshot   (optional: snapshot every saved segment)
+//! SELECT ...
+//! ```
+//!
+//! Panorama ships the jobs of `sql/jobs/`; users add theirs to the lake's
+//! `jobs/` folder (one with a shipped job's name replaces it). A run writes
+//! a new version of its table and switches it atomically
+//! ([`crate::analytics::tables`]); a failed run keeps the previous version.
+//! Every run is recorded in `system.job_runs`. [`scheduler`] decides when.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{
+    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use uuid::Uuid;
+
+use crate::analytics::{self, tables};
+use crate::error::{Error, Result};
+use crate::identity::{self, IdentityConfig};
+use crate::lake::Lake;
+use crate::lake::parquet::{ParquetFileWriter, write_file};
+use crate::schema::cdp;
+
+pub mod scheduler;
+
+/// The jobs Panorama ships.
+const SHIPPED: [(&str, &str); 3] = [
+    ("rfm_scores", include_str!("../../sql/jobs/rfm_scores.sql")),
+    (
+        "nps_by_segment",
+        include_str!("../../sql/jobs/nps_by_segment.sql"),
+    ),
+    (
+        "segment_snapshots",
+        include_str!("../../sql/jobs/segment_snapshots.sql"),
+    ),
+];
+
+/// Folder of the jobs users add.
+pub fn jobs_dir() -> Path {
+    Path::from("jobs")
+}
+
+/// Folder of `system.job_runs`.
+pub fn runs_dir() -> Path {
+    Path::from("system/job_runs")
+}
+
+/// How a run's rows replace the table's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    Replace,
+    Append,
+}
+
+/// What a job computes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Work {
+    Sql(String),
+    /// The members of every saved segment, as `segment_membership` rows.
+    SegmentSnapshot,
+}
+
+/// One job, parsed from its file.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub schedule_text: String,
+    pub schedule: cron::Schedule,
+    pub target: String,
+    pub mode: WriteMode,
+    pub refresh: bool,
+    pub work: Work,
+    /// `shipped` or the file's path in the lake.
+    pub origin: String,
+}
+
+impl Job {
+    /// Parse a job file; errors name the job and the line.
+    pub fn parse(name: &str, origin: &str, text: &str) -> Result<Job> {
+        let bad = |line: usize, msg: String| {
+            Error::Config(format!("job {name} ({origin}), line {line}: {msg}"))
+        };
+        let (mut schedule, mut target, mut mode, mut refresh, mut kind) =
+            (None, None, WriteMode::Replace, false, "sql".to_string());
+        let mut body = Vec::new();
+        // The header is the leading run of `-- key: value` lines.
+        let mut in_header = true;
+        for (i, line) in text.lines().enumerate() {
+            let header = line
+                .trim()
+                .strip_prefix("--")
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+                .filter(|(k, _)| {
+                    !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                });
+            if header.is_none() {
+                in_header = false;
+            }
+            match header {
+                Some((key, value)) if in_header => match key.as_str() {
+                    "schedule" => schedule = Some((i + 1, value)),
+                    "target" => target = Some(value),
+                    "mode" => {
+                        mode = match value.as_str() {
+                            "replace" => WriteMode::Replace,
+                            "append" => WriteMode::Append,
+                            other => {
+                                return Err(bad(
+                                    i + 1,
+                                    format!("mode '{other}' (use replace or append)"),
+                                ));
+                            }
+                        }
+                    }
+                    "refresh" => {
+                        refresh = value.parse().map_err(|_| {
+                            bad(i + 1, format!("refresh '{value}' (use true or false)"))
+                        })?
+                    }
+                    "kind" => kind = value,
+                    other => return Err(bad(i + 1, format!("unknown header '{other}'"))),
+                },
+                _ if line.trim_start().starts_with("--") || line.trim().is_empty() => {}
+                _ => body.push(line),
+            }
+        }
+        let (line, schedule_text) =
+            schedule.ok_or_else(|| bad(1, "no '-- schedule:' header".into()))?;
+        let target = target.ok_or_else(|| bad(1, "no '-- target:' header".into()))?;
+        if target.is_empty()
+            || !target
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(bad(
+                1,
+                format!("target '{target}' must be a plain table name"),
+            ));
+        }
+        let fields = schedule_text.split_whitespace().count();
+        let full = if fields == 5 {
+            format!("0 {schedule_text}")
+        } else {
+            schedule_text.clone()
+        };
+        let schedule = cron::Schedule::from_str(&full)
+            .map_err(|e| bad(line, format!("schedule '{schedule_text}': {e}")))?;
+        let work = match kind.as_str() {
+            "sql" if body.is_empty() => return Err(bad(1, "no query after the header".into())),
+            "sql" => Work::Sql(body.join("\n")),
+            "segment_snapshot" => Work::SegmentSnapshot,
+            other => return Err(bad(1, format!("unknown kind '{other}'"))),
+        };
+        Ok(Job {
+            name: name.to_string(),
+            schedule_text,
+            schedule,
+            target,
+            mode,
+            refresh,
+            work,
+            origin: origin.to_string(),
+        })
+    }
+
+    /// The first scheduled time after `after`.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.schedule.after(&after).next()
+    }
+}
+
+/// Every job: the shipped ones and those in the lake's `jobs/` folder.
+pub async fn load(lake: &Lake) -> Result<Vec<Job>> {
+    let mut jobs: Vec<Job> = SHIPPED
+        .iter()
+        .map(|(name, text)| Job::parse(name, "shipped", text))
+        .collect::<Result<_>>()?;
+    for meta in lake.list(&jobs_dir()).await? {
+        let Some(name) = meta
+            .location
+            .filename()
+            .and_then(|f| f.strip_suffix(".sql"))
+            .map(String::from)
+        else {
+            continue;
+        };
+        let bytes = lake
+            .store()
+            .get(&meta.location)
+            .await
+            .map_err(|e| Error::store(format!("reading {}", meta.location), e))?
+            .bytes()
+            .await
+            .map_err(|e| Error::store(format!("reading {}", meta.location), e))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let job = Job::parse(&name, lake.relative(&meta.location).as_ref(), &text)?;
+        jobs.retain(|j| j.name != name);
+        jobs.push(job);
+    }
+    jobs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(jobs)
+}
+
+/// One run of a job (a row of `system.job_runs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub job: String,
+    pub scheduled_for: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// `succeeded`, `failed` or `skipped`.
+    pub status: &'static str,
+    pub rows_written: u64,
+    pub error: Option<String>,
+    pub target: String,
+    pub version: Option<u64>,
+}
+
+/// Run `job` now (for the time it was `scheduled_for`) and record the run.
+pub async fn run(
+    ctx: &SessionContext,
+    lake: &Lake,
+    identity: &IdentityConfig,
+    job: &Job,
+    scheduled_for: DateTime<Utc>,
+) -> Result<Run> {
+    let started_at = Utc::now();
+    let outcome = execute(ctx, lake, identity, job, started_at).await;
+    let (status, rows, version, error) = match outcome {
+        Ok((rows, version)) => ("succeeded", rows, Some(version), None),
+        Err(e) => ("failed", 0, None, Some(e.to_string())),
+    };
+    let run = Run {
+        job: job.name.clone(),
+        scheduled_for,
+        started_at,
+        finished_at: Utc::now(),
+        status,
+        rows_written: rows,
+        error,
+        target: job.target.clone(),
+        version,
+    };
+    record(lake, &run).await?;
+    Ok(run)
+}
+
+/// Compute and switch in a new version of the job's table: (rows, version).
+async fn execute(
+    ctx: &SessionContext,
+    lake: &Lake,
+    identity: &IdentityConfig,
+    job: &Job,
+    now: DateTime<Utc>,
+) -> Result<(u64, u64)> {
+    if job.refresh {
+        identity::refresh(lake, identity, identity::Mode::Incremental, now, |_| {}).await?;
+    }
+    let previous = tables::current(lake, &job.target).await?;
+    let version = previous.as_ref().map_or(1, |c| c.version + 1);
+    let folder = tables::root().join(job.target.as_str()).join(format!(
+        "v={version:08}-{}",
+        &Uuid::new_v4().simple().to_string()[..8]
+    ));
+    let file = folder.clone().join("part-0.parquet");
+    let rows = match &job.work {
+        Work::Sql(sql) => {
+            let df = ctx.sql(sql).await?;
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let mut stream = df.execute_stream().await?;
+            let mut writer = ParquetFileWriter::create(lake, &file, schema)?;
+            while let Some(batch) = stream.next().await {
+                writer.write(&batch?).await?;
+            }
+            writer.finish().await?
+        }
+        Work::SegmentSnapshot => {
+            let batches = snapshot_segments(ctx, lake, now).await?;
+            write_file(lake, &file, cdp::segment_membership(), &batches).await?
+        }
+    };
+    let mut folders = match (job.mode, previous) {
+        (WriteMode::Append, Some(p)) => p.folders,
+        _ => Vec::new(),
+    };
+    folders.push(folder.to_string());
+    tables::switch(lake, &job.target, &tables::Current { version, folders }).await?;
+    Ok((rows as u64, version))
+}
+
+/// `(segment, profile_id, snapshot_at)` of every saved segment.
+async fn snapshot_segments(
+    ctx: &SessionContext,
+    lake: &Lake,
+    now: DateTime<Utc>,
+) -> Result<Vec<RecordBatch>> {
+    let mut batches = Vec::new();
+    for meta in lake.list(&analytics::views_dir()).await? {
+        let Some(segment) = meta
+            .location
+            .filename()
+            .and_then(|f| f.strip_suffix(".sql"))
+            .map(String::from)
+        else {
+            continue;
+        };
+        let sql = format!(
+            "SELECT DISTINCT CAST(profile_id AS VARCHAR) AS profile_id FROM analytics.\"{segment}\""
+        );
+        let members = ctx
+            .sql(&sql)
+            .await
+            .map_err(|e| Error::Config(format!("segment {segment} has no profile_id column: {e}")))?
+            .collect()
+            .await?;
+        for b in members {
+            let n = b.num_rows();
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from(vec![segment.as_str(); n])),
+                datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8)
+                    .map_err(|e| Error::arrow("reading segment members", e))?,
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![now.timestamp_micros(); n])
+                        .with_timezone("UTC"),
+                ),
+            ];
+            batches.push(
+                RecordBatch::try_new(cdp::segment_membership(), columns)
+                    .map_err(|e| Error::arrow("building a segment snapshot", e))?,
+            );
+        }
+    }
+    Ok(batches)
+}
+
+/// Append one row to `system.job_runs`.
+pub async fn record(lake: &Lake, run: &Run) -> Result<()> {
+    let ts = |t: DateTime<Utc>| {
+        Arc::new(TimestampMicrosecondArray::from(vec![t.timestamp_micros()]).with_timezone("UTC"))
+            as ArrayRef
+    };
+    let text = |v: Option<&str>| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+    let batch = RecordBatch::try_new(
+        cdp::job_runs(),
+        vec![
+            text(Some(&run.job)),
+            ts(run.scheduled_for),
+            ts(run.started_at),
+            ts(run.finished_at),
+            text(Some(run.status)),
+            Arc::new(Int64Array::from(vec![run.rows_written as i64])),
+            text(run.error.as_deref()),
+            text(Some(&run.target)),
+            Arc::new(Int64Array::from(vec![run.version.map(|v| v as i64)])),
+        ],
+    )
+    .map_err(|e| Error::arrow("recording a job run", e))?;
+    let path = runs_dir().join(format!(
+        "run-{}-{}.parquet",
+        run.started_at.format("%Y%m%dT%H%M%S%6f"),
+        Uuid::new_v4().simple()
+    ));
+    write_file(lake, &path, cdp::job_runs(), &[batch]).await?;
+    Ok(())
+}
