@@ -360,6 +360,18 @@ async fn saved_segments_persist_snapshot_and_export_without_denied_consent() {
     let csv = std::fs::read_to_string(&out).unwrap();
     assert_eq!(csv.lines().count(), 3, "header and two members: {csv}");
 
+    // COPY … TO a file, from SQL.
+    let copied = dir.path().join("copy.csv");
+    client
+        .simple_query(&format!(
+            "COPY (SELECT profile_id FROM analytics.regulars) TO '{}'",
+            copied.display()
+        ))
+        .await
+        .unwrap();
+    let csv = std::fs::read_to_string(&copied).unwrap();
+    assert_eq!(csv.lines().count(), 4, "header and three members: {csv}");
+
     // DROP VIEW removes it for everyone.
     client
         .simple_query("DROP VIEW analytics.regulars")
@@ -428,4 +440,68 @@ async fn a_failing_job_keeps_the_previous_table_and_is_recorded() {
         ]
     );
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_runs_a_lake_job_on_its_schedule() {
+    use object_store::ObjectStoreExt;
+    let (_dir, lake) = temp_lake();
+    // A user's job in the lake's jobs/ folder, every second.
+    let text = "-- schedule: * * * * * *\n-- target: heartbeat\n-- mode: append\nSELECT 1 AS beat";
+    lake.store()
+        .put(
+            &lake.path(&object_store::path::Path::from("jobs/heartbeat.sql")),
+            text.as_bytes().to_vec().into(),
+        )
+        .await
+        .unwrap();
+    let all = jobs::load(&lake).await.unwrap();
+    assert!(
+        all.iter()
+            .any(|j| j.name == "heartbeat" && j.origin == "jobs/heartbeat.sql")
+    );
+    let ctx = std::sync::Arc::new(engine::session(&lake, &EngineOptions::default()).unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let scheduler = tokio::spawn(jobs::scheduler::run_forever(
+        ctx.clone(),
+        lake.clone(),
+        IdentityConfig::default(),
+        all.into_iter().filter(|j| j.name == "heartbeat").collect(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mut beats = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let runs = ctx
+            .sql("SELECT count(*) FROM system.job_runs WHERE job = 'heartbeat' AND status = 'succeeded'")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        beats = datafusion::arrow::array::AsArray::as_primitive::<
+            datafusion::arrow::datatypes::Int64Type,
+        >(runs[0].column(0))
+        .value(0);
+        if beats >= 2 {
+            break;
+        }
+    }
+    let _ = stop.send(());
+    scheduler.await.unwrap();
+    assert!(beats >= 2, "the job ran on schedule ({beats} runs)");
+    let table = ctx
+        .sql("SELECT sum(beat) FROM analytics.heartbeat")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let sum = datafusion::arrow::array::AsArray::as_primitive::<
+        datafusion::arrow::datatypes::Int64Type,
+    >(table[0].column(0))
+    .value(0);
+    assert!(sum >= 2, "appended one row per run ({sum})");
 }

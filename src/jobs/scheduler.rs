@@ -58,6 +58,36 @@ impl Scheduler {
     }
 }
 
+/// The jobs running now: a job is started only if it is not among them.
+#[derive(Debug, Default, Clone)]
+pub struct Running(Arc<Mutex<HashSet<String>>>);
+
+/// Proof that a job was started; it leaves [`Running`] when dropped.
+#[derive(Debug)]
+pub struct Started {
+    running: Running,
+    job: String,
+}
+
+impl Running {
+    /// Mark `job` as running, unless it already is.
+    pub fn try_start(&self, job: &str) -> Option<Started> {
+        let mut set = self.0.lock().ok()?;
+        set.insert(job.to_string()).then(|| Started {
+            running: self.clone(),
+            job: job.to_string(),
+        })
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.running.0.lock() {
+            set.remove(&self.job);
+        }
+    }
+}
+
 /// Run the scheduler until `shutdown` resolves.
 pub async fn run_forever(
     ctx: Arc<SessionContext>,
@@ -67,7 +97,7 @@ pub async fn run_forever(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut scheduler = Scheduler::new(jobs, Utc::now());
-    let running: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let running = Running::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(shutdown);
     loop {
@@ -76,14 +106,10 @@ pub async fn run_forever(
             _ = tick.tick() => {}
         }
         for (job, scheduled_for) in scheduler.due(Utc::now()) {
-            let started = running
-                .lock()
-                .map(|mut r| r.insert(job.name.clone()))
-                .unwrap_or(false);
-            let (ctx, lake, identity, running) =
-                (ctx.clone(), lake.clone(), identity.clone(), running.clone());
+            let started = running.try_start(&job.name);
+            let (ctx, lake, identity) = (ctx.clone(), lake.clone(), identity.clone());
             tokio::spawn(async move {
-                if !started {
+                let Some(_started) = started else {
                     let now = Utc::now();
                     let skipped = Run {
                         job: job.name.clone(),
@@ -100,7 +126,7 @@ pub async fn run_forever(
                         tracing::warn!(job = %job.name, "recording a skipped run: {e}");
                     }
                     return;
-                }
+                };
                 match run(&ctx, &lake, &identity, &job, scheduled_for).await {
                     Ok(r) if r.status == "succeeded" => {
                         tracing::info!(job = %job.name, rows = r.rows_written, "job run succeeded")
@@ -111,9 +137,6 @@ pub async fn run_forever(
                         r.error.unwrap_or_default()
                     ),
                     Err(e) => tracing::warn!(job = %job.name, "job run not recorded: {e}"),
-                }
-                if let Ok(mut r) = running.lock() {
-                    r.remove(&job.name);
                 }
             });
         }
@@ -151,6 +174,19 @@ mod tests {
         assert!(s.due(at(1, 23, 0, 0)).is_empty());
         let due = s.due(at(2, 2, 5, 0));
         assert_eq!(due[0].1, at(2, 2, 0, 0), "the next night");
+    }
+
+    #[test]
+    fn a_job_never_runs_twice_at_once() {
+        let running = Running::default();
+        let first = running.try_start("nightly").expect("starts");
+        assert!(running.try_start("nightly").is_none(), "still running");
+        assert!(running.try_start("other").is_some(), "other jobs may run");
+        drop(first);
+        assert!(
+            running.try_start("nightly").is_some(),
+            "finished: may run again"
+        );
     }
 
     #[test]
