@@ -3,11 +3,18 @@
 
 Steps:
   1. generate a synthetic lake with `panorama generate` (unless it is there);
-  2. start `panorama serve` on a free loopback port;
-  3. for every sql/bench/*.sql: one warm-up run, then --runs timed runs in
+  2. run `panorama refresh` if the lake has no cdp/_manifest.json, or if its
+     cdp.profiles / cdp.identity_links files lack columns this Panorama build
+     declares (written by an older build); see --refresh;
+  3. start `panorama serve` on a free loopback port;
+  4. for every sql/bench/*.sql: one warm-up run, then --runs timed runs in
      Panorama (over the PostgreSQL protocol, psycopg 3) and in DuckDB
-     (in-process, views over the same Parquet files), all rows fetched;
-  4. print a markdown table of the median wall times and write it to
+     (in-process, views over the same Parquet files: raw.<table>, cdp.profiles
+     and cdp.identity_links at the manifest's current version, and the shipped
+     analytics.<view> of sql/analytics/ with DuckDB macros standing for
+     Panorama's functions), all rows fetched;
+  5. check both engines returned the same rows (count, then values), print a
+     markdown table of the median wall times and write it to
      benches/out/compare-scale<N>.md.
 
 Usage:
@@ -27,6 +34,7 @@ import json
 import math
 import os
 import platform
+import re
 import signal
 import socket
 import statistics
@@ -34,7 +42,9 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from harness import (MARKER, OUT_DIR, REPO, default_panorama, generate_lake,
                      install_signal_handlers, log, panorama_version, parquet_files,
@@ -51,6 +61,7 @@ except ImportError as exc:  # pragma: no cover - only a hint for the user
     )
 
 SQL_DIR = REPO / "sql" / "bench"
+ANALYTICS_DIR = REPO / "sql" / "analytics"
 TABLES = [
     "events",
     "customers",
@@ -60,6 +71,14 @@ TABLES = [
     "survey_responses",
     "consents",
 ]
+# The materialised views of `panorama refresh` the shipped views read
+# (cdp/_manifest.json maps each to the folder of its current version).
+CDP_TABLES = ["profiles", "identity_links"]
+MANIFEST = Path("cdp") / "_manifest.json"
+# Relative tolerance when comparing numbers of the two engines: enough for
+# float summation order and DECIMAL vs DOUBLE averages, and for the views
+# that use now() (queried a few seconds apart by the two engines).
+REL_TOL = 1e-6
 STARTUP_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 15.0
 
@@ -79,6 +98,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="panorama binary (default ${CARGO_TARGET_DIR:-target}/release/panorama)")
     parser.add_argument("--skip-generate", action="store_true",
                         help="use the lake as it is; never run `panorama generate`")
+    parser.add_argument("--refresh", choices=["auto", "always", "never"], default="auto",
+                        help="run `panorama refresh` on the lake first: auto (default) when "
+                             "cdp/_manifest.json is missing or cdp.* lacks columns this build "
+                             "declares, always, or never")
     parser.add_argument("--only", action="append", default=[], metavar="TEXT",
                         help="run only the queries whose file name contains TEXT (repeatable)")
     parser.add_argument("--duckdb-threads", type=int, default=os.cpu_count() or 1,
@@ -129,6 +152,112 @@ def ensure_lake(args: argparse.Namespace) -> None:
             f"(no {MARKER}); delete it, or pass --skip-generate to use it as it is"
         )
     generate_lake(args.panorama, lake, args.scale, args.seed)
+
+
+def read_manifest(lake: Path) -> dict | None:
+    try:
+        return json.loads((lake / MANIFEST).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def cdp_folder(lake: Path, manifest: dict | None, table: str) -> Path | None:
+    """The folder of the current version of cdp.<table>, if the manifest names one."""
+    folder = (manifest or {}).get("tables", {}).get(table)
+    return lake / folder if folder else None
+
+
+def panorama_cdp_columns(binary: Path, lake: Path) -> dict[str, set[str]] | None:
+    """The columns this Panorama build declares for cdp.* (information_schema,
+    through `panorama sql`), or None if that could not be read."""
+    sql = ("SELECT table_name || '.' || column_name AS c FROM information_schema.columns "
+           "WHERE table_schema = 'cdp'")
+    try:
+        out = subprocess.run([str(binary), "--lake", str(lake), "sql", "--", sql],
+                             capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log(f"warning: could not list cdp columns with `panorama sql`: {exc}")
+        return None
+    if out.returncode != 0:
+        log(f"warning: `panorama sql` listing cdp columns failed: {out.stderr.strip()[-500:]}")
+        return None
+    cells = [line.strip().strip("|").strip() for line in out.stdout.splitlines()
+             if line.startswith("|")]
+    columns: dict[str, set[str]] = {}
+    for cell in cells[1:]:  # cells[0] is the header
+        table, _, column = cell.partition(".")
+        columns.setdefault(table, set()).add(column)
+    return columns
+
+
+def parquet_columns(folder: Path) -> set[str] | None:
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        return None
+    rows = duckdb.execute(
+        f"DESCRIBE SELECT * FROM read_parquet({sql_string(str(folder / '*.parquet'))}, "
+        f"hive_partitioning = false)").fetchall()
+    return {row[0] for row in rows}
+
+
+def stale_cdp_reason(args: argparse.Namespace) -> str | None:
+    """Why cdp.* must be (re)built before the benchmark, or None."""
+    manifest = read_manifest(args.lake)
+    if manifest is None:
+        return f"the lake has no {MANIFEST}"
+    declared = panorama_cdp_columns(args.panorama, args.lake)
+    for table in CDP_TABLES:
+        folder = cdp_folder(args.lake, manifest, table)
+        if folder is None or not folder.is_dir():
+            return f"{MANIFEST} names no existing folder for cdp.{table}"
+        found = parquet_columns(folder)
+        if found is None:
+            return f"{folder} holds no Parquet file"
+        missing = sorted((declared or {}).get(table, set()) - found)
+        if missing:
+            return (f"cdp.{table} (version {manifest.get('version')}) lacks column(s) "
+                    f"{', '.join(missing)} that this Panorama build declares: it was "
+                    f"written by an older build")
+    return None
+
+
+def ensure_cdp(args: argparse.Namespace, notes: list[str], warnings: list[str]) -> None:
+    """Run `panorama refresh` when --refresh asks for it (see parse_args)."""
+    if args.refresh == "never":
+        reason = None
+    elif args.refresh == "always":
+        reason = "--refresh always"
+    else:
+        reason = stale_cdp_reason(args)
+    if reason is None:
+        manifest = read_manifest(args.lake)
+        if manifest is None:
+            message = (f"no {MANIFEST} in the lake (--refresh never): queries over cdp.* "
+                       f"and analytics.* will fail in both engines")
+            log(f"warning: {message}")
+            warnings.append(message)
+        else:
+            log(f"cdp.* at version {manifest.get('version')} "
+                f"(committed {manifest.get('committed_at')})")
+        return
+    command = [str(args.panorama), "--lake", str(args.lake), "refresh"]
+    log(f"running `panorama refresh` first: {reason}")
+    log("$ " + " ".join(command))
+    started = time.perf_counter()
+    # Progress goes straight through to the terminal (stderr, like the log).
+    result = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=sys.stderr)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        message = (f"`panorama refresh` failed with exit code {result.returncode} after "
+                   f"{seconds:.1f} s ({reason}): queries over cdp.* and analytics.* may fail")
+        log(f"warning: {message}")
+        warnings.append(message)
+        return
+    manifest = read_manifest(args.lake) or {}
+    message = (f"ran `panorama refresh` first ({reason}): {seconds:.1f} s, cdp.* now at "
+               f"version {manifest.get('version')}")
+    log(message)
+    notes.append(message)
 
 
 # --------------------------------------------------------------------------
@@ -249,7 +378,147 @@ def duckdb_connect(lake: Path, threads: int) -> "duckdb.DuckDBPyConnection":
             f"CREATE VIEW raw.{table} AS SELECT * FROM read_parquet({pattern}, "
             f"hive_partitioning = true, hive_types = {{'date': 'DATE'}})"
         )
+    for name, definition in DUCKDB_MACROS:
+        con.execute(f"CREATE MACRO {name} AS {definition}")
     return con
+
+
+# Panorama's SQL functions (src/functions/), as DuckDB macros, so the shipped
+# views run unchanged. Differences: the score aggregates do not refuse an
+# answer outside its scale (Panorama fails the query, naming the value), and
+# trim() strips spaces only (Panorama any Unicode white space); the
+# generator writes neither.
+DUCKDB_MACROS = [
+    # DataFusion's to_unixtime: whole seconds (BIGINT), truncated.
+    ("to_unixtime(ts)", "epoch_us(ts) // 1000000"),
+    # The very code identity resolution matches with: trim; empty -> NULL;
+    # emails lower-cased and kept only with one '@', text on both sides and
+    # no space.
+    ("normalize_id(x)", "nullif(trim(x), '')"),
+    ("normalize_lower(x)", "nullif(lower(trim(x)), '')"),
+    ("normalize_email(x)",
+     "CASE WHEN regexp_full_match(lower(trim(x)), '[^@ ]+@[^@ ]+') THEN lower(trim(x)) END"),
+    # Promoters 9-10, detractors 0-6; NULL answers ignored; no answer -> NULL.
+    ("nps(score)",
+     "100.0 * (count_if(score >= 9) / nullif(count(score), 0)"
+     " - count_if(score <= 6) / nullif(count(score), 0))"),
+    ("nps_moe(score)",
+     "100.0 * 1.96 * sqrt(((count_if(score >= 9) + count_if(score <= 6)) / nullif(count(score), 0)"
+     " - pow((count_if(score >= 9) - count_if(score <= 6)) / nullif(count(score), 0), 2))"
+     " / nullif(count(score), 0))"),
+    ("csat(score)", "100.0 * (count_if(score >= 4) / nullif(count(score), 0))"),
+    ("ces(score)", "CAST(sum(score) AS DOUBLE) / nullif(count(score), 0)"),
+    # The table of src/functions/scores.rs: R and FM = (F + M + 1) / 2.
+    ("rfm_segment(r, f, m)", """CASE
+        WHEN r IS NULL OR f IS NULL OR m IS NULL THEN NULL
+        WHEN r = 5 AND (f + m + 1) // 2 = 1 THEN 'New Customers'
+        WHEN r = 4 AND (f + m + 1) // 2 = 1 THEN 'Promising'
+        WHEN r BETWEEN 4 AND 5 AND (f + m + 1) // 2 BETWEEN 2 AND 3 THEN 'Potential Loyalists'
+        WHEN r = 5 AND (f + m + 1) // 2 BETWEEN 4 AND 5 THEN 'Champions'
+        WHEN r BETWEEN 3 AND 4 AND (f + m + 1) // 2 BETWEEN 4 AND 5 THEN 'Loyal Customers'
+        WHEN r = 3 AND (f + m + 1) // 2 = 3 THEN 'Need Attention'
+        WHEN r = 3 AND (f + m + 1) // 2 BETWEEN 1 AND 2 THEN 'About To Sleep'
+        WHEN r BETWEEN 1 AND 2 AND (f + m + 1) // 2 = 5 THEN 'Can''t Lose Them'
+        WHEN r BETWEEN 1 AND 2 AND (f + m + 1) // 2 BETWEEN 3 AND 4 THEN 'At Risk'
+        WHEN r = 2 THEN 'Hibernating'
+        ELSE 'Lost'
+    END"""),
+]
+SCORE_AGGREGATES = ("nps", "nps_moe", "csat", "ces")
+# DuckDB refuses FILTER on a macro: `csat(score) FILTER (WHERE c)` becomes
+# `csat(CASE WHEN c THEN score END)`, the same since NULL answers are ignored.
+FILTERED_SCORE = re.compile(
+    r"\b(" + "|".join(SCORE_AGGREGATES) + r")\(([^()]*)\)\s*FILTER\s*\(\s*WHERE\s+([^()]*?)\s*\)",
+    re.IGNORECASE)
+
+
+def duckdb_view_sql(name: str, sql: str, notes: list[str]) -> str:
+    rewritten, count = FILTERED_SCORE.subn(r"\1(CASE WHEN \3 THEN \2 END)", sql)
+    if count:
+        notes.append(f"DuckDB: analytics.{name}: {count} `score_function(x) FILTER (WHERE c)` "
+                     f"rewritten as `score_function(CASE WHEN c THEN x END)` (DuckDB allows "
+                     f"no FILTER on a macro)")
+    return rewritten
+
+
+def shipped_views() -> dict[str, str]:
+    """sql/analytics/<name>.sql -> its SELECT, without trailing semicolons."""
+    views = {}
+    for path in sorted(ANALYTICS_DIR.glob("*.sql")):
+        sql = path.read_text().strip()
+        while sql.endswith(";"):
+            sql = sql[:-1].rstrip()
+        views[path.stem] = sql
+    return views
+
+
+def dependency_order(views: dict[str, str]) -> list[str]:
+    """View names, each after the analytics.<name> views it reads."""
+    ordered: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in ordered or name not in views:
+            return
+        if name in visiting:
+            raise RuntimeError(f"analytics views reference each other in a cycle at {name}")
+        visiting.add(name)
+        for used in re.findall(r"\banalytics\.(\w+)", views[name], re.IGNORECASE):
+            visit(used.lower())
+        visiting.discard(name)
+        ordered.append(name)
+
+    for name in views:
+        visit(name)
+    return ordered
+
+
+def duckdb_cdp_and_analytics(con: "duckdb.DuckDBPyConnection", lake: Path,
+                             notes: list[str], warnings: list[str]) -> None:
+    """Schemas cdp (the manifest's current versions of CDP_TABLES) and
+    analytics (every shipped view DuckDB can plan). Whatever cannot be
+    created is a warning: the raw.* queries still run."""
+    con.execute("CREATE SCHEMA cdp")
+    con.execute("CREATE SCHEMA analytics")
+    manifest = read_manifest(lake)
+    for table in CDP_TABLES:
+        folder = cdp_folder(lake, manifest, table)
+        if folder is None or not any(folder.glob("*.parquet")):
+            message = (f"DuckDB: no cdp.{table} ({'no ' + str(MANIFEST) if manifest is None else 'no Parquet file in its current folder'})")
+            log(f"warning: {message}")
+            warnings.append(message)
+            continue
+        # No hive_partitioning: the folder name v=<n>-<run> is no column.
+        con.execute(
+            f"CREATE VIEW cdp.{table} AS SELECT * FROM read_parquet("
+            f"{sql_string(str(folder / '*.parquet'))}, hive_partitioning = false)")
+    # analytics.segment_membership is a job table: its written version if
+    # there is one, else empty with its fixed schema (as in Panorama).
+    membership = lake / "analytics" / "tables" / "segment_membership" / "_current.json"
+    folders = []
+    if membership.exists():
+        folders = [str(lake / f / "*.parquet") for f in json.loads(membership.read_text()).get("folders", [])]
+    if folders:
+        con.execute(
+            f"CREATE VIEW analytics.segment_membership AS SELECT segment, profile_id, snapshot_at "
+            f"FROM read_parquet([{', '.join(sql_string(f) for f in folders)}], hive_partitioning = false)")
+    else:
+        con.execute("CREATE TABLE analytics.segment_membership "
+                    "(segment VARCHAR, profile_id VARCHAR, snapshot_at TIMESTAMPTZ)")
+    views = shipped_views()
+    failed: dict[str, str] = {}
+    for name in dependency_order(views):
+        try:
+            con.execute(f"CREATE VIEW analytics.{name} AS\n{duckdb_view_sql(name, views[name], notes)}")
+        except duckdb.Error as exc:
+            failed[name] = first_line(exc)
+            log(f"warning: DuckDB: could not create analytics.{name}: {failed[name]}")
+    if failed:
+        first = next(iter(failed))
+        warnings.append(
+            f"DuckDB: could not create {len(failed)} of {len(views)} shipped views "
+            f"(analytics.{', analytics.'.join(failed)}); the first: {first}: {failed[first]}")
+    log(f"DuckDB: {len(views) - len(failed)} of {len(views)} shipped analytics views created")
 
 
 def count_rows(con: "duckdb.DuckDBPyConnection", table: str) -> int | None:
@@ -275,10 +544,17 @@ class Timing:
     times: list[float] = field(default_factory=list)
     rows: int | None = None
     error: str | None = None
+    # The rows of one run, kept to compare the two engines' results.
+    result: list[tuple] | None = None
 
     @property
     def median_ms(self) -> float | None:
         return statistics.median(self.times) * 1000 if self.times and not self.error else None
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_queries(only: list[str]) -> list[Query]:
@@ -298,31 +574,95 @@ def load_queries(only: list[str]) -> list[Query]:
     return queries
 
 
-def run_panorama(conn: psycopg.Connection, sql: str) -> int:
+def run_panorama(conn: psycopg.Connection, sql: str) -> list[tuple]:
     with conn.cursor() as cur:
         cur.execute(sql)
-        return len(cur.fetchall())
+        return cur.fetchall()
 
 
-def run_duckdb(con: "duckdb.DuckDBPyConnection", sql: str) -> int:
-    return len(con.execute(sql).fetchall())
+def run_duckdb(con: "duckdb.DuckDBPyConnection", sql: str) -> list[tuple]:
+    return con.execute(sql).fetchall()
 
 
-def measure(run, runs: int, label: str) -> Timing:
-    """One warm-up, then `runs` timed runs of `run()` (which returns a row count)."""
+def measure(run, runs: int, label: str, keep: str) -> Timing:
+    """One warm-up, then `runs` timed runs of `run()` (which returns the rows).
+
+    keep: "first" or "last", the run whose rows are kept in `result`
+    (Panorama's last and DuckDB's first are nearest in time, which matters
+    for the views that use now())."""
     timing = Timing()
     try:
-        timing.rows = run()  # warm-up
+        timing.result = run()  # warm-up
+        timing.rows = len(timing.result)
         for _ in range(runs):
             started = time.perf_counter()
-            rows = run()
+            result = run()
             timing.times.append(time.perf_counter() - started)
-            if rows != timing.rows:
-                log(f"warning: {label}: {rows} rows, {timing.rows} in the warm-up")
+            if len(result) != timing.rows:
+                log(f"warning: {label}: {len(result)} rows, {timing.rows} in the warm-up")
+            if keep == "last":
+                timing.result = result
     except Exception as exc:  # noqa: BLE001 - reported, then the next query runs
-        timing.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        timing.error = f"{type(exc).__name__}: {first_line(exc) if str(exc).strip() else ''}"
         log(f"error: {label}: {timing.error}")
     return timing
+
+
+# --------------------------------------------------------------------------
+# Comparing the results
+# --------------------------------------------------------------------------
+
+def as_datetime(value: Any) -> dt.datetime | dt.date | None:
+    """A date or timestamp, from a value or its text (Panorama's temporal
+    values arrive as text, see connect())."""
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
+
+
+def same_value(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    numeric = (int, float, Decimal)
+    if (isinstance(a, numeric) and isinstance(b, numeric)
+            and not isinstance(a, bool) and not isinstance(b, bool)):
+        return math.isclose(float(a), float(b), rel_tol=REL_TOL, abs_tol=1e-9)
+    if isinstance(a, (dt.date, dt.datetime)) or isinstance(b, (dt.date, dt.datetime)):
+        x, y = as_datetime(a), as_datetime(b)
+        if x is None or y is None:
+            return False
+        if isinstance(x, dt.datetime) != isinstance(y, dt.datetime):
+            # A date against a timestamp: compare the timestamp's date only
+            # if it is midnight.
+            x = x if isinstance(x, dt.datetime) else dt.datetime(x.year, x.month, x.day)
+            y = y if isinstance(y, dt.datetime) else dt.datetime(y.year, y.month, y.day)
+        if isinstance(x, dt.datetime):
+            # Panorama works in UTC: a naive timestamp is a UTC one.
+            x = x if x.tzinfo else x.replace(tzinfo=dt.timezone.utc)
+            y = y if y.tzinfo else y.replace(tzinfo=dt.timezone.utc)
+        return x == y
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def compare_results(pano: list[tuple], duck: list[tuple]) -> str | None:
+    """None if both engines returned the same rows (in order; numbers to
+    REL_TOL), else what differs first and how many rows differ."""
+    if len(pano) != len(duck):
+        return f"row counts differ: Panorama {len(pano)}, DuckDB {len(duck)}"
+    differing = [i for i, (p, d) in enumerate(zip(pano, duck))
+                 if len(p) != len(d) or not all(same_value(x, y) for x, y in zip(p, d))]
+    if not differing:
+        return None
+    i = differing[0]
+    return (f"values differ in {len(differing)} of {len(pano)} rows; first at row {i + 1}: "
+            f"Panorama {pano[i]!r}, DuckDB {duck[i]!r}")
 
 
 # --------------------------------------------------------------------------
@@ -335,36 +675,51 @@ def fmt_ms(value: float | None) -> str:
     return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
 
 
-def report(args, queries, results, meta, warnings) -> str:
+def check_cell(pano: Timing, duck: Timing, difference: str | None) -> str:
+    """The "results" column: do both engines agree?"""
+    if pano.error or duck.error:
+        return "n/a"
+    if difference is None:
+        return f"same ({pano.rows:,} rows)"
+    if pano.rows != duck.rows:
+        return f"**rows differ** ({pano.rows:,} / {duck.rows:,})"
+    return f"**values differ** ({pano.rows:,} rows)"
+
+
+def report(args, queries, results, meta, notes, warnings) -> str:
     lines = [
         f"# Panorama vs DuckDB, scale {args.scale}",
         "",
         (f"{meta['date']} · scale {args.scale} (seed {args.seed}) · lake {meta['lake_mb']:,.1f} MB on disk"
          f" · raw.events {meta['events']} rows · raw.orders {meta['orders']} rows"
+         f" · {meta['cdp']}"
          f" · {meta['cores']} cores ({meta['machine']}) · DuckDB {duckdb.__version__}"
          f" (threads {args.duckdb_threads}) · Panorama {meta['panorama_version']}"
          f" · median of {args.runs} runs after 1 warm-up, all rows fetched"),
         "",
-        "| query | Panorama ms | DuckDB ms | ratio (Panorama/DuckDB) |",
-        "| --- | ---: | ---: | ---: |",
+        "| query | Panorama ms | DuckDB ms | ratio (Panorama/DuckDB) | results |",
+        "| --- | ---: | ---: | ---: | --- |",
     ]
     ratios = []
     for query in queries:
-        pano, duck = results[query.name]
+        pano, duck, difference = results[query.name]
         p_ms, d_ms = pano.median_ms, duck.median_ms
         ratio = "n/a"
         if p_ms is not None and d_ms is not None and d_ms > 0:
             ratios.append(p_ms / d_ms)
             ratio = f"{p_ms / d_ms:.2f}"
-        lines.append(f"| {query.name} | {fmt_ms(p_ms)} | {fmt_ms(d_ms)} | {ratio} |")
+        lines.append(f"| {query.name} | {fmt_ms(p_ms)} | {fmt_ms(d_ms)} | {ratio} "
+                     f"| {check_cell(pano, duck, difference)} |")
     if ratios:
         geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-        lines.append(f"| geometric mean | | | {geomean:.2f} |")
+        lines.append(f"| geometric mean | | | {geomean:.2f} | |")
     if warnings:
         lines += ["", "Warnings:", ""] + [f"- {w}" for w in warnings]
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     lines += ["", "Queries (sql/bench/):", ""]
     for query in queries:
-        pano, duck = results[query.name]
+        pano, duck, _ = results[query.name]
         if pano.rows is not None and duck.rows is not None and pano.rows != duck.rows:
             rows = f"Panorama {pano.rows} rows, DuckDB {duck.rows} rows"
         else:
@@ -378,6 +733,18 @@ def report(args, queries, results, meta, warnings) -> str:
 # Main
 # --------------------------------------------------------------------------
 
+def cdp_summary(duck: "duckdb.DuckDBPyConnection", lake: Path) -> str:
+    manifest = read_manifest(lake)
+    if manifest is None:
+        return "no cdp.*"
+    try:
+        profiles = duck.execute("SELECT count(*) FROM cdp.profiles").fetchone()[0]
+    except duckdb.Error:
+        profiles = None
+    return (f"cdp.* version {manifest.get('version')}"
+            + (f" (cdp.profiles {profiles:,} rows)" if profiles is not None else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     # SIGINT (even when started in the background, where it is ignored by
     # default), SIGTERM and SIGHUP all unwind through the `finally` below,
@@ -387,13 +754,18 @@ def main(argv: list[str] | None = None) -> int:
     require_binary(args.panorama)
     queries = load_queries(args.only)
     ensure_lake(args)
+    notes: list[str] = []
+    warnings: list[str] = []
+    ensure_cdp(args, notes, warnings)
 
     duck = duckdb_connect(args.lake, args.duckdb_threads)
+    duckdb_cdp_and_analytics(duck, args.lake, notes, warnings)
     meta = {
         "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "lake_mb": raw_size_mb(args.lake),
         "events": f"{count_rows(duck, 'events') or 0:,}",
         "orders": f"{count_rows(duck, 'orders') or 0:,}",
+        "cdp": cdp_summary(duck, args.lake),
         "cores": os.cpu_count(),
         "machine": f"{platform.system()} {platform.machine()}",
         "panorama_version": panorama_version(args.panorama),
@@ -402,8 +774,7 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or free_port()
     server = Server(args.panorama, args.lake, port,
                     args.out.parent / f"serve-scale{args.scale}.log")
-    results: dict[str, tuple[Timing, Timing]] = {}
-    warnings: list[str] = []
+    results: dict[str, tuple[Timing, Timing, str | None]] = {}
     conn = None
     try:
         conn = server.start()
@@ -414,21 +785,24 @@ def main(argv: list[str] | None = None) -> int:
                     raise RuntimeError(f"panorama serve died:\n{server.log_tail()}")
                 conn = connect(port)
             pano = measure(lambda: run_panorama(conn, query.sql), args.runs,
-                           f"{query.name} (Panorama)")
+                           f"{query.name} (Panorama)", keep="last")
             log(f"{query.name}: DuckDB ...")
             duck_t = measure(lambda: run_duckdb(duck, query.sql), args.runs,
-                             f"{query.name} (DuckDB)")
-            results[query.name] = (pano, duck_t)
+                             f"{query.name} (DuckDB)", keep="first")
+            difference = None
+            if pano.result is not None and duck_t.result is not None:
+                difference = compare_results(pano.result, duck_t.result)
+            # The rows are compared; only the counts are kept.
+            pano.result = duck_t.result = None
+            results[query.name] = (pano, duck_t, difference)
             log(f"{query.name}: Panorama {fmt_ms(pano.median_ms)}, "
                 f"DuckDB {fmt_ms(duck_t.median_ms)} (ms)")
             if pano.error:
                 warnings.append(f"{query.name}: Panorama failed: {pano.error}")
             if duck_t.error:
                 warnings.append(f"{query.name}: DuckDB failed: {duck_t.error}")
-            if (pano.rows is not None and duck_t.rows is not None
-                    and pano.rows != duck_t.rows):
-                message = (f"{query.name}: row counts differ: "
-                           f"Panorama {pano.rows}, DuckDB {duck_t.rows}")
+            if difference is not None:
+                message = f"{query.name}: {difference}"
                 warnings.append(message)
                 log(f"warning: {message}")
     finally:
@@ -440,12 +814,12 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
         duck.close()
 
-    markdown = report(args, queries, results, meta, warnings)
+    markdown = report(args, queries, results, meta, notes, warnings)
     print(markdown)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown)
     log(f"wrote {args.out}")
-    failed = any(p.error or d.error for p, d in results.values())
+    failed = any(p.error or d.error or (p.rows != d.rows) for p, d, _ in results.values())
     return 1 if failed else 0
 
 

@@ -95,6 +95,29 @@ enum Command {
         action: IdentityAction,
     },
 
+    /// Load CSV, NDJSON or Parquet files (.gz and .zst too) into a raw table.
+    ///
+    /// Rows that cannot be used go to rejects/<table>/ in the lake with
+    /// their file, line, field and reason (system.rejects); every good row
+    /// lands. A file already loaded is skipped; an interrupted load can be
+    /// run again. Exits non-zero when any row was rejected.
+    Ingest {
+        /// The raw table: events, customers, orders, order_items, products,
+        /// survey_responses or consents.
+        table: String,
+        /// Files or folders to load.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Column mapping, `column=source_field` (repeatable), e.g.
+        /// `--map email=Email_Address`.
+        #[arg(long = "map", value_name = "COLUMN=FIELD")]
+        map: Vec<String>,
+        /// A value for rows that lack a column, `column=value` (repeatable),
+        /// e.g. `--default source=crm`.
+        #[arg(long = "default", value_name = "COLUMN=VALUE")]
+        defaults: Vec<String>,
+    },
+
     /// List the scheduled jobs (shipped and the lake's jobs/ folder) with
     /// their next run time.
     Jobs,
@@ -199,6 +222,12 @@ async fn main() -> Result<()> {
         }
         Command::Sql { query } => run_sql(&cli.lake, &settings, &query).await,
         Command::Jobs => list_jobs(&cli.lake).await,
+        Command::Ingest {
+            table,
+            paths,
+            map,
+            defaults,
+        } => run_ingest(&cli.lake, &table, &paths, &map, &defaults).await,
         Command::RunJob { name } => run_job(&cli.lake, &settings, &name).await,
         Command::Export {
             segment,
@@ -435,6 +464,81 @@ async fn run_generate(
         summary.rows(),
         summary.rows() as f64 / secs.max(1e-9)
     );
+    Ok(())
+}
+
+fn pairs(values: &[String], what: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    values
+        .iter()
+        .map(|v| {
+            v.split_once('=')
+                .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+                .with_context(|| format!("--{what} {v}: expected COLUMN=VALUE"))
+        })
+        .collect()
+}
+
+async fn run_ingest(
+    location: &str,
+    table: &str,
+    paths: &[PathBuf],
+    map: &[String],
+    defaults: &[String],
+) -> Result<()> {
+    use panorama::ingest::files;
+    let lake = open_lake(location)?;
+    let Some(raw) = panorama::schema::RawTable::from_name(table) else {
+        let names: Vec<&str> = panorama::schema::RawTable::ALL
+            .iter()
+            .map(|t| t.name())
+            .collect();
+        anyhow::bail!("no raw table '{table}' (tables: {})", names.join(", "));
+    };
+    let options = files::IngestOptions {
+        mapping: pairs(map, "map")?,
+        defaults: pairs(defaults, "default")?,
+    };
+    for column in options.mapping.keys().chain(options.defaults.keys()) {
+        if raw.file_schema().field_with_name(column).is_err() {
+            anyhow::bail!("raw.{table} has no column '{column}'");
+        }
+    }
+    let files = files::expand(paths)?;
+    let (mut landed, mut rejected) = (0u64, 0u64);
+    for file in &files {
+        let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} {msg}",
+        )?);
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        let name = file.display().to_string();
+        let report = files::load_file(&lake, raw, file, &options, |read| {
+            bar.set_message(format!("{name}: {read} rows read"))
+        })
+        .await
+        .with_context(|| format!("loading {name}"))?;
+        bar.finish_and_clear();
+        if report.skipped {
+            eprintln!("{name}: already loaded (same content and options), skipped");
+            continue;
+        }
+        eprintln!(
+            "{name}: {} rows read, {} landed in {} files, {} rejected",
+            report.rows_read, report.rows_landed, report.files_written, report.rows_rejected
+        );
+        landed += report.rows_landed;
+        rejected += report.rows_rejected;
+    }
+    eprintln!(
+        "raw.{table}: {landed} rows landed, {rejected} rejected{}",
+        if rejected > 0 {
+            " (see SELECT * FROM system.rejects)"
+        } else {
+            ""
+        }
+    );
+    if rejected > 0 {
+        std::process::exit(2);
+    }
     Ok(())
 }
 

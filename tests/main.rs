@@ -12,6 +12,7 @@ mod cli;
 mod generator;
 mod identity;
 mod incremental;
+mod ingest;
 mod psql;
 mod s3;
 mod wire;

@@ -74,6 +74,15 @@ pub fn lake_catalog(lake: &Lake, id_types: &[String]) -> Result<Arc<dyn CatalogP
                     folder_table(lake, &Path::from("system/refreshes"), cdp::refreshes())?,
                 )?;
                 schema.register_table(
+                    "ingests".to_string(),
+                    folder_table(
+                        lake,
+                        &crate::ingest::files::ingests_dir(),
+                        crate::ingest::files::ingests_schema(),
+                    )?,
+                )?;
+                schema.register_table("rejects".to_string(), rejects_table(lake)?)?;
+                schema.register_table(
                     "job_runs".to_string(),
                     folder_table(lake, &Path::from("system/job_runs"), cdp::job_runs())?,
                 )?;
@@ -105,6 +114,21 @@ pub fn folder_table(
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// `system.rejects`: the rows loads could not use, from every
+/// `rejects/<table>/` folder.
+fn rejects_table(lake: &Lake) -> Result<Arc<dyn TableProvider>> {
+    let urls = RawTable::ALL
+        .iter()
+        .map(|t| ListingTableUrl::parse(lake.folder_url(&crate::ingest::files::rejects_dir(*t))))
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let options =
+        ListingOptions::new(Arc::new(LakeParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(crate::ingest::files::rejects_schema());
     Ok(Arc::new(ListingTable::try_new(config)?))
 }
 

@@ -20,6 +20,8 @@ use crate::lake::parquet::write_file;
 use crate::lake::{Lake, paths};
 use crate::schema::RawTable;
 
+pub mod files;
+
 /// What one call to [`land`] wrote.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Landed {
@@ -38,6 +40,19 @@ impl std::ops::AddAssign for Landed {
 /// file per day of the table's time column. Rows should come roughly in time
 /// order: each run of equal days becomes one file.
 pub async fn land(lake: &Lake, table: RawTable, batches: &[RecordBatch]) -> Result<Landed> {
+    land_as(lake, table, batches, None).await
+}
+
+/// [`land`], naming each day's file from `seed` when given (UUID v5 of the
+/// seed and the day) instead of at random: landing the same rows again
+/// with the same seed overwrites the same files, so an interrupted load can
+/// simply be run again without duplicating anything.
+pub async fn land_as(
+    lake: &Lake,
+    table: RawTable,
+    batches: &[RecordBatch],
+    seed: Option<Uuid>,
+) -> Result<Landed> {
     let schema = table.file_schema();
     if batches.iter().all(|b| b.num_rows() == 0) {
         return Ok(Landed::default());
@@ -64,7 +79,11 @@ pub async fn land(lake: &Lake, table: RawTable, batches: &[RecordBatch]) -> Resu
     for (day, parts) in by_day {
         let date = NaiveDate::from_num_days_from_ce_opt(day + EPOCH_DAYS_FROM_CE)
             .ok_or_else(|| Error::Config(format!("day {day} is out of range")))?;
-        let path = paths::raw_file(table, date, Uuid::new_v4());
+        let id = match seed {
+            Some(seed) => Uuid::new_v5(&seed, &day.to_le_bytes()),
+            None => Uuid::new_v4(),
+        };
+        let path = paths::raw_file(table, date, id);
         landed.rows += write_file(lake, &path, schema.clone(), &parts).await?;
         landed.files += 1;
     }

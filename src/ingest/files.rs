@@ -1,0 +1,754 @@
+//! Batch loads: CSV, NDJSON and Parquet files (CSV and NDJSON also gzip-
+//! or zstd-compressed) into a raw table (`panorama ingest`).
+//!
+//! Every row is read as text fields, renamed by the column mapping, and
+//! coerced to the raw table's types with the identity rules' checks (a
+//! required identifier present, a parseable time). A row that fails goes to
+//! `rejects/<table>/` in the lake with its source file, line, field and
+//! reason (queryable as `system.rejects`); every good row lands. Files are
+//! streamed in chunks, so memory stays bounded whatever their size; each
+//! chunk lands under names derived from the file's content hash, so a load
+//! interrupted midway can be run again without duplicating rows, and a file
+//! already loaded is skipped. Every load is recorded in `system.ingests`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::{cast, sort_to_indices, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use object_store::path::Path;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{Landed, land_as};
+use crate::error::{Error, Result};
+use crate::generate::rows::TableRows;
+use crate::lake::Lake;
+use crate::lake::parquet::write_file;
+use crate::schema::RawTable;
+
+/// Rows per landed chunk: bounds memory for files of any size.
+const CHUNK_ROWS: usize = 100_000;
+
+/// Namespace of the ids derived from content hashes.
+const INGEST_NAMESPACE: Uuid = Uuid::from_u128(0x7061_6e6f_7261_6d61_2d69_6e67_6573_7400);
+
+/// How to read a load's files.
+#[derive(Debug, Clone, Default)]
+pub struct IngestOptions {
+    /// Target column → source field, where the names differ.
+    pub mapping: BTreeMap<String, String>,
+    /// Target column → value for rows that lack it.
+    pub defaults: BTreeMap<String, String>,
+}
+
+/// What loading one file did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileReport {
+    pub source: String,
+    pub rows_read: u64,
+    pub rows_landed: u64,
+    pub rows_rejected: u64,
+    pub files_written: u64,
+    /// Loaded before (same content, table and options): nothing done.
+    pub skipped: bool,
+}
+
+/// One rejected row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub line: u64,
+    pub field: String,
+    pub reason: String,
+    pub raw: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Csv,
+    Ndjson,
+    Parquet,
+}
+
+/// The files a list of paths names (folders expand to their files, sorted).
+pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut inner: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::Io {
+                    what: "listing a folder to load".into(),
+                    path: p.clone(),
+                    source: e,
+                })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            inner.sort();
+            out.extend(inner);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn format_of(path: &FsPath) -> Result<(Format, Option<&'static str>)> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_lowercase();
+    let (base, compression) = match name.rsplit_once('.') {
+        Some((base, "gz")) => (base.to_string(), Some("gz")),
+        Some((base, "zst")) => (base.to_string(), Some("zst")),
+        _ => (name.clone(), None),
+    };
+    let format = match base.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("csv") => Format::Csv,
+        Some("ndjson" | "jsonl" | "json") => Format::Ndjson,
+        Some("parquet") if compression.is_none() => Format::Parquet,
+        _ => {
+            return Err(Error::Config(format!(
+                "{}: unknown format (use .csv, .ndjson, .jsonl or .parquet, optionally .gz or .zst)",
+                path.display()
+            )));
+        }
+    };
+    Ok((format, compression))
+}
+
+fn open(path: &FsPath, compression: Option<&str>) -> Result<Box<dyn Read + Send>> {
+    let io = |e| Error::Io {
+        what: "opening a file to load".into(),
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    Ok(match compression {
+        Some("gz") => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
+        Some("zst") => Box::new(zstd::stream::read::Decoder::new(file).map_err(io)?),
+        _ => Box::new(file),
+    })
+}
+
+/// SHA-256 of a file's bytes, the table and the load options: the identity
+/// of a load.
+fn load_hash(path: &FsPath, table: RawTable, options: &IngestOptions) -> Result<String> {
+    let mut hasher = Sha256::new();
+    let mut file = std::fs::File::open(path).map_err(|e| Error::Io {
+        what: "reading a file to load".into(),
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::Io {
+            what: "reading a file to load".into(),
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    hasher.update(format!("{table}|{:?}|{:?}", options.mapping, options.defaults).as_bytes());
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// A source row as text fields by name, with its line (or row) number.
+type Record = (u64, BTreeMap<String, Option<String>>, String);
+
+/// Read `path` record by record, calling `each` with each one (or with the
+/// reason a line cannot be read at all).
+fn read_records(
+    path: &FsPath,
+    format: Format,
+    compression: Option<&str>,
+    mut each: impl FnMut(std::result::Result<Record, Reject>) -> Result<()>,
+) -> Result<()> {
+    match format {
+        Format::Csv => {
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(true)
+                .from_reader(open(path, compression)?);
+            let headers: Vec<String> = reader
+                .headers()
+                .map_err(|e| Error::Config(format!("{}: no CSV header: {e}", path.display())))?
+                .iter()
+                .map(|h| h.trim().to_string())
+                .collect();
+            for record in reader.records() {
+                let record = match record {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let line = e.position().map_or(0, |p| p.line());
+                        each(Err(Reject {
+                            line,
+                            field: String::new(),
+                            reason: format!("unreadable CSV: {e}"),
+                            raw: String::new(),
+                        }))?;
+                        continue;
+                    }
+                };
+                let line = record.position().map_or(0, |p| p.line());
+                let raw = record.iter().collect::<Vec<_>>().join(",");
+                if record.len() != headers.len() {
+                    each(Err(Reject {
+                        line,
+                        field: String::new(),
+                        reason: format!(
+                            "{} fields where the header has {}",
+                            record.len(),
+                            headers.len()
+                        ),
+                        raw,
+                    }))?;
+                    continue;
+                }
+                let fields = headers
+                    .iter()
+                    .zip(record.iter())
+                    .map(|(h, v)| (h.clone(), (!v.is_empty()).then(|| v.to_string())))
+                    .collect();
+                each(Ok((line, fields, raw)))?;
+            }
+        }
+        Format::Ndjson => {
+            let reader = BufReader::new(open(path, compression)?);
+            for (i, line) in reader.lines().enumerate() {
+                let n = i as u64 + 1;
+                let line = line.map_err(|e| Error::Io {
+                    what: format!("reading line {n}"),
+                    path: path.to_path_buf(),
+                    source: e,
+                })?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(serde_json::Value::Object(map)) => {
+                        let fields = map
+                            .into_iter()
+                            .map(|(k, v)| {
+                                let text = match v {
+                                    serde_json::Value::Null => None,
+                                    serde_json::Value::String(s) => Some(s),
+                                    other => Some(other.to_string()),
+                                };
+                                (k, text)
+                            })
+                            .collect();
+                        each(Ok((n, fields, line)))?;
+                    }
+                    Ok(_) => each(Err(Reject {
+                        line: n,
+                        field: String::new(),
+                        reason: "not a JSON object".into(),
+                        raw: line,
+                    }))?,
+                    Err(e) => each(Err(Reject {
+                        line: n,
+                        field: String::new(),
+                        reason: format!("malformed JSON: {e}"),
+                        raw: line,
+                    }))?,
+                }
+            }
+        }
+        Format::Parquet => {
+            let file = std::fs::File::open(path).map_err(|e| Error::Io {
+                what: "opening a file to load".into(),
+                path: path.to_path_buf(),
+                source: e,
+            })?;
+            let reader =
+                datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                    file,
+                )
+                .map_err(|e| Error::parquet(format!("{} is not Parquet", path.display()), e))?
+                .with_batch_size(8192)
+                .build()
+                .map_err(|e| Error::parquet(format!("reading {}", path.display()), e))?;
+            let mut row = 0u64;
+            for batch in reader {
+                let batch =
+                    batch.map_err(|e| Error::arrow(format!("reading {}", path.display()), e))?;
+                let names: Vec<String> = batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect();
+                let texts: Vec<ArrayRef> = batch
+                    .columns()
+                    .iter()
+                    .map(|c| text_of(c))
+                    .collect::<Result<_>>()?;
+                for i in 0..batch.num_rows() {
+                    row += 1;
+                    let fields = names
+                        .iter()
+                        .zip(&texts)
+                        .map(|(n, c)| {
+                            let c = c.as_string::<i32>();
+                            (n.clone(), (!c.is_null(i)).then(|| c.value(i).to_string()))
+                        })
+                        .collect();
+                    each(Ok((row, fields, String::new())))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A column as text; timestamps as RFC 3339 in UTC.
+fn text_of(column: &ArrayRef) -> Result<ArrayRef> {
+    let column = match column.data_type() {
+        DataType::Timestamp(_, _) => cast(
+            column,
+            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        )
+        .map_err(|e| Error::arrow("reading a timestamp", e))?,
+        _ => column.clone(),
+    };
+    cast(&column, &DataType::Utf8).map_err(|e| Error::arrow("reading a column as text", e))
+}
+
+/// Parse a time: RFC 3339, `YYYY-MM-DD HH:MM:SS[.f]` (UTC) or a date.
+fn parse_time(value: &str) -> Option<i64> {
+    let v = value.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Some(t.with_timezone(&Utc).timestamp_micros());
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(v, format) {
+            return Some(t.and_utc().timestamp_micros());
+        }
+    }
+    if let Ok(t) = DateTime::parse_from_str(v, "%Y-%m-%d %H:%M:%S%.f%#z") {
+        return Some(t.with_timezone(&Utc).timestamp_micros());
+    }
+    NaiveDate::parse_from_str(v, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_micros())
+}
+
+/// Parse money with at most two decimals into cents.
+fn parse_cents(value: &str) -> Option<i64> {
+    let v = value.trim();
+    let (negative, v) = match v.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, v),
+    };
+    let (units, fraction) = v.split_once('.').unwrap_or((v, ""));
+    if units.is_empty() && fraction.is_empty()
+        || !units.chars().all(|c| c.is_ascii_digit())
+        || !fraction.chars().all(|c| c.is_ascii_digit())
+        || fraction.len() > 2
+    {
+        return None;
+    }
+    let units: i64 = if units.is_empty() {
+        0
+    } else {
+        units.parse().ok()?
+    };
+    let cents: i64 = format!("{fraction:0<2}").parse().ok()?;
+    let total = units.checked_mul(100)?.checked_add(cents)?;
+    Some(if negative { -total } else { total })
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_lowercase().as_str() {
+        "true" | "t" | "1" | "yes" | "y" => Some(true),
+        "false" | "f" | "0" | "no" | "n" => Some(false),
+        _ => None,
+    }
+}
+
+/// Append one record to `rows`, or say which field is wrong and why.
+fn append(
+    table: RawTable,
+    schema: &SchemaRef,
+    options: &IngestOptions,
+    fields: &BTreeMap<String, Option<String>>,
+    rows: &mut TableRows,
+    fill: impl Fn(&str) -> Option<String>,
+) -> std::result::Result<(), (String, String)> {
+    let value = |column: &str| -> Option<String> {
+        let source = options.mapping.get(column).map_or(column, String::as_str);
+        fields
+            .get(source)
+            .cloned()
+            .flatten()
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| options.defaults.get(column).cloned())
+            .or_else(|| fill(column))
+    };
+    if table == RawTable::Events && value("anonymous_id").is_none() && value("user_id").is_none() {
+        return Err((
+            "anonymous_id".into(),
+            "an event needs an anonymous_id or a user_id".into(),
+        ));
+    }
+    // Parse every field first so a bad row leaves `rows` untouched.
+    enum Typed {
+        Text(Option<String>),
+        Time(Option<i64>),
+        Int(Option<i64>),
+        Cents(Option<i64>),
+        Bool(Option<bool>),
+        Date(Option<i32>),
+    }
+    let mut typed = Vec::with_capacity(schema.fields().len());
+    for f in schema.fields() {
+        let name = f.name().as_str();
+        let v = value(name);
+        if v.is_none() && !f.is_nullable() {
+            return Err((name.into(), "required, but missing".into()));
+        }
+        let bad = |what: &str| {
+            (
+                name.to_string(),
+                format!("'{}' is not {what}", v.clone().unwrap_or_default()),
+            )
+        };
+        typed.push(match f.data_type() {
+            DataType::Utf8 => Typed::Text(v),
+            DataType::Timestamp(_, _) => match &v {
+                None => Typed::Time(None),
+                Some(s) => Typed::Time(Some(parse_time(s).ok_or_else(|| bad("a time"))?)),
+            },
+            DataType::Int64 => match &v {
+                None => Typed::Int(None),
+                Some(s) => Typed::Int(Some(s.trim().parse().map_err(|_| bad("an integer"))?)),
+            },
+            DataType::Decimal128(_, _) => match &v {
+                None => Typed::Cents(None),
+                Some(s) => Typed::Cents(Some(
+                    parse_cents(s).ok_or_else(|| bad("an amount with at most 2 decimals"))?,
+                )),
+            },
+            DataType::Boolean => match &v {
+                None => Typed::Bool(None),
+                Some(s) => Typed::Bool(Some(parse_bool(s).ok_or_else(|| bad("true or false"))?)),
+            },
+            DataType::Date32 => match &v {
+                None => Typed::Date(None),
+                Some(s) => {
+                    let d = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+                        .map_err(|_| bad("a date (YYYY-MM-DD)"))?;
+                    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+                    Typed::Date(Some((d - epoch).num_days() as i32))
+                }
+            },
+            other => return Err((name.into(), format!("type {other} cannot be loaded"))),
+        });
+    }
+    for t in typed {
+        match t {
+            Typed::Text(v) => rows.text(v.as_deref()),
+            Typed::Time(v) => rows.timestamp(v),
+            Typed::Int(v) => rows.int(v),
+            Typed::Cents(v) => rows.money(v),
+            Typed::Bool(v) => rows.boolean(v),
+            Typed::Date(v) => rows.date(v),
+        };
+    }
+    rows.end_row();
+    Ok(())
+}
+
+/// Folder of rejected rows of a table.
+pub fn rejects_dir(table: RawTable) -> Path {
+    Path::from(format!("rejects/{table}"))
+}
+
+/// Folder of `system.ingests`.
+pub fn ingests_dir() -> Path {
+    Path::from("system/ingests")
+}
+
+/// `system.rejects`: rows a load could not use.
+pub fn rejects_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("load_id", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("line", DataType::Int64, false),
+        Field::new("field", DataType::Utf8, true),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("raw", DataType::Utf8, true),
+        Field::new(
+            "rejected_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ]))
+}
+
+/// `system.ingests`: one row per file loaded.
+pub fn ingests_schema() -> SchemaRef {
+    let ts = |n: &str| {
+        Field::new(
+            n,
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        )
+    };
+    Arc::new(Schema::new(vec![
+        Field::new("load_id", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("content_hash", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("rows_read", DataType::Int64, false),
+        Field::new("rows_landed", DataType::Int64, false),
+        Field::new("rows_rejected", DataType::Int64, false),
+        ts("started_at"),
+        ts("finished_at"),
+    ]))
+}
+
+/// Whether a load with this hash was committed before.
+async fn loaded_before(lake: &Lake, hash: &str) -> Result<bool> {
+    for meta in lake.list(&ingests_dir()).await? {
+        // The hash is part of each record's file name.
+        if meta
+            .location
+            .filename()
+            .is_some_and(|f| f.contains(hash) && f.starts_with("committed-"))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Load one file into raw `table`; `progress` gets the rows read so far.
+pub async fn load_file(
+    lake: &Lake,
+    table: RawTable,
+    path: &FsPath,
+    options: &IngestOptions,
+    mut progress: impl FnMut(u64),
+) -> Result<FileReport> {
+    let started = Utc::now();
+    let source = path.display().to_string();
+    let (format, compression) = format_of(path)?;
+    let hash = load_hash(path, table, options)?;
+    let mut report = FileReport {
+        source: source.clone(),
+        ..FileReport::default()
+    };
+    if loaded_before(lake, &hash).await? {
+        report.skipped = true;
+        return Ok(report);
+    }
+    let load_id = Uuid::new_v5(&INGEST_NAMESPACE, hash.as_bytes());
+    let schema = table.file_schema();
+    let received = started.to_rfc3339();
+    // Parsing is synchronous; chunks are handed to the async writer.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(RecordBatch, Vec<Reject>, u64)>(2);
+    let reader = {
+        let (path, options, schema) = (path.to_path_buf(), options.clone(), schema.clone());
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let mut rows = TableRows::new(table);
+            let mut rejects = Vec::new();
+            let mut read = 0u64;
+            let fill = |column: &str| -> Option<String> {
+                match (table, column) {
+                    (RawTable::Events, "received_at") => Some(received.clone()),
+                    _ => None,
+                }
+            };
+            read_records(&path, format, compression, |record| {
+                read += 1;
+                match record {
+                    Ok((line, fields, raw)) => {
+                        let message_id = Uuid::new_v5(&load_id, &line.to_le_bytes()).to_string();
+                        let with_id = |c: &str| match (table, c) {
+                            (RawTable::Events, "message_id") => Some(message_id.clone()),
+                            _ => fill(c),
+                        };
+                        if let Err((field, reason)) =
+                            append(table, &schema, &options, &fields, &mut rows, with_id)
+                        {
+                            rejects.push(Reject {
+                                line,
+                                field,
+                                reason,
+                                raw,
+                            });
+                        }
+                    }
+                    Err(reject) => rejects.push(reject),
+                }
+                if rows.len() + rejects.len() >= CHUNK_ROWS {
+                    let batch = rows.finish()?;
+                    tx.blocking_send((batch, std::mem::take(&mut rejects), read))
+                        .map_err(|_| Error::Config("the load was stopped".into()))?;
+                }
+                Ok(())
+            })?;
+            let batch = rows.finish()?;
+            tx.blocking_send((batch, rejects, read))
+                .map_err(|_| Error::Config("the load was stopped".into()))?;
+            Ok(())
+        })
+    };
+    let mut chunk = 0u64;
+    while let Some((batch, rejects, read)) = rx.recv().await {
+        let batch = sort_by_time(table, batch)?;
+        let seed = Uuid::new_v5(&load_id, &chunk.to_le_bytes());
+        let landed: Landed = land_as(lake, table, &[batch], Some(seed)).await?;
+        report.rows_landed += landed.rows as u64;
+        report.files_written += landed.files as u64;
+        report.rows_rejected += rejects.len() as u64;
+        report.rows_read = read;
+        if !rejects.is_empty() {
+            write_rejects(lake, table, &source, &load_id, chunk, &rejects).await?;
+        }
+        chunk += 1;
+        progress(read);
+    }
+    reader
+        .await
+        .map_err(|e| Error::Config(format!("the file reader stopped: {e}")))??;
+    record(lake, table, &report, &hash, &load_id, started).await?;
+    Ok(report)
+}
+
+fn sort_by_time(table: RawTable, batch: RecordBatch) -> Result<RecordBatch> {
+    if batch.num_rows() < 2 {
+        return Ok(batch);
+    }
+    let Some(times) = batch.column_by_name(table.time_column()) else {
+        return Ok(batch);
+    };
+    let order =
+        sort_to_indices(times, None, None).map_err(|e| Error::arrow("sorting a chunk", e))?;
+    take_record_batch(&batch, &order).map_err(|e| Error::arrow("sorting a chunk", e))
+}
+
+async fn write_rejects(
+    lake: &Lake,
+    table: RawTable,
+    source: &str,
+    load_id: &Uuid,
+    chunk: u64,
+    rejects: &[Reject],
+) -> Result<()> {
+    let n = rejects.len();
+    let now = Utc::now().timestamp_micros();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![load_id.to_string(); n])),
+        Arc::new(StringArray::from(vec![table.name(); n])),
+        Arc::new(StringArray::from(vec![source; n])),
+        Arc::new(Int64Array::from_iter_values(
+            rejects.iter().map(|r| r.line as i64),
+        )),
+        Arc::new(StringArray::from_iter(
+            rejects
+                .iter()
+                .map(|r| (!r.field.is_empty()).then_some(r.field.as_str())),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rejects.iter().map(|r| r.reason.as_str()),
+        )),
+        Arc::new(StringArray::from_iter(
+            rejects
+                .iter()
+                .map(|r| (!r.raw.is_empty()).then_some(r.raw.as_str())),
+        )),
+        Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+    ];
+    let batch = RecordBatch::try_new(rejects_schema(), columns)
+        .map_err(|e| Error::arrow("recording rejected rows", e))?;
+    let path = rejects_dir(table).join(format!("{load_id}-{chunk:06}.parquet"));
+    write_file(lake, &path, rejects_schema(), &[batch]).await?;
+    Ok(())
+}
+
+async fn record(
+    lake: &Lake,
+    table: RawTable,
+    report: &FileReport,
+    hash: &str,
+    load_id: &Uuid,
+    started: DateTime<Utc>,
+) -> Result<()> {
+    let ts = |t: i64| {
+        Arc::new(TimestampMicrosecondArray::from(vec![t]).with_timezone("UTC")) as ArrayRef
+    };
+    let text = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+    let int = |v: u64| Arc::new(Int64Array::from(vec![v as i64])) as ArrayRef;
+    let batch = RecordBatch::try_new(
+        ingests_schema(),
+        vec![
+            text(&load_id.to_string()),
+            text(table.name()),
+            text(&report.source),
+            text(hash),
+            text("committed"),
+            int(report.rows_read),
+            int(report.rows_landed),
+            int(report.rows_rejected),
+            ts(started.timestamp_micros()),
+            ts(Utc::now().timestamp_micros()),
+        ],
+    )
+    .map_err(|e| Error::arrow("recording a load", e))?;
+    let path = ingests_dir().join(format!("committed-{hash}.parquet"));
+    write_file(lake, &path, ingests_schema(), &[batch]).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_times_and_flags_parse_strictly() {
+        assert_eq!(parse_cents("12.5"), Some(1250));
+        assert_eq!(parse_cents("-0.07"), Some(-7));
+        assert_eq!(parse_cents("3"), Some(300));
+        assert_eq!(parse_cents("1.234"), None);
+        assert_eq!(parse_cents("12,50"), None);
+        assert_eq!(parse_cents(""), None);
+        assert_eq!(
+            parse_time("2026-01-15T10:00:00Z"),
+            Some(1_768_471_200_000_000)
+        );
+        assert_eq!(
+            parse_time("2026-01-15 11:00:00+01:00"),
+            Some(1_768_471_200_000_000)
+        );
+        assert_eq!(
+            parse_time("2026-01-15 10:00:00"),
+            Some(1_768_471_200_000_000)
+        );
+        assert_eq!(parse_time("15/01/2026"), None);
+        assert_eq!(parse_bool("Yes"), Some(true));
+        assert_eq!(parse_bool("maybe"), None);
+    }
+}

@@ -1,0 +1,229 @@
+//! Batch loads (`panorama ingest`): good, mixed and broken files with exact
+//! counts of landed and rejected rows, idempotent re-loads, compressed
+//! NDJSON, Parquet input, and the command's summary and exit code.
+
+use std::io::Write;
+
+use panorama::engine::{self, EngineOptions};
+use panorama::ingest::files::{self, IngestOptions};
+use panorama::lake::Lake;
+use panorama::schema::RawTable;
+
+use crate::support::*;
+
+async fn lines(lake: &Lake, sql: &str) -> Vec<String> {
+    let ctx = engine::session(lake, &EngineOptions::default()).unwrap();
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string()
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(1)
+        .map(|l| {
+            l.split('|')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect()
+}
+
+const ORDERS_CSV: &str = "\
+order_id,customer,email,ordered_at,amount,currency,status,channel,item_count
+O1,C1,a@x.com,2026-01-15T10:00:00Z,12.50,EUR,completed,web,1
+O2,C2,,2026-01-16 09:00:00,3,EUR,returned,store,2
+O3,C3,,2026-01-16T10:00:00Z,12.345,EUR,completed,web,1
+O4,C4,,yesterday,5,EUR,completed,web,1
+O5,C5
+,C6,,2026-01-17T10:00:00Z,5,EUR,completed,web,1
+";
+
+fn mapping() -> IngestOptions {
+    IngestOptions {
+        mapping: [("customer_id".to_string(), "customer".to_string())].into(),
+        defaults: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_csv_lands_every_good_row_and_names_every_bad_one() {
+    let (dir, lake) = temp_lake();
+    let path = dir.path().join("orders.csv");
+    std::fs::write(&path, ORDERS_CSV).unwrap();
+    let report = files::load_file(&lake, RawTable::Orders, &path, &mapping(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.rows_read, report.rows_landed, report.rows_rejected),
+        (6, 2, 4)
+    );
+    assert_eq!(
+        lines(
+            &lake,
+            "SELECT order_id, customer_id, amount, status FROM raw.orders ORDER BY 1"
+        )
+        .await,
+        vec!["O1 | C1 | 12.50 | completed", "O2 | C2 | 3.00 | returned"]
+    );
+    assert_eq!(
+        lines(
+            &lake,
+            "SELECT line, field, reason FROM system.rejects ORDER BY line"
+        )
+        .await,
+        vec![
+            "4 | amount | '12.345' is not an amount with at most 2 decimals",
+            "5 | ordered_at | 'yesterday' is not a time",
+            "6 | 2 fields where the header has 9",
+            "7 | order_id | required, but missing",
+        ]
+    );
+    assert_eq!(
+        lines(
+            &lake,
+            "SELECT table_name, rows_read, rows_landed, rows_rejected FROM system.ingests"
+        )
+        .await,
+        vec!["orders | 6 | 2 | 4"]
+    );
+
+    // The same file again: skipped, nothing doubled.
+    let again = files::load_file(&lake, RawTable::Orders, &path, &mapping(), |_| {})
+        .await
+        .unwrap();
+    assert!(again.skipped);
+    // A load that died before recording itself is simply run again: the
+    // chunks land under the same names, so nothing is doubled either.
+    for meta in lake.list(&files::ingests_dir()).await.unwrap() {
+        use object_store::ObjectStoreExt;
+        lake.store().delete(&meta.location).await.unwrap();
+    }
+    let rerun = files::load_file(&lake, RawTable::Orders, &path, &mapping(), |_| {})
+        .await
+        .unwrap();
+    assert!(!rerun.skipped);
+    assert_eq!(
+        lines(&lake, "SELECT count(*) FROM raw.orders").await,
+        vec!["2"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzipped_ndjson_events_keep_json_fields_and_reject_what_they_must() {
+    let (dir, lake) = temp_lake();
+    let path = dir.path().join("events.ndjson.gz");
+    let body = [
+        r#"{"type":"track","event":"Product Viewed","anonymous_id":"k1","timestamp":"2026-01-15T10:00:00Z","properties":{"product_id":"P7","price":9.5}}"#,
+        r#"{"type":"identify","anonymous_id":"k1","user_id":"u1","email":"A@X.com","timestamp":"2026-01-15T10:05:00Z","traits":{"plan":"gold"}}"#,
+        r#"{"type":"page","timestamp":"2026-01-15T10:06:00Z"}"#,
+        r#"{"type":"page", "anonymous_id": "k2""#,
+        r#"["not", "an", "object"]"#,
+    ]
+    .join("\n");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(body.as_bytes()).unwrap();
+    std::fs::write(&path, gz.finish().unwrap()).unwrap();
+    let report = files::load_file(
+        &lake,
+        RawTable::Events,
+        &path,
+        &IngestOptions::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (report.rows_read, report.rows_landed, report.rows_rejected),
+        (5, 2, 3)
+    );
+    assert_eq!(
+        lines(
+            &lake,
+            "SELECT type, json_get_str(properties, 'product_id'), json_get_str(traits, 'plan'), length(message_id) \
+             FROM raw.events ORDER BY timestamp"
+        )
+        .await,
+        // (empty cells are dropped by `lines`)
+        vec!["track | P7 | 36", "identify | gold | 36"]
+    );
+    let rejects = lines(
+        &lake,
+        "SELECT line, field, reason FROM system.rejects ORDER BY line",
+    )
+    .await;
+    assert_eq!(rejects.len(), 3);
+    assert_eq!(
+        rejects[0],
+        "3 | anonymous_id | an event needs an anonymous_id or a user_id"
+    );
+    assert!(
+        rejects[1].starts_with("4 | malformed JSON"),
+        "{}",
+        rejects[1]
+    );
+    assert_eq!(rejects[2], "5 | not a JSON object");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_files_load_with_defaults_and_the_command_exits_non_zero_on_rejects() {
+    use datafusion::arrow::array::{BooleanArray, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    let (dir, lake) = temp_lake();
+    // A CRM export as Parquet, without the `source` column.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("customer_id", DataType::Utf8, true),
+        Field::new("email", DataType::Utf8, true),
+        Field::new("newsletter", DataType::Boolean, true),
+        Field::new("updated_at", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec![Some("C1"), None])),
+            Arc::new(StringArray::from(vec![Some("a@x.com"), Some("b@x.com")])),
+            Arc::new(BooleanArray::from(vec![Some(true), Some(false)])),
+            Arc::new(StringArray::from(vec!["2026-01-15", "2026-01-15"])),
+        ],
+    )
+    .unwrap();
+    let path = dir.path().join("crm.parquet");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_panorama"))
+        .args(["ingest", "customers"])
+        .arg(&path)
+        .args(["--default", "source=crm", "--lake"])
+        .arg(dir.path())
+        .env_remove("PANORAMA_LAKE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("2 rows read, 1 landed in 1 files, 1 rejected"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("raw.customers: 1 rows landed, 1 rejected"),
+        "{stderr}"
+    );
+    assert_eq!(
+        lines(
+            &lake,
+            "SELECT customer_id, email, newsletter, source FROM raw.customers"
+        )
+        .await,
+        vec!["C1 | a@x.com | true | crm"]
+    );
+    assert_eq!(
+        lines(&lake, "SELECT line, field, reason FROM system.rejects").await,
+        vec!["2 | customer_id | required, but missing"]
+    );
+}
