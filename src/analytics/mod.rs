@@ -120,27 +120,20 @@ impl AnalyticsSchema {
     }
 
     async fn saved(&self, name: &str) -> datafusion::error::Result<Option<String>> {
-        let path = self.lake.path(&Self::view_path(name));
-        match self.lake.store().get(&path).await {
-            Ok(found) => {
-                let bytes = found.bytes().await.map_err(external)?;
-                Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(external(e)),
-        }
+        let bytes = self
+            .lake
+            .get_bytes(&Self::view_path(name))
+            .await
+            .map_err(external)?;
+        Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
     async fn saved_names(&self) -> datafusion::error::Result<Vec<String>> {
-        let listed = self.lake.list(&views_dir()).await.map_err(external)?;
-        Ok(listed
-            .iter()
-            .filter_map(|m| {
-                m.location
-                    .filename()?
-                    .strip_suffix(".sql")
-                    .map(String::from)
-            })
+        let files = self.lake.files_named(&views_dir(), ".sql").await;
+        Ok(files
+            .map_err(external)?
+            .into_iter()
+            .map(|(n, _)| n)
             .collect())
     }
 

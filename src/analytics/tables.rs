@@ -17,7 +17,6 @@ use datafusion::datasource::listing::{
 };
 use datafusion::execution::context::SessionState;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -49,32 +48,12 @@ fn fixed_schema(name: &str) -> Option<SchemaRef> {
 
 /// The current version of table `name`, if it was ever written.
 pub async fn current(lake: &Lake, name: &str) -> Result<Option<Current>> {
-    let path = lake.path(&pointer(name));
-    match lake.store().get(&path).await {
-        Ok(found) => {
-            let bytes = found
-                .bytes()
-                .await
-                .map_err(|e| Error::store(format!("reading {path}"), e))?;
-            serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::Config(format!("{path} is not a table pointer: {e}")))
-        }
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(Error::store(format!("reading {path}"), e)),
-    }
+    lake.get_json(&pointer(name)).await
 }
 
 /// Make `current` the version of table `name`, atomically.
 pub async fn switch(lake: &Lake, name: &str, current: &Current) -> Result<()> {
-    let path = lake.path(&pointer(name));
-    let json = serde_json::to_vec_pretty(current)
-        .map_err(|e| Error::Config(format!("encoding {path}: {e}")))?;
-    lake.store()
-        .put(&path, PutPayload::from(json))
-        .await
-        .map_err(|e| Error::store(format!("switching {path}"), e))?;
-    Ok(())
+    lake.put_json(&pointer(name), current).await
 }
 
 /// Names of the job tables in the lake.

@@ -76,14 +76,7 @@ fn json_get_str() -> ScalarUDF {
                     }
                 })
                 .collect();
-            let out: ArrayRef = Arc::new(out);
-            if scalar && out.len() == 1 {
-                Ok(ColumnarValue::Scalar(
-                    datafusion::common::ScalarValue::try_from_array(&out, 0)?,
-                ))
-            } else {
-                Ok(ColumnarValue::Array(out))
-            }
+            columnar(Arc::new(out), scalar)
         }),
     )
 }
@@ -95,6 +88,17 @@ pub fn normalizer_name(kind: Normalize) -> &'static str {
         Normalize::Phone => "normalize_phone",
         Normalize::Text => "normalize_id",
         Normalize::Lowercase => "normalize_lower",
+    }
+}
+
+/// A function's result: a scalar when every argument was one.
+pub(crate) fn columnar(out: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
+    if scalar && out.len() == 1 {
+        Ok(ColumnarValue::Scalar(
+            datafusion::common::ScalarValue::try_from_array(&out, 0)?,
+        ))
+    } else {
+        Ok(ColumnarValue::Array(out))
     }
 }
 
@@ -118,14 +122,7 @@ fn normalizer(name: &str, kind: Normalize, country: Country) -> ScalarUDF {
                 .iter()
                 .map(|v| v.and_then(|v| normalize::normalize(kind, v, country)))
                 .collect();
-            let out: ArrayRef = Arc::new(out);
-            if scalar && out.len() == 1 {
-                Ok(ColumnarValue::Scalar(
-                    datafusion::common::ScalarValue::try_from_array(&out, 0)?,
-                ))
-            } else {
-                Ok(ColumnarValue::Array(out))
-            }
+            columnar(Arc::new(out), scalar)
         }),
     )
 }

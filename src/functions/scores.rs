@@ -210,12 +210,7 @@ pub fn rfm_segment() -> ScalarUDF {
                     )?));
                 }
             }
-            let out: ArrayRef = Arc::new(StringArray::from(out));
-            if scalar && out.len() == 1 {
-                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
-            } else {
-                Ok(ColumnarValue::Array(out))
-            }
+            super::columnar(Arc::new(StringArray::from(out)), scalar)
         }),
     )
 }

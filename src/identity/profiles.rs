@@ -137,14 +137,8 @@ pub fn build(
         let trait_ = |name: &str| {
             field::TRAIT + field::TRAITS.iter().position(|t| *t == name).unwrap_or(0) as u16
         };
-        for name in [
-            "first_name",
-            "last_name",
-            "street",
-            "city",
-            "postal_code",
-            "country",
-        ] {
+        // The text traits come first in TRAITS: names to country.
+        for name in &field::TRAITS[..6] {
             columns.push(text(trait_(name)));
         }
         columns.push(Arc::new(Date32Array::from_iter(

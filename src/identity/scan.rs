@@ -114,25 +114,14 @@ impl Plan {
 
 /// The columns each table's facts need, right after the time column (so
 /// they are columns 1.. of every batch, in this order).
-fn fact_columns(table: RawTable) -> &'static [&'static str] {
+fn fact_columns(table: RawTable) -> Vec<&'static str> {
     match table {
-        RawTable::Events => &["type"],
-        RawTable::Orders => &["amount", "status", "channel"],
-        RawTable::Customers => &[
-            "source",
-            "first_name",
-            "last_name",
-            "street",
-            "city",
-            "postal_code",
-            "country",
-            "birth_date",
-            "loyalty_tier",
-            "newsletter",
-        ],
-        RawTable::SurveyResponses => &["survey", "score"],
-        RawTable::Consents => &["purpose", "status"],
-        RawTable::OrderItems | RawTable::Products => &[],
+        RawTable::Events => vec!["type"],
+        RawTable::Orders => vec!["amount", "status", "channel"],
+        RawTable::Customers => std::iter::once("source").chain(field::TRAITS).collect(),
+        RawTable::SurveyResponses => vec!["survey", "score"],
+        RawTable::Consents => vec!["purpose", "status"],
+        RawTable::OrderItems | RawTable::Products => vec![],
     }
 }
 

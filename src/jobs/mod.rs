@@ -25,7 +25,6 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use uuid::Uuid;
 
@@ -192,25 +191,11 @@ pub async fn load(lake: &Lake) -> Result<Vec<Job>> {
         .iter()
         .map(|(name, text)| Job::parse(name, "shipped", text))
         .collect::<Result<_>>()?;
-    for meta in lake.list(&jobs_dir()).await? {
-        let Some(name) = meta
-            .location
-            .filename()
-            .and_then(|f| f.strip_suffix(".sql"))
-            .map(String::from)
-        else {
-            continue;
-        };
-        let bytes = lake
-            .store()
-            .get(&meta.location)
-            .await
-            .map_err(|e| Error::store(format!("reading {}", meta.location), e))?
-            .bytes()
-            .await
-            .map_err(|e| Error::store(format!("reading {}", meta.location), e))?;
+    for (name, meta) in lake.files_named(&jobs_dir(), ".sql").await? {
+        let relative = lake.relative(&meta.location);
+        let bytes = lake.get_bytes(&relative).await?.unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes);
-        let job = Job::parse(&name, lake.relative(&meta.location).as_ref(), &text)?;
+        let job = Job::parse(&name, relative.as_ref(), &text)?;
         jobs.retain(|j| j.name != name);
         jobs.push(job);
     }
@@ -312,15 +297,7 @@ async fn snapshot_segments(
     now: DateTime<Utc>,
 ) -> Result<Vec<RecordBatch>> {
     let mut batches = Vec::new();
-    for meta in lake.list(&analytics::views_dir()).await? {
-        let Some(segment) = meta
-            .location
-            .filename()
-            .and_then(|f| f.strip_suffix(".sql"))
-            .map(String::from)
-        else {
-            continue;
-        };
+    for (segment, _) in lake.files_named(&analytics::views_dir(), ".sql").await? {
         let sql = format!(
             "SELECT DISTINCT CAST(profile_id AS VARCHAR) AS profile_id FROM analytics.\"{segment}\""
         );

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use super::Lake;
@@ -49,37 +48,21 @@ pub struct Manifest {
 impl Manifest {
     /// Read the committed manifest; `None` before the first refresh.
     pub async fn load(lake: &Lake) -> Result<Option<Manifest>> {
-        let path = lake.path(&manifest_path());
-        match lake.store().get(&path).await {
-            Ok(found) => {
-                let bytes = found
-                    .bytes()
-                    .await
-                    .map_err(|e| Error::store(format!("reading {path}"), e))?;
-                let manifest: Manifest = serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::Config(format!("{path} is not a valid manifest: {e}")))?;
-                if manifest.format != MANIFEST_FORMAT {
-                    return Err(Error::Config(format!(
-                        "{path} has format {}, this Panorama reads format {MANIFEST_FORMAT}",
-                        manifest.format
-                    )));
-                }
-                Ok(Some(manifest))
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Error::store(format!("reading {path}"), e)),
+        let manifest: Option<Manifest> = lake.get_json(&manifest_path()).await?;
+        if let Some(m) = &manifest
+            && m.format != MANIFEST_FORMAT
+        {
+            return Err(Error::Config(format!(
+                "{} has format {}, this Panorama reads format {MANIFEST_FORMAT}",
+                manifest_path(),
+                m.format
+            )));
         }
+        Ok(manifest)
     }
 
     /// Atomically make this manifest the committed one.
     pub async fn commit(&self, lake: &Lake) -> Result<()> {
-        let path = lake.path(&manifest_path());
-        let json = serde_json::to_vec_pretty(self)
-            .map_err(|e| Error::Config(format!("encoding the manifest: {e}")))?;
-        lake.store()
-            .put(&path, PutPayload::from(json))
-            .await
-            .map_err(|e| Error::store(format!("committing {path}"), e))?;
-        Ok(())
+        lake.put_json(&manifest_path(), self).await
     }
 }

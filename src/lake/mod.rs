@@ -19,7 +19,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -152,6 +152,69 @@ impl Lake {
             .try_collect()
             .await
             .map_err(|source| Error::store(format!("listing {prefix}"), source))
+    }
+
+    /// The files of a folder whose names end with `suffix`, as (name
+    /// without the suffix, object), sorted by name.
+    pub async fn files_named(
+        &self,
+        relative: &Path,
+        suffix: &str,
+    ) -> Result<Vec<(String, ObjectMeta)>> {
+        let mut files: Vec<(String, ObjectMeta)> = self
+            .list(relative)
+            .await?
+            .into_iter()
+            .filter_map(|m| {
+                let name = m.location.filename()?.strip_suffix(suffix)?.to_string();
+                Some((name, m))
+            })
+            .collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(files)
+    }
+
+    /// Read a small object (`None` if absent): pointers, manifests, SQL.
+    pub async fn get_bytes(&self, relative: &Path) -> Result<Option<bytes::Bytes>> {
+        let path = self.path(relative);
+        match self.store.get(&path).await {
+            Ok(found) => found
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|e| Error::store(format!("reading {path}"), e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(format!("reading {path}"), e)),
+        }
+    }
+
+    /// Read a JSON object written by [`Lake::put_json`] (`None` if absent).
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        relative: &Path,
+    ) -> Result<Option<T>> {
+        match self.get_bytes(relative).await? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::Config(format!(
+                    "{} is not what Panorama wrote: {e}",
+                    self.path(relative)
+                ))
+            }),
+        }
+    }
+
+    /// Write a small JSON object in one PUT: readers see the old or the new
+    /// one, never a mix (how manifests and table pointers switch).
+    pub async fn put_json<T: serde::Serialize>(&self, relative: &Path, value: &T) -> Result<()> {
+        let path = self.path(relative);
+        let json = serde_json::to_vec_pretty(value)
+            .map_err(|e| Error::Config(format!("encoding {path}: {e}")))?;
+        self.store
+            .put(&path, object_store::PutPayload::from(json))
+            .await
+            .map_err(|e| Error::store(format!("writing {path}"), e))?;
+        Ok(())
     }
 
     /// Whether the lake has no raw data yet (used to seed a fresh lake).
