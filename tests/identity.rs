@@ -618,3 +618,30 @@ async fn a_raw_file_with_a_missing_or_mistyped_identifier_column_fails_the_refre
     assert_eq!(refresh(&lake).await.version, first.version + 1);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_from_two_clients_at_once_commit_one_after_the_other() {
+    let (_dir, lake) = scenario().await;
+    let server = TestServer::start_with_refresh(&lake, JAN_15 + 30 * DAY).await;
+    let (a, b) = (server.client().await, server.client().await);
+    let (ra, rb) = tokio::join!(
+        a.simple_query("REFRESH MATERIALIZED VIEW cdp.profiles"),
+        b.simple_query("REFRESH MATERIALIZED VIEW cdp.profiles")
+    );
+    ra.unwrap();
+    rb.unwrap();
+    let versions = simple_rows(
+        &a,
+        "SELECT version, full FROM system.refreshes WHERE status = 'committed' ORDER BY version",
+    )
+    .await;
+    assert_eq!(
+        versions,
+        vec![
+            vec![Some("1".into()), Some("t".into())],
+            vec![Some("2".into()), Some("f".into())]
+        ],
+        "the second waited for the first and read nothing new"
+    );
+    server.stop().await;
+}

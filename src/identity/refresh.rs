@@ -75,6 +75,11 @@ pub async fn refresh(
     mut progress: impl FnMut(&str),
 ) -> Result<RefreshReport> {
     config.validate()?;
+    // One refresh at a time in this process (a REFRESH from two clients, a
+    // job asking for one): the second waits and then sees the first's
+    // commit, instead of both building version n+1.
+    static RUNNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = RUNNING.lock().await;
     let started = now;
     let outcome = run(lake, config, mode, now, &mut progress).await;
     let finished = Utc::now().max(started);
