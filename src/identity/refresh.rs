@@ -483,6 +483,7 @@ async fn run(
         &batches,
     )
     .await?;
+    drop(batches);
     tables.insert("profiles".to_string(), profiles_dir.to_string());
 
     // 6. The state the next refresh starts from.

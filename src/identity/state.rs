@@ -114,29 +114,29 @@ pub async fn save(lake: &Lake, dir: &Path, graph: &Graph, facts: &Facts) -> Resu
     let schema = cells_schema();
     let mut w =
         ParquetFileWriter::create(lake, &dir.clone().join("cells.parquet"), schema.clone())?;
-    let cells: Vec<(u32, &Cell)> = facts
-        .partials
-        .iter()
-        .enumerate()
-        .flat_map(|(k, p)| p.iter().map(move |c| (k as u32, c)))
-        .collect();
-    for chunk in cells.chunks(CHUNK) {
-        let b = batch(
-            &schema,
-            vec![
-                Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|c| c.0))),
-                Arc::new(StringArray::from_iter_values(
-                    chunk.iter().map(|c| facts.fields.name(c.1.field)),
-                )),
-                Arc::new(Int32Array::from_iter_values(chunk.iter().map(|c| c.1.rank))),
-                Arc::new(Int64Array::from_iter_values(chunk.iter().map(|c| c.1.at))),
-                Arc::new(Int64Array::from_iter_values(chunk.iter().map(|c| c.1.num))),
-                Arc::new(StringArray::from_iter(
-                    chunk.iter().map(|c| c.1.text.as_deref()),
-                )),
-            ],
-        )?;
-        w.write(&b).await?;
+    // Cells of whole keys, about CHUNK at a time: never all in one list.
+    let mut chunk: Vec<(u32, &Cell)> = Vec::with_capacity(CHUNK + 64);
+    for (k, partial) in facts.partials.iter().enumerate() {
+        chunk.extend(partial.iter().map(|c| (k as u32, c)));
+        if chunk.len() >= CHUNK || k + 1 == facts.partials.len() {
+            let b = batch(
+                &schema,
+                vec![
+                    Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|c| c.0))),
+                    Arc::new(StringArray::from_iter_values(
+                        chunk.iter().map(|c| facts.fields.name(c.1.field)),
+                    )),
+                    Arc::new(Int32Array::from_iter_values(chunk.iter().map(|c| c.1.rank))),
+                    Arc::new(Int64Array::from_iter_values(chunk.iter().map(|c| c.1.at))),
+                    Arc::new(Int64Array::from_iter_values(chunk.iter().map(|c| c.1.num))),
+                    Arc::new(StringArray::from_iter(
+                        chunk.iter().map(|c| c.1.text.as_deref()),
+                    )),
+                ],
+            )?;
+            w.write(&b).await?;
+            chunk.clear();
+        }
     }
     w.finish().await?;
     Ok(())
