@@ -645,3 +645,33 @@ async fn refreshes_from_two_clients_at_once_commit_one_after_the_other() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_built_by_an_older_panorama_are_refused_until_refreshed() {
+    let (_dir, lake) = scenario().await;
+    refresh(&lake).await;
+    // As an older build would have left it: another views format.
+    let mut manifest = panorama::lake::manifest::Manifest::load(&lake)
+        .await
+        .unwrap()
+        .unwrap();
+    manifest.views_format = 1;
+    manifest.commit(&lake).await.unwrap();
+    let server = TestServer::start(&lake).await;
+    let client = server.client().await;
+    let err = client
+        .query("SELECT count(*) FROM cdp.profiles", &[])
+        .await
+        .unwrap_err();
+    let message = err.as_db_error().unwrap().message().to_string();
+    assert!(
+        message.contains("cdp.profiles was built by an older version of Panorama"),
+        "{message}"
+    );
+    refresh(&lake).await;
+    assert_eq!(
+        scalar(&client, "SELECT count(*) FROM cdp.profiles").await,
+        9
+    );
+    server.stop().await;
+}

@@ -16,7 +16,7 @@ use object_store::path::Path;
 
 use super::folder_table;
 use crate::lake::Lake;
-use crate::lake::manifest::Manifest;
+use crate::lake::manifest::{Manifest, VIEWS_FORMAT};
 
 /// A materialised view resolved through the manifest at every scan.
 #[derive(Debug)]
@@ -63,6 +63,16 @@ impl TableProvider for VersionedTable {
         let manifest = Manifest::load(&self.lake)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        if let Some(m) = &manifest
+            && m.views_format != VIEWS_FORMAT
+        {
+            return Err(DataFusionError::Plan(format!(
+                "cdp.{} was built by an older version of Panorama (views format {}, this one \
+                 reads {VIEWS_FORMAT}); run `panorama refresh` (or REFRESH MATERIALIZED VIEW \
+                 cdp.profiles) to rebuild it",
+                self.name, m.views_format
+            )));
+        }
         let Some(folder) = manifest.and_then(|m| m.tables.get(&self.name).cloned()) else {
             let projected = match projection {
                 Some(p) => Arc::new(self.schema.project(p)?),

@@ -22,7 +22,7 @@ use super::profiles;
 use super::scan::{RawFile, Scan};
 use super::state::{self, STATE_TABLE};
 use crate::error::{Error, Result};
-use crate::lake::manifest::{MANIFEST_FORMAT, Manifest, version_dir};
+use crate::lake::manifest::{MANIFEST_FORMAT, Manifest, VIEWS_FORMAT, version_dir};
 use crate::lake::parquet::{self, ParquetFileWriter, write_file};
 use crate::lake::{Lake, paths};
 use crate::schema::{RawTable, cdp};
@@ -103,6 +103,7 @@ pub async fn refresh(
 fn state_settings(config: &IdentityConfig) -> String {
     serde_json::json!({
         "state_format": state::FORMAT,
+        "views_format": VIEWS_FORMAT,
         "default_country": config.default_country,
         "source_priority": config.source_priority,
         "types": config.types,
@@ -505,6 +506,7 @@ async fn run(
         tables,
         raw_files,
         identity_settings: Some(settings),
+        views_format: VIEWS_FORMAT,
     }
     .commit(lake)
     .await?;

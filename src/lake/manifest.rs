@@ -15,6 +15,12 @@ use crate::error::{Error, Result};
 /// Format tag of the manifest, for future migrations.
 pub const MANIFEST_FORMAT: u32 = 1;
 
+/// Version of the `cdp` views' columns; bumped whenever a view gains or
+/// changes a column. Views committed under another version are refused
+/// when read (their missing columns would read as NULL) until a refresh
+/// rebuilds them.
+pub const VIEWS_FORMAT: u32 = 2;
+
 /// Where the committed manifest of the `cdp` views lives.
 pub fn manifest_path() -> Path {
     Path::from("cdp/_manifest.json")
@@ -43,6 +49,9 @@ pub struct Manifest {
     /// refresh under other settings rebuilds from all raw data.
     #[serde(default)]
     pub identity_settings: Option<String>,
+    /// [`VIEWS_FORMAT`] of the build that committed the views.
+    #[serde(default)]
+    pub views_format: u32,
 }
 
 impl Manifest {
