@@ -547,15 +547,15 @@ async fn list_jobs(location: &str) -> Result<()> {
     let jobs = jobs::load(&lake).await.context("reading the jobs")?;
     let now = chrono::Utc::now();
     println!(
-        "{:<20} {:<16} {:<24} {:<8} {:<8} {:<22} origin",
+        "{:<20} {:<16} {:<34} {:<8} {:<8} {:<18} origin",
         "job", "schedule (UTC)", "target", "mode", "refresh", "next run"
     );
     for job in jobs {
         println!(
-            "{:<20} {:<16} analytics.{:<14} {:<8} {:<8} {:<22} {}",
+            "{:<20} {:<16} {:<34} {:<8} {:<8} {:<18} {}",
             job.name,
             job.schedule_text,
-            job.target,
+            format!("analytics.{}", job.target),
             format!("{:?}", job.mode).to_lowercase(),
             job.refresh,
             job.next_after(now)
