@@ -31,7 +31,8 @@ pub struct TypeRule {
 #[derive(Debug, Clone)]
 pub struct Node {
     pub id_type: u16,
-    pub value: Box<str>,
+    /// Shared with the index: one allocation per identifier.
+    pub value: std::sync::Arc<str>,
     pub first_seen: i64,
     pub last_seen: i64,
 }
@@ -74,7 +75,7 @@ pub struct MergeEvent {
 pub struct Graph {
     pub types: Vec<TypeRule>,
     /// Per identifier type: value → node (looked up by `&str`, no allocation).
-    index: Vec<HashMap<Box<str>, NodeId>>,
+    index: Vec<HashMap<std::sync::Arc<str>, NodeId>>,
     pub nodes: Vec<Node>,
     /// Undirected links (smaller id first) → first time seen.
     pub edges: HashMap<(NodeId, NodeId), i64>,
@@ -113,13 +114,14 @@ impl Graph {
             return id;
         }
         let id = self.nodes.len() as NodeId;
+        let value: std::sync::Arc<str> = value.into();
         self.nodes.push(Node {
             id_type,
-            value: value.into(),
+            value: value.clone(),
             first_seen: i64::MAX,
             last_seen: i64::MIN,
         });
-        self.index[id_type as usize].insert(value.into(), id);
+        self.index[id_type as usize].insert(value, id);
         id
     }
 
