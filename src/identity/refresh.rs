@@ -305,192 +305,197 @@ async fn run(
     };
     let value = |n: NodeId| &*graph.nodes[n as usize].value;
 
-    progress("writing identity links");
-    let links_dir = version_dir("identity_links", version, &run);
-    {
-        let schema = cdp::identity_links();
-        let mut writer = ParquetFileWriter::create(
-            lake,
-            &links_dir.clone().join("part-0.parquet"),
-            schema.clone(),
-        )?;
-        let ids: Vec<NodeId> = (0..graph.nodes.len() as NodeId)
-            .filter(|&n| resolution.profile_of[n as usize].is_some())
-            .collect();
-        for chunk in ids.chunks(64 * 1024) {
-            let batch = batch(
-                &schema,
-                vec![
-                    Arc::new(StringArray::from_iter_values(
-                        chunk.iter().map(|&n| type_name(n)),
-                    )),
-                    Arc::new(StringArray::from_iter_values(
-                        chunk.iter().map(|&n| value(n)),
-                    )),
-                    Arc::new(StringArray::from_iter(
-                        chunk
-                            .iter()
-                            .map(|&n| resolution.profile_of[n as usize].as_deref()),
-                    )),
-                    timestamps(chunk.iter().map(|&n| graph.nodes[n as usize].first_seen)),
-                    timestamps(chunk.iter().map(|&n| graph.nodes[n as usize].last_seen)),
-                ],
+    // Links, rejections and merge history on this thread while another
+    // builds and writes the profiles and the stored state.
+    progress("writing identity links, profiles and the identity graph");
+    let main_work = async {
+        let links_dir = version_dir("identity_links", version, &run);
+        {
+            let schema = cdp::identity_links();
+            let mut writer = ParquetFileWriter::create(
+                lake,
+                &links_dir.clone().join("part-0.parquet"),
+                schema.clone(),
             )?;
-            writer.write(&batch).await?;
+            let ids: Vec<NodeId> = (0..graph.nodes.len() as NodeId)
+                .filter(|&n| resolution.profile_of[n as usize].is_some())
+                .collect();
+            for chunk in ids.chunks(64 * 1024) {
+                let batch = batch(
+                    &schema,
+                    vec![
+                        Arc::new(StringArray::from_iter_values(
+                            chunk.iter().map(|&n| type_name(n)),
+                        )),
+                        Arc::new(StringArray::from_iter_values(
+                            chunk.iter().map(|&n| value(n)),
+                        )),
+                        Arc::new(StringArray::from_iter(
+                            chunk
+                                .iter()
+                                .map(|&n| resolution.profile_of[n as usize].as_deref()),
+                        )),
+                        timestamps(chunk.iter().map(|&n| graph.nodes[n as usize].first_seen)),
+                        timestamps(chunk.iter().map(|&n| graph.nodes[n as usize].last_seen)),
+                    ],
+                )?;
+                writer.write(&batch).await?;
+            }
+            writer.finish().await?;
         }
-        writer.finish().await?;
-    }
-    tables.insert("identity_links".to_string(), links_dir.to_string());
+        tables.insert("identity_links".to_string(), links_dir.to_string());
 
-    let rejections_dir = version_dir("identity_rejections", version, &run);
-    {
-        let schema = cdp::identity_rejections();
-        let mut cols: [Vec<Option<String>>; 6] = Default::default();
-        for r in &resolution.rejections {
-            let row: [Option<String>; 6] = match r {
-                Rejection::BlockedValue { node } => [
-                    Some("blocked_value".into()),
-                    Some(type_name(*node).into()),
-                    Some(value(*node).into()),
-                    None,
-                    None,
-                    Some(
-                        if blocked.contains(&value(*node).to_lowercase()) {
-                            "on the blocked_values list"
-                        } else {
-                            "blocked by an administrator"
-                        }
-                        .into(),
-                    ),
-                ],
-                Rejection::BlockedLink { a, b } => [
-                    Some("blocked_link".into()),
-                    Some(type_name(*a).into()),
-                    Some(value(*a).into()),
-                    Some(type_name(*b).into()),
-                    Some(value(*b).into()),
-                    Some("link blocked by an administrator".into()),
-                ],
-                Rejection::TooManyNeighbours {
-                    node,
-                    other_type,
-                    count,
-                } => [
-                    Some("too_many_neighbours".into()),
-                    Some(type_name(*node).into()),
-                    Some(value(*node).into()),
-                    Some(config.types[*other_type as usize].name.clone()),
-                    None,
-                    Some(format!(
-                        "seen with {count} distinct {} values (limit {})",
-                        config.types[*other_type as usize].name, config.max_distinct_neighbours
-                    )),
-                ],
-                Rejection::LimitExceeded { a, b, limited_type } => [
-                    Some("limit_exceeded".into()),
-                    Some(type_name(*a).into()),
-                    Some(value(*a).into()),
-                    Some(type_name(*b).into()),
-                    Some(value(*b).into()),
-                    Some(format!(
-                        "the profile would hold more than {} {}",
-                        config.types[*limited_type as usize]
-                            .max_per_profile
-                            .unwrap_or(0),
-                        config.types[*limited_type as usize].name
-                    )),
-                ],
-            };
-            for (c, v) in cols.iter_mut().zip(row) {
-                c.push(v);
+        let rejections_dir = version_dir("identity_rejections", version, &run);
+        {
+            let schema = cdp::identity_rejections();
+            let mut cols: [Vec<Option<String>>; 6] = Default::default();
+            for r in &resolution.rejections {
+                let row: [Option<String>; 6] = match r {
+                    Rejection::BlockedValue { node } => [
+                        Some("blocked_value".into()),
+                        Some(type_name(*node).into()),
+                        Some(value(*node).into()),
+                        None,
+                        None,
+                        Some(
+                            if blocked.contains(&value(*node).to_lowercase()) {
+                                "on the blocked_values list"
+                            } else {
+                                "blocked by an administrator"
+                            }
+                            .into(),
+                        ),
+                    ],
+                    Rejection::BlockedLink { a, b } => [
+                        Some("blocked_link".into()),
+                        Some(type_name(*a).into()),
+                        Some(value(*a).into()),
+                        Some(type_name(*b).into()),
+                        Some(value(*b).into()),
+                        Some("link blocked by an administrator".into()),
+                    ],
+                    Rejection::TooManyNeighbours {
+                        node,
+                        other_type,
+                        count,
+                    } => [
+                        Some("too_many_neighbours".into()),
+                        Some(type_name(*node).into()),
+                        Some(value(*node).into()),
+                        Some(config.types[*other_type as usize].name.clone()),
+                        None,
+                        Some(format!(
+                            "seen with {count} distinct {} values (limit {})",
+                            config.types[*other_type as usize].name, config.max_distinct_neighbours
+                        )),
+                    ],
+                    Rejection::LimitExceeded { a, b, limited_type } => [
+                        Some("limit_exceeded".into()),
+                        Some(type_name(*a).into()),
+                        Some(value(*a).into()),
+                        Some(type_name(*b).into()),
+                        Some(value(*b).into()),
+                        Some(format!(
+                            "the profile would hold more than {} {}",
+                            config.types[*limited_type as usize]
+                                .max_per_profile
+                                .unwrap_or(0),
+                            config.types[*limited_type as usize].name
+                        )),
+                    ],
+                };
+                for (c, v) in cols.iter_mut().zip(row) {
+                    c.push(v);
+                }
+            }
+            let n = resolution.rejections.len();
+            let mut arrays: Vec<ArrayRef> = cols
+                .into_iter()
+                .map(|c| Arc::new(StringArray::from(c)) as ArrayRef)
+                .collect();
+            arrays.push(timestamps(std::iter::repeat_n(now_micros, n)));
+            let b = batch(&schema, arrays)?;
+            write_file(
+                lake,
+                &rejections_dir.clone().join("part-0.parquet"),
+                schema,
+                &[b],
+            )
+            .await?;
+        }
+        tables.insert(
+            "identity_rejections".to_string(),
+            rejections_dir.to_string(),
+        );
+
+        // Merge history: the previous files plus this refresh's events.
+        let merges_dir = version_dir("profile_merges", version, &run);
+        if let Some(old) = previous
+            .as_ref()
+            .and_then(|m| m.tables.get("profile_merges"))
+        {
+            for object in lake.list(&Path::from(old.as_str())).await? {
+                let name = object
+                    .location
+                    .filename()
+                    .unwrap_or("part.parquet")
+                    .to_string();
+                lake.store()
+                    .copy(
+                        &object.location,
+                        &lake.path(&merges_dir.clone().join(name.as_str())),
+                    )
+                    .await
+                    .map_err(|e| Error::store("copying the merge history", e))?;
             }
         }
-        let n = resolution.rejections.len();
-        let mut arrays: Vec<ArrayRef> = cols
-            .into_iter()
-            .map(|c| Arc::new(StringArray::from(c)) as ArrayRef)
-            .collect();
-        arrays.push(timestamps(std::iter::repeat_n(now_micros, n)));
-        let b = batch(&schema, arrays)?;
+        if !resolution.merges.is_empty() {
+            let schema = cdp::profile_merges();
+            let m = &resolution.merges;
+            let b = batch(
+                &schema,
+                vec![
+                    Arc::new(StringArray::from_iter_values(m.iter().map(|e| e.kind))),
+                    Arc::new(StringArray::from_iter_values(
+                        m.iter().map(|e| e.from_profile.as_str()),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        m.iter().map(|e| e.to_profile.as_str()),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        m.iter().map(|e| type_name(e.cause)),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        m.iter().map(|e| value(e.cause)),
+                    )),
+                    timestamps(std::iter::repeat_n(now_micros, m.len())),
+                ],
+            )?;
+            let name = format!("part-v{version:08}.parquet");
+            write_file(lake, &merges_dir.clone().join(name.as_str()), schema, &[b]).await?;
+        }
+        tables.insert("profile_merges".to_string(), merges_dir.to_string());
+
+        Ok::<(), Error>(())
+    };
+    let profiles_dir = version_dir("profiles", version, &run);
+    let state_dir = version_dir(STATE_TABLE, version, &run);
+    let side_work = async {
+        let (schema, batches) = profiles::build(config, &graph, &resolution, &facts, now_micros)?;
         write_file(
             lake,
-            &rejections_dir.clone().join("part-0.parquet"),
+            &profiles_dir.clone().join("part-0.parquet"),
             schema,
-            &[b],
+            &batches,
         )
         .await?;
-    }
-    tables.insert(
-        "identity_rejections".to_string(),
-        rejections_dir.to_string(),
-    );
-
-    // Merge history: the previous files plus this refresh's events.
-    let merges_dir = version_dir("profile_merges", version, &run);
-    if let Some(old) = previous
-        .as_ref()
-        .and_then(|m| m.tables.get("profile_merges"))
-    {
-        for object in lake.list(&Path::from(old.as_str())).await? {
-            let name = object
-                .location
-                .filename()
-                .unwrap_or("part.parquet")
-                .to_string();
-            lake.store()
-                .copy(
-                    &object.location,
-                    &lake.path(&merges_dir.clone().join(name.as_str())),
-                )
-                .await
-                .map_err(|e| Error::store("copying the merge history", e))?;
-        }
-    }
-    if !resolution.merges.is_empty() {
-        let schema = cdp::profile_merges();
-        let m = &resolution.merges;
-        let b = batch(
-            &schema,
-            vec![
-                Arc::new(StringArray::from_iter_values(m.iter().map(|e| e.kind))),
-                Arc::new(StringArray::from_iter_values(
-                    m.iter().map(|e| e.from_profile.as_str()),
-                )),
-                Arc::new(StringArray::from_iter_values(
-                    m.iter().map(|e| e.to_profile.as_str()),
-                )),
-                Arc::new(StringArray::from_iter_values(
-                    m.iter().map(|e| type_name(e.cause)),
-                )),
-                Arc::new(StringArray::from_iter_values(
-                    m.iter().map(|e| value(e.cause)),
-                )),
-                timestamps(std::iter::repeat_n(now_micros, m.len())),
-            ],
-        )?;
-        let name = format!("part-v{version:08}.parquet");
-        write_file(lake, &merges_dir.clone().join(name.as_str()), schema, &[b]).await?;
-    }
-    tables.insert("profile_merges".to_string(), merges_dir.to_string());
-
-    // 5. Profiles, from the resolution and the facts.
-    progress("computing profiles");
-    let (schema, batches) = profiles::build(config, &graph, &resolution, &facts, now_micros)?;
-    let profiles_dir = version_dir("profiles", version, &run);
-    write_file(
-        lake,
-        &profiles_dir.clone().join("part-0.parquet"),
-        schema,
-        &batches,
-    )
-    .await?;
-    drop(batches);
+        drop(batches);
+        state::save(lake, &state_dir, &graph, &facts).await
+    };
+    let (main_done, side_done) = alongside(main_work, side_work).await;
+    main_done?;
+    side_done?;
     tables.insert("profiles".to_string(), profiles_dir.to_string());
-
-    // 6. The state the next refresh starts from.
-    progress("storing the identity graph");
-    let state_dir = version_dir(STATE_TABLE, version, &run);
-    state::save(lake, &state_dir, &graph, &facts).await?;
     tables.insert(STATE_TABLE.to_string(), state_dir.to_string());
     let mut raw_files = match (&reason, &previous) {
         (None, Some(m)) => m.raw_files.clone(),
@@ -514,6 +519,30 @@ async fn run(
     collect_garbage(lake, version).await?;
     report.views_ms = phase.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Run `main` here and `side` on a thread of its own, both to completion
+/// (sequentially on a single-threaded runtime).
+async fn alongside<A, B>(main: A, side: B) -> (A::Output, Result<()>)
+where
+    A: std::future::Future,
+    B: std::future::Future<Output = Result<()>> + Send,
+{
+    let handle = tokio::runtime::Handle::current();
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        let a = main.await;
+        return (a, side.await);
+    }
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let side = scope.spawn(|| handle.block_on(side));
+            let a = handle.block_on(main);
+            let b = side
+                .join()
+                .unwrap_or_else(|_| Err(Error::Config("writing the views panicked".into())));
+            (a, b)
+        })
+    })
 }
 
 /// Delete the files of versions older than the one before `committed`
