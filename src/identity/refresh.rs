@@ -480,7 +480,7 @@ async fn run(
     };
     let profiles_dir = version_dir("profiles", version, &run);
     let state_dir = version_dir(STATE_TABLE, version, &run);
-    let side_work = async {
+    let profiles_work = async {
         let (schema, batches) = profiles::build(config, &graph, &resolution, &facts, now_micros)?;
         write_file(
             lake,
@@ -488,13 +488,17 @@ async fn run(
             schema,
             &batches,
         )
-        .await?;
-        drop(batches);
-        state::save(lake, &state_dir, &graph, &facts).await
+        .await
+        .map(|_| ())
     };
-    let (main_done, side_done) = alongside(main_work, side_work).await;
+    let state_work = state::save(lake, &state_dir, &graph, &facts);
+    let (main_done, side_done) = alongside(
+        main_work,
+        vec![Box::pin(profiles_work), Box::pin(state_work)],
+    )
+    .await;
     main_done?;
-    side_done?;
+    side_done.into_iter().collect::<Result<Vec<()>>>()?;
     tables.insert("profiles".to_string(), profiles_dir.to_string());
     tables.insert(STATE_TABLE.to_string(), state_dir.to_string());
     let mut raw_files = match (&reason, &previous) {
@@ -521,26 +525,39 @@ async fn run(
     Ok(report)
 }
 
-/// Run `main` here and `side` on a thread of its own, both to completion
-/// (sequentially on a single-threaded runtime).
-async fn alongside<A, B>(main: A, side: B) -> (A::Output, Result<()>)
-where
-    A: std::future::Future,
-    B: std::future::Future<Output = Result<()>> + Send,
-{
+/// Work run on a thread of its own by [`alongside`].
+type Side<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
+
+/// Run `main` here and each of `sides` on a thread of its own, all to
+/// completion (one after the other on a single-threaded runtime).
+async fn alongside<A: std::future::Future>(
+    main: A,
+    sides: Vec<Side<'_>>,
+) -> (A::Output, Vec<Result<()>>) {
     let handle = tokio::runtime::Handle::current();
     if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
         let a = main.await;
-        return (a, side.await);
+        let mut done = Vec::new();
+        for side in sides {
+            done.push(side.await);
+        }
+        return (a, done);
     }
     tokio::task::block_in_place(|| {
         std::thread::scope(|scope| {
-            let side = scope.spawn(|| handle.block_on(side));
+            let threads: Vec<_> = sides
+                .into_iter()
+                .map(|side| scope.spawn(|| handle.block_on(side)))
+                .collect();
             let a = handle.block_on(main);
-            let b = side
-                .join()
-                .unwrap_or_else(|_| Err(Error::Config("writing the views panicked".into())));
-            (a, b)
+            let done = threads
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .unwrap_or_else(|_| Err(Error::Config("writing the views panicked".into())))
+                })
+                .collect();
+            (a, done)
         })
     })
 }
