@@ -161,6 +161,28 @@ async fn nps_csat_and_ces_of_known_answers() {
     assert_eq!(by_month.get::<_, f64>(1), 60.0);
     assert_eq!(by_month.get::<_, i64>(2), 4);
     assert_eq!(by_month.get::<_, f64>(3), 3.25);
+    // By channel (every answer came by email) and by segment (C2 and C3
+    // have no profile here: no refresh ran, so 'Unknown').
+    let by_channel = client
+        .query_one(
+            "SELECT channel, csat, ces FROM analytics.csat_ces_by_channel",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_channel.get::<_, String>(0), "email");
+    assert_eq!(by_channel.get::<_, f64>(1), 60.0);
+    assert_eq!(by_channel.get::<_, f64>(2), 3.25);
+    let by_segment = client
+        .query_one(
+            "SELECT segment, csat_responses, ces_responses FROM analytics.csat_ces_by_segment",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_segment.get::<_, String>(0), "Unknown");
+    assert_eq!(by_segment.get::<_, i64>(1), 5);
+    assert_eq!(by_segment.get::<_, i64>(2), 4);
     // Out of scale: an error naming the value, not a silent count.
     let err = client
         .query("SELECT csat(score) FROM raw.survey_responses", &[])

@@ -27,7 +27,7 @@ use crate::lake::Lake;
 pub mod tables;
 
 /// The shipped views: (name, SQL of the SELECT).
-pub const SHIPPED: [(&str, &str); 11] = [
+pub const SHIPPED: &[(&str, &str)] = &[
     ("rfm", include_str!("../../sql/analytics/rfm.sql")),
     (
         "survey_answers",
@@ -48,6 +48,14 @@ pub const SHIPPED: [(&str, &str); 11] = [
     (
         "csat_ces_by_month",
         include_str!("../../sql/analytics/csat_ces_by_month.sql"),
+    ),
+    (
+        "csat_ces_by_channel",
+        include_str!("../../sql/analytics/csat_ces_by_channel.sql"),
+    ),
+    (
+        "csat_ces_by_segment",
+        include_str!("../../sql/analytics/csat_ces_by_segment.sql"),
     ),
     (
         "detractors",
