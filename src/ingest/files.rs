@@ -328,23 +328,23 @@ fn text_of(column: &ArrayRef) -> Result<ArrayRef> {
     cast(&column, &DataType::Utf8).map_err(|e| Error::arrow("reading a column as text", e))
 }
 
-/// Parse a time: RFC 3339, `YYYY-MM-DD HH:MM:SS[.f]` (UTC) or a date.
+/// Parse a time: RFC 3339, `YYYY-MM-DD HH:MM:SS[.f]` with an offset
+/// (`+02`, `+0200`, `+02:00`) or without one (then UTC), or a date.
 fn parse_time(value: &str) -> Option<i64> {
     let v = value.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(v) {
         return Some(t.with_timezone(&Utc).timestamp_micros());
     }
-    for format in [
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f%#z",
-    ] {
+    // With an offset first: a format without one must never swallow it.
+    for format in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+        if let Ok(t) = DateTime::parse_from_str(v, format) {
+            return Some(t.with_timezone(&Utc).timestamp_micros());
+        }
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
         if let Ok(t) = NaiveDateTime::parse_from_str(v, format) {
             return Some(t.and_utc().timestamp_micros());
         }
-    }
-    if let Ok(t) = DateTime::parse_from_str(v, "%Y-%m-%d %H:%M:%S%.f%#z") {
-        return Some(t.with_timezone(&Utc).timestamp_micros());
     }
     NaiveDate::parse_from_str(v, "%Y-%m-%d")
         .ok()
@@ -747,6 +747,19 @@ mod tests {
             parse_time("2026-01-15 10:00:00"),
             Some(1_768_471_200_000_000)
         );
+        // Every spelling of an offset is applied, never dropped.
+        for with_offset in [
+            "2026-01-15 12:00:00+02",
+            "2026-01-15 12:00:00+0200",
+            "2026-01-15 12:00:00.000+02:00",
+            "2026-01-15T12:00:00+02:00",
+        ] {
+            assert_eq!(
+                parse_time(with_offset),
+                Some(1_768_471_200_000_000),
+                "{with_offset}"
+            );
+        }
         assert_eq!(parse_time("15/01/2026"), None);
         assert_eq!(parse_bool("Yes"), Some(true));
         assert_eq!(parse_bool("maybe"), None);
