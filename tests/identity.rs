@@ -58,6 +58,18 @@ async fn refresh(lake: &Lake) -> identity::RefreshReport {
 
 const T: i64 = JAN_15 - 10 * DAY;
 
+/// The profile id an identifier value belongs to.
+async fn profile_of(client: &tokio_postgres::Client, value: &str) -> String {
+    client
+        .query_one(
+            "SELECT profile_id FROM cdp.identity_links WHERE id_value = $1",
+            &[&value],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 async fn scenario() -> (tempfile::TempDir, Lake) {
     let (dir, lake) = temp_lake();
     // Customers C1 (Jane, " Jane.Doe@Example.com", +33 6 12 34 56 78),
@@ -246,21 +258,8 @@ async fn ids_are_stable_and_the_older_id_survives_a_merge() {
     refresh(&lake).await;
     let server = TestServer::start(&lake).await;
     let client = server.client().await;
-    let id_of = |user: &'static str| {
-        let client = &client;
-        async move {
-            client
-                .query_one(
-                    "SELECT profile_id FROM cdp.identity_links WHERE id_type = 'user_id' AND id_value = $1",
-                    &[&user],
-                )
-                .await
-                .unwrap()
-                .get::<_, String>(0)
-        }
-    };
-    let jane = id_of("u-jane").await;
-    let zoe = id_of("u-zoe").await;
+    let jane = profile_of(&client, "u-jane").await;
+    let zoe = profile_of(&client, "u-zoe").await;
     assert_ne!(jane, zoe);
 
     // A second refresh with nothing new changes no id.
@@ -269,7 +268,7 @@ async fn ids_are_stable_and_the_older_id_survives_a_merge() {
         (report.version, report.new_profiles, report.merges),
         (2, 0, 0)
     );
-    assert_eq!(id_of("u-jane").await, jane);
+    assert_eq!(profile_of(&client, "u-jane").await, jane);
 
     // Zoe's old cookie turns out to be Jane's: Jane's profile is older.
     land_events(
@@ -322,7 +321,11 @@ async fn ids_are_stable_and_the_older_id_survives_a_merge() {
     .await;
     let report = refresh(&lake).await;
     assert_eq!(report.merges, 1, "{report:?}");
-    assert_eq!(id_of("u-jane").await, jane, "Jane's older id survives");
+    assert_eq!(
+        profile_of(&client, "u-jane").await,
+        jane,
+        "Jane's older id survives"
+    );
     let merge = client
         .query_one(
             "SELECT kind, from_profile_id, to_profile_id, cause_type, cause_value FROM cdp.profile_merges",
@@ -365,17 +368,30 @@ async fn refresh_materialized_view_from_sql_commits_a_version_readers_see_at_onc
 async fn a_refresh_killed_midway_leaves_the_last_version_readable() {
     let (dir, lake) = temp_lake();
     panorama::seed::seed(&lake, |_, _| {}).await.unwrap();
-    let first = refresh(&lake).await;
+    // Every version has the same profiles whatever its clock (no idle
+    // visitor is left out), so a kill before or after the commit must
+    // both leave exactly this count readable.
+    let config_path = dir.path().join("panorama.toml");
+    std::fs::write(&config_path, "[identity]\nanonymous_idle_days = 100000\n").unwrap();
+    let config = IdentityConfig {
+        anonymous_idle_days: 100_000,
+        ..IdentityConfig::default()
+    };
+    let at = chrono::DateTime::from_timestamp_micros(JAN_15 + 30 * DAY).unwrap();
+    let refresh = || identity::refresh(&lake, &config, identity::Mode::Incremental, at, |_| {});
+    let first = refresh().await.unwrap();
     let server = TestServer::start(&lake).await;
     let client = server.client().await;
     let count = "SELECT count(*) FROM cdp.profiles";
     let before = scalar(&client, count).await;
-    assert!(before > 900, "{before}");
+    assert_eq!(before as usize, first.profiles);
 
-    // Kill `panorama refresh` at several points of its run.
-    for delay_ms in [200u64, 600, 1200] {
+    // Kill `panorama refresh --full` at several points of its run.
+    for delay_ms in [50u64, 150, 400, 900] {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_panorama"))
             .args(["refresh", "--full", "--lake", dir.path().to_str().unwrap()])
+            .arg("--config")
+            .arg(&config_path)
             .env_remove("PANORAMA_LAKE")
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -389,7 +405,7 @@ async fn a_refresh_killed_midway_leaves_the_last_version_readable() {
             "readers see a whole version after a kill at {delay_ms} ms"
         );
     }
-    let next = refresh(&lake).await;
+    let next = refresh().await.unwrap();
     assert!(next.version > first.version);
     assert_eq!(next.profiles, first.profiles);
     let after = scalar(&client, count).await;
@@ -406,21 +422,8 @@ async fn an_admin_blocks_a_link_and_the_profile_splits_deterministically() {
         .simple_query("REFRESH MATERIALIZED VIEW cdp.profiles")
         .await
         .unwrap();
-    let profile_of = |value: &'static str| {
-        let client = &client;
-        async move {
-            client
-                .query_one(
-                    "SELECT profile_id FROM cdp.identity_links WHERE id_value = $1",
-                    &[&value],
-                )
-                .await
-                .unwrap()
-                .get::<_, String>(0)
-        }
-    };
-    let jane = profile_of("u-jane").await;
-    assert_eq!(profile_of("k-phone").await, jane);
+    let jane = profile_of(&client, "u-jane").await;
+    assert_eq!(profile_of(&client, "k-phone").await, jane);
 
     // The phone cookie was linked to Jane only through her email: cut it.
     // The value is normalised like the identity rules do.
@@ -434,14 +437,14 @@ async fn an_admin_blocks_a_link_and_the_profile_splits_deterministically() {
         .simple_query("REFRESH MATERIALIZED VIEW cdp.profiles")
         .await
         .unwrap();
-    let phone = profile_of("k-phone").await;
+    let phone = profile_of(&client, "k-phone").await;
     assert_ne!(phone, jane, "the cookie is a profile of its own");
     assert_eq!(
-        profile_of("u-jane").await,
+        profile_of(&client, "u-jane").await,
         jane,
         "the older part keeps the id"
     );
-    assert_eq!(profile_of("k-laptop").await, jane);
+    assert_eq!(profile_of(&client, "k-laptop").await, jane);
     let split = simple_rows(
         &client,
         "SELECT kind, from_profile_id, to_profile_id FROM cdp.profile_merges WHERE kind = 'split'",
@@ -493,8 +496,8 @@ async fn an_admin_blocks_a_link_and_the_profile_splits_deterministically() {
     )
     .await
     .unwrap();
-    assert_eq!(profile_of("k-phone").await, phone);
-    assert_eq!(profile_of("u-jane").await, jane);
+    assert_eq!(profile_of(&client, "k-phone").await, phone);
+    assert_eq!(profile_of(&client, "u-jane").await, jane);
 
     // Blocking a value: the junk never links; unknown types are refused.
     let err = client
@@ -520,7 +523,7 @@ async fn an_admin_blocks_a_link_and_the_profile_splits_deterministically() {
         .simple_query("REFRESH MATERIALIZED VIEW cdp.profiles")
         .await
         .unwrap();
-    assert_eq!(profile_of("k-phone").await, jane);
+    assert_eq!(profile_of(&client, "k-phone").await, jane);
     let merged = scalar(
         &client,
         &format!(
