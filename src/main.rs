@@ -345,6 +345,32 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
             );
         }
     }
+    // A lake that was never refreshed gets its profiles now, so the 360°
+    // view and the analytics views have data from the first query.
+    if panorama::lake::manifest::Manifest::load(&lake)
+        .await?
+        .is_none()
+        && lake.has_raw_data().await?
+    {
+        let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
+            "{spinner} building profiles: {msg}",
+        )?);
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        let report = panorama::identity::refresh(
+            &lake,
+            &settings.identity,
+            panorama::identity::Mode::Incremental,
+            chrono::Utc::now(),
+            |step| bar.set_message(step.to_string()),
+        )
+        .await
+        .context("building the first profiles")?;
+        bar.finish_and_clear();
+        tracing::info!(
+            profiles = report.profiles,
+            "built the unified profiles (cdp.profiles); REFRESH MATERIALIZED VIEW cdp.profiles updates them"
+        );
+    }
     let options = EngineOptions {
         memory_limit: args.memory_limit_mb << 20,
         ..engine_options(settings)
@@ -353,11 +379,13 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
+    // The bound address: with port 0 the system picked one.
+    let bound = listener.local_addr().unwrap_or(args.listen);
     tracing::info!(
         lake = %lake.url(),
         "ready: psql -h {} -p {} -U panorama panorama",
-        args.listen.ip(),
-        args.listen.port()
+        bound.ip(),
+        bound.port()
     );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
