@@ -305,7 +305,10 @@ async fn run_refresh(location: &str, settings: &config::Config, full: bool) -> R
     bar.finish_and_clear();
     eprintln!(
         "{} refresh {} committed in {:.1} s (identity graph {:.1} s, views {:.1} s): {} raw rows from {} files, {} identifiers, {} links → {} profiles ({} new), {} merges, {} splits, {} links refused, {} values blocked",
-        if report.full { "full" } else { "incremental" },
+        match &report.full_reason {
+            Some(why) => format!("full ({why})"),
+            None => "incremental".to_string(),
+        },
         report.version,
         started.elapsed().as_secs_f64(),
         report.graph_ms as f64 / 1000.0,

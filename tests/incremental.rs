@@ -305,6 +305,9 @@ async fn check(seed: u64, config: &IdentityConfig, unlimited: bool) {
         land(&a, chunk, n).await;
         let report = refresh(&a, config, Mode::Incremental).await;
         assert_eq!(report.full, n == 0, "seed {seed}: refresh {n}");
+        if n == 0 {
+            assert_eq!(report.full_reason.as_deref(), Some("first refresh"));
+        }
         assert_eq!(
             report.raw_rows,
             chunk.len(),
@@ -315,6 +318,7 @@ async fn check(seed: u64, config: &IdentityConfig, unlimited: bool) {
     assert!(!incremental.links.is_empty());
     let report = refresh(&a, config, Mode::Full).await;
     assert_eq!(report.raw_rows, rows.len());
+    assert_eq!(report.full_reason.as_deref(), Some("requested"));
     let full = views(&a, config).await;
     assert_eq!(
         incremental, full,

@@ -34,6 +34,8 @@ pub struct RefreshReport {
     /// Whether every raw file was read (first refresh, `--full`, or the
     /// stored state could not be used), rather than only new ones.
     pub full: bool,
+    /// Why every raw file was read, when it was.
+    pub full_reason: Option<String>,
     pub raw_files: usize,
     pub raw_rows: usize,
     pub identifiers: usize,
@@ -201,6 +203,7 @@ async fn run(
     let mut report = RefreshReport {
         version,
         full: reason.is_some(),
+        full_reason: reason.clone(),
         ..RefreshReport::default()
     };
     let mut scan = Scan::new(config, graph, facts)?;
