@@ -177,6 +177,15 @@ pub fn timestamp_type() -> DataType {
 }
 
 /// The Arrow type of every money column: `numeric(12,2)` in PostgreSQL.
+/// A column of UTC microsecond timestamps (the type of every time Panorama
+/// writes).
+pub fn utc_timestamps(values: impl IntoIterator<Item = i64>) -> datafusion::arrow::array::ArrayRef {
+    Arc::new(
+        datafusion::arrow::array::TimestampMicrosecondArray::from_iter_values(values)
+            .with_timezone("UTC"),
+    )
+}
+
 pub fn money_type() -> DataType {
     DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE)
 }

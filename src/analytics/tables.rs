@@ -11,14 +11,12 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::common::DataFusionError;
 use datafusion::datasource::empty::EmptyTable;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::datasource::listing::ListingTable;
 use datafusion::execution::context::SessionState;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::folders_config;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::schema::cdp;
@@ -89,15 +87,13 @@ pub async fn table(
     let Some(current) = current(lake, name).await.map_err(external)? else {
         return Ok(fixed_schema(name).map(|s| Arc::new(EmptyTable::new(s)) as _));
     };
-    let urls = current
+    let folders: Vec<Path> = current
         .folders
         .iter()
-        .map(|f| ListingTableUrl::parse(lake.folder_url(&Path::from(f.as_str()))))
-        .collect::<datafusion::error::Result<Vec<_>>>()?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let mut config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options);
-    config = match fixed_schema(name) {
+        .map(|f| Path::from(f.as_str()))
+        .collect();
+    let config = folders_config(lake, &folders).map_err(external)?;
+    let config = match fixed_schema(name) {
         Some(schema) => config.with_schema(schema),
         None => config.infer_schema(state).await?,
     };

@@ -108,28 +108,39 @@ pub fn folder_table(
     folder: &Path,
     schema: datafusion::arrow::datatypes::SchemaRef,
 ) -> Result<Arc<dyn TableProvider>> {
-    let url = ListingTableUrl::parse(lake.folder_url(folder))?;
+    folders_table(lake, std::slice::from_ref(folder), schema)
+}
+
+/// A listing table over every Parquet file of several lake folders.
+pub fn folders_table(
+    lake: &Lake,
+    folders: &[Path],
+    schema: datafusion::arrow::datatypes::SchemaRef,
+) -> Result<Arc<dyn TableProvider>> {
+    let config = folders_config(lake, folders)?.with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// The listing configuration of [`folders_table`], before its schema is
+/// set (or inferred).
+pub fn folders_config(lake: &Lake, folders: &[Path]) -> Result<ListingTableConfig> {
+    let urls = folders
+        .iter()
+        .map(|f| ListingTableUrl::parse(lake.folder_url(f)))
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
     let options =
         ListingOptions::new(Arc::new(LakeParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new(url)
-        .with_listing_options(options)
-        .with_schema(schema);
-    Ok(Arc::new(ListingTable::try_new(config)?))
+    Ok(ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options))
 }
 
 /// `system.rejects`: the rows loads could not use, from every
 /// `rejects/<table>/` folder.
 fn rejects_table(lake: &Lake) -> Result<Arc<dyn TableProvider>> {
-    let urls = RawTable::ALL
+    let folders: Vec<Path> = RawTable::ALL
         .iter()
-        .map(|t| ListingTableUrl::parse(lake.folder_url(&crate::ingest::files::rejects_dir(*t))))
-        .collect::<datafusion::error::Result<Vec<_>>>()?;
-    let options =
-        ListingOptions::new(Arc::new(LakeParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(options)
-        .with_schema(crate::ingest::files::rejects_schema());
-    Ok(Arc::new(ListingTable::try_new(config)?))
+        .map(|t| crate::ingest::files::rejects_dir(*t))
+        .collect();
+    folders_table(lake, &folders, crate::ingest::files::rejects_schema())
 }
 
 /// A listing table over one raw table's folder.

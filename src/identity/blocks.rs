@@ -21,7 +21,7 @@ use super::normalize;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::lake::parquet::{self, write_file};
-use crate::schema::cdp;
+use crate::schema::{cdp, utc_timestamps};
 
 /// Folder of `system.identity_blocks`.
 pub fn blocks_dir() -> Path {
@@ -129,12 +129,7 @@ pub async fn record(lake: &Lake, block: &Block, at: DateTime<Utc>) -> Result<()>
             text(block.other.as_ref().map(|o| o.0.as_str())),
             text(block.other.as_ref().map(|o| o.1.as_str())),
             text(block.reason.as_deref()),
-            Arc::new(
-                datafusion::arrow::array::TimestampMicrosecondArray::from(vec![
-                    at.timestamp_micros(),
-                ])
-                .with_timezone("UTC"),
-            ),
+            utc_timestamps([at.timestamp_micros()]),
         ],
     )
     .map_err(|e| Error::arrow("recording an identity block", e))?;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::HashMap;
@@ -25,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::lake::manifest::{MANIFEST_FORMAT, Manifest, VIEWS_FORMAT, version_dir};
 use crate::lake::parquet::{self, ParquetFileWriter, write_file};
 use crate::lake::{Lake, paths};
-use crate::schema::{RawTable, cdp};
+use crate::schema::{RawTable, cdp, utc_timestamps};
 
 /// What a refresh did (also the row it adds to `system.refreshes`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -338,8 +337,8 @@ async fn run(
                                 .iter()
                                 .map(|&n| resolution.profile_of[n as usize].as_deref()),
                         )),
-                        timestamps(chunk.iter().map(|&n| graph.nodes[n as usize].first_seen)),
-                        timestamps(chunk.iter().map(|&n| graph.nodes[n as usize].last_seen)),
+                        utc_timestamps(chunk.iter().map(|&n| graph.nodes[n as usize].first_seen)),
+                        utc_timestamps(chunk.iter().map(|&n| graph.nodes[n as usize].last_seen)),
                     ],
                 )?;
                 writer.write(&batch).await?;
@@ -416,7 +415,7 @@ async fn run(
                 .into_iter()
                 .map(|c| Arc::new(StringArray::from(c)) as ArrayRef)
                 .collect();
-            arrays.push(timestamps(std::iter::repeat_n(now_micros, n)));
+            arrays.push(utc_timestamps(std::iter::repeat_n(now_micros, n)));
             let b = batch(&schema, arrays)?;
             write_file(
                 lake,
@@ -471,7 +470,7 @@ async fn run(
                     Arc::new(StringArray::from_iter_values(
                         m.iter().map(|e| value(e.cause)),
                     )),
-                    timestamps(std::iter::repeat_n(now_micros, m.len())),
+                    utc_timestamps(std::iter::repeat_n(now_micros, m.len())),
                 ],
             )?;
             let name = format!("part-v{version:08}.parquet");
@@ -587,10 +586,6 @@ async fn collect_garbage(lake: &Lake, committed: u64) -> Result<()> {
     Ok(())
 }
 
-fn timestamps(values: impl Iterator<Item = i64>) -> ArrayRef {
-    Arc::new(TimestampMicrosecondArray::from_iter_values(values).with_timezone("UTC"))
-}
-
 fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
     RecordBatch::try_new(schema.clone(), columns)
         .map_err(|e| Error::arrow("building a view batch", e))
@@ -611,8 +606,8 @@ async fn record(
         &schema,
         vec![
             Arc::new(StringArray::from(vec![Uuid::new_v4().to_string()])),
-            timestamps(std::iter::once(started.timestamp_micros())),
-            timestamps(std::iter::once(finished.timestamp_micros())),
+            utc_timestamps(std::iter::once(started.timestamp_micros())),
+            utc_timestamps(std::iter::once(finished.timestamp_micros())),
             Arc::new(StringArray::from(vec![status])),
             Arc::new(StringArray::from(vec![error])),
             Arc::new(BooleanArray::from(vec![r.full])),

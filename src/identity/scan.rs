@@ -745,11 +745,7 @@ fn fold_facts(
 
 /// Extract a string at a dotted path of a JSON object.
 fn json_path(json: &str, path: &[String]) -> Option<String> {
-    let mut value: serde_json::Value = serde_json::from_str(json).ok()?;
-    for key in path {
-        value = value.get_mut(key)?.take();
-    }
-    match value {
+    match crate::functions::json_at(json, path.iter().map(String::as_str))? {
         serde_json::Value::String(s) => Some(s),
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,

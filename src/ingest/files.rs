@@ -17,9 +17,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::{cast, sort_to_indices, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use object_store::path::Path;
@@ -31,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::generate::rows::TableRows;
 use crate::lake::Lake;
 use crate::lake::parquet::write_file;
-use crate::schema::RawTable;
+use crate::schema::{RawTable, utc_timestamps};
 
 /// Rows per landed chunk: bounds memory for files of any size.
 const CHUNK_ROWS: usize = 100_000;
@@ -680,7 +678,7 @@ async fn write_rejects(
                 .iter()
                 .map(|r| (!r.raw.is_empty()).then_some(r.raw.as_str())),
         )),
-        Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+        utc_timestamps(std::iter::repeat_n(now, n)),
     ];
     let batch = RecordBatch::try_new(rejects_schema(), columns)
         .map_err(|e| Error::arrow("recording rejected rows", e))?;
@@ -697,9 +695,7 @@ async fn record(
     load_id: &Uuid,
     started: DateTime<Utc>,
 ) -> Result<()> {
-    let ts = |t: i64| {
-        Arc::new(TimestampMicrosecondArray::from(vec![t]).with_timezone("UTC")) as ArrayRef
-    };
+    let ts = |t: i64| utc_timestamps([t]);
     let text = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
     let int = |v: u64| Arc::new(Int64Array::from(vec![v as i64])) as ArrayRef;
     let batch = RecordBatch::try_new(

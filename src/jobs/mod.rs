@@ -19,9 +19,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{
-    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
@@ -33,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::identity::{self, IdentityConfig};
 use crate::lake::Lake;
 use crate::lake::parquet::{ParquetFileWriter, write_file};
-use crate::schema::cdp;
+use crate::schema::{cdp, utc_timestamps};
 
 pub mod scheduler;
 
@@ -313,10 +311,7 @@ async fn snapshot_segments(
                 Arc::new(StringArray::from(vec![segment.as_str(); n])),
                 datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8)
                     .map_err(|e| Error::arrow("reading segment members", e))?,
-                Arc::new(
-                    TimestampMicrosecondArray::from(vec![now.timestamp_micros(); n])
-                        .with_timezone("UTC"),
-                ),
+                utc_timestamps(std::iter::repeat_n(now.timestamp_micros(), n)),
             ];
             batches.push(
                 RecordBatch::try_new(cdp::segment_membership(), columns)
@@ -329,10 +324,7 @@ async fn snapshot_segments(
 
 /// Append one row to `system.job_runs`.
 pub async fn record(lake: &Lake, run: &Run) -> Result<()> {
-    let ts = |t: DateTime<Utc>| {
-        Arc::new(TimestampMicrosecondArray::from(vec![t.timestamp_micros()]).with_timezone("UTC"))
-            as ArrayRef
-    };
+    let ts = |t: DateTime<Utc>| utc_timestamps([t.timestamp_micros()]);
     let text = |v: Option<&str>| Arc::new(StringArray::from(vec![v])) as ArrayRef;
     let batch = RecordBatch::try_new(
         cdp::job_runs(),
