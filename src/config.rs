@@ -23,6 +23,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "panorama.toml";
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub identity: IdentityConfig,
+    pub collector: crate::collect::CollectorConfig,
 }
 
 impl Config {
@@ -48,6 +49,7 @@ impl Config {
         let config: Config =
             toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         config.identity.validate()?;
+        config.collector.validate()?;
         Ok(config)
     }
 }

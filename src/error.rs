@@ -60,6 +60,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// The HTTP collector could not keep a promise (log write, flush).
+    #[error("collector: {0}")]
+    Collector(String),
+
     /// Invalid configuration or command-line settings.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -11,6 +11,7 @@
 
 pub mod analytics;
 pub mod catalog;
+pub mod collect;
 pub mod config;
 pub mod engine;
 pub mod error;

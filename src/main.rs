@@ -105,7 +105,7 @@ enum Command {
         /// The raw table: events, customers, orders, order_items, products,
         /// survey_responses or consents.
         table: String,
-        /// Files or folders to load.
+        /// Files, folders or URLs (https://…, s3://bucket/key) to load.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// Column mapping, `column=source_field` (repeatable), e.g.
@@ -194,6 +194,17 @@ struct ServeArgs {
     /// Memory all running queries may use together, in MiB.
     #[arg(long, default_value_t = 4096)]
     memory_limit_mb: usize,
+    /// Address of the Segment-compatible HTTP collector (overrides
+    /// [collector] listen in panorama.toml; default 127.0.0.1:8088).
+    #[arg(long, env = "PANORAMA_COLLECT_LISTEN", value_parser = config::parse_listen)]
+    collect_listen: Option<SocketAddr>,
+    /// Folder of the collector's write-ahead log (overrides [collector]
+    /// wal_dir; default ./panorama-wal). One per server process.
+    #[arg(long, env = "PANORAMA_WAL_DIR")]
+    wal_dir: Option<PathBuf>,
+    /// Do not run the HTTP collector.
+    #[arg(long)]
+    no_collect: bool,
 }
 
 #[tokio::main]
@@ -212,6 +223,9 @@ async fn main() -> Result<()> {
         listen: config::parse_listen(DEFAULT_PG_ADDR).map_err(anyhow::Error::msg)?,
         no_seed: false,
         memory_limit_mb: 4096,
+        collect_listen: None,
+        wal_dir: None,
+        no_collect: false,
     }));
     match command {
         Command::Serve(args) => serve(&cli.lake, &settings, args).await,
@@ -445,10 +459,54 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
             let _ = jobs_stopped.await;
         },
     ));
+    let collector = start_collector(&lake, settings, &args).await?;
     let served = pgwire::serve_with(listener, ctx, actions, shutdown).await;
     let _ = stop_jobs.send(());
     let _ = scheduler.await;
+    if let Some(collector) = collector {
+        match collector.shutdown().await {
+            Ok(flushed) => tracing::info!(
+                events = flushed.events,
+                "collector stopped; its log is flushed into raw.events"
+            ),
+            Err(e) => tracing::warn!(
+                "collector stopped; its log could not be flushed and will be at the next start: {e}"
+            ),
+        }
+    }
     served.context("serving the PostgreSQL protocol")
+}
+
+/// Start the HTTP collector unless it is turned off.
+async fn start_collector(
+    lake: &Lake,
+    settings: &config::Config,
+    args: &ServeArgs,
+) -> Result<Option<panorama::collect::Collector>> {
+    let mut config = settings.collector.clone();
+    if let Some(listen) = args.collect_listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = &args.wal_dir {
+        config.wal_dir = dir.clone();
+    }
+    if args.no_collect || !config.enabled {
+        return Ok(None);
+    }
+    let any_key = config.write_keys.is_empty();
+    let collector = panorama::collect::Collector::start(lake.clone(), config)
+        .await
+        .context("starting the HTTP collector")?;
+    let addr = collector.addr();
+    tracing::info!(
+        "collector ready: Segment-compatible HTTP API at http://{addr}/v1/ ({})",
+        if any_key {
+            "any write key accepted: set [collector] write_keys in panorama.toml"
+        } else {
+            "write keys from panorama.toml"
+        }
+    );
+    Ok(Some(collector))
 }
 
 async fn run_generate(
@@ -516,6 +574,7 @@ async fn run_ingest(
     map: &[String],
     defaults: &[String],
 ) -> Result<()> {
+    use panorama::ingest::fetch as files_fetch;
     use panorama::ingest::files;
     let lake = open_lake(location)?;
     let Some(raw) = panorama::schema::RawTable::from_name(table) else {
@@ -534,31 +593,67 @@ async fn run_ingest(
             anyhow::bail!("raw.{table} has no column '{column}'");
         }
     }
-    let files = files::expand(paths)?;
-    let (mut landed, mut rejected) = (0u64, 0u64);
-    for file in &files {
-        let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} {msg}",
-        )?);
-        bar.enable_steady_tick(std::time::Duration::from_millis(200));
-        let name = file.display().to_string();
-        let report = files::load_file(&lake, raw, file, &options, |read| {
-            bar.set_message(format!("{name}: {read} rows read"))
+    let (urls, local): (Vec<&PathBuf>, Vec<&PathBuf>) = paths
+        .iter()
+        .partition(|p| p.to_str().is_some_and(files_fetch::is_url));
+    let local: Vec<PathBuf> = local.into_iter().cloned().collect();
+    // (local path to read, source name to record)
+    let mut inputs: Vec<(PathBuf, String)> = files::expand(&local)?
+        .into_iter()
+        .map(|p| {
+            let name = p.display().to_string();
+            (p, name)
         })
-        .await
-        .with_context(|| format!("loading {name}"))?;
-        bar.finish_and_clear();
-        if report.skipped {
-            eprintln!("{name}: already loaded (same content and options), skipped");
-            continue;
-        }
-        eprintln!(
-            "{name}: {} rows read, {} landed in {} files, {} rejected",
-            report.rows_read, report.rows_landed, report.files_written, report.rows_rejected
-        );
-        landed += report.rows_landed;
-        rejected += report.rows_rejected;
+        .collect();
+    let downloads = std::env::temp_dir().join(format!("panorama-ingest-{}", std::process::id()));
+    if !urls.is_empty() {
+        std::fs::create_dir_all(&downloads).context("creating a folder for downloads")?;
     }
+    let (mut landed, mut rejected) = (0u64, 0u64);
+    let result = async {
+        for url in urls {
+            let url = url.display().to_string();
+            let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
+                "{spinner} {elapsed_precise} downloading {msg}",
+            )?);
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            let dir = downloads.join(inputs.len().to_string());
+            std::fs::create_dir_all(&dir).context("creating a folder for downloads")?;
+            let path = files_fetch::download(&url, &dir, |bytes| {
+                bar.set_message(format!("{url}: {} MB", bytes >> 20))
+            })
+            .await
+            .with_context(|| format!("downloading {url}"))?;
+            bar.finish_and_clear();
+            inputs.push((path, url));
+        }
+        for (file, name) in &inputs {
+            let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
+                "{spinner} {elapsed_precise} {msg}",
+            )?);
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            let report = files::load_file_as(&lake, raw, file, name, &options, |read| {
+                bar.set_message(format!("{name}: {read} rows read"))
+            })
+            .await
+            .with_context(|| format!("loading {name}"))?;
+            bar.finish_and_clear();
+            if report.skipped {
+                eprintln!("{name}: already loaded (same content and options), skipped");
+                continue;
+            }
+            eprintln!(
+                "{name}: {} rows read, {} landed in {} files, {} rejected",
+                report.rows_read, report.rows_landed, report.files_written, report.rows_rejected
+            );
+            landed += report.rows_landed;
+            rejected += report.rows_rejected;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&downloads);
+    result?;
     eprintln!(
         "raw.{table}: {landed} rows landed, {rejected} rejected{}",
         if rejected > 0 {

@@ -61,54 +61,24 @@ fn an_unusable_lake_url_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_seeds_an_empty_lake_builds_profiles_and_answers() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    /// Stops the server however the test ends.
-    struct Server(std::process::Child);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_panorama"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--lake"])
-        .arg(dir.path())
-        .env_remove("PANORAMA_LAKE")
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let _server = Server(child);
-    // The log line "ready: psql -h 127.0.0.1 -p <port> ..." names the port;
-    // the rest of the log is drained so the server never blocks on it.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.split("ready: psql -h 127.0.0.1 -p ").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("0").to_string());
-            }
-        }
-    });
-    let port: u16 = tokio::task::spawn_blocking(move || {
-        rx.recv_timeout(std::time::Duration::from_secs(120))
-            .expect("serve became ready")
-            .parse()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert_ne!(port, 0, "the log names the port actually bound");
-    let (client, connection) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=panorama dbname=panorama"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let wal = dir.path().join("wal");
+    let lake = dir.path().join("lake");
+    let served = Served::start(&[
+        "serve".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--collect-listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--wal-dir".as_ref(),
+        wal.as_os_str(),
+        "--lake".as_ref(),
+        lake.as_os_str(),
+    ])
+    .await;
+    assert_ne!(served.pg_port, 0, "the log names the port actually bound");
+    assert_ne!(served.collector.unwrap().port(), 0);
+    let client = served.client().await;
     assert_eq!(
         scalar(&client, "SELECT count(*) FROM raw.customers").await,
         1146,

@@ -4,31 +4,10 @@
 
 use std::io::Write;
 
-use panorama::engine::{self, EngineOptions};
 use panorama::ingest::files::{self, IngestOptions};
-use panorama::lake::Lake;
 use panorama::schema::RawTable;
 
 use crate::support::*;
-
-async fn lines(lake: &Lake, sql: &str) -> Vec<String> {
-    let ctx = engine::session(lake, &EngineOptions::default()).unwrap();
-    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .unwrap()
-        .to_string()
-        .lines()
-        .filter(|l| l.starts_with('|'))
-        .skip(1)
-        .map(|l| {
-            l.split('|')
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .collect::<Vec<_>>()
-                .join(" | ")
-        })
-        .collect()
-}
 
 const ORDERS_CSV: &str = "\
 order_id,customer,email,ordered_at,amount,currency,status,channel,item_count
@@ -60,7 +39,7 @@ async fn a_mixed_csv_lands_every_good_row_and_names_every_bad_one() {
         (6, 2, 4)
     );
     assert_eq!(
-        lines(
+        sql_lines(
             &lake,
             "SELECT order_id, customer_id, amount, status FROM raw.orders ORDER BY 1"
         )
@@ -68,7 +47,7 @@ async fn a_mixed_csv_lands_every_good_row_and_names_every_bad_one() {
         vec!["O1 | C1 | 12.50 | completed", "O2 | C2 | 3.00 | returned"]
     );
     assert_eq!(
-        lines(
+        sql_lines(
             &lake,
             "SELECT line, field, reason FROM system.rejects ORDER BY line"
         )
@@ -81,7 +60,7 @@ async fn a_mixed_csv_lands_every_good_row_and_names_every_bad_one() {
         ]
     );
     assert_eq!(
-        lines(
+        sql_lines(
             &lake,
             "SELECT table_name, rows_read, rows_landed, rows_rejected FROM system.ingests"
         )
@@ -105,7 +84,7 @@ async fn a_mixed_csv_lands_every_good_row_and_names_every_bad_one() {
         .unwrap();
     assert!(!rerun.skipped);
     assert_eq!(
-        lines(&lake, "SELECT count(*) FROM raw.orders").await,
+        sql_lines(&lake, "SELECT count(*) FROM raw.orders").await,
         vec!["2"]
     );
 }
@@ -139,7 +118,7 @@ async fn gzipped_ndjson_events_keep_json_fields_and_reject_what_they_must() {
         (5, 2, 3)
     );
     assert_eq!(
-        lines(
+        sql_lines(
             &lake,
             "SELECT type, json_get_str(properties, 'product_id'), json_get_str(traits, 'plan'), length(message_id) \
              FROM raw.events ORDER BY timestamp"
@@ -148,7 +127,7 @@ async fn gzipped_ndjson_events_keep_json_fields_and_reject_what_they_must() {
         // (empty cells are dropped by `lines`)
         vec!["track | P7 | 36", "identify | gold | 36"]
     );
-    let rejects = lines(
+    let rejects = sql_lines(
         &lake,
         "SELECT line, field, reason FROM system.rejects ORDER BY line",
     )
@@ -215,7 +194,7 @@ async fn parquet_files_load_with_defaults_and_the_command_exits_non_zero_on_reje
         "{stderr}"
     );
     assert_eq!(
-        lines(
+        sql_lines(
             &lake,
             "SELECT customer_id, email, newsletter, source FROM raw.customers"
         )
@@ -223,7 +202,96 @@ async fn parquet_files_load_with_defaults_and_the_command_exits_non_zero_on_reje
         vec!["C1 | a@x.com | true | crm"]
     );
     assert_eq!(
-        lines(&lake, "SELECT line, field, reason FROM system.rejects").await,
+        sql_lines(&lake, "SELECT line, field, reason FROM system.rejects").await,
         vec!["2 | customer_id | required, but missing"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_named_by_url_load_over_http_and_s3() {
+    use axum::routing::get;
+    let (dir, lake) = temp_lake();
+    // An HTTP server with one export, and an S3 bucket with another.
+    let app = axum::Router::new().route("/exports/orders.csv", get(|| async { ORDERS_CSV }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("exports/crm")).unwrap();
+    std::fs::write(
+        root.path().join("exports/crm/customers.csv"),
+        "customer_id,email,source,updated_at\nC9,c9@x.com,crm,2026-01-15\n",
+    )
+    .unwrap();
+    let s3 = crate::s3::S3Server::start(root.path()).await;
+
+    let run = |table: &str, input: String| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_panorama"));
+        let map = if table == "orders" {
+            "customer_id=customer"
+        } else {
+            "email=email"
+        };
+        command
+            .args(["ingest", table, &input, "--map", map, "--lake"])
+            .arg(dir.path())
+            .env_remove("PANORAMA_LAKE");
+        for (key, value) in crate::s3::s3_options(s3.addr) {
+            command.env(key.to_uppercase(), value);
+        }
+        command
+    };
+    let url = format!("http://{http}/exports/orders.csv");
+    let output = tokio::task::spawn_blocking({
+        let mut c = run("orders", url.clone());
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{url}: 6 rows read, 2 landed")),
+        "{stderr}"
+    );
+    let sources = sql_lines(&lake, "SELECT DISTINCT source FROM system.rejects").await;
+    assert_eq!(sources, std::slice::from_ref(&url), "rejects name the URL");
+
+    // The same bytes again: already loaded, nothing duplicated.
+    let output = tokio::task::spawn_blocking({
+        let mut c = run("orders", url.clone());
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("already loaded"));
+
+    // s3://bucket/key with the AWS_* settings, and a clear error for a 404.
+    let mut c = run("customers", "s3://exports/crm/customers.csv".into());
+    let output = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut c = run("orders", format!("http://{http}/exports/missing.csv"));
+    let output = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("the server answered 404 Not Found"),
+        "{stderr}"
+    );
+    assert_eq!(
+        sql_lines(&lake, "SELECT count(*) FROM raw.orders").await,
+        ["2"]
+    );
+    assert_eq!(
+        sql_lines(&lake, "SELECT customer_id, email FROM raw.customers").await,
+        ["C9 | c9@x.com"]
     );
 }

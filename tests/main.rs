@@ -9,6 +9,7 @@ mod analytics;
 mod bad_input;
 mod catalog_live;
 mod cli;
+mod collect;
 mod generator;
 mod identity;
 mod incremental;

@@ -14,29 +14,70 @@ use crate::support::*;
 const KEY: &str = "panorama-test";
 const SECRET: &str = "panorama-test-secret";
 
-/// Start an S3 server storing buckets as folders under `root`.
-async fn start_s3(root: &std::path::Path) -> SocketAddr {
+/// An S3 server storing buckets as folders under a root, on loopback; it
+/// can be stopped (every connection cut) and started again on its port.
+pub struct S3Server {
+    pub addr: SocketAddr,
+    root: std::path::PathBuf,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl S3Server {
+    pub async fn start(root: &std::path::Path) -> S3Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut server = S3Server {
+            addr,
+            root: root.to_path_buf(),
+            task: None,
+        };
+        server.task = Some(tokio::spawn(serve_s3(listener, server.root.clone())));
+        server
+    }
+
+    /// Stop listening and drop every open connection.
+    pub async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Listen again on the same port.
+    pub async fn restart(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.task = Some(tokio::spawn(serve_s3(listener, self.root.clone())));
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Accept connections until aborted; aborting also ends every connection.
+async fn serve_s3(listener: tokio::net::TcpListener, root: std::path::PathBuf) {
     let fs = s3s_fs::FileSystem::new(root).unwrap();
     let mut builder = S3ServiceBuilder::new(fs);
     builder.set_auth(SimpleAuth::from_single(KEY, SECRET));
     let service = builder.build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let http = ConnBuilder::new(TokioExecutor::new());
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                continue;
-            };
-            let conn = http
-                .serve_connection(TokioIo::new(socket), service.clone())
-                .into_owned();
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-        }
-    });
-    addr
+    let http = ConnBuilder::new(TokioExecutor::new());
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let Ok((socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let conn = http
+            .serve_connection(TokioIo::new(socket), service.clone())
+            .into_owned();
+        connections.spawn(async move {
+            let _ = conn.await;
+        });
+        while connections.try_join_next().is_some() {}
+    }
 }
 
 pub fn s3_options(addr: SocketAddr) -> Vec<(String, String)> {
@@ -57,7 +98,8 @@ pub fn s3_options(addr: SocketAddr) -> Vec<(String, String)> {
 async fn queries_run_over_a_lake_in_an_s3_bucket() {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir(root.path().join("cdp-bucket")).unwrap();
-    let addr = start_s3(root.path()).await;
+    let s3 = S3Server::start(root.path()).await;
+    let addr = s3.addr;
     let lake = Lake::open_with_options("s3://cdp-bucket/prod/lake", &s3_options(addr)).unwrap();
     land_fixture(&lake).await;
     assert!(

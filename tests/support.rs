@@ -252,3 +252,114 @@ pub async fn land_fixture(lake: &Lake) {
         .unwrap();
     assert_eq!((landed.files, landed.rows), (3, 4), "one file per day");
 }
+
+/// The rows of `sql` over `lake`, each as its cells joined by ` | `.
+pub async fn sql_lines(lake: &Lake, sql: &str) -> Vec<String> {
+    let ctx = engine::session(lake, &EngineOptions::default()).unwrap();
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string()
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(1)
+        .map(|l| {
+            l.split('|')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect()
+}
+
+/// `panorama serve` as a child process, killed when dropped.
+pub struct Served {
+    child: std::process::Child,
+    /// Port of the Postgres front end.
+    pub pg_port: u16,
+    /// Address of the HTTP collector, unless `--no-collect`.
+    pub collector: Option<SocketAddr>,
+}
+
+impl Served {
+    /// Start `panorama <args>` (a `serve` command with `--listen
+    /// 127.0.0.1:0`) and wait for its "ready" log lines.
+    pub async fn start(args: &[&std::ffi::OsStr]) -> Served {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_panorama"))
+            .args(args)
+            .env_remove("PANORAMA_LAKE")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let collects = !args.iter().any(|a| *a == "--no-collect");
+        // The log names the bound ports; the rest is drained so the server
+        // never blocks on a full pipe.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let (pg_port, collector) = tokio::task::spawn_blocking(move || {
+            let (mut pg, mut collector) = (None, None);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+            while pg.is_none() || (collects && collector.is_none()) {
+                let wait = deadline.saturating_duration_since(std::time::Instant::now());
+                let line = rx.recv_timeout(wait).expect("serve became ready");
+                if let Some(rest) = line.split("ready: psql -h 127.0.0.1 -p ").nth(1) {
+                    pg = rest
+                        .split_whitespace()
+                        .next()
+                        .and_then(|p| p.parse::<u16>().ok());
+                }
+                if let Some(rest) = line.split("HTTP API at http://").nth(1) {
+                    collector = rest
+                        .split('/')
+                        .next()
+                        .and_then(|a| a.parse::<SocketAddr>().ok());
+                }
+            }
+            (pg.unwrap(), collector)
+        })
+        .await
+        .unwrap();
+        Served {
+            child,
+            pg_port,
+            collector,
+        }
+    }
+
+    /// A client of its Postgres front end.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=panorama dbname=panorama",
+                self.pg_port
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    /// `kill -9`: no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -548,10 +548,24 @@ pub async fn load_file(
     table: RawTable,
     path: &FsPath,
     options: &IngestOptions,
+    progress: impl FnMut(u64),
+) -> Result<FileReport> {
+    let source = path.display().to_string();
+    load_file_as(lake, table, path, &source, options, progress).await
+}
+
+/// [`load_file`], naming the input `source` (e.g. the URL it came from) in
+/// `system.ingests` and `system.rejects`.
+pub async fn load_file_as(
+    lake: &Lake,
+    table: RawTable,
+    path: &FsPath,
+    source: &str,
+    options: &IngestOptions,
     mut progress: impl FnMut(u64),
 ) -> Result<FileReport> {
     let started = Utc::now();
-    let source = path.display().to_string();
+    let source = source.to_string();
     let (format, compression) = format_of(path)?;
     let hash = load_hash(path, table, options)?;
     let mut report = FileReport {
@@ -648,7 +662,7 @@ fn sort_by_time(table: RawTable, batch: RecordBatch) -> Result<RecordBatch> {
     take_record_batch(&batch, &order).map_err(|e| Error::arrow("sorting a chunk", e))
 }
 
-async fn write_rejects(
+pub(crate) async fn write_rejects(
     lake: &Lake,
     table: RawTable,
     source: &str,
@@ -687,7 +701,7 @@ async fn write_rejects(
     Ok(())
 }
 
-async fn record(
+pub(crate) async fn record(
     lake: &Lake,
     table: RawTable,
     report: &FileReport,

@@ -20,6 +20,7 @@ use crate::lake::parquet::write_file;
 use crate::lake::{Lake, paths};
 use crate::schema::RawTable;
 
+pub mod fetch;
 pub mod files;
 
 /// What one call to [`land`] wrote.
