@@ -727,3 +727,65 @@ async fn kill_9_during_a_load_loses_no_acknowledged_event_and_stores_none_twice(
     assert_eq!((a.status, a.body["duplicates"].as_u64()), (200, Some(50)));
     drop(served);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collected_events_join_profiles_at_the_next_incremental_refresh() {
+    use panorama::identity::{self, IdentityConfig};
+    let (dir, lake) = temp_lake();
+    let c = collector(&lake, dir.path(), |c| c.flush_interval_ms = 300).await;
+    let refresh = || async {
+        identity::refresh(
+            &lake,
+            &IdentityConfig::default(),
+            identity::Mode::Incremental,
+            chrono::Utc::now(),
+            |_| {},
+        )
+        .await
+        .unwrap()
+    };
+    // A visitor browses, then signs up on another device.
+    let now = chrono::Utc::now().to_rfc3339();
+    let browse = json!({"batch": [
+        {"type": "page", "anonymousId": "cookie-1", "name": "Home", "messageId": "f-1", "timestamp": now},
+        {"type": "track", "anonymousId": "cookie-1", "event": "Product Viewed", "messageId": "f-2", "timestamp": now},
+    ]});
+    assert_eq!(
+        post_json(c.addr(), "/v1/batch", Some(WEB_KEY), browse)
+            .await
+            .status,
+        200
+    );
+    // Freshness: queryable within the flush interval, no flush asked for.
+    wait_for_events(&lake, 2).await;
+    let first = refresh().await;
+    assert!(first.full);
+
+    let login = json!({"batch": [
+        {"type": "identify", "anonymousId": "cookie-1", "userId": "u-77", "messageId": "f-3",
+         "traits": {"email": "Max@Example.com"}, "timestamp": now},
+        {"type": "identify", "anonymousId": "phone-9", "userId": "u-77", "messageId": "f-4", "timestamp": now},
+    ]});
+    assert_eq!(
+        post_json(c.addr(), "/v1/batch", Some(IOS_KEY), login)
+            .await
+            .status,
+        200
+    );
+    wait_for_events(&lake, 4).await;
+    let second = refresh().await;
+    assert!(!second.full, "{:?}", second.full_reason);
+    assert_eq!(
+        (second.raw_files, second.raw_rows),
+        (1, 2),
+        "only the new file is read"
+    );
+    let rows = sql_lines(
+        &lake,
+        "SELECT array_to_string(anonymous_ids, ','), array_to_string(emails, ','), events \
+         FROM cdp.profiles WHERE array_has(user_ids, 'u-77')",
+    )
+    .await;
+    assert_eq!(rows, ["cookie-1,phone-9 | max@example.com | 4"]);
+    c.shutdown().await.unwrap();
+}
