@@ -24,6 +24,19 @@ pub const DEFAULT_CONFIG_FILE: &str = "panorama.toml";
 pub struct Config {
     pub identity: IdentityConfig,
     pub collector: crate::collect::CollectorConfig,
+    /// `[ingest.<table>]`: the column mapping and defaults `panorama
+    /// ingest` uses for that table (command-line flags add to them).
+    pub ingest: std::collections::BTreeMap<String, IngestTableConfig>,
+}
+
+/// How files for one raw table are read by `panorama ingest`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestTableConfig {
+    /// Table column → field name in the files.
+    pub map: std::collections::BTreeMap<String, String>,
+    /// Table column → value for rows that lack it.
+    pub defaults: std::collections::BTreeMap<String, String>,
 }
 
 impl Config {
@@ -50,6 +63,14 @@ impl Config {
             toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         config.identity.validate()?;
         config.collector.validate()?;
+        for table in config.ingest.keys() {
+            if crate::schema::RawTable::from_name(table).is_none() {
+                return Err(Error::Config(format!(
+                    "{}: [ingest.{table}] names no raw table",
+                    path.display()
+                )));
+            }
+        }
         Ok(config)
     }
 }

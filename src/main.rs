@@ -241,7 +241,7 @@ async fn main() -> Result<()> {
             paths,
             map,
             defaults,
-        } => run_ingest(&cli.lake, &table, &paths, &map, &defaults).await,
+        } => run_ingest(&cli.lake, &settings, &table, &paths, &map, &defaults).await,
         Command::RunJob { name } => run_job(&cli.lake, &settings, &name).await,
         Command::Export {
             segment,
@@ -569,6 +569,7 @@ fn pairs(values: &[String], what: &str) -> Result<std::collections::BTreeMap<Str
 
 async fn run_ingest(
     location: &str,
+    settings: &config::Config,
     table: &str,
     paths: &[PathBuf],
     map: &[String],
@@ -584,10 +585,18 @@ async fn run_ingest(
             .collect();
         anyhow::bail!("no raw table '{table}' (tables: {})", names.join(", "));
     };
+    // panorama.toml's [ingest.<table>], then the command line's flags.
+    let configured = settings.ingest.get(table).cloned().unwrap_or_default();
+    let mut mapping = configured.map;
+    mapping.extend(pairs(map, "map")?);
+    let mut default_values = configured.defaults;
+    default_values.extend(pairs(defaults, "default")?);
     let options = files::IngestOptions {
-        mapping: pairs(map, "map")?,
-        defaults: pairs(defaults, "default")?,
-    };
+        mapping,
+        defaults: default_values,
+        ..Default::default()
+    }
+    .normalizing(raw, &settings.identity)?;
     for column in options.mapping.keys().chain(options.defaults.keys()) {
         if raw.file_schema().field_with_name(column).is_err() {
             anyhow::bail!("raw.{table} has no column '{column}'");

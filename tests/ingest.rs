@@ -22,7 +22,7 @@ O5,C5
 fn mapping() -> IngestOptions {
     IngestOptions {
         mapping: [("customer_id".to_string(), "customer".to_string())].into(),
-        defaults: Default::default(),
+        ..Default::default()
     }
 }
 
@@ -220,7 +220,7 @@ async fn files_named_by_url_load_over_http_and_s3() {
     std::fs::create_dir_all(root.path().join("exports/crm")).unwrap();
     std::fs::write(
         root.path().join("exports/crm/customers.csv"),
-        "customer_id,email,source,updated_at\nC9,c9@x.com,crm,2026-01-15\n",
+        "customer_id,email,phone,source,updated_at\nC9, C9@X.com ,06 12 34 56 78,crm,2026-01-15\n",
     )
     .unwrap();
     let s3 = crate::s3::S3Server::start(root.path()).await;
@@ -291,7 +291,8 @@ async fn files_named_by_url_load_over_http_and_s3() {
         ["2"]
     );
     assert_eq!(
-        sql_lines(&lake, "SELECT customer_id, email FROM raw.customers").await,
-        ["C9 | c9@x.com"]
+        sql_lines(&lake, "SELECT customer_id, email, phone FROM raw.customers").await,
+        ["C9 | c9@x.com | +33612345678"],
+        "identifiers are normalised as the identity rules do"
     );
 }

@@ -6,7 +6,7 @@
 //! E.164 with a default country (`phonenumber`), other identifiers trimmed.
 //! Empty and whitespace-only strings become `None`.
 
-use phonenumber::country::Id as Country;
+pub use phonenumber::country::Id as Country;
 use serde::{Deserialize, Serialize};
 
 /// How the values of one identifier type are normalised.

@@ -27,6 +27,8 @@ use uuid::Uuid;
 use super::{Landed, land_as};
 use crate::error::{Error, Result};
 use crate::generate::rows::TableRows;
+use crate::identity::IdentityConfig;
+use crate::identity::normalize::{self, Country, Normalize};
 use crate::lake::Lake;
 use crate::lake::parquet::write_file;
 use crate::schema::{RawTable, utc_timestamps};
@@ -44,6 +46,31 @@ pub struct IngestOptions {
     pub mapping: BTreeMap<String, String>,
     /// Target column → value for rows that lack it.
     pub defaults: BTreeMap<String, String>,
+    /// Identifier column → how the identity rules normalise it (emails
+    /// lower-cased, phones to E.164, ...); see [`IngestOptions::normalizing`].
+    /// Not part of a load's identity: the same file is the same load.
+    pub normalize: BTreeMap<String, (Normalize, Country)>,
+}
+
+impl IngestOptions {
+    /// Normalise the identifier columns of `table` as `identity` does
+    /// before matching: a value the rule cannot normalise (an email
+    /// without `@`) is kept as sent, never dropped.
+    pub fn normalizing(mut self, table: RawTable, identity: &IdentityConfig) -> Result<Self> {
+        let country = normalize::country(&identity.default_country).ok_or_else(|| {
+            Error::Config(format!("unknown country '{}'", identity.default_country))
+        })?;
+        for source in &identity.sources {
+            if source.table != table.name() || source.json_path.is_some() {
+                continue;
+            }
+            if let Some(kind) = identity.id_type(&source.id_type) {
+                self.normalize
+                    .insert(source.column.clone(), (kind.normalize, country));
+            }
+        }
+        Ok(self)
+    }
 }
 
 /// What loading one file did.
@@ -431,7 +458,12 @@ fn append(
             )
         };
         typed.push(match f.data_type() {
-            DataType::Utf8 => Typed::Text(v),
+            DataType::Utf8 => match (&v, options.normalize.get(name)) {
+                (Some(raw), Some((kind, country))) => {
+                    Typed::Text(normalize::normalize(*kind, raw, *country).or(v))
+                }
+                _ => Typed::Text(v),
+            },
             DataType::Timestamp(_, _) => match &v {
                 None => Typed::Time(None),
                 Some(s) => Typed::Time(Some(parse_time(s).ok_or_else(|| bad("a time"))?)),
