@@ -74,6 +74,7 @@ pub fn session(lake: &Lake, options: &EngineOptions) -> Result<SessionContext> {
     functions::register_all(&ctx, country);
     setup_pg_catalog(&ctx, CATALOG, Arc::new(AuthManager::default()))
         .map_err(|e| Error::DataFusion(*e))?;
+    ctx.register_udf(functions::version());
     // Last: the analytics schema plans its views with this session's
     // functions and catalogs.
     let analytics = AnalyticsSchema::new(lake.clone(), ctx.state());

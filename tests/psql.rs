@@ -75,3 +75,118 @@ async fn psql_queries_joins_and_lists_raw_tables() {
     assert!(out.contains("amount"), "{out}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_to_stdout_streams_csv_and_text_as_postgres_writes_them() {
+    let (_dir, lake) = temp_lake();
+    land_fixture(&lake).await;
+    let server = TestServer::start(&lake).await;
+    let (ok, out, err) = psql(
+        &server,
+        &[
+            "-c",
+            "COPY (SELECT order_id, amount, status = 'returned' AS returned, \
+             CASE WHEN order_id = 'O4' THEN NULL ELSE customer_id END AS customer, \
+             'a,\"b\"' AS quoted FROM raw.orders ORDER BY order_id) TO STDOUT WITH CSV HEADER",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "order_id,amount,returned,customer,quoted\n\
+         O1,120.50,f,C1,\"a,\"\"b\"\"\"\n\
+         O2,30.00,t,C1,\"a,\"\"b\"\"\"\n\
+         O3,99.99,f,C2,\"a,\"\"b\"\"\"\n\
+         O4,10.00,f,,\"a,\"\"b\"\"\"\n"
+    );
+    // The text format (the default): tabs, \N for NULL; a table by name.
+    let (ok, out, err) = psql(
+        &server,
+        &["-c", "COPY raw.orders (order_id, customer_id) TO STDOUT"],
+    );
+    assert!(ok, "{err}");
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["O1\tC1", "O2\tC1", "O3\tC2", "O4\t\\N"]);
+    // COPY FROM is refused, clearly (loads go through ingest or the collector).
+    let (ok, _, err) = psql(&server, &["-c", "COPY raw.orders FROM STDIN"]);
+    assert!(!ok);
+    assert!(err.contains("COPY … FROM is not supported"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_and_show_answer_as_postgres_does() {
+    let (_dir, lake) = temp_lake();
+    let server = TestServer::start(&lake).await;
+    let (ok, _, err) = psql(&server, &["-c", "SET no_such_setting = 1"]);
+    assert!(!ok);
+    assert!(
+        err.contains("unrecognized configuration parameter \"no_such_setting\""),
+        "{err}"
+    );
+    let (ok, out, err) = psql(
+        &server,
+        &[
+            "-At",
+            "-c",
+            "SET client_min_messages TO warning",
+            "-c",
+            "SHOW client_min_messages",
+            "-c",
+            "SHOW transaction_isolation",
+            "-c",
+            "SHOW TRANSACTION ISOLATION LEVEL",
+            "-c",
+            "SHOW server_version_num",
+            "-c",
+            "SHOW standard_conforming_strings",
+            "-c",
+            "SHOW max_identifier_length",
+            "-c",
+            "SELECT version()",
+        ],
+    );
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..7],
+        [
+            "SET",
+            "warning",
+            "read committed",
+            "read committed",
+            "160006",
+            "on",
+            "63"
+        ]
+    );
+    assert!(
+        lines[7].starts_with("PostgreSQL 16.6 (Panorama "),
+        "{}",
+        lines[7]
+    );
+    // Through the extended protocol too (what JDBC and psycopg use).
+    let client = server.client().await;
+    let e = client
+        .execute("SET no_such_setting = 1", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42704"), "{e}");
+    let row = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "160006");
+    // DDL answers with its command tag.
+    let (ok, out, err) = psql(
+        &server,
+        &[
+            "-c",
+            "CREATE VIEW analytics.one AS SELECT 1 AS x",
+            "-c",
+            "DROP VIEW analytics.one",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "CREATE VIEW\nDROP VIEW\n");
+}

@@ -38,6 +38,35 @@ pub fn register_all(ctx: &SessionContext, default_country: Country) {
     ctx.register_udf(json_get_str());
 }
 
+/// The PostgreSQL release Panorama answers as (its `pg_catalog` follows 16).
+pub const POSTGRES_VERSION: &str = "16.6";
+/// `server_version_num` of [`POSTGRES_VERSION`].
+pub const POSTGRES_VERSION_NUM: &str = "160006";
+
+/// `version()` in PostgreSQL's spelling: drivers and BI tools read the
+/// release from its leading `PostgreSQL 16.6`. Registered after
+/// `datafusion-pg-catalog`'s, which it replaces.
+pub fn version() -> ScalarUDF {
+    let text = format!(
+        "PostgreSQL {POSTGRES_VERSION} (Panorama {}, Apache DataFusion {}) on {}-pc-linux-gnu, \
+         compiled by rustc, 64-bit",
+        env!("CARGO_PKG_VERSION"),
+        datafusion::DATAFUSION_VERSION,
+        std::env::consts::ARCH
+    );
+    create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |_: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::Utf8(Some(text.clone())),
+            ))
+        }),
+    )
+}
+
 /// `json_get_str(json, path)`: the string (or number, as text) at a dotted
 /// `path` of a JSON object; NULL when the text is not JSON or the path is
 /// missing. Written here with `serde_json` rather than taken from

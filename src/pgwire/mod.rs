@@ -7,7 +7,9 @@
 //! cancel support, and [`errors`], which gives every failure a real SQLSTATE.
 //! It knows the SQL session only: nothing of the lake or its layout.
 
+mod copy;
 pub mod errors;
+mod session;
 mod statements;
 
 pub use statements::{Actions, AdminAction, CallAction};
@@ -87,10 +89,19 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let connections = Arc::new(ConnectionManager::new());
-    let session = Arc::new(DfSessionService::new(ctx));
+    use datafusion_postgres::hooks::{cursor, set_show, transactions};
+    // Panorama's session answers first, then datafusion-postgres' hooks.
+    let hooks: Vec<Arc<dyn datafusion_postgres::QueryHook>> = vec![
+        Arc::new(session::SessionHook),
+        Arc::new(cursor::CursorStatementHook),
+        Arc::new(set_show::SetShowHook),
+        Arc::new(transactions::TransactionStatementHook),
+    ];
+    let session = Arc::new(DfSessionService::new_with_hooks(Arc::clone(&ctx), hooks));
     let handlers = Arc::new(Handlers {
         simple: Arc::new(statements::PanoramaStatements::new(
             Arc::clone(&session),
+            ctx,
             actions,
         )),
         session,

@@ -98,12 +98,21 @@ pub fn call_target(sql: &str) -> Option<Result<(String, Vec<String>), String>> {
 /// The simple-query handler: Panorama's statements, then datafusion-postgres.
 pub struct PanoramaStatements {
     inner: Arc<DfSessionService>,
+    ctx: Arc<datafusion::prelude::SessionContext>,
     actions: Actions,
 }
 
 impl PanoramaStatements {
-    pub fn new(inner: Arc<DfSessionService>, actions: Actions) -> Self {
-        PanoramaStatements { inner, actions }
+    pub fn new(
+        inner: Arc<DfSessionService>,
+        ctx: Arc<datafusion::prelude::SessionContext>,
+        actions: Actions,
+    ) -> Self {
+        PanoramaStatements {
+            inner,
+            ctx,
+            actions,
+        }
     }
 }
 
@@ -128,7 +137,7 @@ pub fn refresh_target(sql: &str) -> Option<String> {
     }
 }
 
-fn error(code: &str, message: String) -> PgWireError {
+pub(super) fn error(code: &str, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".into(),
         code.into(),
@@ -150,6 +159,10 @@ impl SimpleQueryHandler for PanoramaStatements {
         C::Error: Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Some(copy) = super::copy::copy_to_stdout(query) {
+            let (query, format) = copy?;
+            return Ok(vec![super::copy::run(&self.ctx, &query, format).await?]);
+        }
         if let Some(call) = call_target(query) {
             let (procedure, args) = call.map_err(|e| error("42601", e))?;
             let Some(action) = &self.actions.call else {

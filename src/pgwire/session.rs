@@ -1,0 +1,298 @@
+//! Session statements answered as PostgreSQL answers them, ahead of
+//! `datafusion-postgres`' own hooks (which accept any `SET` silently and
+//! answer unknown `SHOW`s with an empty row).
+//!
+//! - `SET name = value` of a parameter PostgreSQL does not have is an error
+//!   (`42704 unrecognized configuration parameter`), as BI tools expect;
+//!   the parameters clients send at connect time that DataFusion has no use
+//!   for (`client_encoding`, `client_min_messages`, ...) are kept per
+//!   connection and shown back.
+//! - `SHOW` answers in PostgreSQL's spelling: `transaction_isolation` is
+//!   `read committed`, and `server_version_num`,
+//!   `standard_conforming_strings`, `max_identifier_length`, ... exist.
+//! - `CREATE VIEW` / `DROP VIEW` / `CREATE TABLE … AS` answer with their
+//!   command tag rather than an empty result set.
+//!
+//! Both the simple and the extended protocol go through here.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::{DFSchema, ParamValues};
+use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{Set, Statement};
+use datafusion_postgres::QueryHook;
+use datafusion_postgres::hooks::HookClient;
+use datafusion_postgres::pgwire::api::ClientInfo;
+use datafusion_postgres::pgwire::api::Type;
+use datafusion_postgres::pgwire::api::results::{
+    DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
+};
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+
+use super::statements::error;
+
+use crate::functions::{
+    POSTGRES_VERSION as SERVER_VERSION, POSTGRES_VERSION_NUM as SERVER_VERSION_NUM,
+};
+
+/// Parameters `datafusion-postgres` stores and shows itself.
+const DELEGATED: &[&str] = &[
+    "statement_timeout",
+    "datestyle",
+    "bytea_output",
+    "intervalstyle",
+    "application_name",
+    "extra_float_digits",
+    "search_path",
+    "timezone",
+];
+
+/// Parameters clients set that change nothing here: kept per connection.
+const KEPT: &[&str] = &[
+    "client_encoding",
+    "client_min_messages",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "idle_session_timeout",
+    "default_transaction_isolation",
+    "default_transaction_read_only",
+    "transaction_read_only",
+    "standard_conforming_strings",
+    "lc_messages",
+    "lc_monetary",
+    "lc_numeric",
+    "lc_time",
+    "jit",
+    "work_mem",
+    "geqo",
+    "join_collapse_limit",
+    "from_collapse_limit",
+    "max_parallel_workers_per_gather",
+    "synchronous_commit",
+    "row_security",
+    "plan_cache_mode",
+    "enable_seqscan",
+    "enable_indexscan",
+    "enable_bitmapscan",
+    "enable_nestloop",
+    "enable_hashjoin",
+    "enable_mergejoin",
+    "timezone_abbreviations",
+];
+
+/// Read-only parameters and what they show, unless set in the connection.
+fn fixed(name: &str) -> Option<String> {
+    Some(match name {
+        "server_version" => format!("{SERVER_VERSION} (Panorama {})", env!("CARGO_PKG_VERSION")),
+        "server_version_num" => SERVER_VERSION_NUM.into(),
+        "transaction_isolation" | "default_transaction_isolation" => "read committed".into(),
+        "standard_conforming_strings" | "integer_datetimes" => "on".into(),
+        "max_identifier_length" => "63".into(),
+        "client_encoding" | "server_encoding" => "UTF8".into(),
+        "client_min_messages" => "notice".into(),
+        "lc_collate" | "lc_ctype" | "lc_messages" | "lc_monetary" | "lc_numeric" | "lc_time" => {
+            "C.UTF-8".into()
+        }
+        "block_size" => "8192".into(),
+        "max_index_keys" => "32".into(),
+        "default_transaction_read_only" | "transaction_read_only" => "off".into(),
+        "lock_timeout" | "idle_in_transaction_session_timeout" | "idle_session_timeout" => {
+            "0".into()
+        }
+        "is_superuser" => "on".into(),
+        _ => return None,
+    })
+}
+
+/// Where a `SHOW` or `SET` goes.
+enum Route {
+    /// Answered here with this (column, value).
+    Show(String, String),
+    /// Stored here for the connection.
+    Set(String, String),
+    Refuse(PgWireError),
+    /// Left to datafusion-postgres (or DataFusion).
+    Delegate,
+}
+
+fn route(statement: &Statement, client: &(dyn ClientInfo + Send + Sync)) -> Route {
+    match statement {
+        Statement::ShowVariable { variable } => {
+            let words: Vec<String> = variable.iter().map(|v| v.value.to_lowercase()).collect();
+            let name = match words
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .as_slice()
+            {
+                ["transaction", "isolation", "level"] => "transaction_isolation".to_string(),
+                ["time", "zone"] => return Route::Delegate,
+                [one] => one.to_string(),
+                _ => words.join(" "),
+            };
+            if DELEGATED.contains(&name.as_str())
+                || name.starts_with("datafusion.")
+                || name == "all"
+            {
+                return Route::Delegate;
+            }
+            match client
+                .metadata()
+                .get(&format!("panorama.{name}"))
+                .cloned()
+                .or_else(|| fixed(&name))
+            {
+                Some(value) => Route::Show(name, value),
+                None => Route::Refuse(unknown(&name)),
+            }
+        }
+        Statement::Set(Set::SingleAssignment {
+            variable, values, ..
+        }) => {
+            let name = variable.to_string().to_lowercase();
+            if DELEGATED.contains(&name.as_str()) || name.starts_with("datafusion.") {
+                return Route::Delegate;
+            }
+            if !KEPT.contains(&name.as_str()) {
+                return Route::Refuse(unknown(&name));
+            }
+            let value = values
+                .iter()
+                .map(|v| v.to_string().trim_matches('\'').to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            if name == "client_encoding"
+                && !["utf8", "utf-8", "unicode"].contains(&value.to_lowercase().as_str())
+            {
+                return Route::Refuse(error(
+                    "22023",
+                    format!("client encoding \"{value}\" is not supported: Panorama speaks UTF8"),
+                ));
+            }
+            Route::Set(name, value)
+        }
+        _ => Route::Delegate,
+    }
+}
+
+fn unknown(name: &str) -> PgWireError {
+    error(
+        "42704",
+        format!("unrecognized configuration parameter \"{name}\""),
+    )
+}
+
+/// The command tag of a DDL statement DataFusion runs, if `statement` is one.
+fn ddl_tag(statement: &Statement) -> Option<&'static str> {
+    match statement {
+        Statement::CreateView { .. } => Some("CREATE VIEW"),
+        Statement::Drop { object_type, .. } => Some(match object_type.to_string().as_str() {
+            "VIEW" => "DROP VIEW",
+            _ => return None,
+        }),
+        _ => None,
+    }
+}
+
+fn show_response(name: &str, value: &str) -> PgWireResult<Response> {
+    let fields = Arc::new(vec![FieldInfo::new(
+        name.to_string(),
+        None,
+        None,
+        Type::TEXT,
+        FieldFormat::Text,
+    )]);
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    encoder.encode_field(&Some(value))?;
+    let row = encoder.take_row();
+    Ok(Response::Query(QueryResponse::new(
+        fields,
+        Box::pin(futures::stream::once(async move { Ok(row) })),
+    )))
+}
+
+/// Run a DDL statement with the session and answer with its tag.
+async fn run_ddl(ctx: &SessionContext, sql: &str, tag: &str) -> PgWireResult<Response> {
+    let df = ctx
+        .sql(sql)
+        .await
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    df.collect()
+        .await
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    Ok(Response::Execution(Tag::new(tag)))
+}
+
+/// The hook; install it before datafusion-postgres' own.
+#[derive(Debug)]
+pub struct SessionHook;
+
+#[async_trait]
+impl QueryHook for SessionHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if let Some(tag) = ddl_tag(statement) {
+            return Some(run_ddl(ctx, &statement.to_string(), tag).await);
+        }
+        answer(statement, client)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        let fields = match route(statement, client) {
+            Route::Show(name, _) => vec![Field::new(name, DataType::Utf8, false)],
+            Route::Set(..) => vec![],
+            Route::Refuse(e) => return Some(Err(e)),
+            Route::Delegate => return None,
+        };
+        Some(
+            DFSchema::try_from(Schema::new(fields))
+                .map(|schema| {
+                    LogicalPlan::EmptyRelation(EmptyRelation {
+                        produce_one_row: true,
+                        schema: Arc::new(schema),
+                    })
+                })
+                .map_err(|e| PgWireError::ApiError(Box::new(e))),
+        )
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if let Some(tag) = ddl_tag(statement) {
+            return Some(run_ddl(ctx, &statement.to_string(), tag).await);
+        }
+        answer(statement, client)
+    }
+}
+
+fn answer(statement: &Statement, client: &mut dyn HookClient) -> Option<PgWireResult<Response>> {
+    match route(statement, client) {
+        Route::Show(name, value) => Some(show_response(&name, &value)),
+        Route::Set(name, value) => {
+            client
+                .metadata_mut()
+                .insert(format!("panorama.{name}"), value);
+            Some(Ok(Response::Execution(Tag::new("SET"))))
+        }
+        Route::Refuse(e) => Some(Err(e)),
+        Route::Delegate => None,
+    }
+}
