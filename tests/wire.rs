@@ -137,3 +137,47 @@ async fn an_error_in_one_session_does_not_disturb_another() {
     );
     server.stop().await;
 }
+
+/// A query that runs for many seconds unless stopped.
+const SLOW: &str = "SELECT count(*) FROM range(0, 20000000000) t WHERE value % 7 = 3";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_and_cancel_stop_a_running_query_with_57014() {
+    let (_dir, lake) = temp_lake();
+    let server = TestServer::start(&lake).await;
+    let client = server.client().await;
+
+    // statement_timeout, through the extended protocol.
+    client
+        .batch_execute("SET statement_timeout = '300ms'")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let e = client.query(SLOW, &[]).await.unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}");
+    let message = e.as_db_error().unwrap().message();
+    assert_eq!(message, "canceling statement due to statement timeout");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(scalar(&client, "SELECT 41 + 1").await, 42, "still usable");
+
+    // And through the simple protocol.
+    let e = client.simple_query(SLOW).await.unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}");
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .await
+        .unwrap();
+
+    // A cancel request (what Ctrl-C in psql sends) from another socket.
+    let token = client.cancel_token();
+    let cancel = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    });
+    let e = client.query(SLOW, &[]).await.unwrap_err();
+    cancel.await.unwrap();
+    assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}");
+    let message = e.as_db_error().unwrap().message();
+    assert_eq!(message, "canceling statement due to user request");
+    assert_eq!(scalar(&client, "SELECT 41 + 1").await, 42, "still usable");
+}

@@ -9,6 +9,7 @@
 
 mod copy;
 pub mod errors;
+mod limits;
 mod session;
 mod statements;
 
@@ -42,7 +43,7 @@ impl NoopStartupHandler for TrustStartup {
 /// The handlers of one server: one session service shared by every
 /// connection (per-connection state lives in pgwire's client metadata).
 struct Handlers {
-    session: Arc<DfSessionService>,
+    session: Arc<limits::Guarded>,
     simple: Arc<statements::PanoramaStatements>,
     startup: Arc<TrustStartup>,
     cancel: Arc<DefaultCancelHandler>,
@@ -104,7 +105,7 @@ pub async fn serve_with(
             ctx,
             actions,
         )),
-        session,
+        session: Arc::new(limits::Guarded(session)),
         startup: Arc::new(TrustStartup {
             connections: Arc::clone(&connections),
         }),

@@ -180,7 +180,11 @@ impl SimpleQueryHandler for PanoramaStatements {
             };
         }
         let Some(view) = refresh_target(query) else {
-            return self.inner.do_query(client, query).await;
+            let responses = self.inner.do_query(client, query).await?;
+            return Ok(responses
+                .into_iter()
+                .map(|r| super::limits::guard(r, client))
+                .collect());
         };
         if !view.starts_with("cdp.") {
             return Err(error(

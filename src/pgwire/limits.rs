@@ -1,0 +1,160 @@
+//! `statement_timeout` and the cancel request (Ctrl-C in psql) for the
+//! whole of a statement, not only its planning.
+//!
+//! DataFusion runs a query while its result is streamed to the client,
+//! after the protocol handler has returned; `datafusion-postgres` and
+//! pgwire only watch that handler. Here every result stream is wrapped so
+//! that each row waits at most until the statement's deadline and until a
+//! cancel request for the connection: either ends the statement with
+//! SQLSTATE 57014, drops the DataFusion stream (which stops its work), and
+//! leaves the connection ready for the next statement.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion_postgres::DfSessionService;
+use datafusion_postgres::pgwire::api::portal::Portal;
+use datafusion_postgres::pgwire::api::query::ExtendedQueryHandler;
+use datafusion_postgres::pgwire::api::results::{QueryResponse, Response};
+use datafusion_postgres::pgwire::api::store::PortalStore;
+use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, ConnectionHandle};
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use datafusion_postgres::pgwire::messages::data::DataRow;
+use futures::stream::{BoxStream, StreamExt};
+
+use super::statements::error;
+
+/// The connection's `statement_timeout` (as `datafusion-postgres` stores it).
+fn timeout(client: &(impl ClientInfo + ?Sized)) -> Option<Duration> {
+    client
+        .metadata()
+        .get("statement_timeout_ms")
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+}
+
+/// Wrap a response's rows with the connection's deadline and cancel.
+pub fn guard(response: Response, client: &(impl ClientInfo + ?Sized)) -> Response {
+    let Response::Query(mut query) = response else {
+        return response;
+    };
+    let handle = client
+        .session_extensions()
+        .get::<Arc<ConnectionHandle>>()
+        .map(|h| Arc::clone(&*h));
+    let timeout = timeout(client);
+    let tag = query.command_tag().to_string();
+    let rows = std::mem::replace(query.data_rows(), Box::pin(futures::stream::empty()));
+    let mut guarded = QueryResponse::new(query.row_schema(), guarded(rows, timeout, handle));
+    guarded.set_command_tag(&tag);
+    Response::Query(guarded)
+}
+
+struct State {
+    rows: BoxStream<'static, PgWireResult<DataRow>>,
+    timeout: Option<Duration>,
+    handle: Option<Arc<ConnectionHandle>>,
+    deadline: Option<tokio::time::Instant>,
+    cancel: Option<futures::channel::oneshot::Receiver<()>>,
+    started: bool,
+    done: bool,
+}
+
+fn guarded(
+    rows: BoxStream<'static, PgWireResult<DataRow>>,
+    timeout: Option<Duration>,
+    handle: Option<Arc<ConnectionHandle>>,
+) -> BoxStream<'static, PgWireResult<DataRow>> {
+    let state = State {
+        rows,
+        timeout,
+        handle,
+        deadline: None,
+        cancel: None,
+        started: false,
+        done: false,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        if !s.started {
+            // The statement runs from here: the handler has returned, and
+            // pgwire no longer listens for a cancel.
+            s.started = true;
+            s.deadline = s.timeout.map(|t| tokio::time::Instant::now() + t);
+            if let Some(handle) = &s.handle {
+                s.cancel = Some(handle.start_query().await);
+            }
+        }
+        let deadline = s.deadline;
+        let State { rows, cancel, .. } = &mut s;
+        let expired = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let cancelled = async move {
+            match cancel {
+                // A dropped sender (a later statement took over) is no cancel.
+                Some(rx) => {
+                    if rx.await.is_err() {
+                        std::future::pending::<()>().await
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            row = rows.next() => row.map(|row| (row, s)),
+            () = expired => {
+                s.done = true;
+                Some((Err(error("57014", "canceling statement due to statement timeout".into())), s))
+            }
+            () = cancelled => {
+                s.done = true;
+                s.cancel = None;
+                Some((Err(error("57014", "canceling statement due to user request".into())), s))
+            }
+        }
+    })
+    .boxed()
+}
+
+/// The extended protocol of `datafusion-postgres`, with guarded results.
+pub struct Guarded(pub Arc<DfSessionService>);
+
+#[async_trait]
+impl ExtendedQueryHandler for Guarded {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.0.query_parser()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let response = self.0.do_query(client, portal, max_rows).await?;
+        Ok(guard(response, client))
+    }
+}
