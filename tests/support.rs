@@ -77,6 +77,15 @@ impl TestServer {
             target_partitions: 2,
             ..EngineOptions::default()
         };
+        TestServer::start_with_options(lake, actions, options).await
+    }
+
+    /// A server with these engine options (e.g. a small memory limit).
+    pub async fn start_with_options(
+        lake: &Lake,
+        actions: panorama::pgwire::Actions,
+        options: EngineOptions,
+    ) -> TestServer {
         let ctx = Arc::new(engine::session(lake, &options).expect("session"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -181,3 +181,85 @@ async fn statement_timeout_and_cancel_stop_a_running_query_with_57014() {
     assert_eq!(message, "canceling statement due to user request");
     assert_eq!(scalar(&client, "SELECT 41 + 1").await, 42, "still usable");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_the_memory_limit_is_53200_and_the_server_keeps_serving() {
+    let (_dir, lake) = temp_lake();
+    land_fixture(&lake).await;
+    let options = panorama::engine::EngineOptions {
+        memory_limit: 16 << 20,
+        target_partitions: 2,
+        ..Default::default()
+    };
+    let server =
+        TestServer::start_with_options(&lake, panorama::pgwire::Actions::default(), options).await;
+    let client = server.client().await;
+    let other = server.client().await;
+    // A hash join's build side cannot spill: 5 M rows do not fit in 16 MiB.
+    let e = client
+        .query(
+            "SELECT count(*) FROM range(0, 5000000) a JOIN range(0, 5000000) b \
+             ON a.value = b.value",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("53200"), "{e:?}");
+    assert_eq!(scalar(&client, "SELECT count(*) FROM raw.orders").await, 4);
+    assert_eq!(scalar(&other, "SELECT count(*) FROM raw.orders").await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_clients_at_once_all_get_right_answers() {
+    let (_dir, lake) = temp_lake();
+    land_fixture(&lake).await;
+    let server = TestServer::start(&lake).await;
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let conn = server.conn_str();
+            tokio::spawn(async move {
+                let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                for round in 0..5 {
+                    match (i + round) % 4 {
+                        0 => {
+                            assert_eq!(scalar(&client, "SELECT count(*) FROM raw.orders").await, 4)
+                        }
+                        1 => {
+                            let row = client
+                                .query_one(
+                                    "SELECT customer_id FROM raw.orders WHERE order_id = $1",
+                                    &[&"O3"],
+                                )
+                                .await
+                                .unwrap();
+                            assert_eq!(row.get::<_, String>(0), "C2");
+                        }
+                        2 => {
+                            let rows = client
+                                .simple_query("SELECT city FROM raw.customers ORDER BY customer_id")
+                                .await
+                                .unwrap();
+                            let rows = rows
+                                .iter()
+                                .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+                                .count();
+                            assert_eq!(rows, 3);
+                        }
+                        _ => assert!(
+                            client
+                                .query("SELECT no_such_column FROM raw.orders", &[])
+                                .await
+                                .is_err()
+                        ),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
