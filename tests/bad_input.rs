@@ -91,3 +91,106 @@ async fn a_truncated_parquet_file_is_named_and_other_tables_keep_working() {
     assert_eq!(row.get::<_, i64>(0), 3, "other tables keep working");
     server.stop().await;
 }
+
+/// Send `bytes` on a fresh connection, close our side, and read until the
+/// server closes; returns what it answered. Panics if it never closes.
+async fn send_raw(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may close before reading everything: that is fine.
+    let _ = socket.write_all(bytes).await;
+    let _ = socket.shutdown().await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        socket.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server closes a connection it cannot use")
+    .ok();
+    answer
+}
+
+/// A valid startup message for `user`.
+fn startup(user: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&196_608u32.to_be_bytes()); // protocol 3.0
+    for (k, v) in [("user", user), ("database", "panorama")] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut message = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    message.extend(body);
+    message
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_postgres_port_is_closed_cleanly_and_others_keep_working() {
+    let (_dir, lake) = temp_lake();
+    land_fixture(&lake).await;
+    let server = TestServer::start(&lake).await;
+    let client = server.client().await;
+
+    // An HTTP request, random bytes, an absurd length, a bad protocol.
+    send_raw(server.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    send_raw(server.addr, &[0xde, 0xad, 0xbe, 0xef, 1, 2, 3]).await;
+    send_raw(server.addr, &[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]).await;
+    send_raw(server.addr, &[0, 0, 0, 8, 0, 9, 0, 0]).await;
+    // A valid start-up followed by a message of an unknown type and one
+    // claiming to be 1 GB long.
+    let mut bytes = startup("panorama");
+    bytes.extend_from_slice(&[b'!', 0, 0, 0, 4]);
+    send_raw(server.addr, &bytes).await;
+    let mut bytes = startup("panorama");
+    bytes.extend_from_slice(&[b'Q', 0x40, 0, 0, 0, b'S']);
+    send_raw(server.addr, &bytes).await;
+
+    // A property test over the start-up and message decoding: random
+    // bytes, and valid start-ups with random bytes flipped or appended.
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for case in 0..300 {
+        let bytes: Vec<u8> = match case % 3 {
+            0 => (0..rng.random_range(1..64)).map(|_| rng.random()).collect(),
+            1 => {
+                let mut b = startup("panorama");
+                for _ in 0..rng.random_range(1..4) {
+                    let i = rng.random_range(0..b.len());
+                    b[i] = rng.random();
+                }
+                b
+            }
+            _ => {
+                let mut b = startup("panorama");
+                b.extend((0..rng.random_range(1..40)).map(|_| rng.random::<u8>()));
+                b
+            }
+        };
+        send_raw(server.addr, &bytes).await;
+    }
+
+    // A client that goes away in the middle of a long query.
+    {
+        let quitter = server.client().await;
+        let slow = tokio::spawn(async move {
+            let _ = quitter
+                .query(
+                    "SELECT count(*) FROM range(0, 20000000000) t WHERE value % 7 = 3",
+                    &[],
+                )
+                .await;
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        slow.abort();
+    }
+    // Everyone else was served throughout, and still is.
+    assert_eq!(scalar(&client, "SELECT count(*) FROM raw.orders").await, 4);
+    let fresh = server.client().await;
+    assert_eq!(
+        scalar(&fresh, "SELECT count(*) FROM raw.customers").await,
+        3
+    );
+}
