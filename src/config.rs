@@ -27,6 +27,10 @@ pub struct Config {
     /// `[ingest.<table>]`: the column mapping and defaults `panorama
     /// ingest` uses for that table (command-line flags add to them).
     pub ingest: std::collections::BTreeMap<String, IngestTableConfig>,
+    /// `[[users]]`: who may connect over the Postgres protocol, with a
+    /// SCRAM-SHA-256 verifier and a role. None: connections are trusted
+    /// (only allowed on a loopback address).
+    pub users: Vec<crate::pgwire::auth::UserConfig>,
 }
 
 /// How files for one raw table are read by `panorama ingest`.
@@ -63,6 +67,8 @@ impl Config {
             toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         config.identity.validate()?;
         config.collector.validate()?;
+        crate::pgwire::auth::Users::from_config(&config.users)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         for table in config.ingest.keys() {
             if crate::schema::RawTable::from_name(table).is_none() {
                 return Err(Error::Config(format!(

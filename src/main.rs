@@ -118,6 +118,10 @@ enum Command {
         defaults: Vec<String>,
     },
 
+    /// Print the SCRAM-SHA-256 verifier of a password (read from standard
+    /// input), to paste into a [[users]] entry of panorama.toml.
+    Passwd,
+
     /// List the scheduled jobs (shipped and the lake's jobs/ folder) with
     /// their next run time.
     Jobs,
@@ -236,6 +240,7 @@ async fn main() -> Result<()> {
         }
         Command::Sql { query } => run_sql(&cli.lake, &settings, &query).await,
         Command::Jobs => list_jobs(&cli.lake).await,
+        Command::Passwd => passwd(),
         Command::Ingest {
             table,
             paths,
@@ -250,6 +255,22 @@ async fn main() -> Result<()> {
             purpose,
         } => run_export(&cli.lake, &settings, &segment, format, &to, &purpose).await,
     }
+}
+
+fn passwd() -> Result<()> {
+    use std::io::BufRead;
+    eprintln!("password (read from standard input, one line):");
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password")?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(!password.is_empty(), "an empty password cannot be used");
+    let salt = *uuid::Uuid::new_v4().as_bytes();
+    let verifier = panorama::pgwire::auth::Verifier::make(password, &salt, 4096);
+    println!("{}", verifier.to_text());
+    Ok(())
 }
 
 fn open_lake(location: &str) -> Result<Lake> {
@@ -342,6 +363,16 @@ async fn run_refresh(location: &str, settings: &config::Config, full: bool) -> R
 }
 
 async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Result<()> {
+    // Checked first: nothing long should run before a refusal.
+    let users = pgwire::auth::Users::from_config(&settings.users).map_err(anyhow::Error::msg)?;
+    if users.is_empty() && !args.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {} without authentication: anyone who can reach it would read \
+             every profile. Add [[users]] to panorama.toml (`panorama passwd` makes a password \
+             verifier) or listen on 127.0.0.1",
+            args.listen
+        );
+    }
     let lake = open_lake(location)?;
     if !args.no_seed {
         let bar = ProgressBar::new(panorama::schema::RawTable::ALL.len() as u64).with_style(
@@ -460,7 +491,7 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
         },
     ));
     let collector = start_collector(&lake, settings, &args).await?;
-    let served = pgwire::serve_with(listener, ctx, actions, shutdown).await;
+    let served = pgwire::serve_secure(listener, ctx, actions, users, shutdown).await;
     let _ = stop_jobs.send(());
     let _ = scheduler.await;
     if let Some(collector) = collector {

@@ -6,6 +6,7 @@
 mod support;
 
 mod analytics;
+mod auth;
 mod bad_input;
 mod catalog_live;
 mod cli;

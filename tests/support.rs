@@ -86,14 +86,25 @@ impl TestServer {
         actions: panorama::pgwire::Actions,
         options: EngineOptions,
     ) -> TestServer {
+        TestServer::start_secure(lake, actions, options, Default::default()).await
+    }
+
+    /// A server asking `users` for passwords.
+    pub async fn start_secure(
+        lake: &Lake,
+        actions: panorama::pgwire::Actions,
+        options: EngineOptions,
+        users: panorama::pgwire::auth::Users,
+    ) -> TestServer {
         let ctx = Arc::new(engine::session(lake, &options).expect("session"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(panorama::pgwire::serve_with(
+        let task = tokio::spawn(panorama::pgwire::serve_secure(
             listener,
             ctx,
             actions,
+            users,
             async {
                 let _ = stopped.await;
             },

@@ -1,5 +1,6 @@
 //! `statement_timeout` and the cancel request (Ctrl-C in psql) for the
-//! whole of a statement, not only its planning.
+//! whole of a statement, not only its planning (and, on the extended
+//! protocol, the analyst role's read-only rule).
 //!
 //! DataFusion runs a query while its result is streamed to the client,
 //! after the protocol handler has returned; `datafusion-postgres` and
@@ -154,6 +155,18 @@ impl ExtendedQueryHandler for Guarded {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
+        if super::auth::Role::of(client) == super::auth::Role::Analyst
+            && let (_, Some((statement, _))) = &portal.statement.statement
+            && !super::auth::analyst_may(statement)
+        {
+            let text = statement.to_string();
+            let head: String = text
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            return Err(super::auth::read_only(&head));
+        }
         let response = self.0.do_query(client, portal, max_rows).await?;
         Ok(guard(response, client))
     }

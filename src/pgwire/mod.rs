@@ -7,6 +7,7 @@
 //! cancel support, and [`errors`], which gives every failure a real SQLSTATE.
 //! It knows the SQL session only: nothing of the lake or its layout.
 
+pub mod auth;
 mod copy;
 pub mod errors;
 mod limits;
@@ -21,31 +22,23 @@ use std::sync::Arc;
 use datafusion::prelude::SessionContext;
 use datafusion_postgres::DfSessionService;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
-use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
 use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use datafusion_postgres::pgwire::api::{ConnectionManager, ErrorHandler, PgWireServerHandlers};
+use datafusion_postgres::pgwire::api::{
+    ConnectionManager, ErrorHandler, PgWireServerHandlers, RandomPidSecretKeyGenerator,
+};
 use datafusion_postgres::pgwire::tokio::process_socket;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-
-/// Accepts connections without a password (loopback default).
-struct TrustStartup {
-    connections: Arc<ConnectionManager>,
-}
-
-impl NoopStartupHandler for TrustStartup {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(Arc::clone(&self.connections))
-    }
-}
 
 /// The handlers of one server: one session service shared by every
 /// connection (per-connection state lives in pgwire's client metadata).
 struct Handlers {
     session: Arc<limits::Guarded>,
     simple: Arc<statements::PanoramaStatements>,
-    startup: Arc<TrustStartup>,
+    users: Arc<auth::Users>,
+    connections: Arc<ConnectionManager>,
+    pids: Arc<RandomPidSecretKeyGenerator>,
     cancel: Arc<DefaultCancelHandler>,
 }
 
@@ -58,8 +51,13 @@ impl PgWireServerHandlers for Handlers {
         Arc::clone(&self.session)
     }
 
+    /// Called once per connection: each has its own SCRAM exchange.
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::clone(&self.startup)
+        Arc::new(auth::Startup::new(
+            Arc::clone(&self.users),
+            Arc::clone(&self.connections),
+            Arc::clone(&self.pids),
+        ))
     }
 
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
@@ -89,6 +87,18 @@ pub async fn serve_with(
     actions: Actions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_secure(listener, ctx, actions, auth::Users::default(), shutdown).await
+}
+
+/// Like [`serve_with`], asking `users` for a SCRAM-SHA-256 password (none:
+/// every connection is trusted as `admin`).
+pub async fn serve_secure(
+    listener: TcpListener,
+    ctx: Arc<SessionContext>,
+    actions: Actions,
+    users: auth::Users,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let connections = Arc::new(ConnectionManager::new());
     use datafusion_postgres::hooks::{cursor, set_show, transactions};
     // Panorama's session answers first, then datafusion-postgres' hooks.
@@ -106,9 +116,9 @@ pub async fn serve_with(
             actions,
         )),
         session: Arc::new(limits::Guarded(session)),
-        startup: Arc::new(TrustStartup {
-            connections: Arc::clone(&connections),
-        }),
+        users: Arc::new(users),
+        connections: Arc::clone(&connections),
+        pids: Arc::new(RandomPidSecretKeyGenerator::default()),
         cancel: Arc::new(DefaultCancelHandler::new(connections)),
     });
     let mut tasks = JoinSet::new();

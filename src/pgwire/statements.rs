@@ -137,6 +137,31 @@ pub fn refresh_target(sql: &str) -> Option<String> {
     }
 }
 
+/// Refuse (42501) a simple query of the analyst role unless every
+/// statement in it is one the role may run; what cannot be parsed is
+/// refused too (fail closed).
+fn check_analyst(query: &str) -> PgWireResult<()> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    if refresh_target(query).is_some() {
+        return Err(super::auth::read_only("REFRESH"));
+    }
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, query)
+        .map_err(|_| super::auth::read_only("a statement that is not a query"))?;
+    match statements.iter().find(|s| !super::auth::analyst_may(s)) {
+        Some(s) => {
+            let text = s.to_string();
+            let head: String = text
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            Err(super::auth::read_only(&head))
+        }
+        None => Ok(()),
+    }
+}
+
 pub(super) fn error(code: &str, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".into(),
@@ -159,6 +184,9 @@ impl SimpleQueryHandler for PanoramaStatements {
         C::Error: Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
+        if super::auth::Role::of(client) == super::auth::Role::Analyst {
+            check_analyst(query)?;
+        }
         if let Some(copy) = super::copy::copy_to_stdout(query) {
             let (query, format) = copy?;
             return Ok(vec![super::copy::run(&self.ctx, &query, format).await?]);

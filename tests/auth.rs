@@ -1,0 +1,169 @@
+//! Users, passwords and roles on the Postgres protocol: SCRAM-SHA-256 with
+//! PostgreSQL-format verifiers (tokio-postgres and psql as clients), wrong
+//! passwords and unknown users refused alike, the analyst role read-only
+//! (42501) on both protocols, and `serve` refusing an open address without
+//! users.
+
+use panorama::engine::EngineOptions;
+use panorama::pgwire::auth::{Role, UserConfig, Users, Verifier};
+
+use crate::support::*;
+
+fn user(name: &str, password: &str, role: Role) -> UserConfig {
+    UserConfig {
+        name: name.into(),
+        password: Verifier::make(password, name.as_bytes(), 4096).to_text(),
+        role,
+    }
+}
+
+async fn connect(
+    server: &TestServer,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let conn = format!(
+        "host=127.0.0.1 port={} user={user} password={password} dbname=panorama",
+        server.addr.port()
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_passwords_and_the_read_only_analyst_role() {
+    let (_dir, lake) = temp_lake();
+    land_fixture(&lake).await;
+    let users = Users::from_config(&[
+        user("ada", "admin-secret", Role::Admin),
+        user("ana", "analyst-secret", Role::Analyst),
+    ])
+    .unwrap();
+    let options = EngineOptions {
+        target_partitions: 2,
+        ..EngineOptions::default()
+    };
+    let server =
+        TestServer::start_secure(&lake, panorama::pgwire::Actions::default(), options, users).await;
+
+    // Wrong password and unknown user: the same refusal, 28P01.
+    for (who, password) in [("ada", "wrong"), ("nobody", "admin-secret")] {
+        let Err(e) = connect(&server, who, password).await else {
+            panic!("{who} was let in");
+        };
+        assert_eq!(e.code().map(|c| c.code()), Some("28P01"), "{who}: {e:?}");
+    }
+    // No password at all.
+    let conn = format!(
+        "host=127.0.0.1 port={} user=ada dbname=panorama",
+        server.addr.port()
+    );
+    assert!(
+        tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .is_err()
+    );
+
+    let admin = connect(&server, "ada", "admin-secret").await.unwrap();
+    assert_eq!(scalar(&admin, "SELECT count(*) FROM raw.orders").await, 4);
+    admin
+        .batch_execute(
+            "CREATE VIEW analytics.big_orders AS SELECT * FROM raw.orders WHERE amount > 50",
+        )
+        .await
+        .unwrap();
+
+    let analyst = connect(&server, "ana", "analyst-secret").await.unwrap();
+    assert_eq!(
+        scalar(&analyst, "SELECT count(*) FROM analytics.big_orders").await,
+        2
+    );
+    let refused = [
+        "CREATE VIEW analytics.mine AS SELECT 1 AS x",
+        "DROP VIEW analytics.big_orders",
+        "REFRESH MATERIALIZED VIEW cdp.profiles",
+        "CALL panorama.block_identifier('email', 'a@x.com')",
+        "COPY (SELECT 1) TO '/tmp/panorama-analyst.csv'",
+        "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
+    ];
+    for sql in refused {
+        let e = analyst.simple_query(sql).await.unwrap_err();
+        assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{sql}: {e:?}");
+    }
+    // The extended protocol (JDBC, psycopg) is held to the same rule.
+    let e = analyst
+        .execute("CREATE VIEW analytics.mine AS SELECT 1 AS x", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{e:?}");
+    // Reading, SET/SHOW and COPY TO STDOUT stay open to analysts.
+    analyst
+        .batch_execute("SET application_name = 'notebook'")
+        .await
+        .unwrap();
+    let rows = analyst
+        .query(
+            "SELECT order_id FROM raw.orders WHERE amount > $1 ORDER BY 1",
+            &[&rust_decimal::Decimal::new(5000, 2)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        scalar(&analyst, "SELECT count(*) FROM analytics.big_orders").await,
+        2
+    );
+
+    // psql with PGPASSWORD, as a person would.
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-At", "-h", "127.0.0.1", "-p"])
+        .arg(server.addr.port().to_string())
+        .args([
+            "-U",
+            "ana",
+            "-d",
+            "panorama",
+            "-c",
+            "SELECT count(*) FROM raw.orders",
+        ])
+        .env("PGPASSWORD", "analyst-secret")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "4",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_refuses_an_open_address_without_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_panorama"))
+        .args(["serve", "--no-collect", "--listen", "0.0.0.0:0", "--lake"])
+        .arg(dir.path())
+        .env_remove("PANORAMA_LAKE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0 without authentication"),
+        "{stderr}"
+    );
+    // And `panorama passwd` prints a verifier the configuration accepts.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_panorama"))
+        .arg("passwd")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let verifier = String::from_utf8(out.stdout).unwrap();
+    assert!(Verifier::parse(verifier.trim()).is_ok(), "{verifier}");
+}
