@@ -108,7 +108,7 @@ async fn ingest(
     let mut record = Record::default();
     let messages: Vec<&Value> = match endpoint {
         Endpoint::Single(kind) => {
-            let size = bytes.len();
+            let size = Some(bytes.len());
             accept(
                 &mut record,
                 &origin,
@@ -140,12 +140,9 @@ async fn ingest(
                 integrations: value.get("integrations"),
             };
             for (i, m) in batch.iter().enumerate() {
-                // A message is never larger than the body it came in.
-                let size = if bytes.len() <= MAX_MESSAGE_BYTES {
-                    bytes.len()
-                } else {
-                    m.to_string().len()
-                };
+                // A message is never larger than the body it came in; in a
+                // larger body, its size is that of what it stores.
+                let size = (bytes.len() <= MAX_MESSAGE_BYTES).then_some(bytes.len());
                 let parsed = message::parse(m, None, &envelope, received_at, size);
                 accept(&mut record, &origin, i as u64, m, parsed);
             }

@@ -83,23 +83,60 @@ pub struct Envelope<'a> {
 
 /// Turn one message into an [`Event`]. `kind` is the type the endpoint
 /// implies (`/v1/track` → `track`); in a batch each message names its own.
-/// `size` is the message's size in bytes, when the caller knows it.
+/// `size` is the message's size in bytes when the caller knows it (a
+/// single message is its body); otherwise the size is that of what would
+/// be stored, which saves serialising every message of a batch again.
 pub fn parse(
     message: &Value,
     kind: Option<&str>,
     envelope: &Envelope<'_>,
     received_at: DateTime<Utc>,
-    size: usize,
+    size: Option<usize>,
 ) -> Result<Event, Refusal> {
-    let object = message
-        .as_object()
-        .ok_or_else(|| Refusal::new("message", "is not a JSON object"))?;
+    let event = build(message, kind, envelope, received_at)?;
+    let size = size.unwrap_or_else(|| event.stored_len());
     if size > MAX_MESSAGE_BYTES {
         return Err(Refusal::new(
             "message",
             format!("is {size} bytes; the limit is {MAX_MESSAGE_BYTES} (32 KB)"),
         ));
     }
+    Ok(event)
+}
+
+impl Event {
+    /// Bytes of text this event stores (its JSON fields and ids).
+    pub fn stored_len(&self) -> usize {
+        let text = |v: &Option<String>| v.as_ref().map_or(0, String::len);
+        self.message_id.len()
+            + self.kind.len()
+            + [
+                &self.event,
+                &self.name,
+                &self.anonymous_id,
+                &self.user_id,
+                &self.previous_id,
+                &self.group_id,
+                &self.email,
+                &self.properties,
+                &self.traits,
+                &self.context,
+            ]
+            .into_iter()
+            .map(text)
+            .sum::<usize>()
+    }
+}
+
+fn build(
+    message: &Value,
+    kind: Option<&str>,
+    envelope: &Envelope<'_>,
+    received_at: DateTime<Utc>,
+) -> Result<Event, Refusal> {
+    let object = message
+        .as_object()
+        .ok_or_else(|| Refusal::new("message", "is not a JSON object"))?;
     let kind = match (kind, object.get("type")) {
         (Some(kind), _) => kind.to_string(),
         (None, Some(Value::String(t))) if TYPES.contains(&t.as_str()) => t.clone(),
@@ -277,7 +314,7 @@ mod tests {
     }
 
     fn parse_one(v: Value) -> Result<Event, Refusal> {
-        let size = v.to_string().len();
+        let size = Some(v.to_string().len());
         parse(
             &v,
             None,
@@ -351,7 +388,7 @@ mod tests {
         };
         let msg = json!({"type": "identify", "userId": "u", "traits": {"email": " Jane@X.com "},
                          "integrations": {"All": false}});
-        let e = parse(&msg, None, &envelope, Utc::now(), 10).unwrap();
+        let e = parse(&msg, None, &envelope, Utc::now(), None).unwrap();
         let context: Value = serde_json::from_str(e.context.as_deref().unwrap()).unwrap();
         assert_eq!(context["library"]["name"], "analytics-python");
         assert_eq!(context["integrations"]["All"], false);
