@@ -30,6 +30,8 @@ pub struct EngineOptions {
     pub target_partitions: usize,
     /// Identity settings (identifier types shape `cdp.profiles`).
     pub identity: IdentityConfig,
+    /// Mask personal columns at every scan (the `analyst` role's session).
+    pub mask_personal_data: bool,
 }
 
 impl Default for EngineOptions {
@@ -40,6 +42,7 @@ impl Default for EngineOptions {
                 .map(|n| n.get())
                 .unwrap_or(2),
             identity: IdentityConfig::default(),
+            mask_personal_data: false,
         }
     }
 }
@@ -81,5 +84,15 @@ pub fn session(lake: &Lake, options: &EngineOptions) -> Result<SessionContext> {
     ctx.catalog(CATALOG)
         .ok_or_else(|| Error::Config("the panorama catalog is missing".into()))?
         .register_schema("analytics", Arc::new(analytics))?;
+    if options.mask_personal_data {
+        let catalog = ctx
+            .catalog(CATALOG)
+            .ok_or_else(|| Error::Config("the panorama catalog is missing".into()))?;
+        for name in ["raw", "cdp", "system", "analytics"] {
+            if let Some(schema) = catalog.schema(name) {
+                catalog.register_schema(name, Arc::new(catalog::masking::MaskedSchema(schema)))?;
+            }
+        }
+    }
     Ok(ctx)
 }

@@ -491,7 +491,18 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
         },
     ));
     let collector = start_collector(&lake, settings, &args).await?;
-    let served = pgwire::serve_secure(listener, ctx, actions, users, shutdown).await;
+    // Analysts query a session whose scans mask personal data.
+    let analyst = EngineOptions {
+        mask_personal_data: true,
+        ..options.clone()
+    };
+    let access = pgwire::Access {
+        users,
+        analyst: Some(Arc::new(
+            engine::session(&lake, &analyst).context("building the analysts' SQL session")?,
+        )),
+    };
+    let served = pgwire::serve_secure(listener, ctx, actions, access, shutdown).await;
     let _ = stop_jobs.send(());
     let _ = scheduler.await;
     if let Some(collector) = collector {

@@ -167,3 +167,136 @@ fn serve_refuses_an_open_address_without_users() {
     let verifier = String::from_utf8(out.stdout).unwrap();
     assert!(Verifier::parse(verifier.trim()).is_ok(), "{verifier}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analysts_see_personal_data_masked_in_every_plan_shape() {
+    let (_dir, lake) = temp_lake();
+    land_fixture(&lake).await;
+    panorama::identity::refresh(
+        &lake,
+        &panorama::identity::IdentityConfig::default(),
+        panorama::identity::Mode::Incremental,
+        chrono::DateTime::from_timestamp_micros(JAN_15 + 30 * DAY).unwrap(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let users = Users::from_config(&[
+        user("ada", "admin-secret", Role::Admin),
+        user("ana", "analyst-secret", Role::Analyst),
+    ])
+    .unwrap();
+    let options = EngineOptions {
+        target_partitions: 2,
+        ..EngineOptions::default()
+    };
+    let server =
+        TestServer::start_secure(&lake, panorama::pgwire::Actions::default(), options, users).await;
+    let admin = connect(&server, "ada", "admin-secret").await.unwrap();
+    let analyst = connect(&server, "ana", "analyst-secret").await.unwrap();
+    let jane = "SELECT count(*) FROM cdp.profiles WHERE 'jane.doe@example.com' = ANY(emails)";
+    assert_eq!(scalar(&admin, jane).await, 1, "the admin sees Jane");
+
+    let texts = |rows: Vec<tokio_postgres::Row>| -> Vec<Option<String>> {
+        rows.iter().map(|r| r.get::<_, Option<String>>(0)).collect()
+    };
+    // Plain reads, filters, functions, subqueries, UNION, joins.
+    let emails = texts(
+        analyst
+            .query("SELECT email FROM raw.customers ORDER BY customer_id", &[])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        emails,
+        [Some("***".into()), Some("***".into()), Some("***".into())]
+    );
+    for (sql, expected) in [
+        (jane, 0),
+        (
+            "SELECT count(*) FROM raw.customers WHERE email LIKE '%example%'",
+            0,
+        ),
+        (
+            "SELECT count(*) FROM raw.customers WHERE lower(trim(email)) = 'jane.doe@example.com'",
+            0,
+        ),
+        (
+            "SELECT count(*) FROM raw.customers WHERE length(email) > 3",
+            0,
+        ),
+        (
+            "SELECT count(*) FROM (SELECT phone FROM raw.customers) t WHERE phone LIKE '+%'",
+            0,
+        ),
+        (
+            "SELECT count(*) FROM (SELECT email FROM raw.customers UNION SELECT email FROM raw.orders) u \
+          WHERE email <> '***'",
+            0,
+        ),
+        (
+            "SELECT count(*) FROM raw.customers c WHERE EXISTS \
+          (SELECT 1 FROM raw.orders o WHERE o.customer_id = c.customer_id AND c.email LIKE 'j%')",
+            0,
+        ),
+        (
+            "SELECT count(*) FROM cdp.identity_links WHERE id_type = 'email' AND id_value <> '***'",
+            0,
+        ),
+        (
+            "SELECT count(*) FROM cdp.profiles WHERE array_to_string(emails, ',') LIKE '%@%'",
+            0,
+        ),
+    ] {
+        assert_eq!(scalar(&analyst, sql).await, expected, "{sql}");
+    }
+    // Counting and joining by ids still works.
+    assert_eq!(
+        scalar(
+            &analyst,
+            "SELECT count(DISTINCT profile_id) FROM cdp.profiles"
+        )
+        .await,
+        scalar(
+            &admin,
+            "SELECT count(DISTINCT profile_id) FROM cdp.profiles"
+        )
+        .await
+    );
+    assert_eq!(
+        scalar(
+            &analyst,
+            "SELECT count(*) FROM raw.orders o JOIN raw.customers c USING (customer_id)"
+        )
+        .await,
+        3
+    );
+    // COPY sees what the query sees.
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-h", "127.0.0.1", "-p"])
+        .arg(server.addr.port().to_string())
+        .args([
+            "-U",
+            "ana",
+            "-d",
+            "panorama",
+            "-c",
+            "COPY (SELECT customer_id, email, first_name, city FROM raw.customers ORDER BY 1) TO STDOUT WITH CSV",
+        ])
+        .env("PGPASSWORD", "analyst-secret")
+        .output()
+        .unwrap();
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(csv.lines().next(), Some("C1,***,***,Paris"), "{csv}");
+    // The admin session is untouched.
+    let real = texts(
+        admin
+            .query(
+                "SELECT email FROM raw.customers WHERE customer_id = 'C1'",
+                &[],
+            )
+            .await
+            .unwrap(),
+    );
+    assert_eq!(real, [Some(" Jane.Doe@Example.com".into())]);
+}

@@ -97,6 +97,14 @@ impl TestServer {
         users: panorama::pgwire::auth::Users,
     ) -> TestServer {
         let ctx = Arc::new(engine::session(lake, &options).expect("session"));
+        let masked = EngineOptions {
+            mask_personal_data: true,
+            ..options.clone()
+        };
+        let access = panorama::pgwire::Access {
+            users,
+            analyst: Some(Arc::new(engine::session(lake, &masked).expect("session"))),
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
@@ -104,7 +112,7 @@ impl TestServer {
             listener,
             ctx,
             actions,
-            users,
+            access,
             async {
                 let _ = stopped.await;
             },

@@ -18,6 +18,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 
+pub mod masking;
 mod parquet_format;
 mod versioned;
 

@@ -14,15 +14,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion_postgres::DfSessionService;
+use datafusion_postgres::pgwire::api::Type;
+use datafusion_postgres::pgwire::api::portal::Format;
 use datafusion_postgres::pgwire::api::portal::Portal;
 use datafusion_postgres::pgwire::api::query::ExtendedQueryHandler;
+use datafusion_postgres::pgwire::api::results::FieldInfo;
 use datafusion_postgres::pgwire::api::results::{QueryResponse, Response};
+use datafusion_postgres::pgwire::api::stmt::QueryParser;
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, ConnectionHandle};
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::pgwire::messages::data::DataRow;
+use datafusion_postgres::{DfSessionService, Parser};
 use futures::stream::{BoxStream, StreamExt};
 
 use super::statements::error;
@@ -126,16 +130,76 @@ fn guarded(
     .boxed()
 }
 
-/// The extended protocol of `datafusion-postgres`, with guarded results.
-pub struct Guarded(pub Arc<DfSessionService>);
+/// The extended protocol of `datafusion-postgres`, with guarded results,
+/// each role on its own session (statements are planned by the session of
+/// the role that runs them).
+pub struct Guarded {
+    admin: Arc<DfSessionService>,
+    analyst: Arc<DfSessionService>,
+    parser: Arc<RoleParser>,
+}
+
+impl Guarded {
+    pub fn new(admin: Arc<DfSessionService>, analyst: Arc<DfSessionService>) -> Self {
+        let parser = Arc::new(RoleParser {
+            admin: admin.query_parser(),
+            analyst: analyst.query_parser(),
+        });
+        Guarded {
+            admin,
+            analyst,
+            parser,
+        }
+    }
+}
+
+type DfStatement = <DfSessionService as ExtendedQueryHandler>::Statement;
+
+/// Plans with the session of the client's role.
+pub struct RoleParser {
+    admin: Arc<Parser>,
+    analyst: Arc<Parser>,
+}
+
+#[async_trait]
+impl QueryParser for RoleParser {
+    type Statement = DfStatement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        match super::auth::Role::of(client) {
+            super::auth::Role::Admin => self.admin.parse_sql(client, sql, types).await,
+            super::auth::Role::Analyst => self.analyst.parse_sql(client, sql, types).await,
+        }
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        self.admin.get_parameter_types(stmt)
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        self.admin.get_result_schema(stmt, column_format)
+    }
+}
 
 #[async_trait]
 impl ExtendedQueryHandler for Guarded {
-    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
-    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+    type Statement = DfStatement;
+    type QueryParser = RoleParser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.0.query_parser()
+        Arc::clone(&self.parser)
     }
 
     async fn do_query<C>(
@@ -167,7 +231,11 @@ impl ExtendedQueryHandler for Guarded {
                 .join(" ");
             return Err(super::auth::read_only(&head));
         }
-        let response = self.0.do_query(client, portal, max_rows).await?;
+        let service = match super::auth::Role::of(client) {
+            super::auth::Role::Admin => &self.admin,
+            super::auth::Role::Analyst => &self.analyst,
+        };
+        let response = service.do_query(client, portal, max_rows).await?;
         Ok(guard(response, client))
     }
 }

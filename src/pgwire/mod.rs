@@ -69,6 +69,17 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
+/// Panorama's session answers first, then datafusion-postgres' hooks.
+fn hooks() -> Vec<Arc<dyn datafusion_postgres::QueryHook>> {
+    use datafusion_postgres::hooks::{cursor, set_show, transactions};
+    vec![
+        Arc::new(session::SessionHook),
+        Arc::new(cursor::CursorStatementHook),
+        Arc::new(set_show::SetShowHook),
+        Arc::new(transactions::TransactionStatementHook),
+    ]
+}
+
 /// Serve `ctx` to every client that connects to `listener` until `shutdown`
 /// resolves; then stop accepting and wait for open connections to end.
 pub async fn serve(
@@ -87,36 +98,46 @@ pub async fn serve_with(
     actions: Actions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    serve_secure(listener, ctx, actions, auth::Users::default(), shutdown).await
+    serve_secure(listener, ctx, actions, Access::default(), shutdown).await
 }
 
-/// Like [`serve_with`], asking `users` for a SCRAM-SHA-256 password (none:
-/// every connection is trusted as `admin`).
+/// Who may connect, and the session analysts query.
+#[derive(Default)]
+pub struct Access {
+    /// Users asked for a SCRAM-SHA-256 password (none: every connection is
+    /// trusted as `admin`).
+    pub users: auth::Users,
+    /// The session of the `analyst` role, with personal data masked at the
+    /// scan (`EngineOptions::mask_personal_data`); without it analysts use
+    /// the admin session.
+    pub analyst: Option<Arc<SessionContext>>,
+}
+
+/// Like [`serve_with`], with users, roles and the analysts' session.
 pub async fn serve_secure(
     listener: TcpListener,
     ctx: Arc<SessionContext>,
     actions: Actions,
-    users: auth::Users,
+    access: Access,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let connections = Arc::new(ConnectionManager::new());
-    use datafusion_postgres::hooks::{cursor, set_show, transactions};
-    // Panorama's session answers first, then datafusion-postgres' hooks.
-    let hooks: Vec<Arc<dyn datafusion_postgres::QueryHook>> = vec![
-        Arc::new(session::SessionHook),
-        Arc::new(cursor::CursorStatementHook),
-        Arc::new(set_show::SetShowHook),
-        Arc::new(transactions::TransactionStatementHook),
-    ];
-    let session = Arc::new(DfSessionService::new_with_hooks(Arc::clone(&ctx), hooks));
+    let analyst_ctx = access.analyst.unwrap_or_else(|| Arc::clone(&ctx));
+    let admin = Arc::new(DfSessionService::new_with_hooks(Arc::clone(&ctx), hooks()));
+    let analyst = Arc::new(DfSessionService::new_with_hooks(
+        Arc::clone(&analyst_ctx),
+        hooks(),
+    ));
     let handlers = Arc::new(Handlers {
         simple: Arc::new(statements::PanoramaStatements::new(
-            Arc::clone(&session),
-            ctx,
+            statements::Sessions {
+                admin: (Arc::clone(&admin), ctx),
+                analyst: (Arc::clone(&analyst), analyst_ctx),
+            },
             actions,
         )),
-        session: Arc::new(limits::Guarded(session)),
-        users: Arc::new(users),
+        session: Arc::new(limits::Guarded::new(admin, analyst)),
+        users: Arc::new(access.users),
         connections: Arc::clone(&connections),
         pids: Arc::new(RandomPidSecretKeyGenerator::default()),
         cancel: Arc::new(DefaultCancelHandler::new(connections)),

@@ -97,22 +97,26 @@ pub fn call_target(sql: &str) -> Option<Result<(String, Vec<String>), String>> {
 
 /// The simple-query handler: Panorama's statements, then datafusion-postgres.
 pub struct PanoramaStatements {
-    inner: Arc<DfSessionService>,
-    ctx: Arc<datafusion::prelude::SessionContext>,
+    sessions: Sessions,
     actions: Actions,
 }
 
+/// The protocol service and session of each role.
+pub struct Sessions {
+    pub admin: (
+        Arc<DfSessionService>,
+        Arc<datafusion::prelude::SessionContext>,
+    ),
+    /// Personal data masked at the scan.
+    pub analyst: (
+        Arc<DfSessionService>,
+        Arc<datafusion::prelude::SessionContext>,
+    ),
+}
+
 impl PanoramaStatements {
-    pub fn new(
-        inner: Arc<DfSessionService>,
-        ctx: Arc<datafusion::prelude::SessionContext>,
-        actions: Actions,
-    ) -> Self {
-        PanoramaStatements {
-            inner,
-            ctx,
-            actions,
-        }
+    pub fn new(sessions: Sessions, actions: Actions) -> Self {
+        PanoramaStatements { sessions, actions }
     }
 }
 
@@ -184,12 +188,16 @@ impl SimpleQueryHandler for PanoramaStatements {
         C::Error: Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        if super::auth::Role::of(client) == super::auth::Role::Analyst {
-            check_analyst(query)?;
-        }
+        let (inner, ctx) = match super::auth::Role::of(client) {
+            super::auth::Role::Analyst => {
+                check_analyst(query)?;
+                &self.sessions.analyst
+            }
+            super::auth::Role::Admin => &self.sessions.admin,
+        };
         if let Some(copy) = super::copy::copy_to_stdout(query) {
             let (query, format) = copy?;
-            return Ok(vec![super::copy::run(&self.ctx, &query, format).await?]);
+            return Ok(vec![super::copy::run(ctx, &query, format).await?]);
         }
         if let Some(call) = call_target(query) {
             let (procedure, args) = call.map_err(|e| error("42601", e))?;
@@ -208,7 +216,7 @@ impl SimpleQueryHandler for PanoramaStatements {
             };
         }
         let Some(view) = refresh_target(query) else {
-            let responses = self.inner.do_query(client, query).await?;
+            let responses = inner.do_query(client, query).await?;
             return Ok(responses
                 .into_iter()
                 .map(|r| super::limits::guard(r, client))
