@@ -31,6 +31,8 @@ pub struct Config {
     /// SCRAM-SHA-256 verifier and a role. None: connections are trusted
     /// (only allowed on a loopback address).
     pub users: Vec<crate::pgwire::auth::UserConfig>,
+    /// `[tls]`: certificate and key for TLS on the Postgres protocol.
+    pub tls: Option<crate::pgwire::tls::TlsConfig>,
 }
 
 /// How files for one raw table are read by `panorama ingest`.

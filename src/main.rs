@@ -373,6 +373,14 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
             args.listen
         );
     }
+    let tls = match &settings.tls {
+        Some(config) => Some(
+            pgwire::tls::acceptor(config)
+                .map_err(anyhow::Error::msg)
+                .context("loading [tls] (the server does not start without it)")?,
+        ),
+        None => None,
+    };
     let lake = open_lake(location)?;
     if !args.no_seed {
         let bar = ProgressBar::new(panorama::schema::RawTable::ALL.len() as u64).with_style(
@@ -501,6 +509,7 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
         analyst: Some(Arc::new(
             engine::session(&lake, &analyst).context("building the analysts' SQL session")?,
         )),
+        tls,
     };
     let served = pgwire::serve_secure(listener, ctx, actions, access, shutdown).await;
     let _ = stop_jobs.send(());

@@ -300,3 +300,93 @@ async fn analysts_see_personal_data_masked_in_every_plan_shape() {
     );
     assert_eq!(real, [Some(" Jane.Doe@Example.com".into())]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_from_the_configuration_and_no_plaintext_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let config = dir.path().join("panorama.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+    )
+    .unwrap();
+    let lake = dir.path().join("lake");
+    let served = Served::start(&[
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--lake".as_ref(),
+        lake.as_os_str(),
+        "serve".as_ref(),
+        "--no-seed".as_ref(),
+        "--no-collect".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ])
+    .await;
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-At", "-h", "127.0.0.1", "-p"])
+        .arg(served.pg_port.to_string())
+        .args([
+            "-U",
+            "panorama",
+            "-d",
+            "panorama",
+            "-c",
+            "\\conninfo",
+            "-c",
+            "SELECT 42",
+        ])
+        .env("PGSSLMODE", "require")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("SSL connection"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("42"), "{stdout}");
+    drop(served);
+
+    // A key that cannot be read stops the server before it listens.
+    std::fs::write(&key, "not a key").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_panorama"))
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "serve",
+            "--no-seed",
+            "--no-collect",
+            "--listen",
+            "127.0.0.1:0",
+            "--lake",
+        ])
+        .arg(&lake)
+        .env_remove("PANORAMA_LAKE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("loading [tls]"), "{stderr}");
+}

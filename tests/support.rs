@@ -104,6 +104,7 @@ impl TestServer {
         let access = panorama::pgwire::Access {
             users,
             analyst: Some(Arc::new(engine::session(lake, &masked).expect("session"))),
+            tls: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

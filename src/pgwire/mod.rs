@@ -13,6 +13,7 @@ pub mod errors;
 mod limits;
 mod session;
 mod statements;
+pub mod tls;
 
 pub use statements::{Actions, AdminAction, CallAction};
 
@@ -111,6 +112,8 @@ pub struct Access {
     /// scan (`EngineOptions::mask_personal_data`); without it analysts use
     /// the admin session.
     pub analyst: Option<Arc<SessionContext>>,
+    /// TLS for clients that ask for it.
+    pub tls: Option<datafusion_postgres::pgwire::tokio::TlsAcceptor>,
 }
 
 /// Like [`serve_with`], with users, roles and the analysts' session.
@@ -122,6 +125,7 @@ pub async fn serve_secure(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let connections = Arc::new(ConnectionManager::new());
+    let tls = access.tls;
     let analyst_ctx = access.analyst.unwrap_or_else(|| Arc::clone(&ctx));
     let admin = Arc::new(DfSessionService::new_with_hooks(Arc::clone(&ctx), hooks()));
     let analyst = Arc::new(DfSessionService::new_with_hooks(
@@ -149,8 +153,9 @@ pub async fn serve_secure(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     let handlers = Arc::clone(&handlers);
+                    let tls = tls.clone();
                     tasks.spawn(async move {
-                        if let Err(e) = process_socket(socket, None, handlers).await {
+                        if let Err(e) = process_socket(socket, tls, handlers).await {
                             tracing::info!(%peer, "connection ended with an error: {e}");
                         }
                     });
