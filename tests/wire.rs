@@ -280,9 +280,7 @@ async fn ten_million_rows_stream_in_bounded_server_memory() {
     ])
     .await;
     let client = served.client().await;
-    // The simple protocol, as psql and pandas' read_sql use it. (The
-    // extended protocol's Execute with no row limit is collected by pgwire
-    // 0.41's Portal::fetch before sending: see the closing note.)
+    // The simple protocol, as psql and pandas' read_sql use it.
     let rows = client
         .simple_query_raw("SELECT value, value * 2 AS twice FROM range(0, 10000000) t")
         .await
@@ -297,7 +295,24 @@ async fn ten_million_rows_stream_in_bounded_server_memory() {
     }
     assert_eq!(n, 10_000_000);
     assert_eq!(sum, 99_999_990_000_000, "2 × (0 + … + 9,999,999)");
-    // The whole result is ~180 MB as rows; the server never holds it.
+    // The extended protocol (JDBC, psycopg, tokio-postgres): binary rows,
+    // one unlimited Execute, which pgwire alone would collect in memory.
+    let rows = client
+        .query_raw(
+            "SELECT value, value * 2 AS twice FROM range(0, 10000000) t",
+            Vec::<i64>::new(),
+        )
+        .await
+        .unwrap();
+    futures::pin_mut!(rows);
+    let (mut n, mut sum) = (0u64, 0i64);
+    while let Some(row) = rows.next().await {
+        sum += row.unwrap().get::<_, i64>(1);
+        n += 1;
+    }
+    assert_eq!(n, 10_000_000);
+    assert_eq!(sum, 99_999_990_000_000, "2 × (0 + … + 9,999,999)");
+    // Each result is ~180 MB as rows; the server never holds one.
     let peak_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", served.pid()))
         .unwrap()
         .lines()

@@ -14,18 +14,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion_postgres::pgwire::api::PgWireConnectionState;
 use datafusion_postgres::pgwire::api::Type;
 use datafusion_postgres::pgwire::api::portal::Format;
 use datafusion_postgres::pgwire::api::portal::Portal;
+use datafusion_postgres::pgwire::api::portal::PortalExecutionState;
 use datafusion_postgres::pgwire::api::query::ExtendedQueryHandler;
 use datafusion_postgres::pgwire::api::results::FieldInfo;
+use datafusion_postgres::pgwire::api::results::Tag;
 use datafusion_postgres::pgwire::api::results::{QueryResponse, Response};
 use datafusion_postgres::pgwire::api::stmt::QueryParser;
+use datafusion_postgres::pgwire::api::store::Entry;
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, ConnectionHandle};
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::pgwire::messages::data::DataRow;
+use datafusion_postgres::pgwire::messages::extendedquery::Execute;
+use datafusion_postgres::pgwire::messages::response::EmptyQueryResponse;
 use datafusion_postgres::{DfSessionService, Parser};
 use futures::stream::{BoxStream, StreamExt};
 
@@ -200,6 +206,92 @@ impl ExtendedQueryHandler for Guarded {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         Arc::clone(&self.parser)
+    }
+
+    /// pgwire's own Execute collects every row of an unlimited Execute
+    /// (`max_rows = 0`) in memory before sending the first (`Portal::fetch`).
+    /// A fresh portal of a query is streamed here instead, row by row;
+    /// everything else (row limits, resumed portals, other statements) takes
+    /// pgwire's path.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message
+            .name
+            .as_deref()
+            .unwrap_or(datafusion_postgres::pgwire::api::DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(portal)) => Some(portal),
+            _ => None,
+        };
+        let streamable = match &portal {
+            Some(portal) if message.max_rows == 0 => {
+                matches!(client.state(), PgWireConnectionState::ReadyForQuery)
+                    && matches!(
+                        &portal.statement.statement,
+                        (
+                            _,
+                            Some((datafusion::sql::sqlparser::ast::Statement::Query(_), _))
+                        )
+                    )
+                    && matches!(*portal.state().lock().await, PortalExecutionState::Initial)
+            }
+            _ => false,
+        };
+        let (Some(portal), true) = (portal, streamable) else {
+            return self._on_execute(client, message).await;
+        };
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let response = self.do_query(client, portal.as_ref(), 0).await?;
+        // A completed portal executed again returns no rows, as in PostgreSQL.
+        *portal.state().lock().await = PortalExecutionState::Finished;
+        match response {
+            Response::Query(mut query) => {
+                use futures::SinkExt;
+                let tag = query.command_tag().to_owned();
+                let mut rows = 0;
+                while let Some(row) = query.data_rows().next().await {
+                    client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+                    rows += 1;
+                }
+                client
+                    .send(PgWireBackendMessage::CommandComplete(
+                        Tag::new(&tag).with_rows(rows).into(),
+                    ))
+                    .await?;
+            }
+            Response::Execution(tag) => {
+                use futures::SinkExt;
+                client
+                    .send(PgWireBackendMessage::CommandComplete(tag.into()))
+                    .await?;
+            }
+            Response::EmptyQuery => {
+                use futures::SinkExt;
+                client
+                    .send(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
+                    .await?;
+            }
+            _ => {
+                return Err(error(
+                    "XX000",
+                    "a query answered with a response Panorama cannot stream".into(),
+                ));
+            }
+        }
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        Ok(())
     }
 
     async fn do_query<C>(
