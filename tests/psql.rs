@@ -190,3 +190,44 @@ async fn set_and_show_answer_as_postgres_does() {
     assert!(ok, "{err}");
     assert_eq!(out, "CREATE VIEW\nDROP VIEW\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_backslash_commands_browse_the_schemas() {
+    let (_dir, lake) = temp_lake();
+    land_fixture(&lake).await;
+    panorama::identity::refresh(
+        &lake,
+        &panorama::identity::IdentityConfig::default(),
+        panorama::identity::Mode::Incremental,
+        chrono::DateTime::from_timestamp_micros(JAN_15 + 30 * DAY).unwrap(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let server = TestServer::start(&lake).await;
+    let (ok, out, err) = psql(&server, &["-c", "\\dn"]);
+    assert!(ok, "{err}");
+    for schema in ["analytics", "cdp", "raw", "system"] {
+        assert!(out.contains(schema), "\\dn lists {schema}: {out}");
+    }
+    let (ok, out, err) = psql(&server, &["-c", "\\dt cdp.*"]);
+    assert!(ok, "{err}");
+    for table in ["profiles", "identity_links", "profile_merges"] {
+        assert!(out.contains(table), "\\dt cdp.* lists {table}: {out}");
+    }
+    let (ok, out, err) = psql(&server, &["-c", "\\d cdp.profiles"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("emails") && out.contains("text[]"), "{out}");
+    let (ok, out, err) = psql(&server, &["-c", "\\dv analytics.*"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("rfm") && out.contains("nps_by_month"), "{out}");
+    let (ok, out, err) = psql(
+        &server,
+        &["-c", "\\x", "-c", "\\timing", "-c", "SELECT 1 AS a, 2 AS b"],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("-[ RECORD 1 ]") && out.contains("Time:"),
+        "{out}"
+    );
+}

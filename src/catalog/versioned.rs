@@ -42,8 +42,11 @@ impl TableProvider for VersionedTable {
         self.schema.clone()
     }
 
+    /// Listed as tables (`\dt cdp.*`, `getTables`): they are materialised,
+    /// and BI tools browse tables first. (PostgreSQL would file a
+    /// materialised view under `\dm`, which few tools look at.)
     fn table_type(&self) -> TableType {
-        TableType::View
+        TableType::Base
     }
 
     fn supports_filters_pushdown(
