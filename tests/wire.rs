@@ -321,3 +321,22 @@ async fn ten_million_rows_stream_in_bounded_server_memory() {
         .unwrap();
     assert!(peak_kib < 400 * 1024, "server peak RSS {peak_kib} KiB");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_result_columns_get_postgresql_names() {
+    let (_dir, lake) = temp_lake();
+    land_fixture(&lake).await;
+    let server = TestServer::start(&lake).await;
+    let client = server.client().await;
+    let sql = "SELECT count(*), max(amount), 1::float8, count(*) + 1, status FROM raw.orders GROUP BY status";
+    let statement = client.prepare(sql).await.unwrap();
+    let names: Vec<&str> = statement.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["count", "max", "float8", "?column?", "status"]);
+    // The simple protocol too, as pandas.read_sql sees it.
+    let rows = client.simple_query(sql).await.unwrap();
+    let Some(tokio_postgres::SimpleQueryMessage::RowDescription(columns)) = rows.first() else {
+        panic!("a row description first");
+    };
+    let names: Vec<&str> = columns.iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["count", "max", "float8", "?column?", "status"]);
+}

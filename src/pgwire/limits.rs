@@ -180,6 +180,8 @@ impl QueryParser for RoleParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        let renamed = super::naming::rename(sql);
+        let sql = renamed.as_deref().unwrap_or(sql);
         match super::auth::Role::of(client) {
             super::auth::Role::Admin => self.admin.parse_sql(client, sql, types).await,
             super::auth::Role::Analyst => self.analyst.parse_sql(client, sql, types).await,

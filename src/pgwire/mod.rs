@@ -11,6 +11,7 @@ pub mod auth;
 mod copy;
 pub mod errors;
 mod limits;
+mod naming;
 mod session;
 mod statements;
 pub mod tls;

@@ -216,6 +216,8 @@ impl SimpleQueryHandler for PanoramaStatements {
             };
         }
         let Some(view) = refresh_target(query) else {
+            let renamed = super::naming::rename(query);
+            let query = renamed.as_deref().unwrap_or(query);
             let responses = inner.do_query(client, query).await?;
             return Ok(responses
                 .into_iter()

@@ -1,0 +1,223 @@
+//! Result column names as PostgreSQL gives them, which BI tools show as
+//! chart axes and pandas as DataFrame columns: `SELECT count(*)` is
+//! `count`, `now()` is `now`, `1::float8` is `float8`, `x + 1` is
+//! `?column?` — where DataFusion would say `count(*)`, `now()`,
+//! `Int64(1)`, `x + Int64(1)`.
+//!
+//! The select list of a query is given PostgreSQL's name as an alias
+//! before DataFusion plans it (PostgreSQL's `FigureColname`). Items that
+//! already have an alias or are plain columns keep theirs; a name that would
+//! clash with another item's is left to DataFusion, which needs unique
+//! names. A text that does not parse is passed on untouched, and so are
+//! catalog queries (`pg_catalog`, `information_schema`), which
+//! datafusion-postgres rewrites itself.
+
+use datafusion::sql::sqlparser::ast::{
+    DataType, Expr, Ident, SelectItem, SetExpr, Spanned, Statement,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Location;
+
+/// `sql` with PostgreSQL's column names as aliases, if that changes it.
+///
+/// The aliases are inserted into the original text (at the end of each
+/// item, from the parser's source spans), never by printing the statement
+/// again, which would not always read back the same in DataFusion; the new
+/// text is used only if it parses to exactly the intended statement.
+pub fn rename(sql: &str) -> Option<String> {
+    // Catalog queries (psql's \d, drivers' metadata) go through
+    // datafusion-postgres' own rewrites, which expect their text as sent.
+    let lower = sql.to_lowercase();
+    if ["pg_catalog", "information_schema", "array("]
+        .iter()
+        .any(|s| lower.contains(s))
+    {
+        return None;
+    }
+    let original = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let single = original.len() == 1;
+    let mut intended = original.clone();
+    let mut inserts: Vec<(usize, String)> = Vec::new();
+    for statement in &mut intended {
+        if let Statement::Query(query) = statement
+            && let SetExpr::Select(select) = query.body.as_mut()
+        {
+            // Where each item starts; an item ends where the next one
+            // starts (less the comma), the last where FROM starts.
+            let starts: Vec<usize> = select
+                .projection
+                .iter()
+                .map(|item| offset(sql, item.span().start))
+                .collect::<Option<_>>()?;
+            let list_end = match select.from.first() {
+                Some(from) => {
+                    let at = offset(sql, from.relation.span().start)?;
+                    sql[..at].to_lowercase().rfind("from")?
+                }
+                None if single => sql.trim_end().trim_end_matches(';').len(),
+                None => return None,
+            };
+            for (i, alias) in name_items(&mut select.projection) {
+                let end = match starts.get(i + 1) {
+                    Some(&next) => sql[..next].rfind(',')?,
+                    None => list_end,
+                };
+                let end = sql[..end].trim_end().len();
+                inserts.push((end, alias));
+            }
+        }
+    }
+    if inserts.is_empty() {
+        return None;
+    }
+    inserts.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    let mut text = sql.to_string();
+    for (at, alias) in inserts {
+        text.insert_str(at, &format!(" AS \"{alias}\""));
+    }
+    let reread = Parser::parse_sql(&PostgreSqlDialect {}, &text).ok()?;
+    (reread == intended).then_some(text)
+}
+
+/// Byte offset in `sql` of a parser location (1-based line and column,
+/// columns counted in characters).
+fn offset(sql: &str, at: Location) -> Option<usize> {
+    if at.line == 0 || at.column == 0 {
+        return None;
+    }
+    let line_start: usize = sql
+        .split_inclusive('\n')
+        .take(at.line as usize - 1)
+        .map(str::len)
+        .sum();
+    let line = &sql[line_start..];
+    let within = match line.char_indices().nth(at.column as usize - 1) {
+        Some((i, _)) => i,
+        None => line.len(),
+    };
+    Some(line_start + within)
+}
+
+/// Give the unnamed items their PostgreSQL name (in the AST); returns the
+/// positions of the items named and their names.
+fn name_items(items: &mut [SelectItem]) -> Vec<(usize, String)> {
+    let names: Vec<Option<String>> = items
+        .iter()
+        .map(|item| match item {
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_lowercase()),
+            SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(i.value.to_lowercase()),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+                parts.last().map(|i| i.value.to_lowercase())
+            }
+            SelectItem::UnnamedExpr(expr) => Some(figure(expr)),
+            _ => None,
+        })
+        .collect();
+    let mut added = Vec::new();
+    for (i, item) in items.iter_mut().enumerate() {
+        let SelectItem::UnnamedExpr(expr) = item else {
+            continue;
+        };
+        if matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+            continue;
+        }
+        let Some(name) = names[i].clone() else {
+            continue;
+        };
+        // `ARRAY(SELECT …)` is rewritten by datafusion-postgres only when
+        // it stands unnamed: leave it as it is.
+        if name == "array" {
+            continue;
+        }
+        let clashes = names
+            .iter()
+            .enumerate()
+            .any(|(j, other)| j != i && other.as_deref() == Some(name.as_str()));
+        if clashes {
+            continue;
+        }
+        added.push((i, name.clone()));
+        *item = SelectItem::ExprWithAlias {
+            expr: expr.clone(),
+            alias: Ident::with_quote('"', name),
+        };
+    }
+    added
+}
+
+/// PostgreSQL's name for an unnamed select-list expression.
+fn figure(expr: &Expr) -> String {
+    match expr {
+        Expr::Function(f) => f
+            .name
+            .0
+            .last()
+            .map(|p| p.to_string().trim_matches('"').to_lowercase())
+            .unwrap_or_else(|| "?column?".into()),
+        Expr::Cast {
+            expr, data_type, ..
+        } => match figure(expr).as_str() {
+            "?column?" => type_name(data_type),
+            inner => inner.to_string(),
+        },
+        Expr::Nested(inner) => figure(inner),
+        Expr::Identifier(i) => i.value.to_lowercase(),
+        Expr::CompoundIdentifier(parts) => parts
+            .last()
+            .map(|i| i.value.to_lowercase())
+            .unwrap_or_default(),
+        Expr::Case { .. } => "case".into(),
+        Expr::Exists { .. } => "exists".into(),
+        Expr::Array(_) => "array".into(),
+        _ => "?column?".into(),
+    }
+}
+
+/// The internal name PostgreSQL uses for a cast's type.
+fn type_name(data_type: &DataType) -> String {
+    let text = data_type.to_string().to_lowercase();
+    let base = text.split('(').next().unwrap_or(&text).trim().to_string();
+    match base.as_str() {
+        "int" | "integer" | "int4" => "int4",
+        "bigint" | "int8" => "int8",
+        "smallint" | "int2" => "int2",
+        "real" | "float4" => "float4",
+        "double precision" | "float8" | "double" | "float" => "float8",
+        "boolean" | "bool" => "bool",
+        "decimal" | "numeric" => "numeric",
+        "character varying" | "varchar" => "varchar",
+        "timestamp with time zone" | "timestamptz" => "timestamptz",
+        "timestamp" | "timestamp without time zone" => "timestamp",
+        other => return other.to_string(),
+    }
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unnamed_items_get_postgresql_names() {
+        assert_eq!(
+            rename("SELECT count(*), now(), 1::float8, x + 1, y, z AS zed FROM t").as_deref(),
+            Some(
+                "SELECT count(*) AS \"count\", now() AS \"now\", 1::float8 AS \"float8\", \
+                 x + 1 AS \"?column?\", y, z AS zed FROM t"
+            )
+        );
+        assert_eq!(
+            rename("select\n  sum(é.a)\nfrom t é").as_deref(),
+            Some("select\n  sum(é.a) AS \"sum\"\nfrom t é")
+        );
+        // Clashing names stay DataFusion's; plain columns need nothing.
+        assert_eq!(rename("SELECT 1, 2"), None);
+        assert_eq!(rename("SELECT a, b FROM t"), None);
+        assert_eq!(
+            rename("SELECT count(*)::int FROM t").as_deref(),
+            Some("SELECT count(*)::int AS \"count\" FROM t")
+        );
+        assert_eq!(rename("not sql at all"), None);
+    }
+}
