@@ -17,6 +17,21 @@ fn user(name: &str, password: &str, role: Role) -> UserConfig {
     }
 }
 
+/// A server with an admin (ada / admin-secret) and an analyst (ana /
+/// analyst-secret).
+async fn ada_and_ana(lake: &panorama::lake::Lake) -> TestServer {
+    let users = Users::from_config(&[
+        user("ada", "admin-secret", Role::Admin),
+        user("ana", "analyst-secret", Role::Analyst),
+    ])
+    .unwrap();
+    let options = EngineOptions {
+        target_partitions: 2,
+        ..EngineOptions::default()
+    };
+    TestServer::start_secure(lake, panorama::pgwire::Actions::default(), options, users).await
+}
+
 async fn connect(
     server: &TestServer,
     user: &str,
@@ -35,17 +50,7 @@ async fn connect(
 async fn scram_passwords_and_the_read_only_analyst_role() {
     let (_dir, lake) = temp_lake();
     land_fixture(&lake).await;
-    let users = Users::from_config(&[
-        user("ada", "admin-secret", Role::Admin),
-        user("ana", "analyst-secret", Role::Analyst),
-    ])
-    .unwrap();
-    let options = EngineOptions {
-        target_partitions: 2,
-        ..EngineOptions::default()
-    };
-    let server =
-        TestServer::start_secure(&lake, panorama::pgwire::Actions::default(), options, users).await;
+    let server = ada_and_ana(&lake).await;
 
     // Wrong password and unknown user: the same refusal, 28P01.
     for (who, password) in [("ada", "wrong"), ("nobody", "admin-secret")] {
@@ -171,27 +176,8 @@ fn serve_refuses_an_open_address_without_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analysts_see_personal_data_masked_in_every_plan_shape() {
     let (_dir, lake) = temp_lake();
-    land_fixture(&lake).await;
-    panorama::identity::refresh(
-        &lake,
-        &panorama::identity::IdentityConfig::default(),
-        panorama::identity::Mode::Incremental,
-        chrono::DateTime::from_timestamp_micros(JAN_15 + 30 * DAY).unwrap(),
-        |_| {},
-    )
-    .await
-    .unwrap();
-    let users = Users::from_config(&[
-        user("ada", "admin-secret", Role::Admin),
-        user("ana", "analyst-secret", Role::Analyst),
-    ])
-    .unwrap();
-    let options = EngineOptions {
-        target_partitions: 2,
-        ..EngineOptions::default()
-    };
-    let server =
-        TestServer::start_secure(&lake, panorama::pgwire::Actions::default(), options, users).await;
+    land_and_refresh_fixture(&lake).await;
+    let server = ada_and_ana(&lake).await;
     let admin = connect(&server, "ada", "admin-secret").await.unwrap();
     let analyst = connect(&server, "ana", "analyst-secret").await.unwrap();
     let jane = "SELECT count(*) FROM cdp.profiles WHERE 'jane.doe@example.com' = ANY(emails)";

@@ -194,16 +194,7 @@ async fn set_and_show_answer_as_postgres_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_backslash_commands_browse_the_schemas() {
     let (_dir, lake) = temp_lake();
-    land_fixture(&lake).await;
-    panorama::identity::refresh(
-        &lake,
-        &panorama::identity::IdentityConfig::default(),
-        panorama::identity::Mode::Incremental,
-        chrono::DateTime::from_timestamp_micros(JAN_15 + 30 * DAY).unwrap(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    land_and_refresh_fixture(&lake).await;
     let server = TestServer::start(&lake).await;
     let (ok, out, err) = psql(&server, &["-c", "\\dn"]);
     assert!(ok, "{err}");

@@ -397,3 +397,18 @@ impl Drop for Served {
         self.kill();
     }
 }
+
+/// [`land_fixture`], then a first identity refresh (as of 2026-02-14), so
+/// `cdp.*` has profiles.
+pub async fn land_and_refresh_fixture(lake: &Lake) {
+    land_fixture(lake).await;
+    panorama::identity::refresh(
+        lake,
+        &panorama::identity::IdentityConfig::default(),
+        panorama::identity::Mode::Incremental,
+        chrono::DateTime::from_timestamp_micros(JAN_15 + 30 * DAY).unwrap(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+}

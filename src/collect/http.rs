@@ -396,10 +396,7 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
 async fn preflight() -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let h = response.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    allow_any_origin(h);
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("POST, OPTIONS"),
@@ -434,11 +431,16 @@ fn json_response(status: StatusCode, body: Value) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    h.insert(
+    allow_any_origin(h);
+    response
+}
+
+/// Browsers may send from any page (analytics.js runs on the customer's site).
+fn allow_any_origin(headers: &mut HeaderMap) {
+    headers.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
     );
-    response
 }
 
 fn failure(status: StatusCode, error: &str) -> Response {

@@ -53,6 +53,14 @@ impl Role {
         }
     }
 
+    /// `admin` or `analyst`, whichever belongs to this role.
+    pub fn pick<'a, T: ?Sized>(self, admin: &'a T, analyst: &'a T) -> &'a T {
+        match self {
+            Role::Admin => admin,
+            Role::Analyst => analyst,
+        }
+    }
+
     /// The role of a connected client (admin when no users are configured).
     pub fn of(client: &(impl ClientInfo + ?Sized)) -> Role {
         match client.metadata().get(ROLE_KEY).map(String::as_str) {
@@ -219,6 +227,17 @@ pub fn analyst_may(statement: &datafusion::sql::sqlparser::ast::Statement) -> bo
                 ..
             }
     )
+}
+
+/// `Ok` when the analyst role may run `statement`, else the 42501 error
+/// naming the statement by its first two words.
+pub fn check_analyst(statement: &datafusion::sql::sqlparser::ast::Statement) -> PgWireResult<()> {
+    if analyst_may(statement) {
+        return Ok(());
+    }
+    let text = statement.to_string();
+    let head: Vec<&str> = text.split_whitespace().take(2).collect();
+    Err(read_only(&head.join(" ")))
 }
 
 /// The error an analyst gets for anything else.

@@ -182,10 +182,10 @@ impl QueryParser for RoleParser {
     {
         let renamed = super::naming::rename(sql);
         let sql = renamed.as_deref().unwrap_or(sql);
-        match super::auth::Role::of(client) {
-            super::auth::Role::Admin => self.admin.parse_sql(client, sql, types).await,
-            super::auth::Role::Analyst => self.analyst.parse_sql(client, sql, types).await,
-        }
+        super::auth::Role::of(client)
+            .pick(&self.admin, &self.analyst)
+            .parse_sql(client, sql, types)
+            .await
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
@@ -313,22 +313,13 @@ impl ExtendedQueryHandler for Guarded {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        if super::auth::Role::of(client) == super::auth::Role::Analyst
+        let role = super::auth::Role::of(client);
+        if role == super::auth::Role::Analyst
             && let (_, Some((statement, _))) = &portal.statement.statement
-            && !super::auth::analyst_may(statement)
         {
-            let text = statement.to_string();
-            let head: String = text
-                .split_whitespace()
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" ");
-            return Err(super::auth::read_only(&head));
+            super::auth::check_analyst(statement)?;
         }
-        let service = match super::auth::Role::of(client) {
-            super::auth::Role::Admin => &self.admin,
-            super::auth::Role::Analyst => &self.analyst,
-        };
+        let service = role.pick(&self.admin, &self.analyst);
         let response = service.do_query(client, portal, max_rows).await?;
         Ok(guard(response, client))
     }

@@ -144,7 +144,7 @@ pub fn refresh_target(sql: &str) -> Option<String> {
 /// Refuse (42501) a simple query of the analyst role unless every
 /// statement in it is one the role may run; what cannot be parsed is
 /// refused too (fail closed).
-fn check_analyst(query: &str) -> PgWireResult<()> {
+fn check_analyst_query(query: &str) -> PgWireResult<()> {
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
     if refresh_target(query).is_some() {
@@ -152,18 +152,7 @@ fn check_analyst(query: &str) -> PgWireResult<()> {
     }
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, query)
         .map_err(|_| super::auth::read_only("a statement that is not a query"))?;
-    match statements.iter().find(|s| !super::auth::analyst_may(s)) {
-        Some(s) => {
-            let text = s.to_string();
-            let head: String = text
-                .split_whitespace()
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" ");
-            Err(super::auth::read_only(&head))
-        }
-        None => Ok(()),
-    }
+    statements.iter().try_for_each(super::auth::check_analyst)
 }
 
 pub(super) fn error(code: &str, message: String) -> PgWireError {
@@ -188,13 +177,11 @@ impl SimpleQueryHandler for PanoramaStatements {
         C::Error: Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        let (inner, ctx) = match super::auth::Role::of(client) {
-            super::auth::Role::Analyst => {
-                check_analyst(query)?;
-                &self.sessions.analyst
-            }
-            super::auth::Role::Admin => &self.sessions.admin,
-        };
+        let role = super::auth::Role::of(client);
+        if role == super::auth::Role::Analyst {
+            check_analyst_query(query)?;
+        }
+        let (inner, ctx) = role.pick(&self.sessions.admin, &self.sessions.analyst);
         if let Some(copy) = super::copy::copy_to_stdout(query) {
             let (query, format) = copy?;
             return Ok(vec![super::copy::run(ctx, &query, format).await?]);
