@@ -78,6 +78,9 @@ pub fn session(lake: &Lake, options: &EngineOptions) -> Result<SessionContext> {
     setup_pg_catalog(&ctx, CATALOG, Arc::new(AuthManager::default()))
         .map_err(|e| Error::DataFusion(*e))?;
     ctx.register_udf(functions::version());
+    for udf in functions::session::functions() {
+        ctx.register_udf(udf);
+    }
     // Last: the analytics schema plans its views with this session's
     // functions and catalogs.
     let analytics = AnalyticsSchema::new(lake.clone(), ctx.state());

@@ -17,4 +17,5 @@ mod incremental;
 mod ingest;
 mod psql;
 mod s3;
+mod session;
 mod wire;

@@ -20,6 +20,7 @@ use phonenumber::country::Id as Country;
 use crate::identity::normalize::{self, Normalize};
 
 pub mod scores;
+pub mod session;
 
 /// Register every Panorama function on `ctx`.
 pub fn register_all(ctx: &SessionContext, default_country: Country) {

@@ -32,6 +32,8 @@ use futures::{Sink, SinkExt};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::functions;
+
 /// Client metadata key holding the connection's role.
 pub const ROLE_KEY: &str = "panorama.role";
 
@@ -304,6 +306,14 @@ impl Startup {
             .insert(ROLE_KEY.into(), role.name().into());
         let (pid, secret_key) = self.pids.generate(client);
         client.set_pid_and_secret_key(pid, secret_key.clone());
+        let user = client.metadata().get("user").cloned();
+        // Outside a connection task (never in serve) there is nothing to fill.
+        let _ = functions::session::CONNECTION.try_with(|cell| {
+            if let Ok(mut connection) = cell.lock() {
+                connection.user = user;
+                connection.backend_pid = Some(pid);
+            }
+        });
         let (handle, guard): (Arc<ConnectionHandle>, ConnectionGuard) =
             self.connections.register(pid, secret_key);
         client.session_extensions().insert(handle);

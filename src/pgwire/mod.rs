@@ -33,6 +33,8 @@ use datafusion_postgres::pgwire::tokio::process_socket;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::functions;
+
 /// The handlers of one server: one session service shared by every
 /// connection (per-connection state lives in pgwire's client metadata).
 struct Handlers {
@@ -155,11 +157,12 @@ pub async fn serve_secure(
                 Ok((socket, peer)) => {
                     let handlers = Arc::clone(&handlers);
                     let tls = tls.clone();
-                    tasks.spawn(async move {
+                    let connection = functions::session::ConnectionCell::default();
+                    tasks.spawn(functions::session::CONNECTION.scope(connection, async move {
                         if let Err(e) = process_socket(socket, tls, handlers).await {
                             tracing::info!(%peer, "connection ended with an error: {e}");
                         }
-                    });
+                    }));
                 }
                 // Out of file descriptors and the like: log, back off, go on.
                 Err(e) => {

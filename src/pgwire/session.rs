@@ -18,11 +18,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::{DFSchema, ParamValues};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{Set, Statement};
+use datafusion::sql::sqlparser::ast::{DiscardObject, Set, Statement};
 use datafusion_postgres::QueryHook;
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::ClientInfo;
@@ -30,7 +31,10 @@ use datafusion_postgres::pgwire::api::Type;
 use datafusion_postgres::pgwire::api::results::{
     DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
 };
+use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use datafusion_postgres::pgwire::messages::startup::ParameterStatus;
 
 use super::statements::error;
 
@@ -114,6 +118,10 @@ enum Route {
     /// Stored here for the connection.
     Set(String, String),
     Refuse(PgWireError),
+    /// `SET TIME ZONE` / `SET timezone`, for this connection only.
+    TimeZone(String),
+    /// `DISCARD ALL` (a pool's reset): back to the connection's start.
+    DiscardAll,
     /// Left to datafusion-postgres (or DataFusion).
     Delegate,
 }
@@ -129,10 +137,17 @@ fn route(statement: &Statement, client: &(dyn ClientInfo + Send + Sync)) -> Rout
                 .as_slice()
             {
                 ["transaction", "isolation", "level"] => "transaction_isolation".to_string(),
-                ["time", "zone"] => return Route::Delegate,
+                ["time", "zone"] => "timezone".to_string(),
                 [one] => one.to_string(),
                 _ => words.join(" "),
             };
+            if name == "timezone" {
+                let zone = [TIME_ZONE_KEY, "TimeZone"]
+                    .iter()
+                    .find_map(|key| client.metadata().get(*key).cloned())
+                    .unwrap_or_else(|| "UTC".into());
+                return Route::Show("TimeZone".into(), zone);
+            }
             if DELEGATED.contains(&name.as_str())
                 || name.starts_with("datafusion.")
                 || name == "all"
@@ -149,10 +164,21 @@ fn route(statement: &Statement, client: &(dyn ClientInfo + Send + Sync)) -> Rout
                 None => Route::Refuse(unknown(&name)),
             }
         }
+        Statement::Set(Set::SetTimeZone {
+            local: false,
+            value,
+        }) => time_zone(&value.to_string()),
+        Statement::Discard {
+            object_type: DiscardObject::ALL,
+        } => Route::DiscardAll,
         Statement::Set(Set::SingleAssignment {
             variable, values, ..
         }) => {
             let name = variable.to_string().to_lowercase();
+            if name == "timezone" {
+                let value = values.iter().map(|v| v.to_string()).collect::<Vec<_>>();
+                return time_zone(&value.join(", "));
+            }
             if DELEGATED.contains(&name.as_str()) || name.starts_with("datafusion.") {
                 return Route::Delegate;
             }
@@ -176,6 +202,74 @@ fn route(statement: &Statement, client: &(dyn ClientInfo + Send + Sync)) -> Rout
         }
         _ => Route::Delegate,
     }
+}
+
+/// A time zone PostgreSQL would accept and Arrow can render: an IANA name
+/// or a `±hh:mm` offset (`LOCAL` and `DEFAULT` are UTC, the server's zone).
+fn time_zone(value: &str) -> Route {
+    let zone = value.trim().trim_matches('\'').trim_matches('"');
+    if zone.eq_ignore_ascii_case("local") || zone.eq_ignore_ascii_case("default") {
+        return Route::TimeZone("UTC".into());
+    }
+    match zone.parse::<Tz>() {
+        Ok(_) => Route::TimeZone(zone.to_string()),
+        Err(_) => Route::Refuse(error(
+            "22023",
+            format!("invalid value for parameter \"TimeZone\": \"{zone}\""),
+        )),
+    }
+}
+
+/// The client metadata key a `SET` of `name` writes (datafusion-postgres'
+/// keys for the parameters it keeps, ours for the rest).
+fn metadata_key(name: &str) -> String {
+    match name {
+        "statement_timeout" => "statement_timeout_ms".into(),
+        "timezone" => TIME_ZONE_KEY.into(),
+        name if DELEGATED.contains(&name) => name.into(),
+        name => format!("panorama.{name}"),
+    }
+}
+
+/// Where datafusion-postgres keeps the connection's time zone (`SHOW`
+/// reads it there).
+const TIME_ZONE_KEY: &str = "timezone";
+/// Before a connection first changes a parameter, its value at start-up is
+/// kept under this prefix (`ABSENT` when it had none), for `DISCARD ALL`.
+const DEFAULT_PREFIX: &str = "panorama.default.";
+const ABSENT: &str = "\u{0}";
+
+/// Remember `key`'s start-up value before its first change.
+fn keep_default(client: &mut dyn HookClient, key: &str) {
+    let saved = format!("{DEFAULT_PREFIX}{key}");
+    if !client.metadata().contains_key(&saved) {
+        let value = client
+            .metadata()
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| ABSENT.to_string());
+        client.metadata_mut().insert(saved, value);
+    }
+}
+
+/// `DISCARD ALL`: every parameter back to its start-up value, every portal
+/// and cursor closed.
+fn discard_all(client: &mut dyn HookClient) {
+    let saved: Vec<(String, String)> = client
+        .metadata()
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(DEFAULT_PREFIX)?.to_string(), v.clone())))
+        .collect();
+    let metadata = client.metadata_mut();
+    for (key, value) in saved {
+        metadata.remove(&format!("{DEFAULT_PREFIX}{key}"));
+        if value == ABSENT {
+            metadata.remove(&key);
+        } else {
+            metadata.insert(key, value);
+        }
+    }
+    client.portal_store().clear_portals();
 }
 
 fn unknown(name: &str) -> PgWireError {
@@ -241,7 +335,7 @@ impl QueryHook for SessionHook {
         if let Some(tag) = ddl_tag(statement) {
             return Some(run_ddl(ctx, &statement.to_string(), tag).await);
         }
-        answer(statement, client)
+        answer(statement, client).await
     }
 
     async fn handle_extended_parse_query(
@@ -252,7 +346,7 @@ impl QueryHook for SessionHook {
     ) -> Option<PgWireResult<LogicalPlan>> {
         let fields = match route(statement, client) {
             Route::Show(name, _) => vec![Field::new(name, DataType::Utf8, false)],
-            Route::Set(..) => vec![],
+            Route::Set(..) | Route::TimeZone(_) | Route::DiscardAll => vec![],
             Route::Refuse(e) => return Some(Err(e)),
             Route::Delegate => return None,
         };
@@ -279,20 +373,50 @@ impl QueryHook for SessionHook {
         if let Some(tag) = ddl_tag(statement) {
             return Some(run_ddl(ctx, &statement.to_string(), tag).await);
         }
-        answer(statement, client)
+        answer(statement, client).await
     }
 }
 
-fn answer(statement: &Statement, client: &mut dyn HookClient) -> Option<PgWireResult<Response>> {
+async fn answer(
+    statement: &Statement,
+    client: &mut dyn HookClient,
+) -> Option<PgWireResult<Response>> {
     match route(statement, client) {
         Route::Show(name, value) => Some(show_response(&name, &value)),
         Route::Set(name, value) => {
-            client
-                .metadata_mut()
-                .insert(format!("panorama.{name}"), value);
+            let key = metadata_key(&name);
+            keep_default(client, &key);
+            client.metadata_mut().insert(key, value);
             Some(Ok(Response::Execution(Tag::new("SET"))))
         }
+        Route::TimeZone(zone) => {
+            keep_default(client, TIME_ZONE_KEY);
+            client
+                .metadata_mut()
+                .insert(TIME_ZONE_KEY.into(), zone.clone());
+            let status = ParameterStatus::new("TimeZone".into(), zone);
+            if let Err(e) = client
+                .send_message(PgWireBackendMessage::ParameterStatus(status))
+                .await
+            {
+                return Some(Err(e));
+            }
+            Some(Ok(Response::Execution(Tag::new("SET"))))
+        }
+        Route::DiscardAll => {
+            discard_all(client);
+            Some(Ok(Response::Execution(Tag::new("DISCARD ALL"))))
+        }
         Route::Refuse(e) => Some(Err(e)),
-        Route::Delegate => None,
+        Route::Delegate => {
+            // A parameter datafusion-postgres sets: keep its start-up value.
+            if let Statement::Set(Set::SingleAssignment { variable, .. }) = statement {
+                let name = variable.to_string().to_lowercase();
+                if DELEGATED.contains(&name.as_str()) {
+                    keep_default(client, &metadata_key(&name));
+                }
+            }
+            None
+        }
     }
 }
