@@ -222,3 +222,24 @@ async fn psql_backslash_commands_browse_the_schemas() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_statement_query_runs_up_to_its_first_error() {
+    let (_dir, lake) = temp_lake();
+    let server = TestServer::start(&lake).await;
+    // One Query message: the first result is sent, then the error, and the
+    // third statement never runs.
+    let (ok, out, err) = psql(
+        &server,
+        &[
+            "-At",
+            "-c",
+            "SELECT 'first' AS a; SELECT no_such_column FROM (SELECT 1 AS x) t; SELECT 'third'",
+        ],
+    );
+    assert!(!ok);
+    assert_eq!(out, "first\n");
+    assert!(err.contains("no_such_column"), "{err}");
+    assert!(!out.contains("third"));
+    server.stop().await;
+}

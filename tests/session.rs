@@ -169,3 +169,66 @@ async fn discard_all_takes_a_pooled_connection_back_to_its_start() {
 
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn savepoints_keep_a_transaction_usable_after_a_failed_probe() {
+    let (_dir, lake) = temp_lake();
+    let server = TestServer::start(&lake).await;
+    let client = server.client().await;
+    let code = |e: tokio_postgres::Error| e.code().map(|c| c.code().to_string());
+
+    // Outside a transaction, as in PostgreSQL.
+    let e = client.batch_execute("SAVEPOINT a").await.unwrap_err();
+    assert_eq!(code(e).as_deref(), Some("25P01"));
+
+    // psycopg 3's probe: a failing statement inside a savepoint, rolled
+    // back to it, leaves the transaction usable.
+    client
+        .batch_execute("BEGIN; SAVEPOINT \"_pg3_1\"")
+        .await
+        .unwrap();
+    let e = client
+        .batch_execute("SELECT no_such_function()")
+        .await
+        .unwrap_err();
+    assert!(code(e).is_some());
+    let e = client.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(
+        code(e).as_deref(),
+        Some("25P02"),
+        "the transaction is aborted"
+    );
+    let e = client
+        .batch_execute("ROLLBACK TO SAVEPOINT nope")
+        .await
+        .unwrap_err();
+    assert_eq!(code(e).as_deref(), Some("3B001"));
+    client
+        .batch_execute("ROLLBACK TO SAVEPOINT \"_pg3_1\"")
+        .await
+        .unwrap();
+    assert_eq!(scalar(&client, "SELECT CAST(2 AS BIGINT)").await, 2);
+    // Through the extended protocol too.
+    client.execute("SAVEPOINT b", &[]).await.unwrap();
+    client.execute("RELEASE SAVEPOINT b", &[]).await.unwrap();
+    let e = client.execute("RELEASE b", &[]).await.unwrap_err();
+    assert_eq!(code(e).as_deref(), Some("3B001"), "b was released");
+    // That error aborted the transaction, as in PostgreSQL; the savepoint
+    // brings it back once more.
+    let e = client
+        .batch_execute("RELEASE \"_pg3_1\"")
+        .await
+        .unwrap_err();
+    assert_eq!(code(e).as_deref(), Some("25P02"));
+    client
+        .batch_execute("ROLLBACK TO \"_pg3_1\"; RELEASE \"_pg3_1\"; COMMIT")
+        .await
+        .unwrap();
+    // COMMIT ended it: back to no transaction.
+    let e = client
+        .batch_execute("RELEASE \"_pg3_1\"")
+        .await
+        .unwrap_err();
+    assert_eq!(code(e).as_deref(), Some("25P01"));
+    server.stop().await;
+}

@@ -17,16 +17,28 @@ impl ErrorHandler for SqlStateErrors {
     where
         C: ClientInfo,
     {
-        if let PgWireError::ApiError(source) = error {
-            let (code, message) = classify(source.as_ref());
-            tracing::debug!(code, "query failed: {message}");
-            *error = PgWireError::UserError(Box::new(ErrorInfo::new(
-                "ERROR".to_string(),
-                code.to_string(),
-                message,
-            )));
-        }
+        with_sqlstate(error);
     }
+}
+
+/// Give an engine error its SQLSTATE (other errors already have one).
+fn with_sqlstate(error: &mut PgWireError) {
+    if let PgWireError::ApiError(source) = error {
+        let (code, message) = classify(source.as_ref());
+        tracing::debug!(code, "query failed: {message}");
+        *error = PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".to_string(),
+            code.to_string(),
+            message,
+        )));
+    }
+}
+
+/// The error response for `error`, with the SQLSTATE [`SqlStateErrors`]
+/// gives (for an error sent among the results of a multi-statement query).
+pub fn to_info(mut error: PgWireError) -> ErrorInfo {
+    with_sqlstate(&mut error);
+    ErrorInfo::from(error)
 }
 
 /// The SQLSTATE and message for an error raised while running a statement.

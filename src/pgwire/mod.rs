@@ -12,6 +12,7 @@ mod copy;
 pub mod errors;
 mod limits;
 mod naming;
+mod savepoints;
 mod session;
 mod statements;
 pub mod tls;
@@ -78,9 +79,11 @@ fn hooks() -> Vec<Arc<dyn datafusion_postgres::QueryHook>> {
     use datafusion_postgres::hooks::{cursor, set_show, transactions};
     vec![
         Arc::new(session::SessionHook),
+        Arc::new(savepoints::SavepointHook),
+        // Ahead of the cursor hook: an aborted transaction refuses FETCH too.
+        Arc::new(transactions::TransactionStatementHook),
         Arc::new(cursor::CursorStatementHook),
         Arc::new(set_show::SetShowHook),
-        Arc::new(transactions::TransactionStatementHook),
     ]
 }
 

@@ -34,6 +34,7 @@ use datafusion_postgres::pgwire::api::results::{
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use datafusion_postgres::pgwire::messages::response::TransactionStatus;
 use datafusion_postgres::pgwire::messages::startup::ParameterStatus;
 
 use super::statements::error;
@@ -381,6 +382,21 @@ async fn answer(
     statement: &Statement,
     client: &mut dyn HookClient,
 ) -> Option<PgWireResult<Response>> {
+    // An aborted transaction refuses everything but its end, or a
+    // ROLLBACK TO a savepoint (the hooks after this one answer those).
+    if client.transaction_status() == TransactionStatus::Error {
+        if matches!(
+            statement,
+            Statement::Commit { .. } | Statement::Rollback { .. }
+        ) {
+            return None;
+        }
+        return Some(Err(error(
+            "25P02",
+            "current transaction is aborted, commands ignored until end of transaction block"
+                .into(),
+        )));
+    }
     match route(statement, client) {
         Route::Show(name, value) => Some(show_response(&name, &value)),
         Route::Set(name, value) => {

@@ -13,6 +13,8 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use datafusion_postgres::DfSessionService;
 use datafusion_postgres::pgwire::api::query::SimpleQueryHandler;
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
@@ -20,6 +22,7 @@ use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use datafusion_postgres::pgwire::messages::response::TransactionStatus;
 use futures::future::BoxFuture;
 
 /// An action a statement triggers; the error is shown to the client.
@@ -177,6 +180,77 @@ impl SimpleQueryHandler for PanoramaStatements {
         C::Error: Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
+        // PostgreSQL runs a multi-statement query one statement at a time:
+        // the results before a failing statement are sent, then its error,
+        // and nothing after it runs. Each statement sees the transaction
+        // state the ones before it left (`BEGIN; SAVEPOINT a`).
+        let mut responses = Vec::new();
+        for statement in split_statements(query) {
+            match self.one_statement(client, statement).await {
+                Ok(done) => {
+                    for response in &done {
+                        let status = client.transaction_status();
+                        client.set_transaction_status(match response {
+                            Response::TransactionStart(_) => status.to_in_transaction_state(),
+                            Response::TransactionEnd(_) => status.to_idle_state(),
+                            Response::Error(_) => status.to_error_state(),
+                            _ => status,
+                        });
+                    }
+                    responses.extend(done);
+                }
+                Err(e) if responses.is_empty() => return Err(e),
+                Err(e) => {
+                    responses.push(Response::Error(Box::new(super::errors::to_info(e))));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+
+    /// `ROLLBACK TO` a savepoint takes an aborted transaction back into
+    /// use; pgwire's bookkeeping only knows that ROLLBACK ends one, so the
+    /// state is set before the statement runs (an unknown savepoint then
+    /// aborts it again).
+    async fn on_query<C>(
+        &self,
+        client: &mut C,
+        query: datafusion_postgres::pgwire::messages::simplequery::Query,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        if client.transaction_status() == TransactionStatus::Error
+            && super::savepoints::is_rollback_to(&query.query)
+        {
+            client.set_transaction_status(TransactionStatus::Transaction);
+        }
+        self._on_query(client, query).await
+    }
+}
+
+impl PanoramaStatements {
+    async fn one_statement<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
         let role = super::auth::Role::of(client);
         if role == super::auth::Role::Analyst {
             check_analyst_query(query)?;
@@ -235,9 +309,70 @@ impl SimpleQueryHandler for PanoramaStatements {
     }
 }
 
+/// The statements of a simple query, as text, split at the semicolons the
+/// SQL tokenizer finds outside strings, identifiers and comments. Text the
+/// tokenizer cannot read stays whole, for the parser to report.
+fn split_statements(query: &str) -> Vec<&str> {
+    let dialect = PostgreSqlDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, query).tokenize_with_location() else {
+        return vec![query];
+    };
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(query.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    // Locations are 1-based lines and columns counted in characters.
+    let offset = |line: u64, column: u64| -> Option<usize> {
+        let start = *line_starts.get(usize::try_from(line).ok()?.checked_sub(1)?)?;
+        let column = usize::try_from(column).ok()?.checked_sub(1)?;
+        Some(
+            query[start..]
+                .char_indices()
+                .nth(column)
+                .map_or(query.len(), |(i, _)| start + i),
+        )
+    };
+    let mut statements = Vec::new();
+    let mut from = 0;
+    for token in &tokens {
+        if token.token == Token::SemiColon {
+            let Some(at) = offset(token.span.start.line, token.span.start.column) else {
+                return vec![query];
+            };
+            statements.push(&query[from..at]);
+            from = at + 1;
+        }
+    }
+    statements.push(&query[from..]);
+    let kept: Vec<&str> = statements
+        .into_iter()
+        .filter(|s| {
+            // Only whitespace and comments: nothing to run.
+            Tokenizer::new(&dialect, s)
+                .tokenize()
+                .map(|t| t.iter().any(|t| !matches!(t, Token::Whitespace(_))))
+                .unwrap_or(true)
+        })
+        .collect();
+    if kept.is_empty() { vec![query] } else { kept }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn simple_queries_split_at_semicolons_outside_strings_and_comments() {
+        assert_eq!(
+            split_statements("BEGIN; SELECT ';' AS \"a;b\" -- c;d\n; SAVEPOINT x;"),
+            vec!["BEGIN", " SELECT ';' AS \"a;b\" -- c;d\n", " SAVEPOINT x"]
+        );
+        assert_eq!(
+            split_statements("SELECT 'é;'; /* ; */ SELECT 2"),
+            vec!["SELECT 'é;'", " /* ; */ SELECT 2"]
+        );
+        assert_eq!(split_statements("SELECT 1"), vec!["SELECT 1"]);
+        assert_eq!(split_statements("SELECT 'open"), vec!["SELECT 'open"]);
+    }
 
     #[test]
     fn refresh_statements_are_recognised_in_any_spelling() {
