@@ -78,6 +78,7 @@ pub fn session(lake: &Lake, options: &EngineOptions) -> Result<SessionContext> {
     setup_pg_catalog(&ctx, CATALOG, Arc::new(AuthManager::default()))
         .map_err(|e| Error::DataFusion(*e))?;
     ctx.register_udf(functions::version());
+    crate::pgwire::pg_catalog::install(&ctx, CATALOG)?;
     for udf in functions::session::functions() {
         ctx.register_udf(udf);
     }

@@ -20,8 +20,8 @@ use datafusion_postgres::pgwire::api::portal::Format;
 use datafusion_postgres::pgwire::api::portal::Portal;
 use datafusion_postgres::pgwire::api::portal::PortalExecutionState;
 use datafusion_postgres::pgwire::api::query::ExtendedQueryHandler;
-use datafusion_postgres::pgwire::api::results::FieldInfo;
 use datafusion_postgres::pgwire::api::results::Tag;
+use datafusion_postgres::pgwire::api::results::{DescribePortalResponse, FieldInfo};
 use datafusion_postgres::pgwire::api::results::{QueryResponse, Response};
 use datafusion_postgres::pgwire::api::stmt::QueryParser;
 use datafusion_postgres::pgwire::api::store::Entry;
@@ -180,6 +180,8 @@ impl QueryParser for RoleParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        let rewritten = super::rewrite::rewrite(sql, types);
+        let sql = rewritten.as_deref().unwrap_or(sql);
         let renamed = super::naming::rename(sql);
         let sql = renamed.as_deref().unwrap_or(sql);
         super::auth::Role::of(client)
@@ -208,6 +210,34 @@ impl ExtendedQueryHandler for Guarded {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         Arc::clone(&self.parser)
+    }
+
+    /// A `FETCH` portal returns the rows of its cursor: describe those.
+    async fn do_describe_portal<C>(
+        &self,
+        client: &mut C,
+        target: &Portal<Self::Statement>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let cursor = super::cursors::fetched_cursor(&target.statement.statement)
+            .and_then(|name| client.portal_store().get_portal(name))
+            .and_then(|entry| entry.value().cloned());
+        let (statement, format) = match &cursor {
+            Some(cursor) => (&cursor.statement.statement, &cursor.result_column_format),
+            None => (&target.statement.statement, &target.result_column_format),
+        };
+        let fields = self.parser.get_result_schema(statement, Some(format))?;
+        Ok(DescribePortalResponse::new(fields))
     }
 
     /// pgwire's own Execute collects every row of an unlimited Execute

@@ -9,9 +9,13 @@
 
 pub mod auth;
 mod copy;
+mod cursors;
 pub mod errors;
 mod limits;
 mod naming;
+pub mod pg_catalog;
+mod pg_functions;
+mod rewrite;
 mod savepoints;
 mod session;
 mod statements;
@@ -80,8 +84,10 @@ fn hooks() -> Vec<Arc<dyn datafusion_postgres::QueryHook>> {
     vec![
         Arc::new(session::SessionHook),
         Arc::new(savepoints::SavepointHook),
-        // Ahead of the cursor hook: an aborted transaction refuses FETCH too.
+        // Ahead of the cursor hooks: an aborted transaction refuses FETCH too.
         Arc::new(transactions::TransactionStatementHook),
+        Arc::new(cursors::CursorHook),
+        // CLOSE.
         Arc::new(cursor::CursorStatementHook),
         Arc::new(set_show::SetShowHook),
     ]

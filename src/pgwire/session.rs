@@ -112,6 +112,48 @@ fn fixed(name: &str) -> Option<String> {
     })
 }
 
+/// Every parameter with a server-wide value, for `pg_settings`.
+pub(super) fn fixed_settings() -> Vec<(&'static str, String)> {
+    const NAMES: &[&str] = &[
+        "server_version",
+        "server_version_num",
+        "transaction_isolation",
+        "default_transaction_isolation",
+        "standard_conforming_strings",
+        "integer_datetimes",
+        "max_identifier_length",
+        "client_encoding",
+        "server_encoding",
+        "client_min_messages",
+        "lc_collate",
+        "lc_ctype",
+        "lc_messages",
+        "lc_monetary",
+        "lc_numeric",
+        "lc_time",
+        "block_size",
+        "max_index_keys",
+        "default_transaction_read_only",
+        "transaction_read_only",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+        "idle_session_timeout",
+        "is_superuser",
+    ];
+    let mut rows: Vec<(&'static str, String)> = NAMES
+        .iter()
+        .filter_map(|name| Some((*name, fixed(name)?)))
+        .collect();
+    rows.extend([
+        ("TimeZone", "UTC".to_string()),
+        ("DateStyle", "ISO, MDY".to_string()),
+        ("search_path", "\"$user\", public".to_string()),
+        ("statement_timeout", "0".to_string()),
+        ("extra_float_digits", "1".to_string()),
+    ]);
+    rows
+}
+
 /// Where a `SHOW` or `SET` goes.
 enum Route {
     /// Answered here with this (column, value).

@@ -277,6 +277,8 @@ impl PanoramaStatements {
             };
         }
         let Some(view) = refresh_target(query) else {
+            let rewritten = super::rewrite::rewrite(query, &[]);
+            let query = rewritten.as_deref().unwrap_or(query);
             let renamed = super::naming::rename(query);
             let query = renamed.as_deref().unwrap_or(query);
             let responses = inner.do_query(client, query).await?;

@@ -1,0 +1,313 @@
+//! PostgreSQL catalog functions that drivers call while they look around
+//! and `datafusion-pg-catalog` lacks or answers wrongly:
+//!
+//! - `pg_get_expr(expr, relation [, pretty])`: NULL for NULL (JDBC's
+//!   `COLUMN_DEF` of a column without default), not `''`;
+//! - `to_regtype(text)`: the OID of a built-in type by any of its names
+//!   (`integer`, `int4`, `pg_catalog.text`, `text[]`), NULL for an unknown
+//!   one — psycopg 3 asks for `hstore` when SQLAlchemy connects;
+//! - `pg_get_serial_sequence(table, column)`: NULL (Panorama has no
+//!   sequences), and `pg_collation_is_visible(oid)`: true — both in
+//!   SQLAlchemy's `get_columns`;
+//! - `json_build_object(k1, v1, …)`: a JSON object as text;
+//! - `pg_like_escape(pattern, escape)`: a `LIKE` pattern written with
+//!   another escape character, in backslash form (see [`super::rewrite`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{Array, ArrayRef, Int32Array, StringArray};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion_postgres::pgwire::api::Type;
+
+/// The functions, to register after `datafusion-pg-catalog`'s.
+pub fn functions() -> Vec<ScalarUDF> {
+    [
+        Function::GetExpr,
+        Function::ToRegtype,
+        Function::SerialSequence,
+        Function::CollationVisible,
+        Function::JsonBuildObject,
+        Function::LikeEscape,
+    ]
+    .into_iter()
+    .map(|function| {
+        ScalarUDF::new_from_impl(Udf {
+            function,
+            signature: Signature::variadic_any(Volatility::Stable),
+        })
+    })
+    .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Function {
+    GetExpr,
+    ToRegtype,
+    SerialSequence,
+    CollationVisible,
+    JsonBuildObject,
+    LikeEscape,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Udf {
+    function: Function,
+    signature: Signature,
+}
+
+/// Built-in type names (PostgreSQL's `typname`s and the SQL spellings
+/// `format_type` prints) to OIDs.
+static TYPES: LazyLock<HashMap<String, u32>> = LazyLock::new(|| {
+    let mut names: HashMap<String, u32> = (0..20_000)
+        .filter_map(|oid| Type::from_oid(oid).map(|t| (t.name().to_string(), oid)))
+        .collect();
+    for (alias, name) in [
+        ("smallint", "int2"),
+        ("integer", "int4"),
+        ("int", "int4"),
+        ("bigint", "int8"),
+        ("real", "float4"),
+        ("double precision", "float8"),
+        ("boolean", "bool"),
+        ("decimal", "numeric"),
+        ("character varying", "varchar"),
+        ("character", "bpchar"),
+        ("char", "bpchar"),
+        ("timestamp without time zone", "timestamp"),
+        ("timestamp with time zone", "timestamptz"),
+        ("time without time zone", "time"),
+        ("time with time zone", "timetz"),
+    ] {
+        if let Some(oid) = names.get(name).copied() {
+            names.insert(alias.to_string(), oid);
+            if let Some(array) = names.get(&format!("_{name}")).copied() {
+                names.insert(format!("{alias}[]"), array);
+            }
+        }
+    }
+    let arrays: Vec<(String, u32)> = names
+        .iter()
+        .filter_map(|(name, oid)| Some((format!("{}[]", name.strip_prefix('_')?), *oid)))
+        .collect();
+    names.extend(arrays);
+    names
+});
+
+fn type_oid(name: &str) -> Option<i32> {
+    let name = name.trim().to_lowercase();
+    let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+    let name = name.trim_matches('"');
+    TYPES.get(name).and_then(|oid| i32::try_from(*oid).ok())
+}
+
+/// A JSON value for one SQL value (numbers and booleans as themselves).
+fn json_value(value: &ScalarValue) -> serde_json::Value {
+    use serde_json::Value;
+    if value.is_null() {
+        return Value::Null;
+    }
+    match value {
+        ScalarValue::Boolean(Some(b)) => Value::Bool(*b),
+        ScalarValue::Int8(Some(_))
+        | ScalarValue::Int16(Some(_))
+        | ScalarValue::Int32(Some(_))
+        | ScalarValue::Int64(Some(_))
+        | ScalarValue::UInt8(Some(_))
+        | ScalarValue::UInt16(Some(_))
+        | ScalarValue::UInt32(Some(_))
+        | ScalarValue::UInt64(Some(_))
+        | ScalarValue::Float32(Some(_))
+        | ScalarValue::Float64(Some(_)) => value
+            .to_string()
+            .parse::<serde_json::Number>()
+            .map_or_else(|_| Value::String(value.to_string()), Value::Number),
+        other => Value::String(other.to_string()),
+    }
+}
+
+fn rows(args: &[ColumnarValue]) -> usize {
+    args.iter()
+        .find_map(|a| match a {
+            ColumnarValue::Array(a) => Some(a.len()),
+            ColumnarValue::Scalar(_) => None,
+        })
+        .unwrap_or(1)
+}
+
+impl ScalarUDFImpl for Udf {
+    fn name(&self) -> &str {
+        match self.function {
+            Function::GetExpr => "pg_get_expr",
+            Function::ToRegtype => "to_regtype",
+            Function::SerialSequence => "pg_get_serial_sequence",
+            Function::CollationVisible => "pg_collation_is_visible",
+            Function::JsonBuildObject => "json_build_object",
+            Function::LikeEscape => "pg_like_escape",
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(match self.function {
+            Function::ToRegtype => DataType::Int32,
+            Function::CollationVisible => DataType::Boolean,
+            _ => DataType::Utf8,
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let args = args.args;
+        let n = rows(&args);
+        let arity = |min: usize, max: usize| -> Result<()> {
+            if args.len() < min || args.len() > max {
+                return Err(DataFusionError::Plan(format!(
+                    "{} takes {min} to {max} arguments, not {}",
+                    self.name(),
+                    args.len()
+                )));
+            }
+            Ok(())
+        };
+        let array: ArrayRef = match self.function {
+            Function::GetExpr => {
+                arity(2, 3)?;
+                ColumnarValue::values_to_arrays(&args[..1])?
+                    .pop()
+                    .map(|a| datafusion::arrow::compute::cast(&a, &DataType::Utf8))
+                    .transpose()?
+                    .unwrap_or_else(|| Arc::new(StringArray::new_null(n)))
+            }
+            Function::ToRegtype => {
+                arity(1, 1)?;
+                let names = ColumnarValue::values_to_arrays(&args)?;
+                let names = datafusion::arrow::compute::cast(&names[0], &DataType::Utf8)?;
+                let names = names
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .ok_or_else(|| DataFusionError::Internal("to_regtype: not text".into()))?;
+                Arc::new(
+                    names
+                        .iter()
+                        .map(|name| name.and_then(type_oid))
+                        .collect::<Int32Array>(),
+                )
+            }
+            Function::SerialSequence => {
+                arity(2, 2)?;
+                Arc::new(StringArray::new_null(n))
+            }
+            Function::CollationVisible => {
+                arity(1, 1)?;
+                Arc::new(datafusion::arrow::array::BooleanArray::from(vec![true; n]))
+            }
+            Function::JsonBuildObject => {
+                if !args.len().is_multiple_of(2) {
+                    return Err(DataFusionError::Plan(
+                        "json_build_object takes an even number of arguments (key, value, …)"
+                            .into(),
+                    ));
+                }
+                let arrays = ColumnarValue::values_to_arrays(&args)?;
+                let mut out = Vec::with_capacity(n);
+                for row in 0..n {
+                    let mut object = serde_json::Map::new();
+                    for pair in arrays.chunks(2) {
+                        let key = ScalarValue::try_from_array(&pair[0], row)?;
+                        if key.is_null() {
+                            return Err(DataFusionError::Execution(
+                                "json_build_object: a key is NULL".into(),
+                            ));
+                        }
+                        let value = ScalarValue::try_from_array(&pair[1], row)?;
+                        object.insert(key.to_string(), json_value(&value));
+                    }
+                    out.push(serde_json::Value::Object(object).to_string());
+                }
+                Arc::new(StringArray::from(out))
+            }
+            Function::LikeEscape => {
+                arity(2, 2)?;
+                let arrays = ColumnarValue::values_to_arrays(&args)?;
+                let text = |a: &ArrayRef| -> Result<StringArray> {
+                    let a = datafusion::arrow::compute::cast(a, &DataType::Utf8)?;
+                    a.as_any()
+                        .downcast_ref::<StringArray>()
+                        .cloned()
+                        .ok_or_else(|| DataFusionError::Internal("pg_like_escape: not text".into()))
+                };
+                let (patterns, escapes) = (text(&arrays[0])?, text(&arrays[1])?);
+                Arc::new(
+                    patterns
+                        .iter()
+                        .zip(escapes.iter())
+                        .map(|(p, e)| Some(like_escape(p?, e?)))
+                        .collect::<StringArray>(),
+                )
+            }
+        };
+        Ok(
+            if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
+            } else {
+                ColumnarValue::Array(array)
+            },
+        )
+    }
+}
+
+/// `pattern` (escape character `escape`, none if empty) with the
+/// backslash as escape character instead.
+fn like_escape(pattern: &str, escape: &str) -> String {
+    let escape = escape.chars().next();
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if Some(c) == escape {
+            match chars.next() {
+                Some(next @ ('%' | '_' | '\\')) => {
+                    out.push('\\');
+                    out.push(next);
+                }
+                Some(next) => out.push(next),
+                None => {}
+            }
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_move_to_the_backslash_escape() {
+        assert_eq!(like_escape("pg/_%", "/"), "pg\\_%");
+        assert_eq!(like_escape("a\\b//c", "/"), "a\\\\b/c");
+        assert_eq!(like_escape("100%", ""), "100%");
+        assert_eq!(like_escape("x\\y", ""), "x\\\\y");
+    }
+
+    #[test]
+    fn type_names_resolve_as_postgres_resolves_them() {
+        assert_eq!(type_oid("integer"), Some(23));
+        assert_eq!(type_oid("int4"), Some(23));
+        assert_eq!(type_oid("pg_catalog.text"), Some(25));
+        assert_eq!(type_oid("text[]"), Some(1009));
+        assert_eq!(type_oid("double precision"), Some(701));
+        assert_eq!(type_oid("timestamp with time zone"), Some(1184));
+        assert_eq!(type_oid("hstore"), None);
+    }
+}
