@@ -1,8 +1,10 @@
 //! Panorama's integration tests, in one binary so DataFusion is linked once.
 //! Each module is one behaviour a user relies on, tested through real
-//! clients (`tokio-postgres`, the `psql` binary) and real object stores
-//! (a local folder, an S3-compatible server on loopback).
+//! clients (`tokio-postgres`, the `psql` binary, psycopg, psqlODBC, pgjdbc)
+//! and real object stores (a local folder, an S3-compatible server on
+//! loopback).
 
+mod postgres;
 mod support;
 
 mod analytics;
@@ -10,6 +12,7 @@ mod auth;
 mod bad_input;
 mod catalog_live;
 mod cli;
+mod clients;
 mod collect;
 mod generator;
 mod identity;

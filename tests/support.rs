@@ -412,3 +412,72 @@ pub async fn land_and_refresh_fixture(lake: &Lake) {
     .await
     .unwrap();
 }
+
+/// Run `job` when the test binary exits, for what lives as long as the whole
+/// run (a static is never dropped): stopping a shared PostgreSQL server,
+/// removing its folder. Jobs run last registered first.
+pub fn at_exit(job: impl FnOnce() + Send + 'static) {
+    unsafe extern "C" {
+        fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
+    }
+    extern "C" fn run_jobs() {
+        let jobs = std::mem::take(&mut *AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()));
+        for job in jobs.into_iter().rev() {
+            job();
+        }
+    }
+    type Job = Box<dyn FnOnce() + Send>;
+    static AT_EXIT: std::sync::Mutex<Vec<Job>> = std::sync::Mutex::new(Vec::new());
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    // SAFETY: `atexit` only stores the pointer of a function with no
+    // arguments, which lives as long as the program.
+    REGISTERED.call_once(|| assert_eq!(unsafe { atexit(run_jobs) }, 0, "atexit"));
+    AT_EXIT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Box::new(job));
+}
+
+/// A lake holding the bundled sample (what `panorama serve` seeds: 1,000
+/// customers and a year of their activity) with its profiles built, shared
+/// by every test of the run that reads it and removed when the run ends.
+/// Tests must not write to it.
+pub async fn sample_lake() -> Lake {
+    static SAMPLE: std::sync::OnceLock<Result<Lake, String>> = std::sync::OnceLock::new();
+    tokio::task::spawn_blocking(|| {
+        SAMPLE
+            .get_or_init(|| {
+                let dir = tempfile::Builder::new()
+                    .prefix("panorama-sample-lake")
+                    .tempdir()
+                    .map_err(|e| format!("creating the sample lake's folder: {e}"))?
+                    .keep();
+                let path = dir.clone();
+                at_exit(move || {
+                    let _ = std::fs::remove_dir_all(path);
+                });
+                let lake = Lake::open(dir.to_str().unwrap()).map_err(|e| e.to_string())?;
+                // Its own runtime: the first caller's may end before another uses it.
+                let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+                runtime.block_on(async {
+                    panorama::seed::seed(&lake, |_, _| {})
+                        .await
+                        .map_err(|e| format!("seeding the sample lake: {e}"))?;
+                    panorama::identity::refresh(
+                        &lake,
+                        &panorama::identity::IdentityConfig::default(),
+                        panorama::identity::Mode::Incremental,
+                        chrono::Utc::now(),
+                        |_| {},
+                    )
+                    .await
+                    .map_err(|e| format!("building the sample lake's profiles: {e}"))?;
+                    Ok(lake)
+                })
+            })
+            .clone()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}"))
+}
