@@ -184,10 +184,18 @@ impl QueryParser for RoleParser {
         let sql = rewritten.as_deref().unwrap_or(sql);
         let renamed = super::naming::rename(sql);
         let sql = renamed.as_deref().unwrap_or(sql);
-        super::auth::Role::of(client)
+        let parsed = super::auth::Role::of(client)
             .pick(&self.admin, &self.analyst)
             .parse_sql(client, sql, types)
-            .await
+            .await?;
+        Ok(match parsed {
+            Some((text, Some((statement, plan)))) => {
+                let plan = super::rewrite::untyped_parameters_as_text(plan, types)
+                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                Some((text, Some((statement, plan))))
+            }
+            other => other,
+        })
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {

@@ -15,7 +15,7 @@ mod limits;
 mod naming;
 pub mod pg_catalog;
 mod pg_functions;
-mod rewrite;
+pub mod rewrite;
 mod savepoints;
 mod session;
 mod statements;

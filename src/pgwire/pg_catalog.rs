@@ -10,6 +10,14 @@
 //! - `pg_namespace` lists `information_schema` (DataFusion serves one);
 //! - `pg_settings` has the settings `SHOW` answers (`max_index_keys`, which
 //!   pgjdbc reads before `getImportedKeys`, among them);
+//! - `pg_type`'s function columns (`typinput`, `typreceive`, …) are OIDs of
+//!   `pg_proc` rows, as their type `regproc` is, not names: Npgsql joins
+//!   `pg_proc.oid = typ.typreceive`, pgjdbc compares `typinput =
+//!   'array_in'::regproc`;
+//! - `pg_constraint.conkey` / `confkey` and `pg_index.indkey` /
+//!   `indclass` / … are arrays, not text, so `con.confkey[pos.n]`
+//!   (pgjdbc's `getImportedKeys`) and `unnest(indkey)` (SQLAlchemy's
+//!   `get_pk_constraint`) plan; `pg_class` has `reloptions` (NULL).
 //!
 //! with the functions of [`super::pg_functions`] that clients call.
 //!
@@ -22,9 +30,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch, StringArray,
+    ArrayRef, AsArray, BooleanArray, Int32Array, ListArray, RecordBatch, StringArray,
 };
-use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Int16Type, Int32Type, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, Session, TableProvider};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableType;
@@ -69,11 +77,17 @@ impl SchemaProvider for Overlay {
             "pg_attribute" => Fix::Attributes,
             "pg_namespace" => Fix::Namespaces,
             "pg_settings" => Fix::Settings,
+            "pg_type" => Fix::Types,
+            "pg_constraint" => Fix::Constraints,
+            "pg_index" => Fix::Indexes,
+            "pg_class" => Fix::Classes,
             _ => return Ok(Some(table)),
         };
+        let patched_schema = fix.schema(&table.schema());
         Ok(Some(Arc::new(Patched {
             table,
             fix,
+            patched_schema,
             schema: Arc::clone(&self.inner),
             catalogs: Arc::clone(&self.catalogs),
         })))
@@ -89,6 +103,60 @@ enum Fix {
     Attributes,
     Namespaces,
     Settings,
+    Types,
+    Constraints,
+    Indexes,
+    Classes,
+}
+
+/// `pg_type`'s `regproc` columns.
+const TYPE_FUNCTIONS: &[&str] = &[
+    "typinput",
+    "typoutput",
+    "typreceive",
+    "typsend",
+    "typmodin",
+    "typmodout",
+    "typanalyze",
+    "typsubscript",
+];
+/// `pg_constraint`'s `int2[]` columns.
+const CONSTRAINT_KEYS: &[&str] = &["conkey", "confkey"];
+/// `pg_index`'s `int2vector` / `oidvector` columns.
+const INDEX_KEYS: &[&str] = &["indkey", "indcollation", "indclass", "indoption"];
+
+impl Fix {
+    /// The patched table's schema: some text columns get their real type.
+    fn schema(self, schema: &SchemaRef) -> SchemaRef {
+        let (columns, to): (&[&str], DataType) = match self {
+            Fix::Types => (TYPE_FUNCTIONS, DataType::Int32),
+            Fix::Constraints => (CONSTRAINT_KEYS, DataType::new_list(DataType::Int16, true)),
+            Fix::Indexes => (INDEX_KEYS, DataType::new_list(DataType::Int32, true)),
+            Fix::Classes if schema.field_with_name("reloptions").is_err() => {
+                let mut fields: Vec<Field> =
+                    schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                fields.push(Field::new(
+                    "reloptions",
+                    DataType::new_list(DataType::Utf8, true),
+                    true,
+                ));
+                return Arc::new(Schema::new(fields));
+            }
+            _ => return Arc::clone(schema),
+        };
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                if columns.contains(&f.name().as_str()) {
+                    Field::new(f.name(), to.clone(), true)
+                } else {
+                    f.as_ref().clone()
+                }
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
 }
 
 /// A `pg_catalog` table read whole from the original and patched.
@@ -96,6 +164,7 @@ enum Fix {
 struct Patched {
     table: Arc<dyn TableProvider>,
     fix: Fix,
+    patched_schema: SchemaRef,
     /// The original `pg_catalog`, for the tables a patch looks up.
     schema: Arc<dyn SchemaProvider>,
     catalogs: Arc<dyn CatalogProviderList>,
@@ -156,7 +225,84 @@ impl Patched {
             Fix::Attributes => self.attributes(batches, state).await,
             Fix::Namespaces => namespaces(batches),
             Fix::Settings => settings(&self.table.schema()),
+            Fix::Types => {
+                let mut procs: HashMap<String, i32> = HashMap::new();
+                for b in read_named(self.schema.as_ref(), "pg_proc", state).await? {
+                    let (oids, names) = (int32s(&b, "oid")?, strings(&b, "proname")?);
+                    for i in 0..b.num_rows() {
+                        procs
+                            .entry(names.value(i).to_string())
+                            .and_modify(|o| *o = (*o).min(oids.value(i)))
+                            .or_insert(oids.value(i));
+                    }
+                }
+                self.retyped(batches, TYPE_FUNCTIONS, |text| {
+                    let oid = procs.get(text.unwrap_or("-")).copied().unwrap_or(0);
+                    Ok(Arc::new(Int32Array::from(vec![oid])) as ArrayRef)
+                })
+            }
+            Fix::Constraints => self.retyped(batches, CONSTRAINT_KEYS, |text| {
+                number_list::<Int16Type>(text)
+            }),
+            Fix::Indexes => self.retyped(batches, INDEX_KEYS, number_list::<Int32Type>),
+            // `reloptions` (storage options; none here), which SQLAlchemy's
+            // `get_indexes` reads.
+            Fix::Classes => batches
+                .iter()
+                .map(|b| {
+                    let mut columns = b.columns().to_vec();
+                    for field in self.patched_schema.fields().iter().skip(columns.len()) {
+                        columns.push(datafusion::arrow::array::new_null_array(
+                            field.data_type(),
+                            b.num_rows(),
+                        ));
+                    }
+                    Ok(RecordBatch::try_new(
+                        Arc::clone(&self.patched_schema),
+                        columns,
+                    )?)
+                })
+                .collect(),
         }
+    }
+
+    /// `batches` in the patched schema, each text value of `columns`
+    /// turned into a one-row array by `convert`.
+    fn retyped(
+        &self,
+        batches: Vec<RecordBatch>,
+        columns: &[&str],
+        convert: impl Fn(Option<&str>) -> Result<ArrayRef>,
+    ) -> Result<Vec<RecordBatch>> {
+        batches
+            .iter()
+            .map(|batch| {
+                let arrays = batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, field)| -> Result<ArrayRef> {
+                        if !columns.contains(&field.name().as_str()) {
+                            return Ok(Arc::clone(batch.column(i)));
+                        }
+                        let text = strings(batch, field.name())?;
+                        let parts = text.iter().map(&convert).collect::<Result<Vec<_>>>()?;
+                        let parts: Vec<&dyn datafusion::arrow::array::Array> =
+                            parts.iter().map(|a| a.as_ref()).collect();
+                        if parts.is_empty() {
+                            let to = self.patched_schema.field(i).data_type().clone();
+                            return Ok(datafusion::arrow::array::new_empty_array(&to));
+                        }
+                        Ok(datafusion::arrow::compute::concat(&parts)?)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(RecordBatch::try_new(
+                    Arc::clone(&self.patched_schema),
+                    arrays,
+                )?)
+            })
+            .collect()
     }
 
     /// Numeric precision and scale, and nullable view columns.
@@ -259,6 +405,30 @@ impl Patched {
     }
 }
 
+/// A one-row list array of the numbers in `text` (`1 2`, `[1, 2]`, `{1,2}`).
+fn number_list<T>(text: Option<&str>) -> Result<ArrayRef>
+where
+    T: datafusion::arrow::datatypes::ArrowPrimitiveType,
+    T::Native: std::str::FromStr,
+{
+    let Some(text) = text else {
+        return Ok(datafusion::arrow::array::new_null_array(
+            &DataType::new_list(T::DATA_TYPE, true),
+            1,
+        ));
+    };
+    let numbers = text
+        .trim_matches(|c| c == '[' || c == ']' || c == '{' || c == '}')
+        .split([',', ' '])
+        .filter(|k| !k.is_empty())
+        .map(|k| k.parse::<T::Native>().map(Some))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| DataFusionError::Internal(format!("not a list of numbers: {text}")))?;
+    Ok(Arc::new(ListArray::from_iter_primitive::<T, _, _>([Some(
+        numbers,
+    )])))
+}
+
 /// `pg_namespace` with `information_schema`.
 fn namespaces(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
     let listed = batches.iter().try_fold(false, |seen, b| {
@@ -314,7 +484,7 @@ fn settings(schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
 #[async_trait]
 impl TableProvider for Patched {
     fn schema(&self) -> SchemaRef {
-        self.table.schema()
+        Arc::clone(&self.patched_schema)
     }
 
     fn table_type(&self) -> TableType {

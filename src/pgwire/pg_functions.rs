@@ -8,8 +8,13 @@
 //!   one — psycopg 3 asks for `hstore` when SQLAlchemy connects;
 //! - `pg_get_serial_sequence(table, column)`: NULL (Panorama has no
 //!   sequences), and `pg_collation_is_visible(oid)`: true — both in
-//!   SQLAlchemy's `get_columns`;
+//!   SQLAlchemy's `get_columns`; `pg_get_indexdef(oid …)`: NULL — Panorama's
+//!   tables have no indexes (the rows `pg_index` copies from PostgreSQL's
+//!   own catalogs get no definition either);
 //! - `json_build_object(k1, v1, …)`: a JSON object as text;
+//! - `pg_expandarray(array)`: a list of `(x, n)` structs, the elements
+//!   and their positions (`information_schema._pg_expandarray` becomes
+//!   `unnest(pg_expandarray(…))`, see [`super::rewrite`]);
 //! - `pg_like_escape(pattern, escape)`: a `LIKE` pattern written with
 //!   another escape character, in backslash form (see [`super::rewrite`]).
 
@@ -30,9 +35,11 @@ pub fn functions() -> Vec<ScalarUDF> {
         Function::GetExpr,
         Function::ToRegtype,
         Function::SerialSequence,
+        Function::IndexDef,
         Function::CollationVisible,
         Function::JsonBuildObject,
         Function::LikeEscape,
+        Function::ExpandArray,
     ]
     .into_iter()
     .map(|function| {
@@ -49,9 +56,11 @@ enum Function {
     GetExpr,
     ToRegtype,
     SerialSequence,
+    IndexDef,
     CollationVisible,
     JsonBuildObject,
     LikeEscape,
+    ExpandArray,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -145,9 +154,11 @@ impl ScalarUDFImpl for Udf {
             Function::GetExpr => "pg_get_expr",
             Function::ToRegtype => "to_regtype",
             Function::SerialSequence => "pg_get_serial_sequence",
+            Function::IndexDef => "pg_get_indexdef",
             Function::CollationVisible => "pg_collation_is_visible",
             Function::JsonBuildObject => "json_build_object",
             Function::LikeEscape => "pg_like_escape",
+            Function::ExpandArray => "pg_expandarray",
         }
     }
 
@@ -157,6 +168,7 @@ impl ScalarUDFImpl for Udf {
 
     fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
         Ok(match self.function {
+            Function::ExpandArray => DataType::new_list(DataType::Struct(expanded_fields()), true),
             Function::ToRegtype => DataType::Int32,
             Function::CollationVisible => DataType::Boolean,
             _ => DataType::Utf8,
@@ -204,6 +216,10 @@ impl ScalarUDFImpl for Udf {
                 arity(2, 2)?;
                 Arc::new(StringArray::new_null(n))
             }
+            Function::IndexDef => {
+                arity(1, 3)?;
+                Arc::new(StringArray::new_null(n))
+            }
             Function::CollationVisible => {
                 arity(1, 1)?;
                 Arc::new(datafusion::arrow::array::BooleanArray::from(vec![true; n]))
@@ -233,6 +249,11 @@ impl ScalarUDFImpl for Udf {
                 }
                 Arc::new(StringArray::from(out))
             }
+            Function::ExpandArray => {
+                arity(1, 1)?;
+                let lists = ColumnarValue::values_to_arrays(&args)?;
+                expand_array(&lists[0])?
+            }
             Function::LikeEscape => {
                 arity(2, 2)?;
                 let arrays = ColumnarValue::values_to_arrays(&args)?;
@@ -261,6 +282,61 @@ impl ScalarUDFImpl for Udf {
             },
         )
     }
+}
+
+fn expanded_fields() -> datafusion::arrow::datatypes::Fields {
+    vec![
+        datafusion::arrow::datatypes::Field::new("x", DataType::Int32, true),
+        datafusion::arrow::datatypes::Field::new("n", DataType::Int32, false),
+    ]
+    .into()
+}
+
+/// Each list of `lists` as a list of `{x: element, n: position from 1}`.
+fn expand_array(lists: &ArrayRef) -> Result<ArrayRef> {
+    use datafusion::arrow::array::{AsArray, ListArray, StructArray};
+    let lists = match lists.data_type() {
+        DataType::List(_) => lists.as_list::<i32>().clone(),
+        DataType::Null => ListArray::new_null(
+            Arc::new(datafusion::arrow::datatypes::Field::new_list_field(
+                DataType::Int32,
+                true,
+            )),
+            lists.len(),
+        ),
+        other => {
+            return Err(DataFusionError::Plan(format!(
+                "_pg_expandarray takes an array, not {other}"
+            )));
+        }
+    };
+    let values = datafusion::arrow::compute::cast(lists.values(), &DataType::Int32)?;
+    let offsets = lists.offsets();
+    let positions: Int32Array = offsets.windows(2).flat_map(|w| 1..=(w[1] - w[0])).collect();
+    let start = usize::try_from(offsets[0]).unwrap_or(0);
+    let end = usize::try_from(offsets[offsets.len() - 1]).unwrap_or(0);
+    let values = values.slice(start, end - start);
+    let rebased = datafusion::arrow::buffer::OffsetBuffer::new(
+        offsets
+            .iter()
+            .map(|o| o - offsets[0])
+            .collect::<Vec<_>>()
+            .into(),
+    );
+    let structs = StructArray::try_new(
+        expanded_fields(),
+        vec![values, Arc::new(positions) as ArrayRef],
+        None,
+    )?;
+    Ok(Arc::new(ListArray::try_new(
+        Arc::new(datafusion::arrow::datatypes::Field::new_list_field(
+            DataType::Struct(expanded_fields()),
+            true,
+        )),
+        rebased,
+        Arc::new(structs),
+        lists.nulls().cloned(),
+    )?))
 }
 
 /// `pattern` (escape character `escape`, none if empty) with the

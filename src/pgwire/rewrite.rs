@@ -22,7 +22,15 @@
 //!   (SQLAlchemy's `get_columns` asks for defaults and identity options
 //!   in correlated subqueries under CASE).
 //!
-//! The statement is printed again only when a rule applied.
+//! - literals pgjdbc writes in its simple-query mode: a date with a zone
+//!   (`CAST('2024-02-29 +00' AS DATE)`, the zone dropped as PostgreSQL
+//!   does) and an untyped array literal (`= ANY('{"a","b"}')`, read as
+//!   `ARRAY['a', 'b']`, as PostgreSQL infers the array from the left
+//!   side).
+//!
+//! The statement is printed again only when a rule applied. After
+//! planning, [`untyped_parameters_as_text`] gives a parameter that neither
+//! the client nor its context typed PostgreSQL's type for it, `text`.
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -32,6 +40,11 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::{Expr as DfExpr, LogicalPlan, expr::Placeholder};
 use datafusion_postgres::pgwire::api::Type;
 
 /// The statement `sql` rewritten, if any rule applies; `types` are the
@@ -128,8 +141,78 @@ fn sql_type(ty: &Type) -> Option<&'static str> {
     })
 }
 
-/// `pg_catalog` tables that have no rows in Panorama (the golden tests
-/// check this list against the server).
+/// The text of a string literal, inside any parentheses.
+fn string_literal(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Nested(inner) => string_literal(inner),
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => Some(s),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `2024-02-29` of `2024-02-29 +00` / `2024-02-29 -05:30`.
+fn date_without_zone(text: &str) -> Option<&str> {
+    let (date, zone) = text.split_once(' ')?;
+    let zone = zone.strip_prefix(['+', '-'])?;
+    let valid_date = date.len() == 10 && date.chars().filter(|c| *c == '-').count() == 2;
+    let valid_zone = !zone.is_empty() && zone.chars().all(|c| c.is_ascii_digit() || c == ':');
+    (valid_date && valid_zone).then_some(date)
+}
+
+/// `ARRAY['a', 'b', NULL]` of the one-dimensional array literal
+/// `{"a",b,NULL}` (elements that are all integers stay numbers).
+fn array_literal(text: &str) -> Option<Expr> {
+    let body = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let mut elements: Vec<Option<String>> = Vec::new();
+    let mut chars = body.chars().peekable();
+    while chars.peek().is_some() {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        let mut element = String::new();
+        let quoted = chars.peek() == Some(&'"');
+        if quoted {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '\\' => element.push(chars.next()?),
+                    '"' => break,
+                    c => element.push(c),
+                }
+            }
+            while chars.peek().is_some_and(|c| *c != ',') {
+                chars.next();
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ',') {
+                if c == '{' || c == '"' {
+                    return None; // nested or malformed: leave it alone
+                }
+                element.push(c);
+            }
+            element = element.trim().to_string();
+        }
+        chars.next(); // the comma
+        let is_null = !quoted && element.eq_ignore_ascii_case("null");
+        elements.push((!is_null).then_some(element));
+    }
+    let numbers = elements.iter().flatten().all(|e| e.parse::<i64>().is_ok());
+    let items: Vec<String> = elements
+        .iter()
+        .map(|e| match e {
+            None => "NULL".to_string(),
+            Some(e) if numbers => e.clone(),
+            Some(e) => format!("'{}'", e.replace('\'', "''")),
+        })
+        .collect();
+    expr(&format!("ARRAY[{}]", items.join(", ")))
+}
+
+/// `pg_catalog` tables that have no rows in Panorama (`tests/session.rs`
+/// checks this list against the server).
 pub const EMPTY_CATALOGS: &[&str] = &[
     "pg_attrdef",
     "pg_sequence",
@@ -181,6 +264,64 @@ fn null_keeping_placeholders(query: &Query) -> Option<Expr> {
     ))
 }
 
+/// `plan` with every parameter that has no type (none declared, none
+/// inferred: `SELECT $1`, `$1 IS NULL`) typed `text`, as PostgreSQL types
+/// an unknown parameter; otherwise its value could not be decoded.
+pub fn untyped_parameters_as_text(
+    plan: LogicalPlan,
+    declared: &[Option<Type>],
+) -> datafusion::common::Result<LogicalPlan> {
+    let undeclared = |id: &str| {
+        id.strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| declared.get(n.checked_sub(1)?))
+            .is_none_or(|t| t.as_ref().is_none_or(|t| *t == Type::UNKNOWN))
+    };
+    // A function's argument or a cast's operand keeps no type here: the
+    // signature or the cast gives it one (`= ANY($1)` is `array_has(col,
+    // $1)`, a list; `CAST($1 AS DATE)` is decoded as a date).
+    let mut arguments = HashSet::new();
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                let typed_by_parent: Vec<&DfExpr> = match e {
+                    DfExpr::ScalarFunction(f) => f.args.iter().collect(),
+                    DfExpr::Cast(c) => vec![c.expr.as_ref()],
+                    DfExpr::TryCast(c) => vec![c.expr.as_ref()],
+                    _ => vec![],
+                };
+                for arg in typed_by_parent {
+                    if let DfExpr::Placeholder(p) = arg {
+                        arguments.insert(p.id.clone());
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    let text: FieldRef = Arc::new(Field::new("", DataType::Utf8, true));
+    plan.transform_up_with_subqueries(|node| {
+        let node = node.map_expressions(|e| {
+            e.transform_up(|e| match e {
+                DfExpr::Placeholder(Placeholder { id, field: None })
+                    if undeclared(&id) && !arguments.contains(&id) =>
+                {
+                    Ok(Transformed::yes(DfExpr::Placeholder(
+                        Placeholder::new_with_field(id, Some(Arc::clone(&text))),
+                    )))
+                }
+                e => Ok(Transformed::no(e)),
+            })
+        })?;
+        if node.transformed {
+            node.map_data(|p| p.recompute_schema())
+        } else {
+            Ok(node)
+        }
+    })
+    .map(|t| t.data)
+}
+
 const AGGREGATES: &[&str] = &[
     "count",
     "sum",
@@ -201,6 +342,13 @@ impl Rules<'_> {
         }
         let index: usize = name.strip_prefix('$')?.parse().ok()?;
         let ty = self.types.get(index.checked_sub(1)?)?.as_ref()?;
+        if *ty == Type::TIMESTAMPTZ {
+            // DataFusion's TIMESTAMP WITH TIME ZONE follows the session's
+            // time zone setting, unset here: name the zone.
+            return expr(&format!(
+                "arrow_cast({name}, 'Timestamp(Microsecond, Some(\"UTC\"))')"
+            ));
+        }
         expr(&format!("CAST({name} AS {})", sql_type(ty)?))
     }
 
@@ -262,6 +410,79 @@ impl VisitorMut for Rules<'_> {
                 }
                 return ControlFlow::Continue(());
             }
+            Expr::Cast {
+                expr: inner,
+                data_type: datafusion::sql::sqlparser::ast::DataType::Date,
+                ..
+            } => {
+                let date = string_literal(inner)
+                    .and_then(date_without_zone)
+                    .and_then(|date| expr(&format!("'{date}'")));
+                if let Some(date) = date {
+                    **inner = date;
+                    self.changed = true;
+                }
+                None
+            }
+            Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } => {
+                if let Some(array) = string_literal(right).and_then(array_literal) {
+                    **right = array;
+                    self.changed = true;
+                }
+                None
+            }
+            // `generate_subscripts(a, 1)` beside `unnest(a)`: DataFusion
+            // unnests side by side, so 1..n lines up with the elements.
+            Expr::Function(f)
+                if self.on_catalog
+                    && f.name
+                        .to_string()
+                        .eq_ignore_ascii_case("generate_subscripts") =>
+            {
+                let args = f.args.to_string();
+                let parts = args
+                    .trim_start_matches('(')
+                    .trim_end_matches(')')
+                    .rsplit_once(',')
+                    .map(|(a, d)| (a.trim().to_string(), d.trim().to_string()));
+                // The dimension stays in the text: it may be a parameter,
+                // and parameters are numbered.
+                parts.and_then(|(a, d)| {
+                    expr(&format!(
+                        "unnest(range(1, CAST(cardinality({a}) AS BIGINT) + 1 \
+                         + 0 * CAST({d} AS BIGINT)))"
+                    ))
+                })
+            }
+            // pgjdbc's keys: `information_schema._pg_expandarray(a)` is a
+            // set of `(x, n)` records, `(keys).x` a field of one.
+            Expr::Function(f)
+                if self.on_catalog
+                    && f.name
+                        .to_string()
+                        .to_lowercase()
+                        .ends_with("_pg_expandarray") =>
+            {
+                expr(&format!("unnest(pg_expandarray{})", f.args))
+            }
+            Expr::CompoundFieldAccess { root, access_chain }
+                if self.on_catalog && matches!(root.as_ref(), Expr::Nested(_)) =>
+            {
+                match (root.as_ref(), access_chain.as_slice()) {
+                    (
+                        Expr::Nested(inner),
+                        [
+                            datafusion::sql::sqlparser::ast::AccessExpr::Dot(Expr::Identifier(
+                                field,
+                            )),
+                        ],
+                    ) => expr(&format!(
+                        "get_field({inner}, '{}')",
+                        field.value.to_lowercase()
+                    )),
+                    _ => None,
+                }
+            }
             Expr::Value(v) => match &v.value {
                 Value::Placeholder(name) => self.placeholder(name),
                 _ => None,
@@ -320,6 +541,21 @@ mod tests {
         assert!(out.contains("status = $2"), "{out}");
         assert!(out.contains("LIMIT $3"), "{out}");
         assert_eq!(rewrite("SELECT $1", &[None]), None);
+    }
+
+    #[test]
+    fn pgjdbc_simple_mode_literals_read_as_postgres_reads_them() {
+        let out = rewrite(
+            "SELECT CAST(('2024-02-29 +00') AS DATE) WHERE c = ANY(('{\"C1\",\"a,b\",NULL}'))",
+            &[],
+        )
+        .unwrap();
+        assert!(out.contains("CAST('2024-02-29' AS DATE)"), "{out}");
+        assert!(out.contains("ANY(ARRAY['C1', 'a,b', NULL])"), "{out}");
+        let out = rewrite("SELECT 1 WHERE n = ANY('{1, 2}')", &[]).unwrap();
+        assert!(out.contains("ANY(ARRAY[1, 2])"), "{out}");
+        assert_eq!(rewrite("SELECT CAST('2024-02-29' AS DATE)", &[]), None);
+        assert_eq!(rewrite("SELECT 1 WHERE n = ANY('{{1},{2}}')", &[]), None);
     }
 
     #[test]
