@@ -305,6 +305,8 @@ pub async fn sql_lines(lake: &Lake, sql: &str) -> Vec<String> {
 /// `panorama serve` as a child process, killed when dropped.
 pub struct Served {
     child: std::process::Child,
+    /// The server's log lines not yet read (see [`Served::log`]).
+    log: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
     /// Port of the Postgres front end.
     pub pg_port: u16,
     /// Address of the HTTP collector, unless `--no-collect`.
@@ -326,8 +328,8 @@ impl Served {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let collects = !args.iter().any(|a| *a == "--no-collect");
-        // The log names the bound ports; the rest is drained so the server
-        // never blocks on a full pipe.
+        // The log names the bound ports; the rest is drained (and kept for
+        // `log`) so the server never blocks on a full pipe.
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines() {
@@ -335,7 +337,7 @@ impl Served {
                 let _ = tx.send(line);
             }
         });
-        let (pg_port, collector) = tokio::task::spawn_blocking(move || {
+        let (pg_port, collector, log) = tokio::task::spawn_blocking(move || {
             let (mut pg, mut collector) = (None, None);
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
             while pg.is_none() || (collects && collector.is_none()) {
@@ -354,15 +356,22 @@ impl Served {
                         .and_then(|a| a.parse::<SocketAddr>().ok());
                 }
             }
-            (pg.unwrap(), collector)
+            (pg.unwrap(), collector, rx)
         })
         .await
         .unwrap();
         Served {
             child,
+            log: std::sync::Mutex::new(log),
             pg_port,
             collector,
         }
+    }
+
+    /// The log lines the server wrote since the last call.
+    pub fn log(&self) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        std::iter::from_fn(|| log.try_recv().ok()).collect()
     }
 
     /// A client of its Postgres front end.
