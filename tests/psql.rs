@@ -243,3 +243,21 @@ async fn a_multi_statement_query_runs_up_to_its_first_error() {
     assert!(!out.contains("third"));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floats_read_as_postgresql_writes_them() {
+    let (_dir, lake) = temp_lake();
+    let server = TestServer::start(&lake).await;
+    let query = "SELECT CAST(1 AS DOUBLE) AS a, 1e20 AS b, CAST(0.00001 AS DOUBLE) AS c, \
+                 CAST(0.1 AS REAL) AS d, CAST(NULL AS DOUBLE) AS e, 'x' AS f";
+    let (ok, out, err) = psql(&server, &["-At", "-c", query]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "1|1e+20|1e-05|0.1||x\n");
+    let (ok, out, err) = psql(
+        &server,
+        &["-c", &format!("COPY ({query}) TO STDOUT WITH CSV")],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "1,1e+20,1e-05,0.1,,x\n");
+    server.stop().await;
+}

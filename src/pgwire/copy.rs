@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
@@ -291,6 +291,18 @@ fn texts(column: &ArrayRef) -> Result<Vec<Option<String>>, datafusion::arrow::er
                     b.is_valid(i)
                         .then(|| if b.value(i) { "t" } else { "f" }.to_string())
                 })
+                .collect())
+        }
+        DataType::Float64 => {
+            let f = column.as_primitive::<Float64Type>();
+            Ok((0..n)
+                .map(|i| f.is_valid(i).then(|| super::floats::double(f.value(i))))
+                .collect())
+        }
+        DataType::Float32 => {
+            let f = column.as_primitive::<Float32Type>();
+            Ok((0..n)
+                .map(|i| f.is_valid(i).then(|| super::floats::real(f.value(i))))
                 .collect())
         }
         DataType::List(_) | DataType::LargeList(_) => {

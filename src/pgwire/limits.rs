@@ -58,7 +58,11 @@ pub fn guard(response: Response, client: &(impl ClientInfo + ?Sized)) -> Respons
         .map(|h| Arc::clone(&*h));
     let timeout = timeout(client);
     let tag = query.command_tag().to_string();
-    let rows = std::mem::replace(query.data_rows(), Box::pin(futures::stream::empty()));
+    let mut rows = std::mem::replace(query.data_rows(), Box::pin(futures::stream::empty()));
+    let floats = super::floats::float_columns(&query.row_schema());
+    if !floats.is_empty() {
+        rows = Box::pin(rows.map(move |row| super::floats::respell(row?, &floats)));
+    }
     let mut guarded = QueryResponse::new(query.row_schema(), guarded(rows, timeout, handle));
     guarded.set_command_tag(&tag);
     Response::Query(guarded)

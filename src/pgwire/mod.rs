@@ -11,6 +11,7 @@ pub mod auth;
 mod copy;
 mod cursors;
 pub mod errors;
+mod floats;
 mod limits;
 mod naming;
 pub mod pg_catalog;
