@@ -278,13 +278,24 @@ async fn fuzzed_protocol_input_is_contained_to_its_connection() {
         };
         send_raw(addr, &bytes).await;
     }
+    // A message pgwire cannot decode (CopyData claiming 2 bytes, less than
+    // its own length field) gets PostgreSQL's protocol-violation error and a
+    // closed connection.
+    let mut bytes = startup("panorama");
+    bytes.extend_from_slice(&[b'd', 0, 0, 0, 2]);
+    let answer = send_raw(addr, &bytes).await;
+    assert!(
+        answer.windows(5).any(|w| w == b"08P01"),
+        "no protocol error in {answer:?}"
+    );
     // Everyone else is still served.
     let client = served.client().await;
     assert_eq!(scalar(&client, "SELECT count(*) FROM raw.orders").await, 4);
     // pgwire 0.41.1 decodes a message body past its stated length and
     // trusts lengths under 4, so some malformed messages panic inside its
-    // decoder (`bytes`' bounds checks): tokio contains the panic to that
-    // connection, which is closed. No panic may come from anywhere else.
+    // decoder (`bytes`' bounds checks): the server catches the panic and
+    // answers as above. No panic may come from anywhere else, and each one
+    // was answered.
     let log = served.log();
     let locations: Vec<&str> = log
         .iter()
@@ -298,9 +309,18 @@ async fn fuzzed_protocol_input_is_contained_to_its_connection() {
         elsewhere.is_empty(),
         "{cases} cases, seed {seed}: panics outside pgwire's decoder: {elsewhere:#?}"
     );
+    let answered = log
+        .iter()
+        .filter(|l| l.contains("closed a connection that sent a malformed message"))
+        .count();
+    assert_eq!(
+        answered,
+        locations.len(),
+        "every caught panic closes its connection"
+    );
     eprintln!(
         "{cases} fuzz cases (seed {seed}): {} connections closed by a panic in pgwire's \
-         message decoding, none elsewhere",
+         message decoding (answered with 08P01), none elsewhere",
         locations.len()
     );
 }

@@ -94,6 +94,68 @@ fn hooks() -> Vec<Arc<dyn datafusion_postgres::QueryHook>> {
     ]
 }
 
+/// One client's connection. pgwire 0.41.1 panics on some malformed
+/// message bodies (it decodes past a message's stated length, found by
+/// `tests/bad_input.rs`' fuzzing); the panic is caught here and the client
+/// gets PostgreSQL's `08P01` error and a closed connection, as from
+/// PostgreSQL, instead of a connection that just drops.
+async fn serve_connection(
+    socket: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    tls: Option<datafusion_postgres::pgwire::tokio::TlsAcceptor>,
+    handlers: Arc<Handlers>,
+) {
+    use futures::FutureExt;
+    // A second handle on the socket, to answer after a panic.
+    let (socket, spare) = match socket.into_std().and_then(|s| {
+        let spare = s.try_clone()?;
+        Ok((tokio::net::TcpStream::from_std(s)?, spare))
+    }) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::warn!(%peer, "could not set up the connection: {e}");
+            return;
+        }
+    };
+    let encrypted = tls.is_some();
+    let served = std::panic::AssertUnwindSafe(process_socket(socket, tls, handlers))
+        .catch_unwind()
+        .await;
+    match served {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::info!(%peer, "connection ended with an error: {e}"),
+        Err(_) => {
+            tracing::warn!(%peer, "closed a connection that sent a malformed message");
+            // Over TLS the plain bytes would only garble the stream: close.
+            if !encrypted {
+                let _ = write_fatal(&spare, "08P01", "invalid frontend message format");
+            }
+            let _ = spare.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Write a FATAL ErrorResponse on a (non-blocking) socket, best effort.
+fn write_fatal(socket: &std::net::TcpStream, code: &str, message: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut body = Vec::new();
+    for (field, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', code),
+        (b'M', message),
+    ] {
+        body.push(field);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut frame = vec![b'E'];
+    frame.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    frame.extend(body);
+    (&*socket).write_all(&frame)
+}
+
 /// Serve `ctx` to every client that connects to `listener` until `shutdown`
 /// resolves; then stop accepting and wait for open connections to end.
 pub async fn serve(
@@ -168,11 +230,10 @@ pub async fn serve_secure(
                     let handlers = Arc::clone(&handlers);
                     let tls = tls.clone();
                     let connection = functions::session::ConnectionCell::default();
-                    tasks.spawn(functions::session::CONNECTION.scope(connection, async move {
-                        if let Err(e) = process_socket(socket, tls, handlers).await {
-                            tracing::info!(%peer, "connection ended with an error: {e}");
-                        }
-                    }));
+                    tasks.spawn(functions::session::CONNECTION.scope(
+                        connection,
+                        serve_connection(socket, peer, tls, handlers),
+                    ));
                 }
                 // Out of file descriptors and the like: log, back off, go on.
                 Err(e) => {
