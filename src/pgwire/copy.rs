@@ -222,20 +222,81 @@ pub async fn run(ctx: &SessionContext, query: &str, format: CopyFormat) -> PgWir
     Ok(Response::CopyOut(CopyResponse::new(0, columns, rows)))
 }
 
-/// Each row of `batch` as one encoded line.
+/// How one column's cells are written.
+enum Cells<'a> {
+    /// Through Arrow's display formatter, straight into the line.
+    Formatted(
+        ArrayFormatter<'a>,
+        Option<datafusion::arrow::buffer::NullBuffer>,
+    ),
+    /// Spelled beforehand (booleans, floats, arrays).
+    Spelled(Vec<Option<String>>),
+}
+
+impl<'a> Cells<'a> {
+    fn new(column: &'a ArrayRef) -> Result<Cells<'a>, datafusion::arrow::error::ArrowError> {
+        Ok(match column.data_type() {
+            DataType::Boolean
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::List(_)
+            | DataType::LargeList(_) => Cells::Spelled(texts(column)?),
+            _ => Cells::Formatted(
+                ArrayFormatter::try_new(column.as_ref(), &display_options())?,
+                column.logical_nulls(),
+            ),
+        })
+    }
+
+    /// Write row `row`'s text into `cell`; `false` for NULL.
+    fn write(
+        &self,
+        row: usize,
+        cell: &mut String,
+    ) -> Result<bool, datafusion::arrow::error::ArrowError> {
+        cell.clear();
+        match self {
+            Cells::Formatted(_, Some(nulls)) if nulls.is_null(row) => Ok(false),
+            Cells::Formatted(formatter, _) => {
+                formatter.value(row).write(cell)?;
+                Ok(true)
+            }
+            Cells::Spelled(values) => Ok(match &values[row] {
+                Some(v) => {
+                    cell.push_str(v);
+                    true
+                }
+                None => false,
+            }),
+        }
+    }
+}
+
+/// Each row of `batch` as one encoded line (one reused buffer per cell, no
+/// string per value).
 fn encode(batch: &RecordBatch, format: &CopyFormat) -> PgWireResult<Vec<Vec<u8>>> {
-    let cells: Vec<Vec<Option<String>>> = batch
+    let api = |e| PgWireError::ApiError(Box::new(e));
+    let columns: Vec<Cells> = batch
         .columns()
         .iter()
-        .map(texts)
+        .map(Cells::new)
         .collect::<Result<_, _>>()
-        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-    Ok((0..batch.num_rows())
-        .map(|row| {
-            let values: Vec<Option<String>> = cells.iter().map(|c| c[row].clone()).collect();
-            line(&values, format)
-        })
-        .collect())
+        .map_err(api)?;
+    let mut cell = String::new();
+    let mut lines = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let mut out = String::with_capacity(16 * columns.len());
+        for (i, column) in columns.iter().enumerate() {
+            if i > 0 {
+                out.push(format.delimiter);
+            }
+            let present = column.write(row, &mut cell).map_err(api)?;
+            push_cell(&mut out, present.then_some(cell.as_str()), format);
+        }
+        out.push('\n');
+        lines.push(out.into_bytes());
+    }
+    Ok(lines)
 }
 
 /// One line: cells joined by the delimiter, quoted or escaped, `\n`-ended.
@@ -245,39 +306,56 @@ fn line(cells: &[Option<String>], format: &CopyFormat) -> Vec<u8> {
         if i > 0 {
             out.push(format.delimiter);
         }
-        match cell {
-            None => out.push_str(&format.null),
-            Some(v) if format.csv => {
-                let needs_quotes = v.is_empty()
-                    || *v == format.null
-                    || v.contains([format.delimiter, '"', '\n', '\r']);
-                if needs_quotes {
-                    out.push('"');
-                    out.push_str(&v.replace('"', "\"\""));
-                    out.push('"');
-                } else {
-                    out.push_str(v);
-                }
+        push_cell(&mut out, cell.as_deref(), format);
+    }
+    out.push('\n');
+    out.into_bytes()
+}
+
+/// One cell, quoted (CSV) or escaped (text) as PostgreSQL writes it.
+fn push_cell(out: &mut String, cell: Option<&str>, format: &CopyFormat) {
+    match cell {
+        None => out.push_str(&format.null),
+        Some(v) if format.csv => {
+            let needs_quotes =
+                v.is_empty() || v == format.null || v.contains([format.delimiter, '"', '\n', '\r']);
+            if needs_quotes {
+                out.push('"');
+                out.push_str(&v.replace('"', "\"\""));
+                out.push('"');
+            } else {
+                out.push_str(v);
             }
-            Some(v) => {
-                for c in v.chars() {
-                    match c {
-                        '\\' => out.push_str("\\\\"),
-                        '\n' => out.push_str("\\n"),
-                        '\r' => out.push_str("\\r"),
-                        '\t' => out.push_str("\\t"),
-                        c if c == format.delimiter => {
-                            out.push('\\');
-                            out.push(c);
-                        }
-                        c => out.push(c),
+        }
+        Some(v) => {
+            let plain = !v.contains(['\\', '\n', '\r', '\t', format.delimiter]);
+            if plain {
+                out.push_str(v);
+                return;
+            }
+            for c in v.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    c if c == format.delimiter => {
+                        out.push('\\');
+                        out.push(c);
                     }
+                    c => out.push(c),
                 }
             }
         }
     }
-    out.push('\n');
-    out.into_bytes()
+}
+
+/// How Arrow's formatter writes values, in PostgreSQL's spelling.
+fn display_options() -> FormatOptions<'static> {
+    FormatOptions::default()
+        .with_null("")
+        .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"))
+        .with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.f%:z"))
 }
 
 /// A column's values as PostgreSQL's text output writes them.
@@ -343,11 +421,7 @@ fn texts(column: &ArrayRef) -> Result<Vec<Option<String>>, datafusion::arrow::er
                 .collect()
         }
         _ => {
-            let options = FormatOptions::default()
-                .with_null("")
-                .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"))
-                .with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.f%:z"));
-            let formatter = ArrayFormatter::try_new(column.as_ref(), &options)?;
+            let formatter = ArrayFormatter::try_new(column.as_ref(), &display_options())?;
             let nulls = column.logical_nulls();
             (0..n)
                 .map(|i| {
