@@ -50,6 +50,14 @@ use datafusion_postgres::pgwire::api::Type;
 /// The statement `sql` rewritten, if any rule applies; `types` are the
 /// parameter types the client declared (`None` or `unknown`: undeclared).
 pub fn rewrite(sql: &str, types: &[Option<Type>]) -> Option<String> {
+    // Most statements meet no rule: skip the parse unless a word of one is
+    // there (or a declared parameter type).
+    const WORDS: &[&str] = &["escape", "pg_", "any", "all", "date", "generate_subscripts"];
+    let declared = types.iter().flatten().any(|t| sql_type(t).is_some());
+    let lower = sql.to_ascii_lowercase();
+    if !declared && !WORDS.iter().any(|w| lower.contains(w)) {
+        return None;
+    }
     let dialect = PostgreSqlDialect {};
     let mut statements = Parser::parse_sql(&dialect, sql).ok()?;
     let [statement] = statements.as_mut_slice() else {

@@ -315,6 +315,9 @@ impl PanoramaStatements {
 /// SQL tokenizer finds outside strings, identifiers and comments. Text the
 /// tokenizer cannot read stays whole, for the parser to report.
 fn split_statements(query: &str) -> Vec<&str> {
+    if !query.contains(';') {
+        return vec![query];
+    }
     let dialect = PostgreSqlDialect {};
     let Ok(tokens) = Tokenizer::new(&dialect, query).tokenize_with_location() else {
         return vec![query];
