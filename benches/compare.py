@@ -290,17 +290,19 @@ def connect(port: int) -> psycopg.Connection:
 class Server:
     """`panorama serve` as a child process, stopped by `stop()`."""
 
-    def __init__(self, binary: Path, lake: Path, port: int, log_path: Path):
+    def __init__(self, binary: Path, lake: Path, port: int, log_path: Path,
+                 extra_args: tuple[str, ...] = ()):
         self.binary = binary
         self.lake = lake
         self.port = port
         self.log_path = log_path
+        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen | None = None
         self._log_file = None
 
     def start(self, timeout: float = STARTUP_TIMEOUT_S) -> psycopg.Connection:
         command = [str(self.binary), "--lake", str(self.lake), "serve",
-                   "--listen", f"127.0.0.1:{self.port}", "--no-seed"]
+                   "--listen", f"127.0.0.1:{self.port}", "--no-seed", *self.extra_args]
         log("$ " + " ".join(command) + f"  (log: {self.log_path})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "wb")

@@ -77,7 +77,7 @@ except ImportError as exc:  # pragma: no cover - only a hint for the user
         f"  pip install -r {Path(__file__).resolve().parent / 'requirements.txt'}"
     )
 
-from compare import STARTUP_TIMEOUT_S, Server, connect  # noqa: E402
+from compare import Server  # noqa: E402
 from ingest_compare import (FILE_LINE, machine, measure_quietly,  # noqa: E402
                             wait_for_other_benchmarks)
 
@@ -345,30 +345,8 @@ class Panorama(Server):
     """`panorama serve --no-seed --no-collect` (compare.Server, without the
     HTTP collector, whose default port other work may use)."""
 
-    def start(self, timeout: float = STARTUP_TIMEOUT_S) -> psycopg.Connection:
-        command = [str(self.binary), "--lake", str(self.lake), "serve",
-                   "--listen", f"127.0.0.1:{self.port}", "--no-seed", "--no-collect"]
-        log("$ " + " ".join(command) + f"  (log: {self.log_path})")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_file = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL,
-                                     stdout=self._log_file, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.monotonic() + timeout
-        last_error: Exception | None = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"panorama serve exited with code {self.proc.returncode} "
-                                   f"before accepting connections:\n{self.log_tail()}")
-            try:
-                conn = connect(self.port)
-                log(f"panorama serve is ready on 127.0.0.1:{self.port}")
-                return conn
-            except psycopg.OperationalError as exc:
-                last_error = exc
-                time.sleep(0.25)
-        raise RuntimeError(f"panorama serve did not accept connections within {timeout:.0f} s "
-                           f"(last error: {last_error}):\n{self.log_tail()}")
+    def __init__(self, binary: Path, lake: Path, port: int, log_path: Path):
+        super().__init__(binary, lake, port, log_path, extra_args=("--no-collect",))
 
     @property
     def pid(self) -> int | None:

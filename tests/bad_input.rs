@@ -150,26 +150,10 @@ async fn garbage_on_the_postgres_port_is_closed_cleanly_and_others_keep_working(
 
     // A property test over the start-up and message decoding: random
     // bytes, and valid start-ups with random bytes flipped or appended.
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     for case in 0..300 {
-        let bytes: Vec<u8> = match case % 3 {
-            0 => (0..rng.random_range(1..64)).map(|_| rng.random()).collect(),
-            1 => {
-                let mut b = startup("panorama");
-                for _ in 0..rng.random_range(1..4) {
-                    let i = rng.random_range(0..b.len());
-                    b[i] = rng.random();
-                }
-                b
-            }
-            _ => {
-                let mut b = startup("panorama");
-                b.extend((0..rng.random_range(1..40)).map(|_| rng.random::<u8>()));
-                b
-            }
-        };
-        send_raw(server.addr, &bytes).await;
+        send_raw(server.addr, &random_input(&mut rng, case % 3)).await;
     }
 
     // A client that goes away in the middle of a long query.
@@ -193,6 +177,35 @@ async fn garbage_on_the_postgres_port_is_closed_cleanly_and_others_keep_working(
         scalar(&fresh, "SELECT count(*) FROM raw.customers").await,
         3
     );
+}
+
+/// Random input of one of four kinds: random bytes (0), a valid start-up
+/// with bytes flipped (1) or random bytes appended (2), or a valid start-up
+/// followed by random framed messages (3).
+fn random_input(rng: &mut impl rand::Rng, kind: u64) -> Vec<u8> {
+    match kind {
+        0 => (0..rng.random_range(1..64)).map(|_| rng.random()).collect(),
+        1 => {
+            let mut b = startup("panorama");
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..b.len());
+                b[i] = rng.random();
+            }
+            b
+        }
+        2 => {
+            let mut b = startup("panorama");
+            b.extend((0..rng.random_range(1..40)).map(|_| rng.random::<u8>()));
+            b
+        }
+        _ => {
+            let mut b = startup("panorama");
+            for _ in 0..rng.random_range(1..6) {
+                b.extend(framed_message(rng));
+            }
+            b
+        }
+    }
 }
 
 /// One random message of the extended or simple protocol, framed as the
@@ -229,7 +242,7 @@ fn framed_message(rng: &mut impl rand::Rng) -> Vec<u8> {
 /// `PANORAMA_FUZZ_SEED` run it longer or elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fuzzed_protocol_input_is_contained_to_its_connection() {
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
     let (dir, lake) = temp_lake();
     land_fixture(&lake).await;
     let served = Served::start(&[
@@ -253,30 +266,7 @@ async fn fuzzed_protocol_input_is_contained_to_its_connection() {
         .unwrap_or(11);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     for case in 0..cases {
-        let bytes: Vec<u8> = match case % 4 {
-            0 => (0..rng.random_range(1..64)).map(|_| rng.random()).collect(),
-            1 => {
-                let mut b = startup("panorama");
-                for _ in 0..rng.random_range(1..4) {
-                    let i = rng.random_range(0..b.len());
-                    b[i] = rng.random();
-                }
-                b
-            }
-            2 => {
-                let mut b = startup("panorama");
-                b.extend((0..rng.random_range(1..40)).map(|_| rng.random::<u8>()));
-                b
-            }
-            _ => {
-                let mut b = startup("panorama");
-                for _ in 0..rng.random_range(1..6) {
-                    b.extend(framed_message(&mut rng));
-                }
-                b
-            }
-        };
-        send_raw(addr, &bytes).await;
+        send_raw(addr, &random_input(&mut rng, case % 4)).await;
     }
     // A message pgwire cannot decode (CopyData claiming 2 bytes, less than
     // its own length field) gets PostgreSQL's protocol-violation error and a

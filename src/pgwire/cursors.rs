@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::common::{DFSchema, ParamValues};
-use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Declare, DeclareType, FetchDirection, Statement, Value};
 use datafusion_postgres::QueryHook;
@@ -23,7 +23,7 @@ use datafusion_postgres::pgwire::api::stmt::StoredStatement;
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 
-use super::statements::error;
+use super::statements::{answered_without_rows, error};
 
 /// The statement type of the portal store: SQL text and its plan.
 pub type DfStatement = (String, Option<(Statement, LogicalPlan)>);
@@ -144,12 +144,7 @@ impl QueryHook for CursorHook {
             statement,
             Statement::Declare { .. } | Statement::Fetch { .. }
         )
-        .then(|| {
-            Ok(LogicalPlan::EmptyRelation(EmptyRelation {
-                produce_one_row: false,
-                schema: Arc::new(DFSchema::empty()),
-            }))
-        })
+        .then(|| Ok(answered_without_rows()))
     }
 
     async fn handle_extended_query(

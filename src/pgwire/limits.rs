@@ -193,7 +193,8 @@ impl QueryParser for RoleParser {
             .parse_sql(client, sql, types)
             .await?;
         Ok(match parsed {
-            Some((text, Some((statement, plan)))) => {
+            // Only a statement with parameters can have untyped ones.
+            Some((text, Some((statement, plan)))) if sql.contains('$') => {
                 let plan = super::rewrite::untyped_parameters_as_text(plan, types)
                     .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
                 Some((text, Some((statement, plan))))

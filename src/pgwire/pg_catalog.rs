@@ -339,7 +339,6 @@ impl Patched {
                 );
             }
         }
-        let mut fields: HashMap<(i32, String), DataType> = HashMap::new();
         let mut out = Vec::with_capacity(batches.len());
         for batch in batches {
             let relids = int32s(&batch, "attrelid")?;
@@ -356,18 +355,10 @@ impl Patched {
                 let mut typmod = typmods.value(i);
                 if types.value(i) == NUMERIC_OID
                     && let Some((schema, table, _)) = relation
+                    && let Some(DataType::Decimal128(p, s) | DataType::Decimal256(p, s)) =
+                        self.field_type(schema, table, names.value(i)).await?
                 {
-                    let key = (relids.value(i), names.value(i).to_string());
-                    if !fields.contains_key(&key)
-                        && let Some(dt) = self.field_type(schema, table, names.value(i)).await?
-                    {
-                        fields.insert(key.clone(), dt);
-                    }
-                    if let Some(DataType::Decimal128(p, s) | DataType::Decimal256(p, s)) =
-                        fields.get(&key)
-                    {
-                        typmod = ((i32::from(*p) << 16) | i32::from(*s as u8)) + 4;
-                    }
+                    typmod = ((i32::from(p) << 16) | i32::from(s as u8)) + 4;
                 }
                 new_typmods.push(typmod);
             }

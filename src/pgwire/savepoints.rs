@@ -11,11 +11,9 @@
 //! PostgreSQL. The names are kept per connection to give PostgreSQL's
 //! errors for an unknown savepoint or one used outside a transaction.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use datafusion::common::{DFSchema, ParamValues};
-use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Ident, Statement};
 use datafusion_postgres::QueryHook;
@@ -25,7 +23,7 @@ use datafusion_postgres::pgwire::api::results::{Response, Tag};
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::response::TransactionStatus;
 
-use super::statements::error;
+use super::statements::{answered_without_rows, error};
 
 /// Client metadata key of the open savepoints, oldest first, one per line.
 /// (Not reachable by `SHOW`, which only reads `panorama.<name>` keys.)
@@ -166,10 +164,7 @@ impl QueryHook for SavepointHook {
     ) -> Option<PgWireResult<LogicalPlan>> {
         match op(statement)? {
             Op::End => None,
-            _ => Some(Ok(LogicalPlan::EmptyRelation(EmptyRelation {
-                produce_one_row: false,
-                schema: Arc::new(DFSchema::empty()),
-            }))),
+            _ => Some(Ok(answered_without_rows())),
         }
     }
 

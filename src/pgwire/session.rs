@@ -89,69 +89,64 @@ const KEPT: &[&str] = &[
 ];
 
 /// Read-only parameters and what they show, unless set in the connection.
-fn fixed(name: &str) -> Option<String> {
-    Some(match name {
-        "server_version" => format!("{SERVER_VERSION} (Panorama {})", env!("CARGO_PKG_VERSION")),
-        "server_version_num" => SERVER_VERSION_NUM.into(),
-        "transaction_isolation" | "default_transaction_isolation" => "read committed".into(),
-        "standard_conforming_strings" | "integer_datetimes" => "on".into(),
-        "max_identifier_length" => "63".into(),
-        "client_encoding" | "server_encoding" => "UTF8".into(),
-        "client_min_messages" => "notice".into(),
-        "lc_collate" | "lc_ctype" | "lc_messages" | "lc_monetary" | "lc_numeric" | "lc_time" => {
-            "C.UTF-8".into()
-        }
-        "block_size" => "8192".into(),
-        "max_index_keys" => "32".into(),
-        "default_transaction_read_only" | "transaction_read_only" => "off".into(),
-        "lock_timeout" | "idle_in_transaction_session_timeout" | "idle_session_timeout" => {
-            "0".into()
-        }
-        "is_superuser" => "on".into(),
-        _ => return None,
-    })
+const FIXED: &[(&str, &str)] = &[
+    ("server_version_num", SERVER_VERSION_NUM),
+    ("transaction_isolation", "read committed"),
+    ("default_transaction_isolation", "read committed"),
+    ("standard_conforming_strings", "on"),
+    ("integer_datetimes", "on"),
+    ("max_identifier_length", "63"),
+    ("client_encoding", "UTF8"),
+    ("server_encoding", "UTF8"),
+    ("client_min_messages", "notice"),
+    ("lc_collate", "C.UTF-8"),
+    ("lc_ctype", "C.UTF-8"),
+    ("lc_messages", "C.UTF-8"),
+    ("lc_monetary", "C.UTF-8"),
+    ("lc_numeric", "C.UTF-8"),
+    ("lc_time", "C.UTF-8"),
+    ("block_size", "8192"),
+    ("max_index_keys", "32"),
+    ("default_transaction_read_only", "off"),
+    ("transaction_read_only", "off"),
+    ("lock_timeout", "0"),
+    ("idle_in_transaction_session_timeout", "0"),
+    ("idle_session_timeout", "0"),
+    ("is_superuser", "on"),
+];
+
+fn server_version() -> String {
+    format!("{SERVER_VERSION} (Panorama {})", env!("CARGO_PKG_VERSION"))
 }
 
-/// Every parameter with a server-wide value, for `pg_settings`.
-pub(super) fn fixed_settings() -> Vec<(&'static str, String)> {
-    const NAMES: &[&str] = &[
-        "server_version",
-        "server_version_num",
-        "transaction_isolation",
-        "default_transaction_isolation",
-        "standard_conforming_strings",
-        "integer_datetimes",
-        "max_identifier_length",
-        "client_encoding",
-        "server_encoding",
-        "client_min_messages",
-        "lc_collate",
-        "lc_ctype",
-        "lc_messages",
-        "lc_monetary",
-        "lc_numeric",
-        "lc_time",
-        "block_size",
-        "max_index_keys",
-        "default_transaction_read_only",
-        "transaction_read_only",
-        "lock_timeout",
-        "idle_in_transaction_session_timeout",
-        "idle_session_timeout",
-        "is_superuser",
-    ];
-    let mut rows: Vec<(&'static str, String)> = NAMES
+fn fixed(name: &str) -> Option<String> {
+    if name == "server_version" {
+        return Some(server_version());
+    }
+    FIXED
         .iter()
-        .filter_map(|name| Some((*name, fixed(name)?)))
-        .collect();
-    rows.extend([
-        ("TimeZone", "UTC".to_string()),
-        ("DateStyle", "ISO, MDY".to_string()),
-        ("search_path", "\"$user\", public".to_string()),
-        ("statement_timeout", "0".to_string()),
-        ("extra_float_digits", "1".to_string()),
-    ]);
-    rows
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Every parameter with a server-wide value, for `pg_settings`: the fixed
+/// ones and the defaults of those a connection may set.
+pub(super) fn fixed_settings() -> Vec<(&'static str, String)> {
+    let defaults = [
+        ("TimeZone", "UTC"),
+        ("DateStyle", "ISO, MDY"),
+        ("search_path", "\"$user\", public"),
+        ("statement_timeout", "0"),
+        ("extra_float_digits", "1"),
+    ];
+    std::iter::once(("server_version", server_version()))
+        .chain(
+            FIXED
+                .iter()
+                .chain(&defaults)
+                .map(|(n, v)| (*n, v.to_string())),
+        )
+        .collect()
 }
 
 /// Where a `SHOW` or `SET` goes.
@@ -375,10 +370,7 @@ impl QueryHook for SessionHook {
         ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if let Some(tag) = ddl_tag(statement) {
-            return Some(run_ddl(ctx, &statement.to_string(), tag).await);
-        }
-        answer(statement, client).await
+        handle(statement, ctx, client).await
     }
 
     async fn handle_extended_parse_query(
@@ -413,11 +405,20 @@ impl QueryHook for SessionHook {
         ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if let Some(tag) = ddl_tag(statement) {
-            return Some(run_ddl(ctx, &statement.to_string(), tag).await);
-        }
-        answer(statement, client).await
+        handle(statement, ctx, client).await
     }
+}
+
+/// Both protocols: DDL with its tag, or a session statement.
+async fn handle(
+    statement: &Statement,
+    ctx: &SessionContext,
+    client: &mut dyn HookClient,
+) -> Option<PgWireResult<Response>> {
+    if let Some(tag) = ddl_tag(statement) {
+        return Some(run_ddl(ctx, &statement.to_string(), tag).await);
+    }
+    answer(statement, client).await
 }
 
 async fn answer(

@@ -158,6 +158,15 @@ fn check_analyst_query(query: &str) -> PgWireResult<()> {
     statements.iter().try_for_each(super::auth::check_analyst)
 }
 
+/// The plan a hook gives at Parse for a statement it answers itself
+/// without rows (its answer comes at Execute).
+pub(super) fn answered_without_rows() -> datafusion::logical_expr::LogicalPlan {
+    datafusion::logical_expr::LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+        produce_one_row: false,
+        schema: Arc::new(datafusion::common::DFSchema::empty()),
+    })
+}
+
 pub(super) fn error(code: &str, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".into(),
