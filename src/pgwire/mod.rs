@@ -11,6 +11,7 @@ pub mod auth;
 mod copy;
 mod cursors;
 pub mod errors;
+mod execute;
 mod floats;
 mod limits;
 mod naming;
@@ -207,6 +208,16 @@ pub async fn serve_secure(
         Arc::clone(&analyst_ctx),
         hooks(),
     ));
+    let executors = (
+        execute::Executor {
+            ctx: Arc::clone(&ctx),
+            hooks: hooks(),
+        },
+        execute::Executor {
+            ctx: Arc::clone(&analyst_ctx),
+            hooks: hooks(),
+        },
+    );
     let handlers = Arc::new(Handlers {
         simple: Arc::new(statements::PanoramaStatements::new(
             statements::Sessions {
@@ -215,7 +226,7 @@ pub async fn serve_secure(
             },
             actions,
         )),
-        session: Arc::new(limits::Guarded::new(admin, analyst)),
+        session: Arc::new(limits::Guarded::new(admin, analyst, executors)),
         users: Arc::new(access.users),
         connections: Arc::clone(&connections),
         pids: Arc::new(RandomPidSecretKeyGenerator::default()),
