@@ -33,6 +33,8 @@ pub struct Config {
     pub users: Vec<crate::pgwire::auth::UserConfig>,
     /// `[tls]`: certificate and key for TLS on the Postgres protocol.
     pub tls: Option<crate::pgwire::tls::TlsConfig>,
+    /// `[lookup]`: raw-table key columns indexed for point lookups.
+    pub lookup: crate::catalog::lookup::LookupConfig,
 }
 
 /// How files for one raw table are read by `panorama ingest`.
@@ -69,6 +71,10 @@ impl Config {
             toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         config.identity.validate()?;
         config.collector.validate()?;
+        config
+            .lookup
+            .validate()
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         crate::pgwire::auth::Users::from_config(&config.users)
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         for table in config.ingest.keys() {

@@ -32,6 +32,8 @@ pub struct EngineOptions {
     pub identity: IdentityConfig,
     /// Mask personal columns at every scan (the `analyst` role's session).
     pub mask_personal_data: bool,
+    /// Raw-table key columns indexed for point lookups.
+    pub lookup: crate::catalog::lookup::LookupConfig,
 }
 
 impl Default for EngineOptions {
@@ -43,6 +45,7 @@ impl Default for EngineOptions {
                 .unwrap_or(2),
             identity: IdentityConfig::default(),
             mask_personal_data: false,
+            lookup: Default::default(),
         }
     }
 }
@@ -67,7 +70,10 @@ pub fn session(lake: &Lake, options: &EngineOptions) -> Result<SessionContext> {
         .iter()
         .map(|t| t.name.clone())
         .collect();
-    ctx.register_catalog(CATALOG, catalog::lake_catalog(lake, &id_types)?);
+    ctx.register_catalog(
+        CATALOG,
+        catalog::lake_catalog(lake, &id_types, &options.lookup)?,
+    );
     let country = normalize::country(&options.identity.default_country).ok_or_else(|| {
         Error::Config(format!(
             "default_country '{}' is not an ISO country code",

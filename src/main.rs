@@ -18,6 +18,12 @@ use panorama::jobs;
 use panorama::lake::Lake;
 use panorama::{pgwire, query, seed};
 
+/// mimalloc rather than glibc's malloc: a point lookup or `SELECT 1` spends
+/// a fifth of its CPU allocating (plans, session state clones, Parquet
+/// readers); mimalloc cuts `SELECT 1` from 0.39 to 0.32 ms.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Panorama: an open-source Customer Data Platform.
 ///
 /// Keeps customer data (events, CRM rows, orders, surveys, consents) as
@@ -280,6 +286,7 @@ fn open_lake(location: &str) -> Result<Lake> {
 fn engine_options(settings: &config::Config) -> EngineOptions {
     EngineOptions {
         identity: settings.identity.clone(),
+        lookup: settings.lookup.clone(),
         ..EngineOptions::default()
     }
 }

@@ -18,6 +18,7 @@ mod generator;
 mod identity;
 mod incremental;
 mod ingest;
+mod lookup;
 mod psql;
 mod s3;
 mod session;

@@ -18,6 +18,9 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 
+mod key_index;
+pub mod lookup;
+mod lookup_exec;
 pub mod masking;
 mod parquet_format;
 mod versioned;
@@ -51,14 +54,32 @@ pub fn cdp_tables(
 
 /// Build the `panorama` catalog for `lake`; `id_types` are the configured
 /// identifier types (each is a list column of `cdp.profiles`).
-pub fn lake_catalog(lake: &Lake, id_types: &[String]) -> Result<Arc<dyn CatalogProvider>> {
+/// `lookup` names the raw-table key columns that answer point lookups from
+/// an index ([`lookup::LookupTable`]).
+pub fn lake_catalog(
+    lake: &Lake,
+    id_types: &[String],
+    lookup: &lookup::LookupConfig,
+) -> Result<Arc<dyn CatalogProvider>> {
     let catalog = MemoryCatalogProvider::new();
     for name in SCHEMAS {
         let schema: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
         match name {
             "raw" => {
                 for table in RawTable::ALL {
-                    schema.register_table(table.name().to_string(), raw_table(lake, table)?)?;
+                    let mut provider = raw_table(lake, table)?;
+                    let keys = lookup
+                        .columns_of(table)
+                        .map_err(crate::error::Error::Config)?;
+                    if !keys.is_empty() {
+                        provider = Arc::new(lookup::LookupTable::new(
+                            provider,
+                            lake.clone(),
+                            table,
+                            keys,
+                        ));
+                    }
+                    schema.register_table(table.name().to_string(), provider)?;
                 }
             }
             "cdp" => {

@@ -13,10 +13,11 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::kernels::partition::partition;
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::DataType;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::lake::parquet::write_file;
+use crate::lake::parquet::{write_file_with, writer_properties_with};
 use crate::lake::{Lake, paths};
 use crate::schema::RawTable;
 
@@ -85,10 +86,32 @@ pub async fn land_as(
             None => Uuid::new_v4(),
         };
         let path = paths::raw_file(table, date, id);
-        landed.rows += write_file(lake, &path, schema.clone(), &parts).await?;
+        landed.rows += write_file_with(
+            lake,
+            &path,
+            schema.clone(),
+            &parts,
+            writer_properties_with(compression(table)),
+        )
+        .await?;
         landed.files += 1;
     }
+    // Point lookups cache the table's file list until this changes.
+    crate::catalog::lookup::mark_changed(lake, table).await?;
     Ok(landed)
+}
+
+/// The codec of a raw table's files. The CRM and the catalogue
+/// (`customers`, `products`) are read a few rows at a time by key (see
+/// [`crate::catalog::lookup`]): LZ4, because the Parquet reader sets up a
+/// ZSTD compressor and decompressor for every column chunk it reads, which
+/// costs more than reading a row (0.35 of a 1.4 ms lookup of six columns).
+/// Everything else is scanned: ZSTD, the most compact.
+pub fn compression(table: RawTable) -> Compression {
+    match table {
+        RawTable::Customers | RawTable::Products => Compression::LZ4_RAW,
+        _ => Compression::ZSTD(ZstdLevel::default()),
+    }
 }
 
 /// Days from 0001-01-01 (chrono's CE day 1) to 1970-01-01.

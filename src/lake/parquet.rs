@@ -20,10 +20,16 @@ use crate::error::{Error, Result};
 /// Rows per row group: large enough for fast scans, small enough to prune.
 pub const ROW_GROUP_ROWS: usize = 256 * 1024;
 
-/// Writer settings shared by every file Panorama writes.
+/// Writer settings shared by every file Panorama writes: ZSTD, the most
+/// compact for data that is scanned.
 pub fn writer_properties() -> WriterProperties {
+    writer_properties_with(Compression::ZSTD(ZstdLevel::default()))
+}
+
+/// [`writer_properties`] with another codec.
+pub fn writer_properties_with(compression: Compression) -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_compression(compression)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build()
 }
@@ -39,9 +45,19 @@ pub struct ParquetFileWriter {
 impl ParquetFileWriter {
     /// Start a file at `relative` (a path inside the lake).
     pub fn create(lake: &Lake, relative: &Path, schema: SchemaRef) -> Result<Self> {
+        Self::create_with(lake, relative, schema, writer_properties())
+    }
+
+    /// [`ParquetFileWriter::create`] with other writer settings.
+    pub fn create_with(
+        lake: &Lake,
+        relative: &Path,
+        schema: SchemaRef,
+        properties: WriterProperties,
+    ) -> Result<Self> {
         let path = lake.path(relative);
         let object = BufWriter::new(Arc::clone(lake.store()), path.clone());
-        let writer = AsyncArrowWriter::try_new(object, schema, Some(writer_properties()))
+        let writer = AsyncArrowWriter::try_new(object, schema, Some(properties))
             .map_err(|e| Error::parquet(format!("starting {path}"), e))?;
         Ok(ParquetFileWriter {
             path,
@@ -76,7 +92,18 @@ pub async fn write_file(
     schema: SchemaRef,
     batches: &[RecordBatch],
 ) -> Result<usize> {
-    let mut writer = ParquetFileWriter::create(lake, relative, schema)?;
+    write_file_with(lake, relative, schema, batches, writer_properties()).await
+}
+
+/// [`write_file`] with other writer settings.
+pub async fn write_file_with(
+    lake: &Lake,
+    relative: &Path,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+    properties: WriterProperties,
+) -> Result<usize> {
+    let mut writer = ParquetFileWriter::create_with(lake, relative, schema, properties)?;
     for batch in batches {
         writer.write(batch).await?;
     }
