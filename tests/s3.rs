@@ -125,5 +125,38 @@ async fn queries_run_over_a_lake_in_an_s3_bucket() {
         got,
         vec![("C1".to_string(), 120.5), ("C2".to_string(), 99.99)]
     );
+
+    // Point lookups go through the key index on S3 too: its keys, the
+    // change marker and the rows are read through the bucket.
+    let bob: String = client
+        .query_one(
+            "SELECT first_name FROM raw.customers WHERE customer_id = $1",
+            &[&"C2"],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(bob, "Bob");
+    let order: String = client
+        .query_one(
+            "SELECT customer_id FROM raw.orders WHERE order_id = $1",
+            &[&"O3"],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(order, "C2");
+    let plan = simple_rows(
+        &client,
+        "EXPLAIN SELECT first_name FROM raw.customers WHERE customer_id = 'C2'",
+    )
+    .await;
+    assert!(
+        plan.iter()
+            .flatten()
+            .flatten()
+            .any(|line| line.contains("LookupExec: rows=1")),
+        "{plan:?}"
+    );
     server.stop().await;
 }
