@@ -108,6 +108,49 @@ async fn connections_keep_their_own_user_pid_and_time_zone() {
     );
     assert_eq!(text(&alice, "SHOW TimeZone").await, "Europe/Paris");
 
+    // timestamptz values are shown in the connection's zone, as PostgreSQL
+    // shows them; binary values are the same instant for everyone.
+    let instant = "SELECT arrow_cast(to_timestamp_micros(1768471200000000), \
+                   'Timestamp(Microsecond, Some(\"UTC\"))') AS t";
+    let paris = text(&alice, instant).await;
+    assert!(
+        paris.starts_with("2026-01-15 11:00:00") && paris.ends_with("+01"),
+        "{paris}"
+    );
+    let new_york = text(&bob, instant).await;
+    assert!(
+        new_york.starts_with("2026-01-15 05:00:00") && new_york.ends_with("-05"),
+        "{new_york}"
+    );
+    for client in [&alice, &bob] {
+        let t: chrono::DateTime<chrono::Utc> = client.query_one(instant, &[]).await.unwrap().get(0);
+        assert_eq!(t.timestamp_micros(), 1_768_471_200_000_000);
+    }
+    alice.batch_execute("SET TIME ZONE 'UTC'").await.unwrap();
+    assert!(text(&alice, instant).await.ends_with("+00"));
+
+    // RESET takes one parameter, or all, back to the start-up value.
+    alice
+        .batch_execute("SET TIME ZONE 'Asia/Tokyo'")
+        .await
+        .unwrap();
+    alice.batch_execute("RESET TimeZone").await.unwrap();
+    assert_eq!(text(&alice, "SHOW TimeZone").await, "UTC");
+    let name = text(&alice, "SHOW application_name").await;
+    alice
+        .batch_execute("SET application_name = 'dash'; SET TIME ZONE 'Asia/Tokyo'")
+        .await
+        .unwrap();
+    assert_eq!(text(&alice, "SHOW application_name").await, "dash");
+    alice.batch_execute("RESET ALL").await.unwrap();
+    assert_eq!(text(&alice, "SHOW application_name").await, name);
+    assert_eq!(text(&alice, "SHOW TimeZone").await, "UTC");
+    let e = alice
+        .batch_execute("RESET no_such_setting")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42704"), "{e:?}");
+
     server.stop().await;
 }
 

@@ -4,13 +4,8 @@
 //! exponent is below -4 or at least 15 (6 for `real`), where it is written
 //! `1e+20` / `1e-05`; `NaN`, `Infinity`, `-Infinity`. pgwire spells them as
 //! Rust does (`1.0`, `1e20`, `inf`), which shows in psql and in every
-//! text-format client: query results are respelled here on their way out
-//! (see `limits::guard`), and `COPY` uses the same function.
-
-use datafusion_postgres::pgwire::api::Type;
-use datafusion_postgres::pgwire::api::results::{FieldFormat, FieldInfo};
-use datafusion_postgres::pgwire::error::PgWireResult;
-use datafusion_postgres::pgwire::messages::data::DataRow;
+//! text-format client: query results are respelled on their way out
+//! ([`super::text_values`]), and `COPY` uses the same functions.
 
 /// `value` (`f64`, or an `f32` widened by [`real`]) spelled as PostgreSQL
 /// spells a float whose exponent switches to scientific at `max_exponent`.
@@ -58,71 +53,6 @@ pub fn double(value: f64) -> String {
 /// A `real` as PostgreSQL writes it.
 pub fn real(value: f32) -> String {
     spell(f64::from(value), format!("{value:e}"), 6)
-}
-
-/// The columns of `fields` whose text a respelling would change.
-pub fn float_columns(fields: &[FieldInfo]) -> Vec<(usize, bool)> {
-    fields
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| f.format() == FieldFormat::Text)
-        .filter_map(|(i, f)| match *f.datatype() {
-            Type::FLOAT8 => Some((i, true)),
-            Type::FLOAT4 => Some((i, false)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// `row` with the float columns (`(index, is_double)`) respelled.
-pub fn respell(row: DataRow, columns: &[(usize, bool)]) -> PgWireResult<DataRow> {
-    let mut out = bytes::BytesMut::with_capacity(row.data.len() + 8);
-    let data = &row.data[..];
-    let mut at = 0;
-    let mut wanted = columns.iter().peekable();
-    for index in 0..usize::try_from(row.field_count).unwrap_or(0) {
-        let Some(length) = data.get(at..at + 4) else {
-            return Ok(row); // not a row pgwire wrote: leave it
-        };
-        let length = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
-        at += 4;
-        let value = if length < 0 {
-            None
-        } else {
-            let end = at + length as usize;
-            let Some(value) = data.get(at..end) else {
-                return Ok(row);
-            };
-            at = end;
-            Some(value)
-        };
-        let respelled = match (wanted.peek(), value) {
-            (Some((i, double_precision)), Some(text)) if *i == index => {
-                let text = std::str::from_utf8(text).unwrap_or_default();
-                if *double_precision {
-                    text.parse::<f64>().ok().map(double)
-                } else {
-                    text.parse::<f32>().ok().map(real)
-                }
-            }
-            _ => None,
-        };
-        if wanted.peek().is_some_and(|(i, _)| *i == index) {
-            wanted.next();
-        }
-        match (respelled, value) {
-            (Some(text), _) => {
-                out.extend_from_slice(&(text.len() as i32).to_be_bytes());
-                out.extend_from_slice(text.as_bytes());
-            }
-            (None, Some(value)) => {
-                out.extend_from_slice(&length.to_be_bytes());
-                out.extend_from_slice(value);
-            }
-            (None, None) => out.extend_from_slice(&length.to_be_bytes()),
-        }
-    }
-    Ok(DataRow::new(out, row.field_count))
 }
 
 #[cfg(test)]

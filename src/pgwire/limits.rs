@@ -60,9 +60,10 @@ pub fn guard(response: Response, client: &(impl ClientInfo + ?Sized)) -> Respons
     let timeout = timeout(client);
     let tag = query.command_tag().to_string();
     let mut rows = std::mem::replace(query.data_rows(), Box::pin(futures::stream::empty()));
-    let floats = super::floats::float_columns(&query.row_schema());
-    if !floats.is_empty() {
-        rows = Box::pin(rows.map(move |row| super::floats::respell(row?, &floats)));
+    let zone = client.metadata().get(super::session::TIME_ZONE_KEY);
+    let respelled = super::text_values::columns(&query.row_schema(), zone.map(String::as_str));
+    if !respelled.is_empty() {
+        rows = Box::pin(rows.map(move |row| super::text_values::respell(row?, &respelled)));
     }
     let mut guarded = QueryResponse::new(query.row_schema(), guarded(rows, timeout, handle));
     guarded.set_command_tag(&tag);

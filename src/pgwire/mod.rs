@@ -21,6 +21,7 @@ pub mod rewrite;
 mod savepoints;
 mod session;
 mod statements;
+mod text_values;
 pub mod tls;
 
 pub use statements::{Actions, AdminAction, CallAction};

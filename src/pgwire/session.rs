@@ -23,7 +23,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::{DFSchema, ParamValues};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{DiscardObject, Set, Statement};
+use datafusion::sql::sqlparser::ast::{DiscardObject, Reset, ResetStatement, Set, Statement};
 use datafusion_postgres::QueryHook;
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::ClientInfo;
@@ -160,6 +160,9 @@ enum Route {
     TimeZone(String),
     /// `DISCARD ALL` (a pool's reset): back to the connection's start.
     DiscardAll,
+    /// `RESET name` (the metadata key) or `RESET ALL` (`None`): back to the
+    /// start-up value.
+    Reset(Option<String>),
     /// Left to datafusion-postgres (or DataFusion).
     Delegate,
 }
@@ -209,6 +212,25 @@ fn route(statement: &Statement, client: &(dyn ClientInfo + Send + Sync)) -> Rout
         Statement::Discard {
             object_type: DiscardObject::ALL,
         } => Route::DiscardAll,
+        Statement::Reset(ResetStatement { reset }) => match reset {
+            Reset::ALL => Route::Reset(None),
+            Reset::ConfigurationParameter(name) => {
+                let name = name.to_string().to_lowercase();
+                let name = if name == "time zone" {
+                    "timezone".into()
+                } else {
+                    name
+                };
+                if name == "timezone"
+                    || KEPT.contains(&name.as_str())
+                    || DELEGATED.contains(&name.as_str())
+                {
+                    Route::Reset(Some(metadata_key(&name)))
+                } else {
+                    Route::Refuse(unknown(&name))
+                }
+            }
+        },
         Statement::Set(Set::SingleAssignment {
             variable, values, ..
         }) => {
@@ -271,7 +293,7 @@ fn metadata_key(name: &str) -> String {
 
 /// Where datafusion-postgres keeps the connection's time zone (`SHOW`
 /// reads it there).
-const TIME_ZONE_KEY: &str = "timezone";
+pub(super) const TIME_ZONE_KEY: &str = "timezone";
 /// Before a connection first changes a parameter, its value at start-up is
 /// kept under this prefix (`ABSENT` when it had none), for `DISCARD ALL`.
 const DEFAULT_PREFIX: &str = "panorama.default.";
@@ -293,10 +315,18 @@ fn keep_default(client: &mut dyn HookClient, key: &str) {
 /// `DISCARD ALL`: every parameter back to its start-up value, every portal
 /// and cursor closed.
 fn discard_all(client: &mut dyn HookClient) {
+    reset(client, None);
+    client.portal_store().clear_portals();
+}
+
+/// The parameter at metadata key `only` (or every one) back to its
+/// start-up value.
+fn reset(client: &mut dyn HookClient, only: Option<&str>) {
     let saved: Vec<(String, String)> = client
         .metadata()
         .iter()
         .filter_map(|(k, v)| Some((k.strip_prefix(DEFAULT_PREFIX)?.to_string(), v.clone())))
+        .filter(|(k, _)| only.is_none_or(|o| o == k))
         .collect();
     let metadata = client.metadata_mut();
     for (key, value) in saved {
@@ -307,7 +337,6 @@ fn discard_all(client: &mut dyn HookClient) {
             metadata.insert(key, value);
         }
     }
-    client.portal_store().clear_portals();
 }
 
 fn unknown(name: &str) -> PgWireError {
@@ -381,7 +410,7 @@ impl QueryHook for SessionHook {
     ) -> Option<PgWireResult<LogicalPlan>> {
         let fields = match route(statement, client) {
             Route::Show(name, _) => vec![Field::new(name, DataType::Utf8, false)],
-            Route::Set(..) | Route::TimeZone(_) | Route::DiscardAll => vec![],
+            Route::Set(..) | Route::TimeZone(_) | Route::DiscardAll | Route::Reset(_) => vec![],
             Route::Refuse(e) => return Some(Err(e)),
             Route::Delegate => return None,
         };
@@ -465,6 +494,24 @@ async fn answer(
         Route::DiscardAll => {
             discard_all(client);
             Some(Ok(Response::Execution(Tag::new("DISCARD ALL"))))
+        }
+        Route::Reset(key) => {
+            reset(client, key.as_deref());
+            if key.as_deref().is_none_or(|k| k == TIME_ZONE_KEY) {
+                let zone = client
+                    .metadata()
+                    .get(TIME_ZONE_KEY)
+                    .cloned()
+                    .unwrap_or_else(|| "UTC".into());
+                let status = ParameterStatus::new("TimeZone".into(), zone);
+                if let Err(e) = client
+                    .send_message(PgWireBackendMessage::ParameterStatus(status))
+                    .await
+                {
+                    return Some(Err(e));
+                }
+            }
+            Some(Ok(Response::Execution(Tag::new("RESET"))))
         }
         Route::Refuse(e) => Some(Err(e)),
         Route::Delegate => {
