@@ -299,6 +299,20 @@ pub(super) const TIME_ZONE_KEY: &str = "timezone";
 const DEFAULT_PREFIX: &str = "panorama.default.";
 const ABSENT: &str = "\u{0}";
 
+/// Tell the client its time zone now (a `ParameterStatus`, as PostgreSQL
+/// sends after a change).
+async fn announce_time_zone(client: &mut dyn HookClient) -> PgWireResult<()> {
+    let zone = client
+        .metadata()
+        .get(TIME_ZONE_KEY)
+        .cloned()
+        .unwrap_or_else(|| "UTC".into());
+    let status = ParameterStatus::new("TimeZone".into(), zone);
+    client
+        .send_message(PgWireBackendMessage::ParameterStatus(status))
+        .await
+}
+
 /// Remember `key`'s start-up value before its first change.
 fn keep_default(client: &mut dyn HookClient, key: &str) {
     let saved = format!("{DEFAULT_PREFIX}{key}");
@@ -479,17 +493,12 @@ async fn answer(
         }
         Route::TimeZone(zone) => {
             keep_default(client, TIME_ZONE_KEY);
-            client
-                .metadata_mut()
-                .insert(TIME_ZONE_KEY.into(), zone.clone());
-            let status = ParameterStatus::new("TimeZone".into(), zone);
-            if let Err(e) = client
-                .send_message(PgWireBackendMessage::ParameterStatus(status))
-                .await
-            {
-                return Some(Err(e));
-            }
-            Some(Ok(Response::Execution(Tag::new("SET"))))
+            client.metadata_mut().insert(TIME_ZONE_KEY.into(), zone);
+            Some(
+                announce_time_zone(client)
+                    .await
+                    .map(|()| Response::Execution(Tag::new("SET"))),
+            )
         }
         Route::DiscardAll => {
             discard_all(client);
@@ -497,19 +506,10 @@ async fn answer(
         }
         Route::Reset(key) => {
             reset(client, key.as_deref());
-            if key.as_deref().is_none_or(|k| k == TIME_ZONE_KEY) {
-                let zone = client
-                    .metadata()
-                    .get(TIME_ZONE_KEY)
-                    .cloned()
-                    .unwrap_or_else(|| "UTC".into());
-                let status = ParameterStatus::new("TimeZone".into(), zone);
-                if let Err(e) = client
-                    .send_message(PgWireBackendMessage::ParameterStatus(status))
-                    .await
-                {
-                    return Some(Err(e));
-                }
+            if key.as_deref().is_none_or(|k| k == TIME_ZONE_KEY)
+                && let Err(e) = announce_time_zone(client).await
+            {
+                return Some(Err(e));
             }
             Some(Ok(Response::Execution(Tag::new("RESET"))))
         }
