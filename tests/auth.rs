@@ -257,6 +257,33 @@ async fn analysts_see_personal_data_masked_in_every_plan_shape() {
         .await,
         3
     );
+    // A lookup by an unmasked key uses the key index and still masks; one
+    // by a masked column matches nothing.
+    let lookup = "SELECT email, city FROM raw.customers WHERE customer_id = $1";
+    let row = analyst.query_one(lookup, &[&"C2"]).await.unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("***".to_string(), "Lyon".to_string())
+    );
+    let plan = simple_rows(
+        &analyst,
+        "EXPLAIN SELECT email FROM raw.customers WHERE customer_id = 'C2'",
+    )
+    .await;
+    let plan: String = plan.into_iter().flatten().flatten().collect();
+    let (mask, lookup) = (plan.find("MaskExec"), plan.find("LookupExec: rows=1"));
+    assert!(
+        mask.is_some() && lookup.is_some() && mask < lookup,
+        "the mask above the indexed scan: {plan}"
+    );
+    assert_eq!(
+        scalar(
+            &analyst,
+            "SELECT count(*) FROM raw.customers WHERE email = 'bob@example.com'"
+        )
+        .await,
+        0
+    );
     // COPY sees what the query sees.
     let out = std::process::Command::new("psql")
         .args(["-X", "-h", "127.0.0.1", "-p"])

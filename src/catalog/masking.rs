@@ -5,10 +5,13 @@
 //! values, whole raw rows) reads the inner table and passes each batch
 //! through [`MaskExec`], which replaces every non-null value of those
 //! columns by `***` (lists keep their length, JSON keeps its shape with the
-//! personal keys masked). Filters are never pushed below the mask, and the
-//! mask claims no ordering or partitioning on the columns it rewrites, so
-//! every filter, join, function, subquery, `UNION` and `COPY` planned above
-//! it only ever sees masked values: `WHERE email LIKE 'a%'` matches nothing.
+//! personal keys masked). A filter that reads a masked column is never
+//! pushed below the mask (one that reads only unmasked columns, such as
+//! `customer_id = $1`, is also given to the table, so an analyst's lookup
+//! uses the key index), and the mask claims no ordering or partitioning on
+//! the columns it rewrites, so every filter, join, function, subquery,
+//! `UNION` and `COPY` planned above it only ever sees masked values:
+//! `WHERE email LIKE 'a%'` matches nothing.
 //! Analysts join and count by `profile_id` and the other ids.
 
 use std::fmt;
@@ -21,11 +24,13 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
-use datafusion::common::Result;
+use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{Result, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -133,26 +138,59 @@ impl TableProvider for MaskedTable {
         self.0.table_type()
     }
 
+    /// A filter that reads a masked column stays above the mask (below it,
+    /// it would see the real values). One that reads only unmasked columns
+    /// (`customer_id = $1`) also goes to the table, where it prunes files
+    /// or answers from the lookup index; it is still applied above.
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        // A filter below the mask would see the real values.
-        Ok(vec![
-            TableProviderFilterPushDown::Unsupported;
-            filters.len()
-        ])
+        Ok(filters
+            .iter()
+            .map(|f| match self.unmasked_only(f) {
+                true => TableProviderFilterPushDown::Inexact,
+                false => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
     }
 
     async fn scan(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let input = self.0.scan(state, projection, &[], limit).await?;
+        let unmasked: Vec<Expr> = filters
+            .iter()
+            .filter(|f| self.unmasked_only(f))
+            .cloned()
+            .collect();
+        let input = self.0.scan(state, projection, &unmasked, limit).await?;
         Ok(Arc::new(MaskExec::new(input)))
+    }
+}
+
+impl MaskedTable {
+    /// Whether `filter` reads only columns the mask leaves alone (and no
+    /// subquery, which could read anything).
+    fn unmasked_only(&self, filter: &Expr) -> bool {
+        let schema = self.0.schema();
+        let subquery = filter
+            .exists(|e| {
+                Ok(matches!(
+                    e,
+                    Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+                ))
+            })
+            .unwrap_or(true);
+        !subquery
+            && filter.column_refs().iter().all(|c| {
+                schema
+                    .field_with_name(&c.name)
+                    .is_ok_and(|f| mask_of(f).is_none())
+            })
     }
 }
 
@@ -230,6 +268,23 @@ impl ExecutionPlan for MaskExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(MaskExec::new(children.remove(0))))
+    }
+
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    /// As many rows as its input (nothing known of the masked values).
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        let mut statistics = Statistics::new_unknown(&self.schema());
+        if let Some(input) = input_stats.first() {
+            statistics.num_rows = input.num_rows;
+        }
+        Ok(Arc::new(statistics))
     }
 
     fn execute(
