@@ -32,7 +32,7 @@ use datafusion::common::{Constraints, ScalarValue, Statistics};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, FileSource};
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
@@ -118,7 +118,6 @@ impl LookupConfig {
 }
 
 /// A raw table whose key columns answer point lookups from an index.
-#[derive(Debug)]
 pub struct LookupTable {
     inner: Arc<dyn TableProvider>,
     lake: Lake,
@@ -127,11 +126,22 @@ pub struct LookupTable {
     file_schema: SchemaRef,
     /// Indexed columns, as positions in `file_schema`.
     keys: Vec<usize>,
-    /// The lake's folder, when it is local.
-    local_dir: Option<std::path::PathBuf>,
+    /// How a lookup reads its rows, and the scan source over the table's
+    /// file schema and `date` partition (the same for every lookup).
+    format: LakeParquetFormat,
+    source: Arc<dyn FileSource>,
     snapshot: Mutex<Arc<Snapshot>>,
     /// Held while the table is listed and new files indexed.
     rebuilding: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for LookupTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LookupTable")
+            .field("table", &self.table)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The table's files and their indexes as of one listing.
@@ -160,15 +170,25 @@ impl LookupTable {
         table: RawTable,
         keys: Vec<usize>,
     ) -> Self {
-        let local_dir = (lake.url().scheme() == "file")
-            .then(|| lake.url().to_file_path().ok())
-            .flatten();
+        let file_schema = table.file_schema();
+        // The rows are known: no bloom filters to read (Parquet still reads
+        // only the pages holding them, through the page index).
+        let mut options = TableParquetOptions::default();
+        options.global.bloom_filter_on_read = false;
+        let format = LakeParquetFormat::for_point_reads(options);
+        let partition = Arc::new(Field::new(PARTITION_COLUMN, DataType::Date32, false));
+        let source = format.file_source(
+            TableSchema::builder(Arc::clone(&file_schema))
+                .with_table_partition_cols(vec![partition])
+                .build(),
+        );
         LookupTable {
             inner,
-            local_dir,
+            format,
+            source,
             lake,
             table,
-            file_schema: table.file_schema(),
+            file_schema,
             keys,
             snapshot: Mutex::default(),
             rebuilding: tokio::sync::Mutex::const_new(()),
@@ -225,9 +245,8 @@ impl LookupTable {
         values: &[ScalarValue],
         limit: Option<usize>,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        let file_schema = Arc::clone(&self.file_schema);
-        let Some(hashes) = hash_values(values, file_schema.field(self.keys[key]).data_type())
-        else {
+        let key_type = self.file_schema.field(self.keys[key]).data_type();
+        let Some(hashes) = hash_values(values, key_type) else {
             return Ok(None);
         };
         let snapshot = self.current().await.map_err(external)?;
@@ -245,23 +264,13 @@ impl LookupTable {
             .into_iter()
             .map(|(file, rows)| selected(file, &rows))
             .collect();
-        // The rows are known: no bloom filters to read (Parquet still reads
-        // only the pages holding them, through the page index).
-        let mut options = TableParquetOptions::default();
-        options.global.bloom_filter_on_read = false;
-        let format = LakeParquetFormat::for_point_reads(options);
-        let partition = Arc::new(Field::new(PARTITION_COLUMN, DataType::Date32, false));
-        let source = format.file_source(
-            TableSchema::builder(file_schema)
-                .with_table_partition_cols(vec![partition])
-                .build(),
-        );
+        let source = Arc::clone(&self.source);
         let config = FileScanConfigBuilder::new(self.lake.store_url().clone(), source)
             .with_file_group(FileGroup::new(files))
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
-        let scan = format.create_physical_plan(state, config).await?;
+        let scan = self.format.create_physical_plan(state, config).await?;
         Ok(Some(Arc::new(LookupExec::new(scan, rows))))
     }
 
@@ -361,11 +370,10 @@ impl LookupTable {
     /// The table's change marker as it is now.
     async fn marker(&self) -> crate::error::Result<Marker> {
         let relative = changes_marker(self.table);
-        if let Some(dir) = &self.local_dir {
+        if let Some(file) = self.lake.local_path(&relative) {
             // A local lake: one stat, on this thread (a few microseconds;
             // the object store's head would hop to the blocking pool and
             // back, a tenth of a lookup).
-            let file = dir.join(relative.as_ref());
             return match std::fs::metadata(&file) {
                 Ok(meta) => {
                     let modified = meta.modified().map_err(|source| crate::error::Error::Io {

@@ -144,6 +144,16 @@ impl Lake {
         format!("{}://{authority}/{}/", url.scheme(), self.path(relative))
     }
 
+    /// Where `relative` is on this machine's disk, for a local lake
+    /// (`None` for S3 or memory).
+    pub fn local_path(&self, relative: &Path) -> Option<std::path::PathBuf> {
+        if self.url.scheme() != "file" {
+            return None;
+        }
+        let dir = self.url.to_file_path().ok()?;
+        Some(dir.join(relative.as_ref()))
+    }
+
     /// Every object under a folder of the lake (recursively).
     pub async fn list(&self, relative: &Path) -> Result<Vec<ObjectMeta>> {
         let prefix = self.path(relative);
