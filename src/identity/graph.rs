@@ -63,9 +63,9 @@ pub enum Rejection {
 pub struct MergeEvent {
     pub kind: &'static str,
     /// The id that stops existing (merge) or that was split (split).
-    pub from_profile: String,
+    pub from_profile: Uuid,
     /// The id that absorbed it (merge) or the new id of the split part.
-    pub to_profile: String,
+    pub to_profile: Uuid,
     /// The identifier whose link caused the merge, or that founds the split.
     pub cause: NodeId,
 }
@@ -85,7 +85,7 @@ pub struct Graph {
 #[derive(Debug, Default)]
 pub struct Resolution {
     /// Profile id of each node; `None` for rejected (blocked) nodes.
-    pub profile_of: Vec<Option<String>>,
+    pub profile_of: Vec<Option<Uuid>>,
     pub rejections: Vec<Rejection>,
     pub merges: Vec<MergeEvent>,
     pub profiles: usize,
@@ -101,6 +101,13 @@ impl Graph {
         }
     }
 
+    /// Forget every identifier and link, keeping the allocated capacity.
+    pub fn clear(&mut self) {
+        self.index.iter_mut().for_each(HashMap::clear);
+        self.nodes.clear();
+        self.edges.clear();
+    }
+
     /// Intern an identifier seen at `at`.
     pub fn observe(&mut self, id_type: u16, value: &str, at: i64) -> NodeId {
         let id = self.intern(id_type, value);
@@ -110,11 +117,18 @@ impl Graph {
 
     /// Intern an identifier without a sighting (call [`Graph::seen`]).
     pub fn intern(&mut self, id_type: u16, value: &str) -> NodeId {
-        if let Some(&id) = self.index[id_type as usize].get(value) {
+        match self.index[id_type as usize].get(value) {
+            Some(&id) => id,
+            None => self.intern_shared(id_type, value.into()),
+        }
+    }
+
+    /// [`Graph::intern`] of a value already allocated (kept if new).
+    pub fn intern_shared(&mut self, id_type: u16, value: std::sync::Arc<str>) -> NodeId {
+        if let Some(&id) = self.index[id_type as usize].get(&*value) {
             return id;
         }
         let id = self.nodes.len() as NodeId;
-        let value: std::sync::Arc<str> = value.into();
         self.nodes.push(Node {
             id_type,
             value: value.clone(),
@@ -169,7 +183,7 @@ impl Graph {
         blocked: impl Fn(&Node) -> bool,
         blocked_link: impl Fn(&Node, &Node) -> bool,
         max_neighbours: u32,
-        previous: impl Fn(NodeId) -> Option<String>,
+        previous: impl Fn(NodeId) -> Option<Uuid>,
     ) -> Resolution {
         let n = self.nodes.len();
         let mut resolution = Resolution::default();
@@ -182,23 +196,23 @@ impl Graph {
                     .push(Rejection::BlockedValue { node: i as NodeId });
             }
         }
-        // Cardinality guard: distinct neighbours of each other type.
-        let mut neighbours: HashMap<(NodeId, u16), u32> = HashMap::new();
+        // Cardinality guard: distinct neighbours of each other type (links
+        // are distinct pairs), counted in one dense array.
+        let width = self.types.len();
+        let mut neighbours = vec![0u32; n * width];
         for &(a, b) in self.edges.keys() {
             if usable[a as usize] && usable[b as usize] {
-                *neighbours
-                    .entry((a, self.nodes[b as usize].id_type))
-                    .or_default() += 1;
-                *neighbours
-                    .entry((b, self.nodes[a as usize].id_type))
-                    .or_default() += 1;
+                neighbours[a as usize * width + self.nodes[b as usize].id_type as usize] += 1;
+                neighbours[b as usize * width + self.nodes[a as usize].id_type as usize] += 1;
             }
         }
-        let mut guarded: Vec<_> = neighbours
-            .into_iter()
-            .filter(|&(_, count)| count > max_neighbours)
+        let guarded: Vec<((NodeId, u16), u32)> = neighbours
+            .iter()
+            .enumerate()
+            .filter(|&(_, &count)| count > max_neighbours)
+            .map(|(i, &count)| (((i / width) as NodeId, (i % width) as u16), count))
             .collect();
-        guarded.sort_unstable();
+        drop(neighbours);
         for ((node, other_type), count) in guarded {
             if usable[node as usize] {
                 usable[node as usize] = false;
@@ -268,19 +282,19 @@ impl Graph {
             }
         }
         // Previous profile of each root: (age of that profile, id, founder).
-        let prev: Vec<Option<String>> = (0..n as NodeId).map(&previous).collect();
-        let mut prev_age: HashMap<&str, (i64, u32, &str)> = HashMap::new();
+        let prev: Vec<Option<Uuid>> = (0..n as NodeId).map(&previous).collect();
+        let mut prev_age: HashMap<Uuid, (i64, u32, &str)> = HashMap::new();
         for (i, p) in prev.iter().enumerate() {
             if let (Some(p), true) = (p, usable[i]) {
                 let key = self.age_key(i as NodeId);
                 prev_age
-                    .entry(p.as_str())
+                    .entry(*p)
                     .and_modify(|k| *k = (*k).min(key))
                     .or_insert(key);
             }
         }
-        let mut root_prev: Vec<Option<&str>> = prev.iter().map(|p| p.as_deref()).collect();
-        let mut absorbed: Vec<(&str, &str, NodeId)> = Vec::new();
+        let mut root_prev: Vec<Option<Uuid>> = prev.clone();
+        let mut absorbed: Vec<(Uuid, Uuid, NodeId)> = Vec::new();
         for (_, _, a, b) in edges {
             let (ra, rb) = (sets.find(a), sets.find(b));
             if ra == rb {
@@ -297,7 +311,7 @@ impl Graph {
             let (pa, pb) = (root_prev[ra as usize], root_prev[rb as usize]);
             let survivor = match (pa, pb) {
                 (Some(x), Some(y)) if x != y => {
-                    let (old, young) = if prev_age[x] <= prev_age[y] {
+                    let (old, young) = if prev_age[&x] <= prev_age[&y] {
                         (x, y)
                     } else {
                         (y, x)
@@ -313,25 +327,34 @@ impl Graph {
             root_prev[root as usize] = survivor;
         }
 
-        // Components and their ids.
-        let mut members: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
-        for i in 0..n as NodeId {
-            if usable[i as usize] {
-                members.entry(sets.find(i)).or_default().push(i);
-            }
-        }
-        let mut components: Vec<Vec<NodeId>> = members.into_values().collect();
-        for c in &mut components {
-            c.sort_unstable_by(|&x, &y| self.age_key(x).cmp(&self.age_key(y)));
-        }
+        // Components (members oldest first), oldest founder first: one
+        // sort of the usable nodes by (root, age), then of the components.
+        let mut by_root: Vec<(NodeId, NodeId)> = (0..n as NodeId)
+            .filter(|&i| usable[i as usize])
+            .map(|i| (sets.find(i), i))
+            .collect();
+        by_root.sort_unstable_by(|&(ra, x), &(rb, y)| {
+            ra.cmp(&rb)
+                .then_with(|| self.age_key(x).cmp(&self.age_key(y)))
+        });
+        let members: Vec<NodeId> = by_root.iter().map(|&(_, m)| m).collect();
+        let mut components: Vec<&[NodeId]> = by_root
+            .chunk_by(|a, b| a.0 == b.0)
+            .scan(0, |at, c| {
+                let start = *at;
+                *at += c.len();
+                Some(&members[start..*at])
+            })
+            .collect();
+        drop(by_root);
         components.sort_unstable_by(|x, y| self.age_key(x[0]).cmp(&self.age_key(y[0])));
         // A previous id goes to the component holding that profile's oldest
         // identifier; other parts of a split get an id of their own.
-        let mut claimed: HashMap<&str, usize> = HashMap::new();
+        let mut claimed: HashMap<Uuid, usize> = HashMap::new();
         for (ci, c) in components.iter().enumerate() {
-            for &m in c {
-                if let Some(p) = prev[m as usize].as_deref()
-                    && self.age_key(m) == prev_age[p]
+            for &m in c.iter() {
+                if let Some(p) = prev[m as usize]
+                    && self.age_key(m) == prev_age[&p]
                 {
                     claimed.entry(p).or_insert(ci);
                 }
@@ -339,18 +362,18 @@ impl Graph {
         }
         let mut profile_of = vec![None; n];
         // Ids in use: never given to a second profile.
-        let mut taken: std::collections::HashSet<String> = prev.iter().flatten().cloned().collect();
+        let mut taken: std::collections::HashSet<Uuid> = prev.iter().flatten().copied().collect();
         for (ci, c) in components.iter().enumerate() {
             // Oldest previous id claimed by this component survives.
-            let mut mine: Vec<&str> = c
+            let mut mine: Vec<Uuid> = c
                 .iter()
-                .filter_map(|&m| prev[m as usize].as_deref())
+                .filter_map(|&m| prev[m as usize])
                 .filter(|p| claimed.get(p) == Some(&ci))
                 .collect();
             mine.sort_unstable_by(|x, y| prev_age[x].cmp(&prev_age[y]).then(x.cmp(y)));
             mine.dedup();
             let id = match mine.first() {
-                Some(p) => p.to_string(),
+                Some(&p) => p,
                 None => {
                     resolution.new_profiles += 1;
                     // The founder's id, unless a profile had it already (its
@@ -359,18 +382,18 @@ impl Graph {
                     let name = &self.types[founder.id_type as usize].name;
                     let mut id = founding_id(name, &founder.value);
                     let mut n = 1;
-                    while taken.contains(id.as_str()) {
+                    while taken.contains(&id) {
                         id = founding_id(name, &format!("{}#{n}", founder.value));
                         n += 1;
                     }
                     id
                 }
             };
-            taken.insert(id.clone());
+            taken.insert(id);
             // Parts split off a previous profile.
-            let mut split_from: Vec<&str> = c
+            let mut split_from: Vec<Uuid> = c
                 .iter()
-                .filter_map(|&m| prev[m as usize].as_deref())
+                .filter_map(|&m| prev[m as usize])
                 .filter(|p| claimed.get(p) != Some(&ci))
                 .collect();
             split_from.sort_unstable();
@@ -378,13 +401,13 @@ impl Graph {
             for p in split_from {
                 resolution.merges.push(MergeEvent {
                     kind: "split",
-                    from_profile: p.to_string(),
-                    to_profile: id.clone(),
+                    from_profile: p,
+                    to_profile: id,
                     cause: c[0],
                 });
             }
-            for &m in c {
-                profile_of[m as usize] = Some(id.clone());
+            for &m in c.iter() {
+                profile_of[m as usize] = Some(id);
             }
         }
         // A profile absorbed piece by piece is recorded once, at its first link.
@@ -395,10 +418,8 @@ impl Graph {
             }
             resolution.merges.push(MergeEvent {
                 kind: "merge",
-                from_profile: young.to_string(),
-                to_profile: profile_of[cause as usize]
-                    .clone()
-                    .unwrap_or_else(|| old.to_string()),
+                from_profile: young,
+                to_profile: profile_of[cause as usize].unwrap_or(old),
                 cause,
             });
         }
@@ -425,10 +446,23 @@ fn stable_hash(node: &Node) -> u64 {
 }
 
 /// The id of a profile founded by identifier `type:value`.
-pub fn founding_id(id_type: &str, value: &str) -> String {
+pub fn founding_id(id_type: &str, value: &str) -> Uuid {
     Uuid::new_v5(&PROFILE_NAMESPACE, format!("{id_type}:{value}").as_bytes())
-        .hyphenated()
-        .to_string()
+}
+
+/// Profile ids as text (`cdp.*` columns), without a `String` per id.
+pub fn profile_id_array(
+    ids: impl Iterator<Item = Option<Uuid>>,
+) -> datafusion::arrow::array::StringArray {
+    let mut builder = datafusion::arrow::array::StringBuilder::new();
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    for id in ids {
+        match id {
+            Some(id) => builder.append_value(id.hyphenated().encode_lower(&mut text)),
+            None => builder.append_null(),
+        }
+    }
+    builder.finish()
 }
 
 /// Union-find with path halving, union by size and per-set counts of the
@@ -511,17 +545,17 @@ mod tests {
         g.link(a, b, at);
     }
 
-    fn resolve(g: &Graph, previous: &HashMap<NodeId, String>) -> Resolution {
+    fn resolve(g: &Graph, previous: &HashMap<NodeId, Uuid>) -> Resolution {
         g.resolve(
             |n| &*n.value == "test@test.com",
             |_, _| false,
             3,
-            |i| previous.get(&i).cloned(),
+            |i| previous.get(&i).copied(),
         )
     }
 
-    fn id(g: &Graph, r: &Resolution, t: u16, v: &str) -> Option<String> {
-        r.profile_of[g.find(t, v).unwrap() as usize].clone()
+    fn id(g: &Graph, r: &Resolution, t: u16, v: &str) -> Option<Uuid> {
+        r.profile_of[g.find(t, v).unwrap() as usize]
     }
 
     #[test]
@@ -595,8 +629,8 @@ mod tests {
         pair(&mut g, (ANON, "new-cookie"), (EMAIL, "jane@x.com"), 50);
         let first = resolve(&g, &HashMap::new());
         assert_eq!(first.profiles, 2);
-        let previous: HashMap<NodeId, String> = (0..g.nodes.len() as NodeId)
-            .filter_map(|i| first.profile_of[i as usize].clone().map(|p| (i, p)))
+        let previous: HashMap<NodeId, Uuid> = (0..g.nodes.len() as NodeId)
+            .filter_map(|i| first.profile_of[i as usize].map(|p| (i, p)))
             .collect();
         let old_id = id(&g, &first, USER, "u1").unwrap();
         let young_id = id(&g, &first, EMAIL, "jane@x.com").unwrap();
@@ -604,7 +638,7 @@ mod tests {
         pair(&mut g, (USER, "u1"), (EMAIL, "jane@x.com"), 60);
         let second = resolve(&g, &previous);
         assert_eq!(second.profiles, 1);
-        assert_eq!(id(&g, &second, EMAIL, "jane@x.com"), Some(old_id.clone()));
+        assert_eq!(id(&g, &second, EMAIL, "jane@x.com"), Some(old_id));
         assert_eq!(
             second.merges,
             vec![MergeEvent {
@@ -631,7 +665,7 @@ mod tests {
                 pair(&mut g, a, b, at);
             }
             let r = resolve(&g, &HashMap::new());
-            let mut ids: Vec<(String, String)> = ["k1", "k2"]
+            let mut ids: Vec<(String, Uuid)> = ["k1", "k2"]
                 .iter()
                 .map(|k| (k.to_string(), id(&g, &r, ANON, k).unwrap()))
                 .chain(
@@ -685,11 +719,11 @@ mod tests {
                     pair(&mut g, (a.0, &a.1), (b.0, &b.1), *at);
                 }
                 let r = g.resolve(|_| false, |_, _| false, u32::MAX, |_| None);
-                let mut assignment: Vec<((u16, String), String)> = g
+                let mut assignment: Vec<((u16, String), Uuid)> = g
                     .nodes
                     .iter()
                     .zip(&r.profile_of)
-                    .map(|(n, p)| ((n.id_type, n.value.to_string()), p.clone().unwrap()))
+                    .map(|(n, p)| ((n.id_type, n.value.to_string()), p.unwrap()))
                     .collect();
                 assignment.sort();
                 assignment

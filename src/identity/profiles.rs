@@ -15,13 +15,14 @@ use datafusion::common::HashMap;
 
 use super::config::IdentityConfig;
 use super::facts::{Cell, Facts, Partial, field, get};
-use super::graph::{Graph, NodeId, Resolution};
+use super::graph::{Graph, NodeId, Resolution, profile_id_array};
 use crate::error::{Error, Result};
 use crate::schema::cdp;
+use uuid::Uuid;
 
 /// One profile being assembled.
-struct Profile<'a> {
-    id: &'a str,
+struct Profile {
+    id: Uuid,
     /// Members, sorted by (type, value).
     nodes: Vec<NodeId>,
     facts: Partial,
@@ -37,11 +38,11 @@ pub fn build(
     facts: &Facts,
     now_micros: i64,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut index: HashMap<Uuid, usize> = HashMap::new();
     let mut profiles: Vec<Profile> = Vec::new();
     let mut profile_of_node = vec![u32::MAX; graph.nodes.len()];
     for (n, id) in resolution.profile_of.iter().enumerate() {
-        let Some(id) = id.as_deref() else { continue };
+        let &Some(id) = id else { continue };
         let p = *index.entry(id).or_insert_with(|| {
             profiles.push(Profile {
                 id,
@@ -53,13 +54,13 @@ pub fn build(
         profiles[p].nodes.push(n as NodeId);
         profile_of_node[n] = p as u32;
     }
-    for (key, partial) in facts.keys().zip(&facts.partials) {
+    for (k, key) in facts.keys().enumerate() {
         if let Some(&p) = key
             .iter()
             .map(|&n| &profile_of_node[n as usize])
             .find(|&&p| p != u32::MAX)
         {
-            facts.fields.merge(&mut profiles[p as usize].facts, partial);
+            facts.merge_into(k, &mut profiles[p as usize].facts);
         }
     }
     let anonymous = config
@@ -78,7 +79,7 @@ pub fn build(
             .any(|&n| Some(graph.nodes[n as usize].id_type) != anonymous)
             || seen(p, |n| n.last_seen, true) >= cutoff
     });
-    profiles.sort_unstable_by(|a, b| a.id.cmp(b.id));
+    profiles.sort_unstable_by_key(|p| p.id);
     for p in &mut profiles {
         p.nodes.sort_unstable_by(|&a, &b| {
             let (a, b) = (&graph.nodes[a as usize], &graph.nodes[b as usize]);
@@ -90,9 +91,8 @@ pub fn build(
     let schema = cdp::profiles(&type_names);
     let mut batches = Vec::new();
     for chunk in profiles.chunks(64 * 1024) {
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(
-            chunk.iter().map(|p| p.id),
-        ))];
+        let mut columns: Vec<ArrayRef> =
+            vec![Arc::new(profile_id_array(chunk.iter().map(|p| Some(p.id))))];
         for t in 0..config.types.len() as u16 {
             let mut list = ListBuilder::new(StringBuilder::new());
             for p in chunk {
@@ -109,10 +109,14 @@ pub fn build(
             }
             columns.push(Arc::new(list.finish()));
         }
-        let cell = |p: &Profile, f: u16| get(&p.facts, f).cloned();
+        fn cell(p: &Profile, f: u16) -> Option<&Cell> {
+            get(&p.facts, f)
+        }
         let text = |f: u16| -> ArrayRef {
             Arc::new(StringArray::from_iter(
-                chunk.iter().map(|p| cell(p, f).and_then(|c| c.text)),
+                chunk
+                    .iter()
+                    .map(|p| cell(p, f).and_then(|c| c.text.as_deref())),
             ))
         };
         let num = |f: u16| chunk.iter().map(move |p| cell(p, f).map(|c| c.num));

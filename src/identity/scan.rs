@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use super::config::IdentityConfig;
 use super::facts::{Cell, Facts, field};
-use super::graph::{Graph, NodeId};
+use super::graph::{Graph, NodeId, TypeRule};
 use super::normalize::{self, Normalize};
 use crate::error::{Error, Result};
 use crate::lake::{Lake, parquet};
@@ -361,10 +361,14 @@ impl Scan {
 
     /// Read `files` and fold every row into the graph and the facts.
     ///
-    /// Files are dealt to one shard per core (largest first, to the least
-    /// loaded); each shard decodes in a task and folds on a blocking thread
-    /// into a graph of its own, and the shards are merged at the end —
-    /// merging costs one lookup per identifier and per row key, not per row.
+    /// Files are dealt to one worker per core (largest first, to the least
+    /// loaded). A worker decodes each file in a task and folds its rows on
+    /// a blocking thread into a summary of its own: the file's distinct
+    /// identifiers and row keys with their facts, in small tables that
+    /// stay in cache. One more thread merges each summary into the graph
+    /// and facts of the refresh, at the cost of one lookup per distinct
+    /// identifier and row key of the file rather than one per row, and
+    /// with one copy of the graph in memory.
     pub async fn read(
         &mut self,
         lake: &Lake,
@@ -377,42 +381,32 @@ impl Scan {
             return Ok(());
         }
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let shards = cores.clamp(1, 16).min(total);
+        let workers = cores.clamp(1, 16).min(total);
         files.sort_by(|a, b| {
             b.meta
                 .size
                 .cmp(&a.meta.size)
                 .then(a.meta.location.cmp(&b.meta.location))
         });
-        let mut groups: Vec<(u64, Vec<RawFile>)> = (0..shards).map(|_| (0, Vec::new())).collect();
+        let mut groups: Vec<(u64, Vec<RawFile>)> = (0..workers).map(|_| (0, Vec::new())).collect();
         for file in files {
             if let Some(g) = groups.iter_mut().min_by_key(|g| g.0) {
                 g.0 += file.meta.size;
                 g.1.push(file);
             }
         }
-        progress(&format!("reading {total} raw files on {shards} threads"));
+        progress(&format!("reading {total} raw files on {workers} threads"));
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
-        let mut handles = Vec::with_capacity(shards);
+        // A few summaries may wait for the merge: memory stays bounded.
+        let (summary_tx, summary_rx) = std::sync::mpsc::sync_channel::<Result<Shard>>(workers);
+        // Merged summaries go back to the workers to be cleared and reused:
+        // their tables keep their capacity, and are emptied off the merge.
+        let spare: Spare = Arc::default();
+        let mut folders = Vec::with_capacity(workers);
         let types = self.graph.types.clone();
-        for (i, (_, group)) in groups.into_iter().enumerate() {
-            let shard = if i == 0 {
-                Shard {
-                    graph: std::mem::take(&mut self.graph),
-                    facts: std::mem::take(&mut self.facts),
-                    rows: 0,
-                    caches: HashMap::new(),
-                }
-            } else {
-                Shard {
-                    graph: Graph::new(types.clone()),
-                    facts: Facts::default(),
-                    rows: 0,
-                    caches: HashMap::new(),
-                }
-            };
+        for (_, group) in groups {
             let (tx, rx) = mpsc::channel(4);
-            let (lake, rules, done) = (lake.clone(), self.rules.clone(), done_tx.clone());
+            let (lake, rules) = (lake.clone(), self.rules.clone());
             let reader_rules = rules.clone();
             tokio::spawn(async move {
                 for file in &group {
@@ -428,11 +422,18 @@ impl Scan {
                     }
                 }
             });
-            handles.push(tokio::task::spawn_blocking(move || {
-                fold_all(shard, &rules, rx, done)
+            let (summaries, types, spare) = (summary_tx.clone(), types.clone(), spare.clone());
+            folders.push(tokio::task::spawn_blocking(move || {
+                fold_files(types, &rules, rx, summaries, &spare)
             }));
         }
-        drop(done_tx);
+        drop(summary_tx);
+        let into = Shard::new(
+            std::mem::take(&mut self.graph),
+            std::mem::take(&mut self.facts),
+        );
+        let merger =
+            tokio::task::spawn_blocking(move || merge_summaries(into, summary_rx, done_tx, &spare));
         let mut read = 0;
         while done_rx.recv().await.is_some() {
             read += 1;
@@ -440,62 +441,106 @@ impl Scan {
                 progress(&format!("read {read}/{total} raw files"));
             }
         }
-        let mut merged: Option<Shard> = None;
-        let mut failure = None;
-        for handle in handles {
-            let outcome = handle
-                .await
-                .map_err(|e| Error::Config(format!("a raw file reader stopped: {e}")))?;
-            match (outcome, &mut merged) {
-                (Err(e), _) => failure = failure.or(Some(e)),
-                (Ok(shard), None) => merged = Some(shard),
-                (Ok(shard), Some(into)) => {
-                    progress("merging the partial graphs");
-                    into.absorb(shard);
-                }
-            }
+        let stopped =
+            |e: tokio::task::JoinError| Error::Config(format!("a raw file reader stopped: {e}"));
+        let merged = merger.await.map_err(stopped)?;
+        for folder in folders {
+            folder.await.map_err(stopped)?;
         }
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        if let Some(shard) = merged {
-            self.graph = shard.graph;
-            self.facts = shard.facts;
-            self.rows += shard.rows;
-        }
+        let merged = merged?;
+        self.graph = merged.graph;
+        self.facts = merged.facts;
+        self.rows += merged.rows;
         self.files += read;
         Ok(())
     }
 }
 
-/// A shard's loop: fold every batch its reader sends.
-fn fold_all(
-    mut shard: Shard,
+/// A worker's loop: fold the batches of each file its reader sends into a
+/// summary of that file, and pass it on when the file is done.
+fn fold_files(
+    types: Vec<TypeRule>,
     rules: &Rules,
     mut rx: mpsc::Receiver<Message>,
-    done: mpsc::UnboundedSender<()>,
-) -> Result<Shard> {
+    summaries: std::sync::mpsc::SyncSender<Result<Shard>>,
+    spare: &Spare,
+) {
+    let empty = || {
+        let reused = spare.lock().ok().and_then(|mut s| s.pop());
+        match reused {
+            Some(mut shard) => {
+                shard.clear();
+                shard
+            }
+            None => Shard::new(Graph::new(types.clone()), Facts::default()),
+        }
+    };
+    let mut shard = empty();
     let mut nodes: Vec<NodeId> = Vec::with_capacity(8);
     while let Some(message) = rx.blocking_recv() {
-        match message {
-            Message::Batch(table, batch) => shard.fold(rules, table, &batch, &mut nodes)?,
-            Message::FileDone => {
-                let _ = done.send(());
-            }
-            Message::Failed(e) => return Err(e),
+        let sent = match message {
+            Message::Batch(table, batch) => match shard.fold(rules, table, &batch, &mut nodes) {
+                Ok(()) => continue,
+                Err(e) => summaries.send(Err(e)),
+            },
+            Message::FileDone => summaries.send(Ok(std::mem::replace(&mut shard, empty()))),
+            Message::Failed(e) => summaries.send(Err(e)),
+        };
+        // The merge stopped (on another file's error): stop reading.
+        if sent.is_err() {
+            return;
         }
     }
-    Ok(shard)
 }
 
+/// The merging thread: fold each file's summary into `into`, telling
+/// `done` after each; the first error stops it.
+fn merge_summaries(
+    mut into: Shard,
+    summaries: std::sync::mpsc::Receiver<Result<Shard>>,
+    done: mpsc::UnboundedSender<()>,
+    spare: &Spare,
+) -> Result<Shard> {
+    for summary in summaries {
+        let mut summary = summary?;
+        into.absorb(&mut summary);
+        if let Ok(mut s) = spare.lock() {
+            s.push(summary);
+        }
+        let _ = done.send(());
+    }
+    Ok(into)
+}
+
+/// Merged summaries waiting to be reused by a worker.
+type Spare = Arc<std::sync::Mutex<Vec<Shard>>>;
+
 impl Shard {
-    /// Merge another shard into this one.
-    fn absorb(&mut self, mut other: Shard) {
+    fn new(graph: Graph, facts: Facts) -> Shard {
+        Shard {
+            graph,
+            facts,
+            rows: 0,
+            caches: HashMap::new(),
+        }
+    }
+
+    /// Forget everything, keeping the allocated capacity.
+    fn clear(&mut self) {
+        self.graph.clear();
+        self.facts.clear();
+        self.rows = 0;
+        self.caches.clear();
+    }
+
+    /// Merge another shard (a file's summary) into this one, leaving it
+    /// to be cleared.
+    fn absorb(&mut self, other: &mut Shard) {
         let map: Vec<NodeId> = other
             .graph
             .nodes
-            .iter()
-            .map(|n| self.graph.intern(n.id_type, &n.value))
+            .drain(..)
+            .map(|n| self.graph.intern_shared(n.id_type, n.value))
             .collect();
         let fields: Vec<u16> = (0..other.facts.fields.len() as u16)
             .map(|f| {
@@ -506,21 +551,21 @@ impl Shard {
             })
             .collect();
         let mut mapped: Vec<NodeId> = Vec::with_capacity(8);
-        let times = other.facts.first.iter().zip(&other.facts.last);
-        for ((key, partial), (&first, &last)) in (0..other.facts.len())
-            .zip(std::mem::take(&mut other.facts.partials))
-            .zip(times)
+        let mut partials = std::mem::take(&mut other.facts.partials);
+        for ((key, partial), stats) in (0..other.facts.len())
+            .zip(partials.drain(..))
+            .zip(&other.facts.stats)
         {
             mapped.clear();
             mapped.extend(other.facts.key_nodes(key).iter().map(|&n| map[n as usize]));
             let k = self.facts.key(&mapped);
-            self.facts.seen(k, first);
-            self.facts.seen(k, last);
+            self.facts.absorb_stats(k, stats);
             for mut cell in partial {
                 cell.field = fields[cell.field as usize];
                 self.facts.add(k, cell);
             }
         }
+        other.facts.partials = partials;
         self.rows += other.rows;
     }
 

@@ -1,6 +1,7 @@
 //! The refresh state: every identifier seen (`nodes`), every row key (the
-//! identifiers seen together on a row, with the first and last time) and
-//! the profile facts of each key (`cells`), stored as Parquet beside each
+//! identifiers seen together on a row, with the first and last time and
+//! its event counts) and the other profile facts of each key (`cells`),
+//! stored as Parquet beside each
 //! committed version (`cdp/_state/v=…/`). Node times and links are derived
 //! from the keys, so they are not stored.
 //! The next refresh starts from it and reads only raw files landed since;
@@ -9,8 +10,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int32Array, Int64Array, ListBuilder, RecordBatch, StringArray,
-    UInt32Array, UInt32Builder,
+    Array, ArrayRef, AsArray, FixedSizeListArray, Int32Array, Int64Array, ListBuilder, RecordBatch,
+    StringArray, UInt32Array, UInt32Builder,
 };
 use datafusion::arrow::datatypes::{
     DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, UInt32Type,
@@ -18,14 +19,14 @@ use datafusion::arrow::datatypes::{
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
-use super::facts::{Cell, Facts};
+use super::facts::{COUNTED, Cell, Facts, KeyStats};
 use super::graph::{Graph, TypeRule};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::lake::parquet::{self, ParquetFileWriter};
+use crate::lake::parquet::{self, ParquetFileWriter, bulk_properties};
 
 /// Version of the layout below; a refresh that finds another rebuilds.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 /// Name of the state in the manifest's table map.
 pub const STATE_TABLE: &str = "_state";
@@ -48,6 +49,14 @@ fn keys_schema() -> SchemaRef {
         ),
         Field::new("first_seen", DataType::Int64, false),
         Field::new("last_seen", DataType::Int64, false),
+        Field::new(
+            "counts",
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::UInt32, false)),
+                COUNTED as i32,
+            ),
+            false,
+        ),
     ]))
 }
 
@@ -70,8 +79,12 @@ fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
 /// Write the graph and facts under `dir` (a new version folder).
 pub async fn save(lake: &Lake, dir: &Path, graph: &Graph, facts: &Facts) -> Result<()> {
     let schema = nodes_schema();
-    let mut w =
-        ParquetFileWriter::create(lake, &dir.clone().join("nodes.parquet"), schema.clone())?;
+    let mut w = ParquetFileWriter::create_with(
+        lake,
+        &dir.clone().join("nodes.parquet"),
+        schema.clone(),
+        bulk_properties(&["value"]),
+    )?;
     for chunk in graph.nodes.chunks(CHUNK) {
         let b = batch(
             &schema,
@@ -91,9 +104,15 @@ pub async fn save(lake: &Lake, dir: &Path, graph: &Graph, facts: &Facts) -> Resu
     w.finish().await?;
 
     let schema = keys_schema();
-    let mut w = ParquetFileWriter::create(lake, &dir.clone().join("keys.parquet"), schema.clone())?;
+    let mut w = ParquetFileWriter::create_with(
+        lake,
+        &dir.clone().join("keys.parquet"),
+        schema.clone(),
+        bulk_properties(&[]),
+    )?;
     for start in (0..facts.len()).step_by(CHUNK) {
         let end = (start + CHUNK).min(facts.len());
+        let stats = &facts.stats[start..end];
         let mut list = ListBuilder::new(UInt32Builder::new());
         for key in (start..end).map(|k| facts.key_nodes(k)) {
             list.values().append_slice(key);
@@ -103,8 +122,16 @@ pub async fn save(lake: &Lake, dir: &Path, graph: &Graph, facts: &Facts) -> Resu
             &schema,
             vec![
                 Arc::new(list.finish()),
-                Arc::new(Int64Array::from(facts.first[start..end].to_vec())),
-                Arc::new(Int64Array::from(facts.last[start..end].to_vec())),
+                Arc::new(Int64Array::from_iter_values(stats.iter().map(|s| s.first))),
+                Arc::new(Int64Array::from_iter_values(stats.iter().map(|s| s.last))),
+                Arc::new(FixedSizeListArray::new(
+                    Arc::new(Field::new("item", DataType::UInt32, false)),
+                    COUNTED as i32,
+                    Arc::new(UInt32Array::from_iter_values(
+                        stats.iter().flat_map(|s| s.counts),
+                    )),
+                    None,
+                )),
             ],
         )?;
         w.write(&b).await?;
@@ -112,8 +139,12 @@ pub async fn save(lake: &Lake, dir: &Path, graph: &Graph, facts: &Facts) -> Resu
     w.finish().await?;
 
     let schema = cells_schema();
-    let mut w =
-        ParquetFileWriter::create(lake, &dir.clone().join("cells.parquet"), schema.clone())?;
+    let mut w = ParquetFileWriter::create_with(
+        lake,
+        &dir.clone().join("cells.parquet"),
+        schema.clone(),
+        bulk_properties(&[]),
+    )?;
     // Cells of whole keys, about CHUNK at a time: never all in one list.
     let mut chunk: Vec<(u32, &Cell)> = Vec::with_capacity(CHUNK + 64);
     for (k, partial) in facts.partials.iter().enumerate() {
@@ -187,6 +218,11 @@ pub async fn load(lake: &Lake, dir: &Path, types: Vec<TypeRule>) -> Result<(Grap
         let lists = b.column(0).as_list::<i32>();
         let first = b.column(1).as_primitive::<Int64Type>();
         let last = b.column(2).as_primitive::<Int64Type>();
+        let counts = b.column(3).as_fixed_size_list();
+        let counts = counts.values().as_primitive::<UInt32Type>().values();
+        if counts.len() != b.num_rows() * COUNTED {
+            return Err(stale("has keys without their counts".into()));
+        }
         for row in 0..b.num_rows() {
             let nodes = lists.value(row);
             let nodes = nodes.as_primitive::<UInt32Type>();
@@ -197,8 +233,15 @@ pub async fn load(lake: &Lake, dir: &Path, types: Vec<TypeRule>) -> Result<(Grap
             if k as usize != facts.len() - 1 {
                 return Err(stale("lists a key twice".into()));
             }
-            facts.seen(k, first.value(row));
-            facts.seen(k, last.value(row));
+            let mut stats = KeyStats {
+                first: first.value(row),
+                last: last.value(row),
+                counts: [0; COUNTED],
+            };
+            stats
+                .counts
+                .copy_from_slice(&counts[row * COUNTED..(row + 1) * COUNTED]);
+            facts.absorb_stats(k, &stats);
         }
         Ok(())
     })

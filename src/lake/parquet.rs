@@ -34,6 +34,21 @@ pub fn writer_properties_with(compression: Compression) -> WriterProperties {
         .build()
 }
 
+/// Writer settings for large files a refresh writes in one go and reads
+/// back whole or by key (`cdp.identity_links`, `cdp.profiles`, the refresh
+/// state): LZ4, which writes and decodes several times faster than ZSTD,
+/// and no dictionary for `unique` columns (ids, values), which would only
+/// fill one up and fall back to plain encoding.
+pub fn bulk_properties(unique: &[&str]) -> WriterProperties {
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::LZ4_RAW)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    for column in unique {
+        builder = builder.set_column_dictionary_enabled((*column).into(), false);
+    }
+    builder.build()
+}
+
 /// A Parquet file being written to the lake. Nothing is visible to readers
 /// until [`ParquetFileWriter::finish`] completes.
 pub struct ParquetFileWriter {
