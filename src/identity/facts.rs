@@ -342,6 +342,14 @@ impl Facts {
         self.stats.clear();
     }
 
+    /// Free the index that finds a key by its nodes (half the memory of
+    /// the keys) once no more rows are folded: [`Facts::key`] must not be
+    /// called after this.
+    pub fn drop_key_index(&mut self) {
+        self.short = HashMap::new();
+        self.long = HashMap::new();
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.ends.len()

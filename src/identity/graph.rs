@@ -108,6 +108,14 @@ impl Graph {
         self.edges.clear();
     }
 
+    /// Free the value index and the links once the graph is resolved
+    /// (nodes stay): only [`Graph::find`], [`Graph::intern`] and
+    /// [`Graph::resolve`] use them.
+    pub fn drop_index_and_links(&mut self) {
+        self.index = vec![HashMap::new(); self.types.len()];
+        self.edges = HashMap::new();
+    }
+
     /// Intern an identifier seen at `at`.
     pub fn observe(&mut self, id_type: u16, value: &str, at: i64) -> NodeId {
         let id = self.intern(id_type, value);

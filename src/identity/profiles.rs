@@ -28,16 +28,16 @@ struct Profile {
     facts: Partial,
 }
 
-/// The profiles of a resolution, in profile id order, as batches of
-/// `cdp.profiles`; anonymous-only profiles idle since before
+/// The profiles of a resolution, in profile id order, ready to be written
+/// as `cdp.profiles`; anonymous-only profiles idle since before
 /// `now - anonymous_idle_days` are left out.
-pub fn build(
-    config: &IdentityConfig,
-    graph: &Graph,
+pub fn build<'a>(
+    config: &'a IdentityConfig,
+    graph: &'a Graph,
     resolution: &Resolution,
-    facts: &Facts,
+    facts: &'a Facts,
     now_micros: i64,
-) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+) -> Result<Assembled<'a>> {
     let mut index: HashMap<Uuid, usize> = HashMap::new();
     let mut profiles: Vec<Profile> = Vec::new();
     let mut profile_of_node = vec![u32::MAX; graph.nodes.len()];
@@ -88,9 +88,46 @@ pub fn build(
     }
 
     let type_names: Vec<String> = config.types.iter().map(|t| t.name.clone()).collect();
-    let schema = cdp::profiles(&type_names);
-    let mut batches = Vec::new();
-    for chunk in profiles.chunks(64 * 1024) {
+    Ok(Assembled {
+        config,
+        graph,
+        facts,
+        now_micros,
+        schema: cdp::profiles(&type_names),
+        profiles,
+    })
+}
+
+/// The profiles of a resolution, merged and sorted, turned into batches
+/// of `cdp.profiles` one at a time (never all in memory).
+pub struct Assembled<'a> {
+    config: &'a IdentityConfig,
+    graph: &'a Graph,
+    facts: &'a Facts,
+    now_micros: i64,
+    schema: SchemaRef,
+    profiles: Vec<Profile>,
+}
+
+impl Assembled<'_> {
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The batches of `cdp.profiles`, in profile id order.
+    pub fn batches(&self) -> impl Iterator<Item = Result<RecordBatch>> + '_ {
+        self.profiles
+            .chunks(64 * 1024)
+            .map(|chunk| self.batch(chunk))
+    }
+
+    fn batch(&self, chunk: &[Profile]) -> Result<RecordBatch> {
+        let (config, graph, facts) = (self.config, self.graph, self.facts);
+        let now_micros = self.now_micros;
+        let seen = |p: &Profile, pick: fn(&super::graph::Node) -> i64, max: bool| {
+            let times = p.nodes.iter().map(|&n| pick(&graph.nodes[n as usize]));
+            if max { times.max() } else { times.min() }.unwrap_or(0)
+        };
         let mut columns: Vec<ArrayRef> =
             vec![Arc::new(profile_id_array(chunk.iter().map(|p| Some(p.id))))];
         for t in 0..config.types.len() as u16 {
@@ -217,12 +254,9 @@ pub fn build(
             columns.push(text(field::CONSENT + c));
         }
         columns.push(time(vec![Some(now_micros); chunk.len()]));
-        batches.push(
-            RecordBatch::try_new(schema.clone(), columns)
-                .map_err(|e| Error::arrow("building cdp.profiles", e))?,
-        );
+        RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| Error::arrow("building cdp.profiles", e))
     }
-    Ok((schema, batches))
 }
 
 /// The channel with the most orders (ties: alphabetical).

@@ -22,7 +22,7 @@ use super::scan::{RawFile, Scan};
 use super::state::{self, STATE_TABLE};
 use crate::error::{Error, Result};
 use crate::lake::manifest::{MANIFEST_FORMAT, Manifest, VIEWS_FORMAT, version_dir};
-use crate::lake::parquet::{self, ParquetFileWriter, bulk_properties, write_file, write_file_with};
+use crate::lake::parquet::{self, ParquetFileWriter, bulk_properties, write_file};
 use crate::lake::{Lake, paths};
 use crate::schema::{RawTable, cdp, utc_timestamps};
 
@@ -214,8 +214,12 @@ async fn run(
     report.raw_files = scan.files;
     report.raw_rows = scan.rows;
     let Scan {
-        mut graph, facts, ..
+        mut graph,
+        mut facts,
+        ..
     } = scan;
+    // Keys are looked up only while reading: free their index now.
+    facts.drop_key_index();
     facts.derive_graph(&mut graph);
     report.identifiers = graph.nodes.len();
     report.links = graph.edges.len();
@@ -285,6 +289,9 @@ async fn run(
         config.max_distinct_neighbours,
         |node| previous_ids.get(&node).copied(),
     );
+    // What only the resolution needed, freed before the views are built.
+    drop(previous_ids);
+    graph.drop_index_and_links();
     report.resolve_ms = resolving.elapsed().as_millis() as u64;
     report.profiles = resolution.profiles;
     report.new_profiles = resolution.new_profiles;
@@ -491,16 +498,17 @@ async fn run(
     let profiles_dir = version_dir("profiles", version, &run);
     let state_dir = version_dir(STATE_TABLE, version, &run);
     let profiles_work = async {
-        let (schema, batches) = profiles::build(config, &graph, &resolution, &facts, now_micros)?;
-        write_file_with(
+        let assembled = profiles::build(config, &graph, &resolution, &facts, now_micros)?;
+        let mut writer = ParquetFileWriter::create_with(
             lake,
             &profiles_dir.clone().join("part-0.parquet"),
-            schema,
-            &batches,
+            assembled.schema(),
             bulk_properties(&["profile_id"]),
-        )
-        .await
-        .map(|_| ())
+        )?;
+        for batch in assembled.batches() {
+            writer.write(&batch?).await?;
+        }
+        writer.finish().await.map(|_| ())
     };
     let state_work = state::save(lake, &state_dir, &graph, &facts);
     let (main_done, side_done) = alongside(
