@@ -123,7 +123,8 @@ MAX_DISTINCT_NEIGHBOURS = 50
 REFRESH_LINE = re.compile(
     r"refresh (?P<version>\d+) committed in (?P<seconds>[\d.]+) s"
     r"(?: \(identity graph (?P<graph_seconds>[\d.]+) s"
-    r"(?:, of which resolution (?P<resolve_seconds>[\d.]+) s;|,) views (?P<views_seconds>[\d.]+) s\))?: "
+    r"(?:, of which resolution (?P<resolve_seconds>[\d.]+) s"
+    r"(?:, union-find (?P<union_find_seconds>[\d.]+) s)?;|,) views (?P<views_seconds>[\d.]+) s\))?: "
     r"(?P<raw_rows>\d+) raw rows from (?P<raw_files>\d+) files, "
     r"(?P<identifiers>\d+) identifiers, (?P<links>\d+) links \S+ "
     r"(?P<profiles>\d+) profiles \((?P<new_profiles>\d+) new\), "
@@ -626,6 +627,8 @@ def report(args, meta, pano_runs: list[dict], duck_runs: list[dict], idle_filter
     p_graph = median(graph_runs) if graph_runs else None
     resolve_runs = [float(r["resolve_seconds"]) for r in pano_runs if r.get("resolve_seconds")]
     p_resolve = median(resolve_runs) if resolve_runs else None
+    uf_runs = [float(r["union_find_seconds"]) for r in pano_runs if r.get("union_find_seconds")]
+    p_uf = median(uf_runs) if uf_runs else None
     p_rss = max(r["rss_peak_kb"] for r in pano_runs)
     if d is not None:
         d_build = median([r["build_s"] for r in duck_runs])
@@ -684,9 +687,14 @@ def report(args, meta, pano_runs: list[dict], duck_runs: list[dict], idle_filter
             f"| label propagation, s{runs_note} | | {secs(d_prop)} "
             f"({d['passes']} passes, the last one finding no change"
             f"{'' if d['converged'] else '; NOT converged: --max-passes reached'}) |",
-            *([f"| resolution only: union-find with limits and stable ids / label propagation "
-               f"on the built edge list, s{runs_note} | {secs(p_resolve)} | {secs(d_prop)} |",
-               f"| ratio label propagation / union-find (how many times faster Panorama resolves) "
+            *([f"| components from the links: ordering them and union-find with limits "
+               f"/ label propagation on the built edge list, s{runs_note} "
+               f"| {secs(p_uf)} | {secs(d_prop)} |",
+               f"| ratio label propagation / union-find (how many times faster Panorama joins) "
+               f"| {d_prop / max(p_uf, 0.001):.1f}× | |"] if p_uf is not None else []),
+            *([f"| whole resolution (guards, union-find, stable ids and merge history), "
+               f"s{runs_note} | {secs(p_resolve)} | |",
+               f"| ratio label propagation / whole resolution "
                f"| {d_prop / max(p_resolve, 0.001):.1f}× | |"] if p_resolve is not None else []),
             f"| total, s{runs_note} | {secs(p_wall)} | {secs(d_total)} |",
             f"| ratio Panorama / DuckDB, total | {p_wall / d_total:.2f} | |",

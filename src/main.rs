@@ -360,7 +360,7 @@ async fn run_refresh(location: &str, settings: &config::Config, full: bool) -> R
     .context("refreshing identities and profiles")?;
     bar.finish_and_clear();
     eprintln!(
-        "{} refresh {} committed in {:.1} s (identity graph {:.1} s, of which resolution {:.2} s; views {:.1} s): {} raw rows from {} files, {} identifiers, {} links → {} profiles ({} new), {} merges, {} splits, {} links refused, {} values blocked",
+        "{} refresh {} committed in {:.1} s (identity graph {:.1} s, of which resolution {:.2} s, union-find {:.2} s; views {:.1} s): {} raw rows from {} files, {} identifiers, {} links → {} profiles ({} new), {} merges, {} splits, {} links refused, {} values blocked",
         match &report.full_reason {
             Some(why) => format!("full ({why})"),
             None => "incremental".to_string(),
@@ -369,6 +369,7 @@ async fn run_refresh(location: &str, settings: &config::Config, full: bool) -> R
         started.elapsed().as_secs_f64(),
         report.graph_ms as f64 / 1000.0,
         report.resolve_ms as f64 / 1000.0,
+        report.union_find_ms as f64 / 1000.0,
         report.views_ms as f64 / 1000.0,
         report.raw_rows,
         report.raw_files,

@@ -51,6 +51,9 @@ pub struct RefreshReport {
     /// ordering the links, union-find with limits, stable ids): the part
     /// that SQL label propagation does by iterating.
     pub resolve_ms: u64,
+    /// Of `resolve_ms`, milliseconds spent ordering the links and joining
+    /// them by union-find.
+    pub union_find_ms: u64,
     /// Milliseconds spent writing the views (links, profiles, ...).
     pub views_ms: u64,
 }
@@ -293,6 +296,7 @@ async fn run(
     drop(previous_ids);
     graph.drop_index_and_links();
     report.resolve_ms = resolving.elapsed().as_millis() as u64;
+    report.union_find_ms = resolution.union_find_ms;
     report.profiles = resolution.profiles;
     report.new_profiles = resolution.new_profiles;
     report.merges = resolution
