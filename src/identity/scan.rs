@@ -6,9 +6,10 @@
 //! time column, the configured identifier sources and the columns of the
 //! profile facts. A file that lacks one of those columns, or holds it with
 //! a type that cannot be read as the raw schema's type, is an error naming
-//! the file and the column. Decoding runs in its own task, one file after
-//! the other, while this one folds rows into the graph: on two cores that
-//! keeps both busy.
+//! the file and the column. Each worker (one per core) decodes its files
+//! in a task and folds their rows on a thread of its own into per-file
+//! summaries; one more thread merges the summaries into the refresh's
+//! single graph and facts.
 
 use std::sync::Arc;
 
