@@ -190,9 +190,32 @@ async fn read(
 }
 
 /// Load the state written by [`save`] for identifier types `types`.
+///
+/// The identifiers are read on another task while this one reads the keys
+/// and then their cells: on two cores the two halves take about as long.
 pub async fn load(lake: &Lake, dir: &Path, types: Vec<TypeRule>) -> Result<(Graph, Facts)> {
+    let nodes = tokio::spawn({
+        let (lake, dir) = (lake.clone(), dir.clone());
+        async move { load_nodes(&lake, &dir, types).await }
+    });
+    let keys = load_keys(lake, dir).await;
+    let graph = nodes
+        .await
+        .map_err(|e| Error::Config(format!("reading the refresh state stopped: {e}")))??;
+    let (facts, highest_node) = keys?;
+    if highest_node.is_some_and(|h| h as usize >= graph.nodes.len()) {
+        return Err(stale(dir, "has a key with an unknown identifier"));
+    }
+    Ok((graph, facts))
+}
+
+fn stale(dir: &Path, what: impl std::fmt::Display) -> Error {
+    Error::Config(format!("the refresh state in {dir} {what}"))
+}
+
+/// The identifiers of the state, as a graph without links.
+async fn load_nodes(lake: &Lake, dir: &Path, types: Vec<TypeRule>) -> Result<Graph> {
     let mut graph = Graph::new(types);
-    let stale = |what: String| Error::Config(format!("the refresh state in {dir} {what}"));
     read(lake, dir, "nodes.parquet", |b| {
         let (t, v) = (
             b.column(0).as_string::<i32>(),
@@ -203,35 +226,47 @@ pub async fn load(lake: &Lake, dir: &Path, types: Vec<TypeRule>) -> Result<(Grap
                 .types
                 .iter()
                 .position(|r| r.name == t.value(row))
-                .ok_or_else(|| stale(format!("has unknown identifier type '{}'", t.value(row))))?;
+                .ok_or_else(|| {
+                    stale(
+                        dir,
+                        format!("has unknown identifier type '{}'", t.value(row)),
+                    )
+                })?;
             let id = graph.intern(ti as u16, v.value(row));
             if id as usize != graph.nodes.len() - 1 {
-                return Err(stale(format!("lists {} twice", v.value(row))));
+                return Err(stale(dir, format!("lists {} twice", v.value(row))));
             }
         }
         Ok(())
     })
     .await?;
-    let n = graph.nodes.len() as u32;
+    Ok(graph)
+}
+
+/// The row keys of the state with their stats and cells, and the highest
+/// node number a key holds (checked against the identifiers by the caller).
+async fn load_keys(lake: &Lake, dir: &Path) -> Result<(Facts, Option<u32>)> {
     let mut facts = Facts::default();
+    let mut highest: Option<u32> = None;
     read(lake, dir, "keys.parquet", |b| {
         let lists = b.column(0).as_list::<i32>();
+        let offsets = lists.offsets();
+        let members = lists.values().as_primitive::<UInt32Type>().values();
         let first = b.column(1).as_primitive::<Int64Type>();
         let last = b.column(2).as_primitive::<Int64Type>();
         let counts = b.column(3).as_fixed_size_list();
         let counts = counts.values().as_primitive::<UInt32Type>().values();
         if counts.len() != b.num_rows() * COUNTED {
-            return Err(stale("has keys without their counts".into()));
+            return Err(stale(dir, "has keys without their counts"));
         }
         for row in 0..b.num_rows() {
-            let nodes = lists.value(row);
-            let nodes = nodes.as_primitive::<UInt32Type>();
-            if nodes.values().iter().any(|&x| x >= n) {
-                return Err(stale("has a key with an unknown identifier".into()));
+            let nodes = &members[offsets[row] as usize..offsets[row + 1] as usize];
+            if let Some(&h) = nodes.iter().max() {
+                highest = highest.max(Some(h));
             }
-            let k = facts.key(nodes.values());
+            let k = facts.key(nodes);
             if k as usize != facts.len() - 1 {
-                return Err(stale("lists a key twice".into()));
+                return Err(stale(dir, "lists a key twice"));
             }
             let mut stats = KeyStats {
                 first: first.value(row),
@@ -247,6 +282,8 @@ pub async fn load(lake: &Lake, dir: &Path, types: Vec<TypeRule>) -> Result<(Grap
     })
     .await?;
     let keys = facts.len() as u32;
+    // Field names repeat row after row: look each one up once per run.
+    let mut last_name: (String, u16) = (String::new(), 0);
     read(lake, dir, "cells.parquet", |b| {
         let key = b.column(0).as_primitive::<UInt32Type>();
         let name = b.column(1).as_string::<i32>();
@@ -257,10 +294,19 @@ pub async fn load(lake: &Lake, dir: &Path, types: Vec<TypeRule>) -> Result<(Grap
         for row in 0..b.num_rows() {
             let k = key.value(row);
             if k >= keys {
-                return Err(stale("has facts of an unknown key".into()));
+                return Err(stale(dir, "has facts of an unknown key"));
             }
-            let Some(field) = facts.fields.by_name(name.value(row)) else {
-                return Err(stale(format!("has unknown field '{}'", name.value(row))));
+            let field = if last_name.0 == name.value(row) && !last_name.0.is_empty() {
+                last_name.1
+            } else {
+                let Some(field) = facts.fields.by_name(name.value(row)) else {
+                    return Err(stale(
+                        dir,
+                        format!("has unknown field '{}'", name.value(row)),
+                    ));
+                };
+                last_name = (name.value(row).to_string(), field);
+                field
             };
             facts.add(
                 k,
@@ -276,5 +322,5 @@ pub async fn load(lake: &Lake, dir: &Path, types: Vec<TypeRule>) -> Result<(Grap
         Ok(())
     })
     .await?;
-    Ok((graph, facts))
+    Ok((facts, highest))
 }
