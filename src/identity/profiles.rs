@@ -28,6 +28,26 @@ struct Profile {
     facts: Partial,
 }
 
+impl Profile {
+    /// When any of its identifiers was first seen.
+    fn first_seen(&self, graph: &Graph) -> i64 {
+        let times = self
+            .nodes
+            .iter()
+            .map(|&n| graph.nodes[n as usize].first_seen);
+        times.min().unwrap_or(0)
+    }
+
+    /// When any of its identifiers was last seen.
+    fn last_seen(&self, graph: &Graph) -> i64 {
+        let times = self
+            .nodes
+            .iter()
+            .map(|&n| graph.nodes[n as usize].last_seen);
+        times.max().unwrap_or(0)
+    }
+}
+
 /// The profiles of a resolution, in profile id order, ready to be written
 /// as `cdp.profiles`; anonymous-only profiles idle since before
 /// `now - anonymous_idle_days` are left out.
@@ -69,15 +89,11 @@ pub fn build<'a>(
         .position(|t| t.name == "anonymous_id")
         .map(|i| i as u16);
     let cutoff = now_micros - i64::from(config.anonymous_idle_days) * 86_400_000_000;
-    let seen = |p: &Profile, pick: fn(&super::graph::Node) -> i64, max: bool| {
-        let times = p.nodes.iter().map(|&n| pick(&graph.nodes[n as usize]));
-        if max { times.max() } else { times.min() }.unwrap_or(0)
-    };
     profiles.retain(|p| {
         p.nodes
             .iter()
             .any(|&n| Some(graph.nodes[n as usize].id_type) != anonymous)
-            || seen(p, |n| n.last_seen, true) >= cutoff
+            || p.last_seen(graph) >= cutoff
     });
     profiles.sort_unstable_by_key(|p| p.id);
     for p in &mut profiles {
@@ -124,10 +140,6 @@ impl Assembled<'_> {
     fn batch(&self, chunk: &[Profile]) -> Result<RecordBatch> {
         let (config, graph, facts) = (self.config, self.graph, self.facts);
         let now_micros = self.now_micros;
-        let seen = |p: &Profile, pick: fn(&super::graph::Node) -> i64, max: bool| {
-            let times = p.nodes.iter().map(|&n| pick(&graph.nodes[n as usize]));
-            if max { times.max() } else { times.min() }.unwrap_or(0)
-        };
         let mut columns: Vec<ArrayRef> =
             vec![Arc::new(profile_id_array(chunk.iter().map(|p| Some(p.id))))];
         for t in 0..config.types.len() as u16 {
@@ -190,16 +202,10 @@ impl Assembled<'_> {
             num(trait_("newsletter")).map(|n| n.map(|b| b != 0)),
         )));
         columns.push(time(
-            chunk
-                .iter()
-                .map(|p| Some(seen(p, |n| n.first_seen, false)))
-                .collect(),
+            chunk.iter().map(|p| Some(p.first_seen(graph))).collect(),
         ));
         columns.push(time(
-            chunk
-                .iter()
-                .map(|p| Some(seen(p, |n| n.last_seen, true)))
-                .collect(),
+            chunk.iter().map(|p| Some(p.last_seen(graph))).collect(),
         ));
         for f in [
             field::EVENTS,

@@ -270,7 +270,6 @@ async fn run(
 
     // 3. Resolve, with the configured and the administrators' blocks.
     progress("resolving identities");
-    let resolving = std::time::Instant::now();
     let blocked: HashSet<String> = config
         .blocked_values
         .iter()
@@ -283,6 +282,7 @@ async fn run(
             n.value.to_string(),
         )
     };
+    let resolving = std::time::Instant::now();
     let resolution = graph.resolve(
         |node| {
             is_blocked(&blocked, &node.value)
@@ -292,10 +292,10 @@ async fn run(
         config.max_distinct_neighbours,
         |node| previous_ids.get(&node).copied(),
     );
+    report.resolve_ms = resolving.elapsed().as_millis() as u64;
     // What only the resolution needed, freed before the views are built.
     drop(previous_ids);
     graph.drop_index_and_links();
-    report.resolve_ms = resolving.elapsed().as_millis() as u64;
     report.union_find_ms = resolution.union_find_ms;
     report.profiles = resolution.profiles;
     report.new_profiles = resolution.new_profiles;

@@ -1,9 +1,8 @@
 //! The refresh state: every identifier seen (`nodes`), every row key (the
 //! identifiers seen together on a row, with the first and last time and
 //! its event counts) and the other profile facts of each key (`cells`),
-//! stored as Parquet beside each
-//! committed version (`cdp/_state/v=…/`). Node times and links are derived
-//! from the keys, so they are not stored.
+//! stored as Parquet beside each committed version (`cdp/_state/v=…/`).
+//! Node times and links are derived from the keys, so they are not stored.
 //! The next refresh starts from it and reads only raw files landed since;
 //! a full rebuild starts from nothing and must arrive at the same state.
 
@@ -51,13 +50,15 @@ fn keys_schema() -> SchemaRef {
         Field::new("last_seen", DataType::Int64, false),
         Field::new(
             "counts",
-            DataType::FixedSizeList(
-                Arc::new(Field::new("item", DataType::UInt32, false)),
-                COUNTED as i32,
-            ),
+            DataType::FixedSizeList(count_item(), COUNTED as i32),
             false,
         ),
     ]))
+}
+
+/// The item of a key's `counts` list.
+fn count_item() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::UInt32, false))
 }
 
 fn cells_schema() -> SchemaRef {
@@ -125,7 +126,7 @@ pub async fn save(lake: &Lake, dir: &Path, graph: &Graph, facts: &Facts) -> Resu
                 Arc::new(Int64Array::from_iter_values(stats.iter().map(|s| s.first))),
                 Arc::new(Int64Array::from_iter_values(stats.iter().map(|s| s.last))),
                 Arc::new(FixedSizeListArray::new(
-                    Arc::new(Field::new("item", DataType::UInt32, false)),
+                    count_item(),
                     COUNTED as i32,
                     Arc::new(UInt32Array::from_iter_values(
                         stats.iter().flat_map(|s| s.counts),
@@ -283,7 +284,7 @@ async fn load_keys(lake: &Lake, dir: &Path) -> Result<(Facts, Option<u32>)> {
     .await?;
     let keys = facts.len() as u32;
     // Field names repeat row after row: look each one up once per run.
-    let mut last_name: (String, u16) = (String::new(), 0);
+    let mut last_name: Option<(String, u16)> = None;
     read(lake, dir, "cells.parquet", |b| {
         let key = b.column(0).as_primitive::<UInt32Type>();
         let name = b.column(1).as_string::<i32>();
@@ -296,17 +297,18 @@ async fn load_keys(lake: &Lake, dir: &Path) -> Result<(Facts, Option<u32>)> {
             if k >= keys {
                 return Err(stale(dir, "has facts of an unknown key"));
             }
-            let field = if last_name.0 == name.value(row) && !last_name.0.is_empty() {
-                last_name.1
-            } else {
-                let Some(field) = facts.fields.by_name(name.value(row)) else {
-                    return Err(stale(
-                        dir,
-                        format!("has unknown field '{}'", name.value(row)),
-                    ));
-                };
-                last_name = (name.value(row).to_string(), field);
-                field
+            let field = match &last_name {
+                Some((last, field)) if last == name.value(row) => *field,
+                _ => {
+                    let Some(field) = facts.fields.by_name(name.value(row)) else {
+                        return Err(stale(
+                            dir,
+                            format!("has unknown field '{}'", name.value(row)),
+                        ));
+                    };
+                    last_name = Some((name.value(row).to_string(), field));
+                    field
+                }
             };
             facts.add(
                 k,
