@@ -81,6 +81,43 @@ pub struct Graph {
     pub edges: HashMap<(NodeId, NodeId), i64>,
 }
 
+/// "Which is older" of an identifier: first seen, type priority, value, type.
+type AgeKey<'a> = (i64, u32, &'a str, u16);
+
+/// No node, component or previous profile.
+const NONE: u32 = u32::MAX;
+
+/// The profile id of each node in the last committed resolution, with the
+/// distinct ids numbered densely (one lookup per identifier while reading
+/// them, none while resolving).
+#[derive(Debug, Default)]
+pub struct Previous {
+    /// Per node: the number of its previous id in `ids`, or `NONE`.
+    of_node: Vec<u32>,
+    ids: Vec<Uuid>,
+    numbers: HashMap<Uuid, u32>,
+}
+
+impl Previous {
+    /// No previous id for any of `nodes` identifiers.
+    pub fn new(nodes: usize) -> Previous {
+        Previous {
+            of_node: vec![NONE; nodes],
+            ..Previous::default()
+        }
+    }
+
+    /// Node `node` was in profile `id`.
+    pub fn set(&mut self, node: NodeId, id: Uuid) {
+        let ids = &mut self.ids;
+        let number = *self.numbers.entry(id).or_insert_with(|| {
+            ids.push(id);
+            (ids.len() - 1) as u32
+        });
+        self.of_node[node as usize] = number;
+    }
+}
+
 /// The outcome of a resolution.
 #[derive(Debug, Default)]
 pub struct Resolution {
@@ -90,11 +127,27 @@ pub struct Resolution {
     pub merges: Vec<MergeEvent>,
     pub profiles: usize,
     pub new_profiles: usize,
-    /// Milliseconds spent ordering the links and joining them by
-    /// union-find (with the limits; the stable-id bookkeeping done in the
-    /// same loop is included): what SQL label propagation does by
-    /// iterating. The rest of a resolution is guards and stable ids.
+    /// Members of profile `c`: `members[starts[c]..starts[c + 1]]`, its id
+    /// `component_ids[c]` (see [`Resolution::components`]).
+    members: Vec<NodeId>,
+    starts: Vec<u32>,
+    component_ids: Vec<Uuid>,
+    /// Milliseconds spent finding the components: one union-find pass over
+    /// all links, then ordering and joining again (with the limits and the
+    /// merge bookkeeping) the links of the components where order matters.
+    /// That is what SQL label propagation does by iterating; the rest of a
+    /// resolution is guards and stable ids.
     pub union_find_ms: u64,
+}
+
+impl Resolution {
+    /// Each profile's id and members (in no particular order).
+    pub fn components(&self) -> impl Iterator<Item = (Uuid, &[NodeId])> {
+        self.component_ids.iter().enumerate().map(|(c, &id)| {
+            let members = &self.members[self.starts[c] as usize..self.starts[c + 1] as usize];
+            (id, members)
+        })
+    }
 }
 
 impl Graph {
@@ -175,13 +228,15 @@ impl Graph {
     }
 
     /// The sort key of a node for "which is older": first seen, then type
-    /// priority, then value — total and independent of arrival order.
-    fn age_key(&self, n: NodeId) -> (i64, u32, &str) {
+    /// priority, then value, then type — total and independent of arrival
+    /// order.
+    fn age_key(&self, n: NodeId) -> AgeKey<'_> {
         let node = &self.nodes[n as usize];
         (
             node.first_seen,
             self.types[node.id_type as usize].priority,
             &node.value,
+            node.id_type,
         )
     }
 
@@ -191,13 +246,38 @@ impl Graph {
     /// `blocked_link(a, b)` whether an administrator blocked that link;
     /// `max_neighbours` is the cardinality guard; `previous` gives each
     /// node's profile id from the last committed resolution, if any.
+    ///
+    /// Cost: one pass of union-find over all links; only components where
+    /// the order of links matters (a limit could refuse one, or two previous
+    /// profiles meet) are sorted and joined again in order. Grouping the
+    /// members is a counting sort, so a resolution is O(links + nodes) but
+    /// for those few components.
     pub fn resolve(
         &self,
         blocked: impl Fn(&Node) -> bool,
         blocked_link: impl Fn(&Node, &Node) -> bool,
         max_neighbours: u32,
-        previous: impl Fn(NodeId) -> Option<Uuid>,
+        previous: &Previous,
     ) -> Resolution {
+        self.resolve_with(blocked, blocked_link, max_neighbours, previous, false)
+    }
+
+    /// [`Graph::resolve`]; with `order_everything`, every component is
+    /// joined link by link in order, not only those where order matters
+    /// (the shortcut must not change the outcome: a test compares both).
+    fn resolve_with(
+        &self,
+        blocked: impl Fn(&Node) -> bool,
+        blocked_link: impl Fn(&Node, &Node) -> bool,
+        max_neighbours: u32,
+        previous: &Previous,
+        order_everything: bool,
+    ) -> Resolution {
+        assert_eq!(
+            previous.of_node.len(),
+            self.nodes.len(),
+            "the previous assignment is sized for this graph"
+        );
         let n = self.nodes.len();
         let mut resolution = Resolution::default();
         let mut usable = vec![true; n];
@@ -250,22 +330,82 @@ impl Graph {
             .inspect(|&(a, b)| resolution.rejections.push(Rejection::BlockedLink { a, b }))
             .collect();
 
+        let limited: Vec<(u16, u32)> = self
+            .types
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| t.max_per_profile.map(|m| (i as u16, m)))
+            .collect();
+        // Age of each previous profile: that of its oldest usable identifier.
+        let mut prev_age: Vec<Option<AgeKey>> = vec![None; previous.ids.len()];
+        for (i, &p) in previous.of_node.iter().enumerate() {
+            if p != NONE && usable[i] {
+                let key = self.age_key(i as NodeId);
+                let age = &mut prev_age[p as usize];
+                if age.is_none_or(|a| key < a) {
+                    *age = Some(key);
+                }
+            }
+        }
+        let older = |x: u32, y: u32| prev_age[x as usize] <= prev_age[y as usize];
+        let mut root_prev: Vec<u32> = previous.of_node.clone();
         let union_find = std::time::Instant::now();
-        // Links, strongest and oldest first. Ties are broken by the two
-        // identifiers themselves (type and value, never interning order),
-        // so arrival order is irrelevant: first by a stable hash of each
-        // end, integers being quick to sort, then by the values.
-        let hashes: Vec<u64> = self.nodes.iter().map(stable_hash).collect();
+        let usable_link = |a: NodeId, b: NodeId| {
+            usable[a as usize] && usable[b as usize] && (cut.is_empty() || !cut.contains(&(a, b)))
+        };
+        // 1. Components of all usable links, in any order. Where no limit
+        //    can be broken and at most one previous profile is present, the
+        //    order of the links cannot change the outcome: that component is
+        //    final. Only the others are joined again, link by link in order.
+        let mut sets = UnionFind::new(n, &limited, |i| self.nodes[i].id_type);
+        for &(a, b) in self.edges.keys() {
+            if usable_link(a, b) {
+                let (ra, rb) = (sets.find(a), sets.find(b));
+                if ra != rb {
+                    sets.union(ra, rb);
+                }
+            }
+        }
+        let loose_root: Vec<NodeId> = (0..n as NodeId).map(|i| sets.find(i)).collect();
+        let mut ordered = vec![false; n];
+        for r in 0..n {
+            if loose_root[r] == r as NodeId && sets.exceeds_alone(r as NodeId, &limited) {
+                ordered[r] = true;
+            }
+        }
+        let mut first_prev = vec![NONE; n];
+        for (i, &p) in previous.of_node.iter().enumerate() {
+            if p != NONE && usable[i] {
+                let r = loose_root[i] as usize;
+                if first_prev[r] == NONE {
+                    first_prev[r] = p;
+                } else if first_prev[r] != p {
+                    ordered[r] = true;
+                }
+            }
+        }
+        drop(first_prev);
+        if order_everything {
+            ordered.iter_mut().for_each(|o| *o = true);
+        }
+        let is_ordered = |i: NodeId| ordered[loose_root[i as usize] as usize];
+
+        // 2. Their links, strongest and oldest first. Ties are broken by the
+        //    two identifiers themselves (type and value, never interning
+        //    order), so arrival order is irrelevant: first by a stable hash
+        //    of each end, integers being quick to sort, then by the values.
         let mut edges: Vec<(u32, i64, u64, u64, NodeId, NodeId)> = self
             .edges
             .iter()
-            .filter(|(ab, _)| !cut.contains(ab))
-            .filter(|((a, b), _)| usable[*a as usize] && usable[*b as usize])
+            .filter(|&(&(a, b), _)| is_ordered(a) && usable_link(a, b))
             .map(|(&(a, b), &at)| {
                 let rank = self.types[self.nodes[a as usize].id_type as usize]
                     .priority
                     .max(self.types[self.nodes[b as usize].id_type as usize].priority);
-                let (ha, hb) = (hashes[a as usize], hashes[b as usize]);
+                let (ha, hb) = (
+                    stable_hash(&self.nodes[a as usize]),
+                    stable_hash(&self.nodes[b as usize]),
+                );
                 (rank, at, ha.min(hb), ha.max(hb), a, b)
             })
             .collect();
@@ -279,39 +419,15 @@ impl Graph {
                 .cmp(&(y.0, y.1, y.2, y.3))
                 .then_with(|| ends(x.4, x.5).cmp(&ends(y.4, y.5)))
         });
-        let edges = edges
-            .into_iter()
-            .map(|(rank, at, _, _, a, b)| (rank, at, a, b));
+        for i in 0..n as NodeId {
+            if is_ordered(i) {
+                sets.reset(i, &limited, self.nodes[i as usize].id_type);
+            }
+        }
 
-        let limited: Vec<(u16, u32)> = self
-            .types
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| t.max_per_profile.map(|m| (i as u16, m)))
-            .collect();
-        let mut sets = UnionFind::new(n, limited.len());
-        for (i, node) in self.nodes.iter().enumerate() {
-            if let Some(slot) = limited.iter().position(|(t, _)| *t == node.id_type) {
-                sets.counts[i * limited.len() + slot] = 1;
-            }
-        }
-        let ordering = union_find.elapsed();
-        // Previous profile of each root: (age of that profile, id, founder).
-        let prev: Vec<Option<Uuid>> = (0..n as NodeId).map(&previous).collect();
-        let mut prev_age: HashMap<Uuid, (i64, u32, &str)> = HashMap::new();
-        for (i, p) in prev.iter().enumerate() {
-            if let (Some(p), true) = (p, usable[i]) {
-                let key = self.age_key(i as NodeId);
-                prev_age
-                    .entry(*p)
-                    .and_modify(|k| *k = (*k).min(key))
-                    .or_insert(key);
-            }
-        }
-        let mut root_prev: Vec<Option<Uuid>> = prev.clone();
-        let mut absorbed: Vec<(Uuid, Uuid, NodeId)> = Vec::new();
-        let joining = std::time::Instant::now();
-        for (_, _, a, b) in edges {
+        // (absorbed profile, absorbing profile, identifier causing it).
+        let mut absorbed: Vec<(u32, u32, NodeId)> = Vec::new();
+        for (_, _, _, _, a, b) in edges {
             let (ra, rb) = (sets.find(a), sets.find(b));
             if ra == rb {
                 continue;
@@ -325,77 +441,122 @@ impl Graph {
                 continue;
             }
             let (pa, pb) = (root_prev[ra as usize], root_prev[rb as usize]);
-            let survivor = match (pa, pb) {
-                (Some(x), Some(y)) if x != y => {
-                    let (old, young) = if prev_age[&x] <= prev_age[&y] {
-                        (x, y)
-                    } else {
-                        (y, x)
-                    };
-                    let cause = if young == y { b } else { a };
-                    absorbed.push((young, old, cause));
-                    Some(old)
-                }
-                (Some(x), _) => Some(x),
-                (None, y) => y,
+            let survivor = if pa != NONE && pb != NONE && pa != pb {
+                let (old, young) = if older(pa, pb) { (pa, pb) } else { (pb, pa) };
+                absorbed.push((young, old, if young == pb { b } else { a }));
+                old
+            } else if pa != NONE {
+                pa
+            } else {
+                pb
             };
             let root = sets.union(ra, rb);
             root_prev[root as usize] = survivor;
         }
+        drop(root_prev);
+        resolution.union_find_ms = union_find.elapsed().as_millis() as u64;
 
-        resolution.union_find_ms = (ordering + joining.elapsed()).as_millis() as u64;
-        // Components (members oldest first), oldest founder first: one
-        // sort of the usable nodes by (root, age), then of the components.
-        let mut by_root: Vec<(NodeId, NodeId)> = (0..n as NodeId)
-            .filter(|&i| usable[i as usize])
-            .map(|i| (sets.find(i), i))
-            .collect();
-        by_root.sort_unstable_by(|&(ra, x), &(rb, y)| {
-            ra.cmp(&rb)
-                .then_with(|| self.age_key(x).cmp(&self.age_key(y)))
+        // Components: members grouped by root (a counting sort), each led by
+        // its oldest member, the components oldest founder first.
+        let mut component_of_root = vec![NONE; n];
+        let mut sizes: Vec<u32> = Vec::new();
+        let mut node_component = vec![NONE; n];
+        for i in 0..n as NodeId {
+            if !usable[i as usize] {
+                continue;
+            }
+            let root = if is_ordered(i) {
+                sets.find(i)
+            } else {
+                loose_root[i as usize]
+            };
+            let c = &mut component_of_root[root as usize];
+            if *c == NONE {
+                *c = sizes.len() as u32;
+                sizes.push(0);
+            }
+            sizes[*c as usize] += 1;
+            node_component[i as usize] = *c;
+        }
+        drop((component_of_root, loose_root, ordered, sets));
+        let mut starts: Vec<u32> = Vec::with_capacity(sizes.len() + 1);
+        let mut at = 0u32;
+        for s in &sizes {
+            starts.push(at);
+            at += s;
+        }
+        starts.push(at);
+        let mut fill = starts.clone();
+        let mut members = vec![0 as NodeId; at as usize];
+        let mut founder: Vec<NodeId> = vec![NONE; sizes.len()];
+        for (i, &c) in node_component.iter().enumerate() {
+            if c == NONE {
+                continue;
+            }
+            members[fill[c as usize] as usize] = i as NodeId;
+            fill[c as usize] += 1;
+            let f = &mut founder[c as usize];
+            if *f == NONE || self.age_key(i as NodeId) < self.age_key(*f) {
+                *f = i as NodeId;
+            }
+        }
+        drop((fill, sizes, node_component));
+        let mut order: Vec<u32> = (0..founder.len() as u32).collect();
+        order.sort_unstable_by(|&x, &y| {
+            self.age_key(founder[x as usize])
+                .cmp(&self.age_key(founder[y as usize]))
         });
-        let members: Vec<NodeId> = by_root.iter().map(|&(_, m)| m).collect();
-        let mut components: Vec<&[NodeId]> = by_root
-            .chunk_by(|a, b| a.0 == b.0)
-            .scan(0, |at, c| {
-                let start = *at;
-                *at += c.len();
-                Some(&members[start..*at])
-            })
-            .collect();
-        drop(by_root);
-        components.sort_unstable_by(|x, y| self.age_key(x[0]).cmp(&self.age_key(y[0])));
+        let component = |ci: usize| {
+            let c = order[ci] as usize;
+            &members[starts[c] as usize..starts[c + 1] as usize]
+        };
         // A previous id goes to the component holding that profile's oldest
         // identifier; other parts of a split get an id of their own.
-        let mut claimed: HashMap<Uuid, usize> = HashMap::new();
-        for (ci, c) in components.iter().enumerate() {
-            for &m in c.iter() {
-                if let Some(p) = prev[m as usize]
-                    && self.age_key(m) == prev_age[&p]
+        let mut claimed: Vec<u32> = vec![NONE; previous.ids.len()];
+        for ci in 0..order.len() {
+            for &m in component(ci) {
+                let p = previous.of_node[m as usize];
+                if p != NONE
+                    && claimed[p as usize] == NONE
+                    && Some(self.age_key(m)) == prev_age[p as usize]
                 {
-                    claimed.entry(p).or_insert(ci);
+                    claimed[p as usize] = ci as u32;
                 }
             }
         }
         let mut profile_of = vec![None; n];
         // Ids in use: never given to a second profile.
-        let mut taken: std::collections::HashSet<Uuid> = prev.iter().flatten().copied().collect();
-        for (ci, c) in components.iter().enumerate() {
-            // Oldest previous id claimed by this component survives.
-            let mut mine: Vec<Uuid> = c
-                .iter()
-                .filter_map(|&m| prev[m as usize])
-                .filter(|p| claimed.get(p) == Some(&ci))
-                .collect();
-            mine.sort_unstable_by(|x, y| prev_age[x].cmp(&prev_age[y]).then(x.cmp(y)));
-            mine.dedup();
+        let mut taken: std::collections::HashSet<Uuid> = previous.ids.iter().copied().collect();
+        let (mut mine, mut split_from) = (Vec::new(), Vec::new());
+        let mut component_ids = vec![Uuid::nil(); order.len()];
+        for ci in 0..order.len() {
+            let c = component(ci);
+            let f = founder[order[ci] as usize];
+            // Oldest previous id claimed by this component survives; the
+            // others it holds were split off their profiles.
+            mine.clear();
+            split_from.clear();
+            for &m in c {
+                let p = previous.of_node[m as usize];
+                if p == NONE {
+                } else if claimed[p as usize] == ci as u32 {
+                    mine.push(p);
+                } else {
+                    split_from.push(previous.ids[p as usize]);
+                }
+            }
+            mine.sort_unstable_by(|&x, &y| {
+                prev_age[x as usize]
+                    .cmp(&prev_age[y as usize])
+                    .then(previous.ids[x as usize].cmp(&previous.ids[y as usize]))
+            });
             let id = match mine.first() {
-                Some(&p) => p,
+                Some(&p) => previous.ids[p as usize],
                 None => {
                     resolution.new_profiles += 1;
                     // The founder's id, unless a profile had it already (its
                     // founder met older data and now sits in another part).
-                    let founder = &self.nodes[c[0] as usize];
+                    let founder = &self.nodes[f as usize];
                     let name = &self.types[founder.id_type as usize].name;
                     let mut id = founding_id(name, &founder.value);
                     let mut n = 1;
@@ -403,29 +564,24 @@ impl Graph {
                         id = founding_id(name, &format!("{}#{n}", founder.value));
                         n += 1;
                     }
+                    taken.insert(id);
                     id
                 }
             };
-            taken.insert(id);
-            // Parts split off a previous profile.
-            let mut split_from: Vec<Uuid> = c
-                .iter()
-                .filter_map(|&m| prev[m as usize])
-                .filter(|p| claimed.get(p) != Some(&ci))
-                .collect();
             split_from.sort_unstable();
             split_from.dedup();
-            for p in split_from {
+            for &p in &split_from {
                 resolution.merges.push(MergeEvent {
                     kind: "split",
                     from_profile: p,
                     to_profile: id,
-                    cause: c[0],
+                    cause: f,
                 });
             }
-            for &m in c.iter() {
+            for &m in c {
                 profile_of[m as usize] = Some(id);
             }
+            component_ids[order[ci] as usize] = id;
         }
         // A profile absorbed piece by piece is recorded once, at its first link.
         let mut seen = std::collections::HashSet::new();
@@ -435,13 +591,16 @@ impl Graph {
             }
             resolution.merges.push(MergeEvent {
                 kind: "merge",
-                from_profile: young,
-                to_profile: profile_of[cause as usize].unwrap_or(old),
+                from_profile: previous.ids[young as usize],
+                to_profile: profile_of[cause as usize].unwrap_or(previous.ids[old as usize]),
                 cause,
             });
         }
-        resolution.profiles = components.len();
+        resolution.profiles = order.len();
         resolution.profile_of = profile_of;
+        resolution.members = members;
+        resolution.starts = starts;
+        resolution.component_ids = component_ids;
         resolution
     }
 }
@@ -492,13 +651,32 @@ struct UnionFind {
 }
 
 impl UnionFind {
-    fn new(n: usize, width: usize) -> UnionFind {
-        UnionFind {
+    /// `n` singletons; `type_of(i)` is node `i`'s identifier type.
+    fn new(n: usize, limits: &[(u16, u32)], type_of: impl Fn(usize) -> u16) -> UnionFind {
+        let mut sets = UnionFind {
             parent: (0..n as NodeId).collect(),
             size: vec![1; n],
-            counts: vec![0; n * width],
-            width,
+            counts: vec![0; n * limits.len()],
+            width: limits.len(),
+        };
+        for i in 0..n {
+            sets.count_own(i as NodeId, limits, type_of(i));
         }
+        sets
+    }
+
+    fn count_own(&mut self, i: NodeId, limits: &[(u16, u32)], id_type: u16) {
+        for (slot, &(t, _)) in limits.iter().enumerate() {
+            self.counts[i as usize * self.width + slot] = u32::from(t == id_type);
+        }
+    }
+
+    /// Make `i` a singleton again (every other member of its set must be
+    /// reset too before the set is used).
+    fn reset(&mut self, i: NodeId, limits: &[(u16, u32)], id_type: u16) {
+        self.parent[i as usize] = i;
+        self.size[i as usize] = 1;
+        self.count_own(i, limits, id_type);
     }
 
     fn find(&mut self, mut x: NodeId) -> NodeId {
@@ -517,6 +695,12 @@ impl UnionFind {
                 + self.counts[b as usize * self.width + slot]
                 > limits[slot].1
         })
+    }
+
+    /// Whether the set rooted at `a` holds more of a limited type than its
+    /// limit (so joining it in another order could have refused a link).
+    fn exceeds_alone(&self, a: NodeId, limits: &[(u16, u32)]) -> bool {
+        (0..self.width).any(|slot| self.counts[a as usize * self.width + slot] > limits[slot].1)
     }
 
     fn union(&mut self, a: NodeId, b: NodeId) -> NodeId {
@@ -567,8 +751,16 @@ mod tests {
             |n| &*n.value == "test@test.com",
             |_, _| false,
             3,
-            |i| previous.get(&i).copied(),
+            &previous_of(g, previous),
         )
+    }
+
+    fn previous_of(g: &Graph, previous: &HashMap<NodeId, Uuid>) -> Previous {
+        let mut p = Previous::new(g.nodes.len());
+        for (&node, &id) in previous {
+            p.set(node, id);
+        }
+        p
     }
 
     fn id(g: &Graph, r: &Resolution, t: u16, v: &str) -> Option<Uuid> {
@@ -699,6 +891,57 @@ mod tests {
         assert_eq!(outcome(&[1, 3, 0, 2]), expected);
     }
 
+    /// Joining only the components where order matters gives exactly what
+    /// joining every link in order gives: ids, refused links and merge
+    /// history, on random graphs with limits, blocks and previous ids.
+    #[test]
+    fn the_unordered_shortcut_changes_nothing() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let mut shortcuts = 0;
+        for case in 0..300 {
+            let n_values = rng.random_range(2..30);
+            let mut g = graph();
+            for _ in 0..rng.random_range(1..50) {
+                let mut end = || {
+                    let t = rng.random_range(0..3u16);
+                    (t, format!("v{}", rng.random_range(0..n_values)))
+                };
+                let (a, b) = (end(), end());
+                let at = rng.random_range(0..1_000);
+                pair(&mut g, (a.0, &a.1), (b.0, &b.1), at);
+            }
+            // A previous resolution of part of the graph, in a few profiles
+            // (none in every other case: a first refresh).
+            let mut previous = Previous::new(g.nodes.len());
+            for node in 0..g.nodes.len() as NodeId {
+                if case % 2 == 0 && rng.random_bool(0.5) {
+                    let id = Uuid::from_u128(rng.random_range(0..4));
+                    previous.set(node, id);
+                }
+            }
+            let blocked = |n: &Node| &*n.value == "v1";
+            let run = |all| g.resolve_with(blocked, |_, _| false, 5, &previous, all);
+            let (fast, slow) = (run(false), run(true));
+            assert_eq!(fast.profile_of, slow.profile_of, "case {case}: ids");
+            assert_eq!(fast.rejections, slow.rejections, "case {case}: refusals");
+            assert_eq!(fast.merges, slow.merges, "case {case}: history");
+            assert_eq!(fast.new_profiles, slow.new_profiles, "case {case}");
+            shortcuts += usize::from(fast.profiles > 1);
+            // The components list every identifier with an id, once.
+            let mut listed = 0;
+            for (id, members) in fast.components() {
+                for &m in members {
+                    assert_eq!(fast.profile_of[m as usize], Some(id), "case {case}");
+                }
+                listed += members.len();
+            }
+            assert_eq!(listed, fast.profile_of.iter().flatten().count());
+            assert_eq!(fast.components().count(), fast.profiles);
+        }
+        assert!(shortcuts > 100, "the cases must hold several components");
+    }
+
     /// Random identity graphs fed in random orders: the components always
     /// equal those of a plain reference union-find (no limits, nothing
     /// blocked), and the profile ids never depend on the order.
@@ -735,7 +978,12 @@ mod tests {
                     let (a, b, at) = &links[i];
                     pair(&mut g, (a.0, &a.1), (b.0, &b.1), *at);
                 }
-                let r = g.resolve(|_| false, |_, _| false, u32::MAX, |_| None);
+                let r = g.resolve(
+                    |_| false,
+                    |_, _| false,
+                    u32::MAX,
+                    &Previous::new(g.nodes.len()),
+                );
                 let mut assignment: Vec<((u16, String), Uuid)> = g
                     .nodes
                     .iter()

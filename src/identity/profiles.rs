@@ -11,7 +11,6 @@ use datafusion::arrow::array::{
     StringArray, StringBuilder, TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::HashMap;
 
 use super::config::IdentityConfig;
 use super::facts::{Cell, Facts, Partial, field, get};
@@ -58,21 +57,17 @@ pub fn build<'a>(
     facts: &'a Facts,
     now_micros: i64,
 ) -> Result<Assembled<'a>> {
-    let mut index: HashMap<Uuid, usize> = HashMap::new();
-    let mut profiles: Vec<Profile> = Vec::new();
+    let mut profiles: Vec<Profile> = Vec::with_capacity(resolution.profiles);
     let mut profile_of_node = vec![u32::MAX; graph.nodes.len()];
-    for (n, id) in resolution.profile_of.iter().enumerate() {
-        let &Some(id) = id else { continue };
-        let p = *index.entry(id).or_insert_with(|| {
-            profiles.push(Profile {
-                id,
-                nodes: Vec::new(),
-                facts: Partial::new(),
-            });
-            profiles.len() - 1
+    for (id, members) in resolution.components() {
+        for &n in members {
+            profile_of_node[n as usize] = profiles.len() as u32;
+        }
+        profiles.push(Profile {
+            id,
+            nodes: members.to_vec(),
+            facts: Partial::new(),
         });
-        profiles[p].nodes.push(n as NodeId);
-        profile_of_node[n] = p as u32;
     }
     for (k, key) in facts.keys().enumerate() {
         if let Some(&p) = key

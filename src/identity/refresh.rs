@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::blocks;
 use super::config::IdentityConfig;
 use super::facts::Facts;
-use super::graph::{Graph, Node, NodeId, Rejection, TypeRule, profile_id_array};
+use super::graph::{Graph, Node, NodeId, Previous, Rejection, TypeRule, profile_id_array};
 use super::profiles;
 use super::scan::{RawFile, Scan};
 use super::state::{self, STATE_TABLE};
@@ -228,45 +228,16 @@ async fn run(
     report.links = graph.edges.len();
 
     // 2. The previous assignment, for stable ids.
-    let mut previous_ids: HashMap<NodeId, Uuid> = HashMap::new();
-    if let Some(folder) = previous
+    let previous_ids = match previous
         .as_ref()
         .and_then(|m| m.tables.get("identity_links"))
     {
-        progress("reading the previous identity links");
-        let type_index: HashMap<&str, u16> = config
-            .types
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.as_str(), i as u16))
-            .collect();
-        for meta in lake.list(&Path::from(folder.as_str())).await? {
-            parquet::for_each_batch(lake, &meta, |b| {
-                let (t, v, p) = (
-                    b.column(0).as_string::<i32>(),
-                    b.column(1).as_string::<i32>(),
-                    b.column(2).as_string::<i32>(),
-                );
-                for row in 0..b.num_rows() {
-                    if let Some(&ti) = type_index.get(t.value(row))
-                        && let Some(node) = graph.find(ti, v.value(row))
-                        && !p.is_null(row)
-                    {
-                        let id = Uuid::try_parse(p.value(row)).map_err(|e| {
-                            Error::Config(format!(
-                                "{}: profile id '{}' is not a UUID ({e})",
-                                meta.location,
-                                p.value(row)
-                            ))
-                        })?;
-                        previous_ids.insert(node, id);
-                    }
-                }
-                Ok(())
-            })
-            .await?;
+        Some(folder) => {
+            progress("reading the previous identity links");
+            read_previous(lake, &Path::from(folder.as_str()), config, &graph).await?
         }
-    }
+        None => Previous::new(graph.nodes.len()),
+    };
 
     // 3. Resolve, with the configured and the administrators' blocks.
     progress("resolving identities");
@@ -290,7 +261,7 @@ async fn run(
         },
         |a, b| !admin.links.is_empty() && admin.link_blocked(ident(a), ident(b)),
         config.max_distinct_neighbours,
-        |node| previous_ids.get(&node).copied(),
+        &previous_ids,
     );
     report.resolve_ms = resolving.elapsed().as_millis() as u64;
     // What only the resolution needed, freed before the views are built.
@@ -546,6 +517,62 @@ async fn run(
     collect_garbage(lake, version).await?;
     report.views_ms = phase.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// The profile id each identifier of `graph` had in the committed
+/// `cdp.identity_links` (in `folder`): the row groups read on two threads,
+/// the type, value and profile id columns only.
+async fn read_previous(
+    lake: &Lake,
+    folder: &Path,
+    config: &IdentityConfig,
+    graph: &Graph,
+) -> Result<Previous> {
+    let type_index: HashMap<&str, u16> = config
+        .types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i as u16))
+        .collect();
+    let files = lake.list(folder).await?;
+    let read = async |part: usize, found: &mut Vec<(NodeId, Uuid)>| {
+        for meta in &files {
+            parquet::for_each_batch_part(lake, meta, Some(3), (part, 2), |b| {
+                let (t, v, p) = (
+                    b.column(0).as_string::<i32>(),
+                    b.column(1).as_string::<i32>(),
+                    b.column(2).as_string::<i32>(),
+                );
+                for row in 0..b.num_rows() {
+                    if let Some(&ti) = type_index.get(t.value(row))
+                        && let Some(node) = graph.find(ti, v.value(row))
+                        && !p.is_null(row)
+                    {
+                        let id = Uuid::try_parse(p.value(row)).map_err(|e| {
+                            Error::Config(format!(
+                                "{}: profile id '{}' is not a UUID ({e})",
+                                meta.location,
+                                p.value(row)
+                            ))
+                        })?;
+                        found.push((node, id));
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    };
+    let (mut here, mut there) = (Vec::new(), Vec::new());
+    let (done, other) = alongside(read(0, &mut here), vec![Box::pin(read(1, &mut there))]).await;
+    done?;
+    other.into_iter().collect::<Result<Vec<()>>>()?;
+    let mut previous = Previous::new(graph.nodes.len());
+    for (node, id) in here.into_iter().chain(there) {
+        previous.set(node, id);
+    }
+    Ok(previous)
 }
 
 /// Work run on a thread of its own by [`alongside`].

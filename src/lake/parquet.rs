@@ -176,16 +176,34 @@ pub async fn open_as(
 pub async fn for_each_batch(
     lake: &Lake,
     meta: &ObjectMeta,
+    each: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<()> {
+    for_each_batch_part(lake, meta, None, (0, 1), each).await
+}
+
+/// [`for_each_batch`] of the first `columns` columns (all if `None`) of
+/// every `parts`-th row group from `part` on: one of `parts` readers that
+/// share a file, each on its own core.
+pub async fn for_each_batch_part(
+    lake: &Lake,
+    meta: &ObjectMeta,
+    columns: Option<usize>,
+    (part, parts): (usize, usize),
     mut each: impl FnMut(&RecordBatch) -> Result<()>,
 ) -> Result<()> {
+    use datafusion::parquet::arrow::ProjectionMask;
     use futures::StreamExt;
-    let mut stream = open(lake, meta)
-        .await?
-        .with_batch_size(64 * 1024)
-        .build()
-        .map_err(|e| Error::parquet(format!("reading {}", meta.location), e))?;
+    let failed = |e| Error::parquet(format!("reading {}", meta.location), e);
+    let mut builder = open(lake, meta).await?.with_batch_size(64 * 1024);
+    let groups = builder.metadata().num_row_groups();
+    builder = builder.with_row_groups((part..groups).step_by(parts.max(1)).collect());
+    if let Some(columns) = columns {
+        let mask = ProjectionMask::roots(builder.parquet_schema(), 0..columns);
+        builder = builder.with_projection(mask);
+    }
+    let mut stream = builder.build().map_err(failed)?;
     while let Some(batch) = stream.next().await {
-        each(&batch.map_err(|e| Error::parquet(format!("reading {}", meta.location), e))?)?;
+        each(&batch.map_err(failed)?)?;
     }
     Ok(())
 }
