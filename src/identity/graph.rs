@@ -8,6 +8,9 @@
 //! priority of their weaker end, then first-seen time, then value), so a
 //! limit such as "one `user_id` per profile" keeps the earliest strong link
 //! and refuses the later one: the shared-computer case gives two profiles.
+//! Only components where that order can matter (a limit could refuse a
+//! link, or two previous profiles meet) are ordered; the others are taken
+//! from one unordered union-find pass.
 
 use datafusion::common::HashMap;
 

@@ -51,8 +51,9 @@ pub struct RefreshReport {
     /// ordering the links, union-find with limits, stable ids): the part
     /// that SQL label propagation does by iterating.
     pub resolve_ms: u64,
-    /// Of `resolve_ms`, milliseconds spent ordering the links and joining
-    /// them by union-find.
+    /// Of `resolve_ms`, milliseconds spent finding the components: one
+    /// union-find pass, then ordering and joining again the links of the
+    /// components where order matters.
     pub union_find_ms: u64,
     /// Milliseconds spent writing the views (links, profiles, ...).
     pub views_ms: u64,
