@@ -391,27 +391,31 @@ impl Graph {
         if order_everything {
             ordered.iter_mut().for_each(|o| *o = true);
         }
+        let any_ordered = ordered.contains(&true);
         let is_ordered = |i: NodeId| ordered[loose_root[i as usize] as usize];
 
         // 2. Their links, strongest and oldest first. Ties are broken by the
         //    two identifiers themselves (type and value, never interning
         //    order), so arrival order is irrelevant: first by a stable hash
         //    of each end, integers being quick to sort, then by the values.
-        let mut edges: Vec<(u32, i64, u64, u64, NodeId, NodeId)> = self
-            .edges
-            .iter()
-            .filter(|&(&(a, b), _)| is_ordered(a) && usable_link(a, b))
-            .map(|(&(a, b), &at)| {
-                let rank = self.types[self.nodes[a as usize].id_type as usize]
-                    .priority
-                    .max(self.types[self.nodes[b as usize].id_type as usize].priority);
-                let (ha, hb) = (
-                    stable_hash(&self.nodes[a as usize]),
-                    stable_hash(&self.nodes[b as usize]),
-                );
-                (rank, at, ha.min(hb), ha.max(hb), a, b)
-            })
-            .collect();
+        let mut edges: Vec<(u32, i64, u64, u64, NodeId, NodeId)> = Vec::new();
+        if any_ordered {
+            edges = self
+                .edges
+                .iter()
+                .filter(|&(&(a, b), _)| is_ordered(a) && usable_link(a, b))
+                .map(|(&(a, b), &at)| {
+                    let rank = self.types[self.nodes[a as usize].id_type as usize]
+                        .priority
+                        .max(self.types[self.nodes[b as usize].id_type as usize].priority);
+                    let (ha, hb) = (
+                        stable_hash(&self.nodes[a as usize]),
+                        stable_hash(&self.nodes[b as usize]),
+                    );
+                    (rank, at, ha.min(hb), ha.max(hb), a, b)
+                })
+                .collect();
+        }
         let ends = |a: NodeId, b: NodeId| {
             let (na, nb) = (&self.nodes[a as usize], &self.nodes[b as usize]);
             let (ka, kb) = ((na.id_type, &*na.value), (nb.id_type, &*nb.value));
@@ -422,8 +426,8 @@ impl Graph {
                 .cmp(&(y.0, y.1, y.2, y.3))
                 .then_with(|| ends(x.4, x.5).cmp(&ends(y.4, y.5)))
         });
-        for i in 0..n as NodeId {
-            if is_ordered(i) {
+        if any_ordered {
+            for i in (0..n as NodeId).filter(|&i| is_ordered(i)) {
                 sets.reset(i, &limited, self.nodes[i as usize].id_type);
             }
         }
@@ -482,28 +486,8 @@ impl Graph {
             node_component[i as usize] = *c;
         }
         drop((component_of_root, loose_root, ordered, sets));
-        let mut starts: Vec<u32> = Vec::with_capacity(sizes.len() + 1);
-        let mut at = 0u32;
-        for s in &sizes {
-            starts.push(at);
-            at += s;
-        }
-        starts.push(at);
-        let mut fill = starts.clone();
-        let mut members = vec![0 as NodeId; at as usize];
-        let mut founder: Vec<NodeId> = vec![NONE; sizes.len()];
-        for (i, &c) in node_component.iter().enumerate() {
-            if c == NONE {
-                continue;
-            }
-            members[fill[c as usize] as usize] = i as NodeId;
-            fill[c as usize] += 1;
-            let f = &mut founder[c as usize];
-            if *f == NONE || self.age_key(i as NodeId) < self.age_key(*f) {
-                *f = i as NodeId;
-            }
-        }
-        drop((fill, sizes, node_component));
+        let (members, starts, founder) = self.group(&node_component, &sizes);
+        drop((sizes, node_component));
         let mut order: Vec<u32> = (0..founder.len() as u32).collect();
         order.sort_unstable_by(|&x, &y| {
             self.age_key(founder[x as usize])
@@ -605,6 +589,35 @@ impl Graph {
         resolution.starts = starts;
         resolution.component_ids = component_ids;
         resolution
+    }
+
+    /// Members of each component, by a counting sort of `node_component`
+    /// (the component of each node, `NONE` for none; `sizes` of each):
+    /// `members[starts[c]..starts[c + 1]]`, and each component's founder
+    /// (its oldest member).
+    fn group(&self, node_component: &[u32], sizes: &[u32]) -> (Vec<NodeId>, Vec<u32>, Vec<NodeId>) {
+        let mut starts: Vec<u32> = Vec::with_capacity(sizes.len() + 1);
+        let mut at = 0u32;
+        for s in sizes {
+            starts.push(at);
+            at += s;
+        }
+        starts.push(at);
+        let mut fill = starts.clone();
+        let mut members = vec![0 as NodeId; at as usize];
+        let mut founder: Vec<NodeId> = vec![NONE; sizes.len()];
+        for (i, &c) in node_component.iter().enumerate() {
+            if c == NONE {
+                continue;
+            }
+            members[fill[c as usize] as usize] = i as NodeId;
+            fill[c as usize] += 1;
+            let f = &mut founder[c as usize];
+            if *f == NONE || self.age_key(i as NodeId) < self.age_key(*f) {
+                *f = i as NodeId;
+            }
+        }
+        (members, starts, founder)
     }
 }
 
