@@ -278,12 +278,18 @@ fn reference_components(rows: &[Row]) -> BTreeSet<BTreeSet<String>> {
     out.into_values().collect()
 }
 
-async fn refresh(lake: &Lake, config: &IdentityConfig, mode: Mode) -> identity::RefreshReport {
+/// Refresh as of `day` days after January 15th.
+async fn refresh(
+    lake: &Lake,
+    config: &IdentityConfig,
+    mode: Mode,
+    day: i64,
+) -> identity::RefreshReport {
     identity::refresh(
         lake,
         config,
         mode,
-        chrono::DateTime::from_timestamp_micros(JAN_15).unwrap(),
+        chrono::DateTime::from_timestamp_micros(JAN_15 + day * DAY).unwrap(),
         |_| {},
     )
     .await
@@ -303,8 +309,17 @@ async fn check(seed: u64, config: &IdentityConfig, unlimited: bool) {
     let (_a_dir, a) = temp_lake();
     for (n, chunk) in chunks.iter().enumerate() {
         land(&a, chunk, n).await;
-        let report = refresh(&a, config, Mode::Incremental).await;
+        // Time passes between refreshes: idle anonymous profiles leave.
+        let report = refresh(&a, config, Mode::Incremental, 2 * n as i64).await;
         assert_eq!(report.full, n == 0, "seed {seed}: refresh {n}");
+        // Deltas on top of the first version, but every max_delta_layers-th
+        // refresh, which compacts them.
+        let layers = config.max_delta_layers as usize;
+        assert_eq!(
+            report.delta,
+            n > 0 && (n - 1) % (layers + 1) < layers,
+            "seed {seed}: refresh {n} writes only what changed"
+        );
         if n == 0 {
             assert_eq!(report.full_reason.as_deref(), Some("first refresh"));
         }
@@ -316,7 +331,8 @@ async fn check(seed: u64, config: &IdentityConfig, unlimited: bool) {
     }
     let incremental = views(&a, config).await;
     assert!(!incremental.links.is_empty());
-    let report = refresh(&a, config, Mode::Full).await;
+    let last_day = 2 * (chunks.len() as i64 - 1);
+    let report = refresh(&a, config, Mode::Full, last_day).await;
     assert_eq!(report.raw_rows, rows.len());
     assert_eq!(report.full_reason.as_deref(), Some("requested"));
     let full = views(&a, config).await;
@@ -332,7 +348,7 @@ async fn check(seed: u64, config: &IdentityConfig, unlimited: bool) {
     for n in order {
         land(&b, &chunks[n], n).await;
     }
-    refresh(&b, config, Mode::Full).await;
+    refresh(&b, config, Mode::Full, last_day).await;
     assert_eq!(
         components(&b, config).await,
         components(&a, config).await,
@@ -354,14 +370,23 @@ async fn check(seed: u64, config: &IdentityConfig, unlimited: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_refreshes_equal_full_rebuilds_in_any_file_order() {
-    let default = IdentityConfig::default();
-    let mut unlimited = IdentityConfig::default();
+    // Every incremental refresh writes only what changed, however much
+    // that is; one setting compacts every second layer.
+    // Rows are 14 to 20 days old on January 15th: anonymous-only profiles
+    // leave the view one refresh after another.
+    let mut default = IdentityConfig {
+        max_delta_share: 1.0,
+        anonymous_idle_days: 17,
+        ..IdentityConfig::default()
+    };
+    let mut unlimited = default.clone();
     for t in &mut unlimited.types {
         t.max_per_profile = None;
     }
     unlimited.max_distinct_neighbours = 1000;
     unlimited.anonymous_idle_days = 100_000;
     for seed in 0..6 {
+        default.max_delta_layers = if seed % 2 == 0 { 8 } else { 2 };
         check(seed, &default, false).await;
         check(100 + seed, &unlimited, true).await;
     }

@@ -19,6 +19,7 @@ use datafusion::datasource::listing::{
 };
 
 mod key_index;
+mod layers;
 pub mod lookup;
 mod lookup_exec;
 pub mod masking;

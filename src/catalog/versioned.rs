@@ -1,6 +1,7 @@
 //! A table of the `cdp` schema: its schema is fixed, its files are whatever
 //! the committed manifest points at when the query is planned. Before the
-//! first refresh it is empty.
+//! first refresh it is empty. A view with delta layers reads as the union
+//! of its layers, each without the rows later ones replaced ([`super::layers`]).
 
 use std::sync::Arc;
 
@@ -12,9 +13,11 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::union::UnionExec;
 use object_store::path::Path;
 
 use super::folder_table;
+use super::layers::{self, KeySet, LayerExec};
 use crate::lake::Lake;
 use crate::lake::manifest::{Manifest, VIEWS_FORMAT};
 
@@ -24,6 +27,8 @@ pub struct VersionedTable {
     lake: Lake,
     name: String,
     schema: SchemaRef,
+    /// The superseded keys of each layer of the last version scanned.
+    superseded: tokio::sync::Mutex<Option<(u64, Vec<Arc<KeySet>>)>>,
 }
 
 impl VersionedTable {
@@ -32,6 +37,7 @@ impl VersionedTable {
             lake,
             name: name.into(),
             schema,
+            superseded: tokio::sync::Mutex::new(None),
         }
     }
 }
@@ -76,16 +82,63 @@ impl TableProvider for VersionedTable {
                 self.name, m.views_format
             )));
         }
-        let Some(folder) = manifest.and_then(|m| m.tables.get(&self.name).cloned()) else {
+        let Some(m) = manifest.filter(|m| m.tables.contains_key(&self.name)) else {
             let projected = match projection {
                 Some(p) => Arc::new(self.schema.project(p)?),
                 None => self.schema.clone(),
             };
             return Ok(Arc::new(EmptyExec::new(projected)));
         };
-        folder_table(&self.lake, &Path::from(folder), self.schema.clone())
-            .map_err(|e| DataFusionError::External(Box::new(e)))?
-            .scan(state, projection, filters, limit)
-            .await
+        let folder = Path::from(m.tables[&self.name].as_str());
+        let deltas = m.deltas_of(&self.name);
+        if deltas.is_empty() {
+            return folder_table(&self.lake, &folder, self.schema.clone())
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+                .scan(state, projection, filters, limit)
+                .await;
+        }
+        // Layers: the base, then each delta; every layer but the last
+        // loses the rows later ones replaced or removed.
+        let keys = layers::key_columns(&self.name);
+        let superseded = {
+            let mut cache = self.superseded.lock().await;
+            match &*cache {
+                Some((version, sets)) if *version == m.version => sets.clone(),
+                _ => {
+                    let sets = layers::superseded(&self.lake, deltas, keys)
+                        .await
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    *cache = Some((m.version, sets.clone()));
+                    sets
+                }
+            }
+        };
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        // Read the key columns too, then keep the wanted ones.
+        let mut read: Vec<usize> = (0..keys).collect();
+        read.extend(wanted.iter().filter(|&&c| c >= keys));
+        let output: Vec<usize> = wanted
+            .iter()
+            .map(|c| read.iter().position(|r| r == c).unwrap_or(0))
+            .collect();
+        let folders =
+            std::iter::once(folder).chain(deltas.iter().map(|d| Path::from(d.rows.as_str())));
+        let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        for (i, folder) in folders.enumerate() {
+            let scan = folder_table(&self.lake, &folder, self.schema.clone())
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+                .scan(state, Some(&read), filters, None)
+                .await?;
+            plans.push(Arc::new(LayerExec::try_new(
+                scan,
+                (0..keys).collect(),
+                superseded.get(i).cloned(),
+                output.clone(),
+            )?));
+        }
+        Ok(UnionExec::try_new(plans)?)
     }
 }

@@ -55,6 +55,13 @@ pub struct IdentityConfig {
     pub source_priority: Vec<String>,
     pub types: Vec<IdentifierType>,
     pub sources: Vec<IdentifierSource>,
+    /// An incremental refresh writes only the profiles it changed, as a
+    /// layer on top of the views; after this many layers the next refresh
+    /// writes the views whole again (a compaction), so reads stay quick.
+    pub max_delta_layers: u32,
+    /// ... and it writes them whole when it would change more than this
+    /// share of the profiles anyway (0 = always whole, 1 = never by share).
+    pub max_delta_share: f64,
 }
 
 impl Default for IdentityConfig {
@@ -119,6 +126,8 @@ impl Default for IdentityConfig {
                 source("consents", "email", "email"),
                 source("consents", "anonymous_id", "anonymous_id"),
             ],
+            max_delta_layers: 8,
+            max_delta_share: 0.3,
         }
     }
 }
@@ -161,6 +170,12 @@ impl IdentityConfig {
         }
         if self.max_distinct_neighbours == 0 {
             return bad("max_distinct_neighbours must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.max_delta_share) {
+            return bad(format!(
+                "max_delta_share must be between 0 and 1, not {}",
+                self.max_delta_share
+            ));
         }
         Ok(())
     }

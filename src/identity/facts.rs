@@ -13,11 +13,14 @@
 //! new files only: that is what makes refreshes incremental.
 
 use std::cmp::Ordering;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use datafusion::common::HashMap;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::graph::Graph;
+use super::interner::Interner;
 
 /// How two cells of one field combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,14 +38,19 @@ pub enum Rule {
     Latest,
 }
 
-/// One field of a partial: a fact about a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// No text in a cell.
+pub const NO_TEXT: u32 = u32::MAX;
+
+/// One field of a partial: a fact about a key. Its text, if any, is a
+/// number in the [`Facts::texts`] of the facts it belongs to (24 bytes a
+/// cell, where an owned string would cost a pointer and an allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cell {
     pub field: u16,
-    pub rank: i32,
+    pub rank: u16,
+    pub text: u32,
     pub at: i64,
     pub num: i64,
-    pub text: Option<Arc<str>>,
 }
 
 impl Cell {
@@ -50,14 +58,15 @@ impl Cell {
         Cell {
             field,
             rank: 0,
+            text: NO_TEXT,
             at: 0,
             num,
-            text: None,
         }
     }
 
-    /// Combine `other` into `self` by `rule`.
-    fn absorb(&mut self, other: &Cell, rule: Rule) {
+    /// Combine `other` into `self` by `rule`, texts read from `texts`.
+    fn absorb(&mut self, other: &Cell, rule: Rule, texts: &Interner) {
+        let text = |c: &Cell| (c.text != NO_TEXT).then(|| texts.get(c.text));
         let replace = match rule {
             Rule::Sum => {
                 self.num += other.num;
@@ -70,16 +79,16 @@ impl Cell {
                     other.rank,
                     std::cmp::Reverse(other.at),
                     other.num,
-                    &other.text,
-                ) < (self.rank, std::cmp::Reverse(self.at), self.num, &self.text)
+                    text(other),
+                ) < (self.rank, std::cmp::Reverse(self.at), self.num, text(self))
             }
             Rule::Latest => {
-                (other.at, other.num, &other.text).cmp(&(self.at, self.num, &self.text))
+                (other.at, other.num, text(other)).cmp(&(self.at, self.num, text(self)))
                     == Ordering::Greater
             }
         };
         if replace {
-            *self = other.clone();
+            *self = *other;
         }
     }
 }
@@ -222,21 +231,22 @@ impl Fields {
             .filter_map(|(i, n)| n.strip_prefix("channel:").map(|c| (i as u16, c)))
     }
 
-    /// Fold `cell` into `partial`.
-    pub fn add(&self, partial: &mut Partial, cell: Cell) {
+    /// Fold `cell` into `partial` (texts of both in `texts`).
+    pub fn add(&self, partial: &mut Partial, cell: Cell, texts: &Interner) {
         match partial.binary_search_by_key(&cell.field, |c| c.field) {
-            Ok(i) => partial[i].absorb(&cell, self.rules[cell.field as usize]),
+            Ok(i) => partial[i].absorb(&cell, self.rules[cell.field as usize], texts),
             Err(i) => partial.insert(i, cell),
         }
     }
 
-    /// Fold every cell of `from` into `into`.
-    pub fn merge(&self, into: &mut Partial, from: &Partial) {
+    /// Fold every cell of `from` into `into` (a merge of two sorted runs).
+    pub fn merge(&self, into: &mut Partial, from: &[Cell], texts: &Interner) {
+        if into.is_empty() {
+            into.extend_from_slice(from);
+            return;
+        }
         for cell in from {
-            match into.binary_search_by_key(&cell.field, |c| c.field) {
-                Ok(i) => into[i].absorb(cell, self.rules[cell.field as usize]),
-                Err(i) => into.insert(i, cell.clone()),
-            }
+            self.add(into, *cell, texts);
         }
     }
 }
@@ -256,15 +266,19 @@ pub const COUNTED: usize = 4;
 
 /// Interned row keys and their partials.
 ///
-/// A key is a short list of node numbers. Keys of up to four nodes (every
-/// default source set) are hashed as one `u128`, compared in one
-/// instruction; longer ones go through a slice map. Key nodes are stored
-/// end to end in one vector.
+/// A key is a short list of node numbers, stored end to end in one vector;
+/// a hash table of key numbers (each with a tag of its hash) finds a key
+/// without storing it twice.
 #[derive(Debug, Default)]
 pub struct Facts {
     pub fields: Fields,
-    short: HashMap<u128, u32>,
+    /// Texts of the cells (`Cell::text` numbers).
+    pub texts: Interner,
+    /// Keys of up to four nodes, packed in the table itself (a probe reads
+    /// nothing else); longer keys by their slice.
+    short: HashTable<ShortKey>,
     long: HashMap<Box<[u32]>, u32>,
+    hasher: DefaultHashBuilder,
     nodes: Vec<u32>,
     /// Key number → end of its nodes in `nodes`.
     ends: Vec<u32>,
@@ -295,32 +309,49 @@ impl Default for KeyStats {
     }
 }
 
-/// Four node numbers (padded with `u32::MAX`) as one integer.
-fn pack(nodes: &[u32]) -> Option<u128> {
-    if nodes.len() > 4 {
-        return None;
+impl KeyStats {
+    /// Fold another key's times and counts into these.
+    pub fn absorb(&mut self, other: &KeyStats) {
+        self.first = self.first.min(other.first);
+        self.last = self.last.max(other.last);
+        for (c, n) in self.counts.iter_mut().zip(other.counts) {
+            *c = c.saturating_add(n);
+        }
     }
-    let mut packed = u128::MAX;
-    for (i, &n) in nodes.iter().enumerate() {
-        packed &= !(u128::from(u32::MAX) << (32 * i));
-        packed |= u128::from(n) << (32 * i);
-    }
-    Some(packed)
 }
 
 impl Facts {
+    /// No keys.
+    pub fn new() -> Facts {
+        Facts {
+            texts: Interner::new(),
+            ..Facts::default()
+        }
+    }
+
     /// The number of the key made of `nodes` (strongest first).
     pub fn key(&mut self, nodes: &[u32]) -> u32 {
         let next = self.ends.len() as u32;
         let k = match pack(nodes) {
-            Some(packed) => *self.short.entry(packed).or_insert(next),
-            None => match self.long.get(nodes) {
-                Some(&k) => k,
-                None => {
-                    self.long.insert(nodes.into(), next);
-                    next
+            Some(packed) => {
+                let hash = self.hasher.hash_one(packed);
+                match self.short.find(hash, |s| s.nodes == packed) {
+                    Some(s) => s.key,
+                    None => {
+                        let hasher = &self.hasher;
+                        self.short.insert_unique(
+                            hash,
+                            ShortKey {
+                                nodes: packed,
+                                key: next,
+                            },
+                            |s| hasher.hash_one(s.nodes),
+                        );
+                        next
+                    }
                 }
-            },
+            }
+            None => *self.long.entry(nodes.into()).or_insert(next),
         };
         if k == next {
             self.nodes.extend_from_slice(nodes);
@@ -331,9 +362,31 @@ impl Facts {
         k
     }
 
+    /// Make room for `keys` more keys.
+    pub fn reserve(&mut self, keys: usize) {
+        let hasher = &self.hasher;
+        self.short.reserve(keys, |s| hasher.hash_one(s.nodes));
+        self.nodes.reserve(keys * 2);
+        self.ends.reserve(keys);
+        self.partials.reserve(keys);
+        self.stats.reserve(keys);
+    }
+
+    /// Append key `nodes` without looking it up (it may repeat an earlier
+    /// key: their facts add up wherever they are merged).
+    pub fn push_key(&mut self, nodes: &[u32], stats: KeyStats) -> u32 {
+        let k = self.ends.len() as u32;
+        self.nodes.extend_from_slice(nodes);
+        self.ends.push(self.nodes.len() as u32);
+        self.partials.push(Partial::new());
+        self.stats.push(stats);
+        k
+    }
+
     /// Forget every key, keeping the allocated capacity.
     pub fn clear(&mut self) {
         self.fields = Fields::default();
+        self.texts.clear();
         self.short.clear();
         self.long.clear();
         self.nodes.clear();
@@ -344,9 +397,9 @@ impl Facts {
 
     /// Free the index that finds a key by its nodes (half the memory of
     /// the keys) once no more rows are folded: [`Facts::key`] must not be
-    /// called after this.
+    /// called after this (texts can still be added).
     pub fn drop_key_index(&mut self) {
-        self.short = HashMap::new();
+        self.short = HashTable::new();
         self.long = HashMap::new();
     }
 
@@ -361,8 +414,7 @@ impl Facts {
 
     /// The nodes of key `k`, strongest first.
     pub fn key_nodes(&self, k: usize) -> &[u32] {
-        let start = if k == 0 { 0 } else { self.ends[k - 1] as usize };
-        &self.nodes[start..self.ends[k] as usize]
+        key_slice(&self.nodes, &self.ends, k)
     }
 
     /// Every key's nodes, in key order.
@@ -372,34 +424,55 @@ impl Facts {
 
     /// Record a row carrying key `key` at `at`.
     pub fn seen(&mut self, key: u32, at: i64) {
-        let k = key as usize;
-        let stats = &mut self.stats[k];
+        let stats = &mut self.stats[key as usize];
         stats.first = stats.first.min(at);
         stats.last = stats.last.max(at);
+    }
+
+    /// Node times of `graph` from the keys: a node was seen whenever a key
+    /// holding it was.
+    pub fn derive_node_times(&self, graph: &mut Graph) {
+        let n = graph.len();
+        graph.first_seen.clear();
+        graph.first_seen.resize(n, i64::MAX);
+        graph.last_seen.clear();
+        graph.last_seen.resize(n, i64::MIN);
+        for (key, &KeyStats { first, last, .. }) in self.keys().zip(&self.stats) {
+            for &n in key {
+                let (f, l) = (
+                    &mut graph.first_seen[n as usize],
+                    &mut graph.last_seen[n as usize],
+                );
+                *f = (*f).min(first);
+                *l = (*l).max(last);
+            }
+        }
+    }
+
+    /// The links of the keys from number `from` on, sorted by ends, one
+    /// per pair: a key links its strongest identifier to each of the
+    /// others from the key's first sighting.
+    pub fn links(&self, from: usize) -> Vec<super::graph::Edge> {
+        let mut edges = Graph::default();
+        for k in from..self.len() {
+            let key = self.key_nodes(k);
+            for &n in &key[1..] {
+                edges.link(key[0], n, self.stats[k].first);
+            }
+        }
+        edges.settle_edges();
+        edges.edges
     }
 
     /// Node times and links of `graph`, from the keys: a node was seen
     /// whenever a key holding it was, and a key links its strongest
     /// identifier to each of the others from the key's first sighting.
     pub fn derive_graph(&self, graph: &mut Graph) {
-        for node in &mut graph.nodes {
-            node.first_seen = i64::MAX;
-            node.last_seen = i64::MIN;
-        }
-        graph.edges.clear();
-        for (key, &KeyStats { first, last, .. }) in self.keys().zip(&self.stats) {
-            for &n in key {
-                let node = &mut graph.nodes[n as usize];
-                node.first_seen = node.first_seen.min(first);
-                node.last_seen = node.last_seen.max(last);
-            }
-            for &n in &key[1..] {
-                graph.link(key[0], n, first);
-            }
-        }
+        self.derive_node_times(graph);
+        graph.edges = self.links(0);
     }
 
-    /// Fold `cell` into key `key`.
+    /// Fold `cell` (its text one of [`Facts::texts`]) into key `key`.
     pub fn add(&mut self, key: u32, cell: Cell) {
         let f = cell.field as usize;
         if f < COUNTED {
@@ -407,69 +480,142 @@ impl Facts {
             let count = &mut self.stats[key as usize].counts[f];
             *count = count.saturating_add(n);
         } else {
-            self.fields.add(&mut self.partials[key as usize], cell);
+            self.fields
+                .add(&mut self.partials[key as usize], cell, &self.texts);
         }
+    }
+
+    /// The text number of `text` in these facts' texts.
+    pub fn text(&mut self, text: &str) -> u32 {
+        self.texts.intern(0, text)
     }
 
     /// Fold another key's times and counts into key `key`.
     pub fn absorb_stats(&mut self, key: u32, other: &KeyStats) {
-        let stats = &mut self.stats[key as usize];
-        stats.first = stats.first.min(other.first);
-        stats.last = stats.last.max(other.last);
-        for (c, n) in stats.counts.iter_mut().zip(other.counts) {
-            *c = c.saturating_add(n);
-        }
+        self.stats[key as usize].absorb(other);
     }
 
     /// Fold every fact of key `key` into `into` (a profile's partial).
     pub fn merge_into(&self, key: usize, into: &mut Partial) {
         for (f, &n) in self.stats[key].counts.iter().enumerate() {
             if n > 0 {
-                self.fields.add(into, Cell::sum(f as u16, i64::from(n)));
+                self.fields
+                    .add(into, Cell::sum(f as u16, i64::from(n)), &self.texts);
             }
         }
-        self.fields.merge(into, &self.partials[key]);
+        self.fields.merge(into, &self.partials[key], &self.texts);
     }
+
+    /// Merge `other` (a file's summary, its nodes numbered by `map`) into
+    /// these facts, leaving `other` to be cleared.
+    pub fn absorb(&mut self, other: &mut Facts, map: &[u32]) {
+        self.take(other, map, true);
+    }
+
+    /// Append the keys of `other` (its nodes numbered by `map`) after
+    /// these, without looking for equal keys here (their facts add up
+    /// wherever they are merged): an incremental refresh's new keys.
+    pub fn append(&mut self, other: &mut Facts, map: &[u32]) {
+        self.take(other, map, false);
+    }
+
+    fn take(&mut self, other: &mut Facts, map: &[u32], dedup: bool) {
+        let fields: Vec<u16> = (0..other.fields.len() as u16)
+            .map(|f| self.fields.by_name(other.fields.name(f)).unwrap_or(f))
+            .collect();
+        let texts: Vec<u32> = (0..other.texts.len() as u32)
+            .map(|t| self.texts.intern(0, other.texts.get(t)))
+            .collect();
+        let mut mapped: Vec<u32> = Vec::with_capacity(8);
+        for (k, (partial, stats)) in other.partials.iter().zip(&other.stats).enumerate() {
+            mapped.clear();
+            mapped.extend(other.key_nodes(k).iter().map(|&n| map[n as usize]));
+            let into = match dedup {
+                true => self.key(&mapped),
+                false => self.push_key(&mapped, KeyStats::default()),
+            };
+            self.stats[into as usize].absorb(stats);
+            for cell in partial {
+                let cell = Cell {
+                    field: fields[cell.field as usize],
+                    text: match cell.text {
+                        NO_TEXT => NO_TEXT,
+                        t => texts[t as usize],
+                    },
+                    ..*cell
+                };
+                self.add(into, cell);
+            }
+        }
+    }
+}
+
+/// A key of up to four nodes as the index holds it.
+#[derive(Debug, Clone, Copy)]
+struct ShortKey {
+    nodes: [u32; 4],
+    key: u32,
+}
+
+/// Up to four node numbers, padded with `u32::MAX` (never a node).
+fn pack(nodes: &[u32]) -> Option<[u32; 4]> {
+    if nodes.len() > 4 {
+        return None;
+    }
+    let mut packed = [u32::MAX; 4];
+    packed[..nodes.len()].copy_from_slice(nodes);
+    Some(packed)
+}
+
+/// Key `k`'s nodes in a flat list with ends `ends`.
+fn key_slice<'a>(nodes: &'a [u32], ends: &[u32], k: usize) -> &'a [u32] {
+    let start = if k == 0 { 0 } else { ends[k - 1] as usize };
+    &nodes[start..ends[k] as usize]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn best(rank: i32, at: i64, text: &str) -> Cell {
+    fn best(texts: &mut Interner, rank: u16, at: i64, text: &str) -> Cell {
         Cell {
             field: field::TRAIT,
             rank,
             at,
             num: 0,
-            text: Some(text.into()),
+            text: texts.intern(0, text),
         }
+    }
+
+    fn text_of<'a>(texts: &'a Interner, cell: Option<&Cell>) -> Option<&'a str> {
+        cell.map(|c| texts.get(c.text))
     }
 
     #[test]
     fn merging_is_order_independent() {
         let fields = Fields::default();
+        let mut texts = Interner::new();
         let cells = [
-            best(1, 50, "web-newer"),
-            best(0, 10, "crm-old"),
-            best(0, 20, "crm-new"),
-            best(0, 20, "crm-new-tie"),
+            best(&mut texts, 1, 50, "web-newer"),
+            best(&mut texts, 0, 10, "crm-old"),
+            best(&mut texts, 0, 20, "crm-new"),
+            best(&mut texts, 0, 20, "crm-new-tie"),
             Cell::sum(field::EVENTS, 2),
             Cell::sum(field::EVENTS, 3),
         ];
         let mut forward = Partial::new();
         let mut backward = Partial::new();
         for c in &cells {
-            fields.add(&mut forward, c.clone());
+            fields.add(&mut forward, *c, &texts);
         }
         for c in cells.iter().rev() {
-            fields.add(&mut backward, c.clone());
+            fields.add(&mut backward, *c, &texts);
         }
         assert_eq!(forward, backward);
         assert_eq!(get(&forward, field::EVENTS).unwrap().num, 5);
         // CRM beats the newer web form; among CRM rows the latest wins.
         assert_eq!(
-            get(&forward, field::TRAIT).unwrap().text.as_deref(),
+            text_of(&texts, get(&forward, field::TRAIT)),
             Some("crm-new")
         );
     }
@@ -477,22 +623,61 @@ mod tests {
     #[test]
     fn latest_keeps_the_most_recent_record() {
         let fields = Fields::default();
+        let mut texts = Interner::new();
         let mut p = Partial::new();
         for (at, status) in [(5, "granted"), (9, "denied"), (7, "granted")] {
-            fields.add(
-                &mut p,
-                Cell {
-                    field: field::CONSENT,
-                    rank: 0,
-                    at,
-                    num: 0,
-                    text: Some(status.into()),
-                },
-            );
+            let cell = Cell {
+                field: field::CONSENT,
+                rank: 0,
+                at,
+                num: 0,
+                text: texts.intern(0, status),
+            };
+            fields.add(&mut p, cell, &texts);
         }
+        assert_eq!(text_of(&texts, get(&p, field::CONSENT)), Some("denied"));
+    }
+
+    #[test]
+    fn keys_are_interned_once_and_merge_their_facts() {
+        let mut facts = Facts::new();
+        let a = facts.key(&[3, 1]);
+        let b = facts.key(&[1, 3]);
+        assert_ne!(a, b, "a key's order is its identifiers' strength");
+        assert_eq!(facts.key(&[3, 1]), a);
+        for n in 0..5_000u32 {
+            facts.key(&[n, n + 1, n + 2]);
+        }
+        assert_eq!(facts.key(&[3, 1]), a);
+        assert_eq!(facts.key_nodes(b as usize), &[1, 3]);
+        facts.seen(a, 10);
+        facts.seen(a, 5);
+        facts.add(a, Cell::sum(field::EVENTS, 2));
+        let mut summary = Facts::new();
+        let k = summary.key(&[0, 1]);
+        summary.seen(k, 1);
+        summary.add(k, Cell::sum(field::EVENTS, 1));
+        let status = summary.text("granted");
+        summary.add(
+            k,
+            Cell {
+                field: field::CONSENT,
+                rank: 0,
+                at: 7,
+                num: 0,
+                text: status,
+            },
+        );
+        // The summary's nodes 0 and 1 are this one's 3 and 1.
+        facts.absorb(&mut summary, &[3, 1]);
+        assert_eq!(facts.len(), 2 + 5_000);
+        let stats = facts.stats[a as usize];
+        assert_eq!((stats.first, stats.last, stats.counts[0]), (1, 10, 3));
+        let mut profile = Partial::new();
+        facts.merge_into(a as usize, &mut profile);
         assert_eq!(
-            get(&p, field::CONSENT).unwrap().text.as_deref(),
-            Some("denied")
+            text_of(&facts.texts, get(&profile, field::CONSENT)),
+            Some("granted")
         );
     }
 }

@@ -12,9 +12,11 @@
 //! link, or two previous profiles meet) are ordered; the others are taken
 //! from one unordered union-find pass.
 
-use datafusion::common::HashMap;
+use datafusion::common::{HashMap, HashSet};
 
 use uuid::Uuid;
+
+use super::interner::Interner;
 
 /// Index of an interned identifier.
 pub type NodeId = u32;
@@ -30,14 +32,13 @@ pub struct TypeRule {
     pub max_per_profile: Option<u32>,
 }
 
-/// An interned identifier with the times it was first and last seen.
-#[derive(Debug, Clone)]
-pub struct Node {
-    pub id_type: u16,
-    /// Shared with the index: one allocation per identifier.
-    pub value: std::sync::Arc<str>,
-    pub first_seen: i64,
-    pub last_seen: i64,
+/// A link between two identifiers seen together, first seen at `at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edge {
+    /// The smaller node number.
+    pub a: NodeId,
+    pub b: NodeId,
+    pub at: i64,
 }
 
 /// Why an identifier or link was not used.
@@ -73,15 +74,16 @@ pub struct MergeEvent {
     pub cause: NodeId,
 }
 
-/// The identity graph being built.
+/// The identity graph: interned identifiers (the interner's kind is the
+/// identifier type), when each was first and last seen, and the links.
 #[derive(Debug, Default)]
 pub struct Graph {
     pub types: Vec<TypeRule>,
-    /// Per identifier type: value → node (looked up by `&str`, no allocation).
-    index: Vec<HashMap<std::sync::Arc<str>, NodeId>>,
-    pub nodes: Vec<Node>,
-    /// Undirected links (smaller id first) → first time seen.
-    pub edges: HashMap<(NodeId, NodeId), i64>,
+    pub nodes: Interner,
+    pub first_seen: Vec<i64>,
+    pub last_seen: Vec<i64>,
+    /// Distinct links, sorted by `(a, b)` once [`Graph::settle_edges`] ran.
+    pub edges: Vec<Edge>,
 }
 
 /// "Which is older" of an identifier: first seen, type priority, value, type.
@@ -119,6 +121,29 @@ impl Previous {
         });
         self.of_node[node as usize] = number;
     }
+
+    /// The previous profile id of `node`, if it had one.
+    pub fn of(&self, node: NodeId) -> Option<Uuid> {
+        match self.of_node.get(node as usize) {
+            Some(&p) if p != NONE => Some(self.ids[p as usize]),
+            _ => None,
+        }
+    }
+
+    /// Node `node` had no profile.
+    pub fn unset(&mut self, node: NodeId) {
+        self.of_node[node as usize] = NONE;
+    }
+
+    /// Nodes `len()..nodes` are new: none had a previous id.
+    pub fn grow(&mut self, nodes: usize) {
+        self.of_node.resize(nodes.max(self.of_node.len()), NONE);
+    }
+
+    /// Free the id → number map once every id is set.
+    pub fn seal(&mut self) {
+        self.numbers = HashMap::new();
+    }
 }
 
 /// The outcome of a resolution.
@@ -154,92 +179,93 @@ impl Resolution {
 }
 
 impl Graph {
-    pub fn new(types: Vec<TypeRule>) -> Graph {
+    /// A graph of the identifiers `nodes` (no sightings, no links yet).
+    pub fn new(types: Vec<TypeRule>, nodes: Interner) -> Graph {
+        let n = nodes.len();
         Graph {
-            index: vec![HashMap::new(); types.len()],
             types,
-            ..Graph::default()
+            nodes,
+            first_seen: vec![i64::MAX; n],
+            last_seen: vec![i64::MIN; n],
+            edges: Vec::new(),
         }
     }
 
-    /// Forget every identifier and link, keeping the allocated capacity.
-    pub fn clear(&mut self) {
-        self.index.iter_mut().for_each(HashMap::clear);
-        self.nodes.clear();
-        self.edges.clear();
+    /// Number of identifiers.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
     }
 
-    /// Free the value index and the links once the graph is resolved
-    /// (nodes stay): only [`Graph::find`], [`Graph::intern`] and
-    /// [`Graph::resolve`] use them.
-    pub fn drop_index_and_links(&mut self) {
-        self.index = vec![HashMap::new(); self.types.len()];
-        self.edges = HashMap::new();
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
     }
 
-    /// Intern an identifier seen at `at`.
+    /// The identifier type of node `n`.
+    pub fn id_type(&self, n: NodeId) -> u16 {
+        self.nodes.kind(n)
+    }
+
+    /// The (normalised) value of node `n`.
+    pub fn value(&self, n: NodeId) -> &str {
+        self.nodes.get(n)
+    }
+
+    /// Look an identifier up (while the interner keeps its index).
+    pub fn find(&self, id_type: u16, value: &str) -> Option<NodeId> {
+        self.nodes.find(id_type, value)
+    }
+
+    /// Intern an identifier seen at `at` (tests and small graphs).
     pub fn observe(&mut self, id_type: u16, value: &str, at: i64) -> NodeId {
-        let id = self.intern(id_type, value);
+        let id = self.nodes.intern(id_type, value);
+        if id as usize == self.first_seen.len() {
+            self.first_seen.push(i64::MAX);
+            self.last_seen.push(i64::MIN);
+        }
         self.seen(id, at);
-        id
-    }
-
-    /// Intern an identifier without a sighting (call [`Graph::seen`]).
-    pub fn intern(&mut self, id_type: u16, value: &str) -> NodeId {
-        match self.index[id_type as usize].get(value) {
-            Some(&id) => id,
-            None => self.intern_shared(id_type, value.into()),
-        }
-    }
-
-    /// [`Graph::intern`] of a value already allocated (kept if new).
-    pub fn intern_shared(&mut self, id_type: u16, value: std::sync::Arc<str>) -> NodeId {
-        if let Some(&id) = self.index[id_type as usize].get(&*value) {
-            return id;
-        }
-        let id = self.nodes.len() as NodeId;
-        self.nodes.push(Node {
-            id_type,
-            value: value.clone(),
-            first_seen: i64::MAX,
-            last_seen: i64::MIN,
-        });
-        self.index[id_type as usize].insert(value, id);
         id
     }
 
     /// Record a sighting of node `id` at `at`.
     pub fn seen(&mut self, id: NodeId, at: i64) {
-        let node = &mut self.nodes[id as usize];
-        node.first_seen = node.first_seen.min(at);
-        node.last_seen = node.last_seen.max(at);
-    }
-
-    /// Record that `a` and `b` were seen together at `at`.
-    pub fn link(&mut self, a: NodeId, b: NodeId, at: i64) {
-        if a == b {
-            return;
-        }
-        let key = (a.min(b), a.max(b));
-        let first = self.edges.entry(key).or_insert(at);
+        let (first, last) = (
+            &mut self.first_seen[id as usize],
+            &mut self.last_seen[id as usize],
+        );
         *first = (*first).min(at);
+        *last = (*last).max(at);
     }
 
-    /// Look an identifier up.
-    pub fn find(&self, id_type: u16, value: &str) -> Option<NodeId> {
-        self.index.get(id_type as usize)?.get(value).copied()
+    /// Record that `a` and `b` were seen together at `at` (call
+    /// [`Graph::settle_edges`] before resolving).
+    pub fn link(&mut self, a: NodeId, b: NodeId, at: i64) {
+        if a != b {
+            self.edges.push(Edge {
+                a: a.min(b),
+                b: a.max(b),
+                at,
+            });
+        }
+    }
+
+    /// Sort the links by their ends and keep one per pair, seen first at
+    /// the earliest of its sightings.
+    pub fn settle_edges(&mut self) {
+        self.edges.sort_unstable_by_key(|e| (e.a, e.b, e.at));
+        self.edges
+            .dedup_by(|later, first| later.a == first.a && later.b == first.b);
     }
 
     /// The sort key of a node for "which is older": first seen, then type
     /// priority, then value, then type — total and independent of arrival
     /// order.
     fn age_key(&self, n: NodeId) -> AgeKey<'_> {
-        let node = &self.nodes[n as usize];
+        let t = self.nodes.kind(n);
         (
-            node.first_seen,
-            self.types[node.id_type as usize].priority,
-            &node.value,
-            node.id_type,
+            self.first_seen[n as usize],
+            self.types[t as usize].priority,
+            self.nodes.get(n),
+            t,
         )
     }
 
@@ -257,8 +283,8 @@ impl Graph {
     /// for those few components.
     pub fn resolve(
         &self,
-        blocked: impl Fn(&Node) -> bool,
-        blocked_link: impl Fn(&Node, &Node) -> bool,
+        blocked: impl Fn(NodeId) -> bool,
+        blocked_link: impl Fn(NodeId, NodeId) -> bool,
         max_neighbours: u32,
         previous: &Previous,
     ) -> Resolution {
@@ -270,8 +296,8 @@ impl Graph {
     /// (the shortcut must not change the outcome: a test compares both).
     fn resolve_with(
         &self,
-        blocked: impl Fn(&Node) -> bool,
-        blocked_link: impl Fn(&Node, &Node) -> bool,
+        blocked: impl Fn(NodeId) -> bool,
+        blocked_link: impl Fn(NodeId, NodeId) -> bool,
         max_neighbours: u32,
         previous: &Previous,
         order_everything: bool,
@@ -282,11 +308,12 @@ impl Graph {
             "the previous assignment is sized for this graph"
         );
         let n = self.nodes.len();
+        let types = self.nodes.kinds();
         let mut resolution = Resolution::default();
         let mut usable = vec![true; n];
-        for (i, node) in self.nodes.iter().enumerate() {
-            if blocked(node) {
-                usable[i] = false;
+        for (i, usable) in usable.iter_mut().enumerate() {
+            if blocked(i as NodeId) {
+                *usable = false;
                 resolution
                     .rejections
                     .push(Rejection::BlockedValue { node: i as NodeId });
@@ -296,10 +323,10 @@ impl Graph {
         // are distinct pairs), counted in one dense array.
         let width = self.types.len();
         let mut neighbours = vec![0u32; n * width];
-        for &(a, b) in self.edges.keys() {
+        for &Edge { a, b, .. } in &self.edges {
             if usable[a as usize] && usable[b as usize] {
-                neighbours[a as usize * width + self.nodes[b as usize].id_type as usize] += 1;
-                neighbours[b as usize * width + self.nodes[a as usize].id_type as usize] += 1;
+                neighbours[a as usize * width + types[b as usize] as usize] += 1;
+                neighbours[b as usize * width + types[a as usize] as usize] += 1;
             }
         }
         let guarded: Vec<((NodeId, u16), u32)> = neighbours
@@ -323,9 +350,9 @@ impl Graph {
         // Links blocked by an administrator, in a stable order.
         let mut cut: Vec<(NodeId, NodeId)> = self
             .edges
-            .keys()
-            .filter(|(a, b)| blocked_link(&self.nodes[*a as usize], &self.nodes[*b as usize]))
-            .copied()
+            .iter()
+            .filter(|e| blocked_link(e.a, e.b))
+            .map(|e| (e.a, e.b))
             .collect();
         cut.sort_unstable();
         let cut: std::collections::HashSet<(NodeId, NodeId)> = cut
@@ -339,18 +366,20 @@ impl Graph {
             .enumerate()
             .filter_map(|(i, t)| t.max_per_profile.map(|m| (i as u16, m)))
             .collect();
-        // Age of each previous profile: that of its oldest usable identifier.
-        let mut prev_age: Vec<Option<AgeKey>> = vec![None; previous.ids.len()];
+        // Every node's place in "which is older", and each previous
+        // profile's age: the rank of its oldest usable identifier, plus one
+        // (0: it has none left).
+        let rank = self.age_ranks();
+        let mut prev_rank: Vec<u32> = vec![0; previous.ids.len()];
         for (i, &p) in previous.of_node.iter().enumerate() {
             if p != NONE && usable[i] {
-                let key = self.age_key(i as NodeId);
-                let age = &mut prev_age[p as usize];
-                if age.is_none_or(|a| key < a) {
-                    *age = Some(key);
+                let r = &mut prev_rank[p as usize];
+                if *r == 0 || rank[i] + 1 < *r {
+                    *r = rank[i] + 1;
                 }
             }
         }
-        let older = |x: u32, y: u32| prev_age[x as usize] <= prev_age[y as usize];
+        let older = |x: u32, y: u32| prev_rank[x as usize] <= prev_rank[y as usize];
         let mut root_prev: Vec<u32> = previous.of_node.clone();
         let union_find = std::time::Instant::now();
         let usable_link = |a: NodeId, b: NodeId| {
@@ -360,8 +389,8 @@ impl Graph {
         //    can be broken and at most one previous profile is present, the
         //    order of the links cannot change the outcome: that component is
         //    final. Only the others are joined again, link by link in order.
-        let mut sets = UnionFind::new(n, &limited, |i| self.nodes[i].id_type);
-        for &(a, b) in self.edges.keys() {
+        let mut sets = UnionFind::new(n, &limited, |i| types[i]);
+        for &Edge { a, b, .. } in &self.edges {
             if usable_link(a, b) {
                 let (ra, rb) = (sets.find(a), sets.find(b));
                 if ra != rb {
@@ -403,22 +432,24 @@ impl Graph {
             edges = self
                 .edges
                 .iter()
-                .filter(|&(&(a, b), _)| is_ordered(a) && usable_link(a, b))
-                .map(|(&(a, b), &at)| {
-                    let rank = self.types[self.nodes[a as usize].id_type as usize]
+                .filter(|e| is_ordered(e.a) && usable_link(e.a, e.b))
+                .map(|&Edge { a, b, at }| {
+                    let rank = self.types[types[a as usize] as usize]
                         .priority
-                        .max(self.types[self.nodes[b as usize].id_type as usize].priority);
+                        .max(self.types[types[b as usize] as usize].priority);
                     let (ha, hb) = (
-                        stable_hash(&self.nodes[a as usize]),
-                        stable_hash(&self.nodes[b as usize]),
+                        stable_hash(types[a as usize], self.value(a)),
+                        stable_hash(types[b as usize], self.value(b)),
                     );
                     (rank, at, ha.min(hb), ha.max(hb), a, b)
                 })
                 .collect();
         }
         let ends = |a: NodeId, b: NodeId| {
-            let (na, nb) = (&self.nodes[a as usize], &self.nodes[b as usize]);
-            let (ka, kb) = ((na.id_type, &*na.value), (nb.id_type, &*nb.value));
+            let (ka, kb) = (
+                (types[a as usize], self.value(a)),
+                (types[b as usize], self.value(b)),
+            );
             if ka <= kb { (ka, kb) } else { (kb, ka) }
         };
         edges.sort_unstable_by(|x, y| {
@@ -428,7 +459,7 @@ impl Graph {
         });
         if any_ordered {
             for i in (0..n as NodeId).filter(|&i| is_ordered(i)) {
-                sets.reset(i, &limited, self.nodes[i as usize].id_type);
+                sets.reset(i, &limited, types[i as usize]);
             }
         }
 
@@ -486,39 +517,39 @@ impl Graph {
             node_component[i as usize] = *c;
         }
         drop((component_of_root, loose_root, ordered, sets));
-        let (members, starts, founder) = self.group(&node_component, &sizes);
-        drop((sizes, node_component));
-        let mut order: Vec<u32> = (0..founder.len() as u32).collect();
-        order.sort_unstable_by(|&x, &y| {
-            self.age_key(founder[x as usize])
-                .cmp(&self.age_key(founder[y as usize]))
-        });
+        let (members, starts, founder) = group(&node_component, &sizes, &rank);
+        drop(sizes);
+        let mut order: Vec<(u32, u32)> = founder
+            .iter()
+            .enumerate()
+            .map(|(c, &f)| (rank[f as usize], c as u32))
+            .collect();
+        order.sort_unstable();
+        let mut place = vec![0u32; order.len()];
+        for (ci, &(_, c)) in order.iter().enumerate() {
+            place[c as usize] = ci as u32;
+        }
         let component = |ci: usize| {
-            let c = order[ci] as usize;
+            let c = order[ci].1 as usize;
             &members[starts[c] as usize..starts[c + 1] as usize]
         };
         // A previous id goes to the component holding that profile's oldest
         // identifier; other parts of a split get an id of their own.
         let mut claimed: Vec<u32> = vec![NONE; previous.ids.len()];
-        for ci in 0..order.len() {
-            for &m in component(ci) {
-                let p = previous.of_node[m as usize];
-                if p != NONE
-                    && claimed[p as usize] == NONE
-                    && Some(self.age_key(m)) == prev_age[p as usize]
-                {
-                    claimed[p as usize] = ci as u32;
-                }
+        for (i, &p) in previous.of_node.iter().enumerate() {
+            if p != NONE && usable[i] && prev_rank[p as usize] == rank[i] + 1 {
+                claimed[p as usize] = place[node_component[i] as usize];
             }
         }
+        drop((node_component, place));
         let mut profile_of = vec![None; n];
         // Ids in use: never given to a second profile.
-        let mut taken: std::collections::HashSet<Uuid> = previous.ids.iter().copied().collect();
+        let mut taken: HashSet<Uuid> = previous.ids.iter().copied().collect();
         let (mut mine, mut split_from) = (Vec::new(), Vec::new());
         let mut component_ids = vec![Uuid::nil(); order.len()];
         for ci in 0..order.len() {
             let c = component(ci);
-            let f = founder[order[ci] as usize];
+            let f = founder[order[ci].1 as usize];
             // Oldest previous id claimed by this component survives; the
             // others it holds were split off their profiles.
             mine.clear();
@@ -533,8 +564,8 @@ impl Graph {
                 }
             }
             mine.sort_unstable_by(|&x, &y| {
-                prev_age[x as usize]
-                    .cmp(&prev_age[y as usize])
+                prev_rank[x as usize]
+                    .cmp(&prev_rank[y as usize])
                     .then(previous.ids[x as usize].cmp(&previous.ids[y as usize]))
             });
             let id = match mine.first() {
@@ -543,12 +574,12 @@ impl Graph {
                     resolution.new_profiles += 1;
                     // The founder's id, unless a profile had it already (its
                     // founder met older data and now sits in another part).
-                    let founder = &self.nodes[f as usize];
-                    let name = &self.types[founder.id_type as usize].name;
-                    let mut id = founding_id(name, &founder.value);
+                    let name = &self.types[types[f as usize] as usize].name;
+                    let value = self.value(f);
+                    let mut id = founding_id(name, value);
                     let mut n = 1;
                     while taken.contains(&id) {
-                        id = founding_id(name, &format!("{}#{n}", founder.value));
+                        id = founding_id(name, &format!("{value}#{n}"));
                         n += 1;
                     }
                     taken.insert(id);
@@ -568,7 +599,7 @@ impl Graph {
             for &m in c {
                 profile_of[m as usize] = Some(id);
             }
-            component_ids[order[ci] as usize] = id;
+            component_ids[order[ci].1 as usize] = id;
         }
         // A profile absorbed piece by piece is recorded once, at its first link.
         let mut seen = std::collections::HashSet::new();
@@ -591,46 +622,73 @@ impl Graph {
         resolution
     }
 
-    /// Members of each component, by a counting sort of `node_component`
-    /// (the component of each node, `NONE` for none; `sizes` of each):
-    /// `members[starts[c]..starts[c + 1]]`, and each component's founder
-    /// (its oldest member).
-    fn group(&self, node_component: &[u32], sizes: &[u32]) -> (Vec<NodeId>, Vec<u32>, Vec<NodeId>) {
-        let mut starts: Vec<u32> = Vec::with_capacity(sizes.len() + 1);
-        let mut at = 0u32;
-        for s in sizes {
-            starts.push(at);
-            at += s;
+    /// Every node's place in the order "which is older" (0 = oldest): by
+    /// first sighting, then type priority, then value, then type — total
+    /// and independent of arrival order. One sort, after which every age
+    /// comparison of a resolution is a comparison of two numbers.
+    fn age_ranks(&self) -> Vec<u32> {
+        let types = self.nodes.kinds();
+        let mut by_age: Vec<(i64, u32, NodeId)> = (0..self.len() as NodeId)
+            .map(|n| {
+                let t = types[n as usize];
+                (
+                    self.first_seen[n as usize],
+                    self.types[t as usize].priority,
+                    n,
+                )
+            })
+            .collect();
+        by_age.sort_unstable_by(|x, y| {
+            (x.0, x.1)
+                .cmp(&(y.0, y.1))
+                .then_with(|| self.age_key(x.2).cmp(&self.age_key(y.2)))
+        });
+        let mut rank = vec![0u32; self.len()];
+        for (r, &(_, _, n)) in by_age.iter().enumerate() {
+            rank[n as usize] = r as u32;
         }
-        starts.push(at);
-        let mut fill = starts.clone();
-        let mut members = vec![0 as NodeId; at as usize];
-        let mut founder: Vec<NodeId> = vec![NONE; sizes.len()];
-        for (i, &c) in node_component.iter().enumerate() {
-            if c == NONE {
-                continue;
-            }
-            members[fill[c as usize] as usize] = i as NodeId;
-            fill[c as usize] += 1;
-            let f = &mut founder[c as usize];
-            if *f == NONE || self.age_key(i as NodeId) < self.age_key(*f) {
-                *f = i as NodeId;
-            }
-        }
-        (members, starts, founder)
+        rank
     }
+}
+
+/// Members of each component, by a counting sort of `node_component`
+/// (the component of each node, `NONE` for none; `sizes` of each):
+/// `members[starts[c]..starts[c + 1]]`, and each component's founder
+/// (its oldest member by `rank`).
+fn group(
+    node_component: &[u32],
+    sizes: &[u32],
+    rank: &[u32],
+) -> (Vec<NodeId>, Vec<u32>, Vec<NodeId>) {
+    let mut starts: Vec<u32> = Vec::with_capacity(sizes.len() + 1);
+    let mut at = 0u32;
+    for s in sizes {
+        starts.push(at);
+        at += s;
+    }
+    starts.push(at);
+    let mut fill = starts.clone();
+    let mut members = vec![0 as NodeId; at as usize];
+    let mut founder: Vec<NodeId> = vec![NONE; sizes.len()];
+    for (i, &c) in node_component.iter().enumerate() {
+        if c == NONE {
+            continue;
+        }
+        members[fill[c as usize] as usize] = i as NodeId;
+        fill[c as usize] += 1;
+        let f = &mut founder[c as usize];
+        if *f == NONE || rank[i] < rank[*f as usize] {
+            *f = i as NodeId;
+        }
+    }
+    (members, starts, founder)
 }
 
 /// FNV-1a of an identifier's type and value: the same in every run (unlike
 /// the hash maps' seeded hashers), for ordering ties.
-fn stable_hash(node: &Node) -> u64 {
+fn stable_hash(id_type: u16, value: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in node
-        .id_type
-        .to_le_bytes()
-        .iter()
-        .chain(node.value.as_bytes())
-    {
+    for b in id_type.to_le_bytes().iter().chain(value.as_bytes()) {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -749,22 +807,26 @@ mod tests {
             priority,
             max_per_profile: max,
         };
-        Graph::new(vec![
-            t("anonymous_id", 4, None),
-            t("user_id", 1, Some(1)),
-            t("email", 2, None),
-        ])
+        Graph::new(
+            vec![
+                t("anonymous_id", 4, None),
+                t("user_id", 1, Some(1)),
+                t("email", 2, None),
+            ],
+            Interner::new(),
+        )
     }
 
     fn pair(g: &mut Graph, (ta, va): (u16, &str), (tb, vb): (u16, &str), at: i64) {
         let a = g.observe(ta, va, at);
         let b = g.observe(tb, vb, at);
         g.link(a, b, at);
+        g.settle_edges();
     }
 
     fn resolve(g: &Graph, previous: &HashMap<NodeId, Uuid>) -> Resolution {
         g.resolve(
-            |n| &*n.value == "test@test.com",
+            |n| g.value(n) == "test@test.com",
             |_, _| false,
             3,
             &previous_of(g, previous),
@@ -936,7 +998,7 @@ mod tests {
                     previous.set(node, id);
                 }
             }
-            let blocked = |n: &Node| &*n.value == "v1";
+            let blocked = |n: NodeId| g.value(n) == "v1";
             let run = |all| g.resolve_with(blocked, |_, _| false, 5, &previous, all);
             let (fast, slow) = (run(false), run(true));
             assert_eq!(fast.profile_of, slow.profile_of, "case {case}: ids");
@@ -1000,11 +1062,9 @@ mod tests {
                     u32::MAX,
                     &Previous::new(g.nodes.len()),
                 );
-                let mut assignment: Vec<((u16, String), Uuid)> = g
-                    .nodes
-                    .iter()
+                let mut assignment: Vec<((u16, String), Uuid)> = (0..g.len() as NodeId)
                     .zip(&r.profile_of)
-                    .map(|(n, p)| ((n.id_type, n.value.to_string()), p.unwrap()))
+                    .map(|(n, p)| ((g.id_type(n), g.value(n).to_string()), p.unwrap()))
                     .collect();
                 assignment.sort();
                 assignment

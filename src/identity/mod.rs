@@ -9,17 +9,23 @@
 //! `cdp.identity_links`, `cdp.identity_rejections`, `cdp.profile_merges`,
 //! `cdp.profiles` and of the stored state, and switches the manifest:
 //! readers see the old version until the switch and the new one after.
-//! Every refresh, failed or not, is recorded in `system.refreshes`.
+//! An incremental refresh writes only what [`changes`] says changed, as a
+//! delta layer of each view and of the state; a full refresh (or, after
+//! several layers, a compaction) writes them whole. Every refresh, failed
+//! or not, is recorded in `system.refreshes`.
 
 pub mod blocks;
+mod changes;
 pub mod config;
 pub mod facts;
 pub mod graph;
+pub mod interner;
 pub mod normalize;
 mod profiles;
 mod refresh;
 mod scan;
 mod state;
+mod views;
 
 pub use config::IdentityConfig;
 pub use refresh::{Mode, RefreshReport, refresh};

@@ -12,8 +12,9 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::SchemaRef;
 
+use super::changes::Visibility;
 use super::config::IdentityConfig;
-use super::facts::{Cell, Facts, Partial, field, get};
+use super::facts::{Cell, Facts, NO_TEXT, Partial, field, get};
 use super::graph::{Graph, NodeId, Resolution, profile_id_array};
 use crate::error::{Error, Result};
 use crate::schema::cdp;
@@ -30,71 +31,76 @@ struct Profile {
 impl Profile {
     /// When any of its identifiers was first seen.
     fn first_seen(&self, graph: &Graph) -> i64 {
-        let times = self
-            .nodes
-            .iter()
-            .map(|&n| graph.nodes[n as usize].first_seen);
+        let times = self.nodes.iter().map(|&n| graph.first_seen[n as usize]);
         times.min().unwrap_or(0)
     }
 
     /// When any of its identifiers was last seen.
     fn last_seen(&self, graph: &Graph) -> i64 {
-        let times = self
-            .nodes
-            .iter()
-            .map(|&n| graph.nodes[n as usize].last_seen);
+        let times = self.nodes.iter().map(|&n| graph.last_seen[n as usize]);
         times.max().unwrap_or(0)
     }
 }
 
 /// The profiles of a resolution, in profile id order, ready to be written
 /// as `cdp.profiles`; anonymous-only profiles idle since before
-/// `now - anonymous_idle_days` are left out.
+/// `now - anonymous_idle_days` are left out. With `select`, only the
+/// profiles it marks (by their place in [`Resolution::components`]), and
+/// only their keys' facts are read.
 pub fn build<'a>(
     config: &'a IdentityConfig,
     graph: &'a Graph,
     resolution: &Resolution,
     facts: &'a Facts,
     now_micros: i64,
+    select: Option<&[bool]>,
 ) -> Result<Assembled<'a>> {
-    let mut profiles: Vec<Profile> = Vec::with_capacity(resolution.profiles);
-    let mut profile_of_node = vec![u32::MAX; graph.nodes.len()];
-    for (id, members) in resolution.components() {
+    let mut profiles: Vec<Profile> = Vec::new();
+    // Node → its profile's place in `profiles`; `SKIPPED` for a profile
+    // not selected (its keys' facts are not read).
+    const SKIPPED: u32 = u32::MAX - 1;
+    let mut profile_of_node = vec![u32::MAX; graph.len()];
+    for (c, (id, members)) in resolution.components().enumerate() {
+        let chosen = select.is_none_or(|s| s[c]);
+        let place = if chosen {
+            profiles.len() as u32
+        } else {
+            SKIPPED
+        };
         for &n in members {
-            profile_of_node[n as usize] = profiles.len() as u32;
+            profile_of_node[n as usize] = place;
         }
-        profiles.push(Profile {
-            id,
-            nodes: members.to_vec(),
-            facts: Partial::new(),
-        });
+        if chosen {
+            profiles.push(Profile {
+                id,
+                nodes: members.to_vec(),
+                facts: Partial::new(),
+            });
+        }
     }
     for (k, key) in facts.keys().enumerate() {
         if let Some(&p) = key
             .iter()
             .map(|&n| &profile_of_node[n as usize])
             .find(|&&p| p != u32::MAX)
+            && p != SKIPPED
         {
             facts.merge_into(k, &mut profiles[p as usize].facts);
         }
     }
-    let anonymous = config
-        .types
-        .iter()
-        .position(|t| t.name == "anonymous_id")
-        .map(|i| i as u16);
-    let cutoff = now_micros - i64::from(config.anonymous_idle_days) * 86_400_000_000;
-    profiles.retain(|p| {
-        p.nodes
+    let visibility = Visibility {
+        anonymous: config
+            .types
             .iter()
-            .any(|&n| Some(graph.nodes[n as usize].id_type) != anonymous)
-            || p.last_seen(graph) >= cutoff
-    });
+            .position(|t| t.name == "anonymous_id")
+            .map(|i| i as u16),
+        cutoff: anonymous_cutoff(config, now_micros),
+    };
+    profiles.retain(|p| visibility.shows(graph, &p.nodes));
     profiles.sort_unstable_by_key(|p| p.id);
     for p in &mut profiles {
         p.nodes.sort_unstable_by(|&a, &b| {
-            let (a, b) = (&graph.nodes[a as usize], &graph.nodes[b as usize]);
-            (a.id_type, &a.value).cmp(&(b.id_type, &b.value))
+            (graph.id_type(a), graph.value(a)).cmp(&(graph.id_type(b), graph.value(b)))
         });
     }
 
@@ -142,9 +148,8 @@ impl Assembled<'_> {
             for p in chunk {
                 let mut any = false;
                 for &n in &p.nodes {
-                    let node = &graph.nodes[n as usize];
-                    if node.id_type == t {
-                        list.values().append_value(&node.value);
+                    if graph.id_type(n) == t {
+                        list.values().append_value(graph.value(n));
                         any = true;
                     }
                 }
@@ -157,11 +162,11 @@ impl Assembled<'_> {
             get(&p.facts, f)
         }
         let text = |f: u16| -> ArrayRef {
-            Arc::new(StringArray::from_iter(
-                chunk
-                    .iter()
-                    .map(|p| cell(p, f).and_then(|c| c.text.as_deref())),
-            ))
+            Arc::new(StringArray::from_iter(chunk.iter().map(|p| {
+                cell(p, f)
+                    .filter(|c| c.text != NO_TEXT)
+                    .map(|c| facts.texts.get(c.text))
+            })))
         };
         let num = |f: u16| chunk.iter().map(move |p| cell(p, f).map(|c| c.num));
         let count = |f: u16| -> ArrayRef {
@@ -258,6 +263,12 @@ impl Assembled<'_> {
         RecordBatch::try_new(self.schema.clone(), columns)
             .map_err(|e| Error::arrow("building cdp.profiles", e))
     }
+}
+
+/// Microseconds before which an anonymous-only profile is idle too long
+/// to be in `cdp.profiles`.
+pub fn anonymous_cutoff(config: &IdentityConfig, now_micros: i64) -> i64 {
+    now_micros - i64::from(config.anonymous_idle_days) * 86_400_000_000
 }
 
 /// The channel with the most orders (ties: alphabetical).

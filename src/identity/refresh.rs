@@ -14,15 +14,20 @@ use object_store::path::Path;
 use uuid::Uuid;
 
 use super::blocks;
+use super::changes::{self, Visibility};
 use super::config::IdentityConfig;
 use super::facts::Facts;
-use super::graph::{Graph, Node, NodeId, Previous, Rejection, TypeRule, profile_id_array};
+use super::graph::{Edge, Graph, NodeId, Previous, Rejection, TypeRule};
+use super::interner::Interner;
 use super::profiles;
 use super::scan::{RawFile, Scan};
 use super::state::{self, STATE_TABLE};
+use super::views;
 use crate::error::{Error, Result};
-use crate::lake::manifest::{MANIFEST_FORMAT, Manifest, VIEWS_FORMAT, version_dir};
-use crate::lake::parquet::{self, ParquetFileWriter, bulk_properties, write_file};
+use crate::lake::manifest::{
+    Delta, MANIFEST_FORMAT, Manifest, VIEWS_FORMAT, removed_dir, version_dir,
+};
+use crate::lake::parquet::{self, write_file};
 use crate::lake::{Lake, paths};
 use crate::schema::{RawTable, cdp, utc_timestamps};
 
@@ -57,6 +62,10 @@ pub struct RefreshReport {
     pub union_find_ms: u64,
     /// Milliseconds spent writing the views (links, profiles, ...).
     pub views_ms: u64,
+    /// Whether only what changed was written (a delta layer of each view),
+    /// and how many profiles it wrote.
+    pub delta: bool,
+    pub rewritten_profiles: usize,
 }
 
 /// Folder of `system.refreshes`.
@@ -146,6 +155,46 @@ fn full_rebuild_reason(
     None
 }
 
+/// What a refresh resolves: the graph and facts of everything read, the
+/// previous profile ids, and (incremental) the committed version to
+/// compare with.
+struct Loaded {
+    graph: Graph,
+    facts: Facts,
+    previous: Previous,
+    before: Option<Stored>,
+}
+
+/// The committed version as an incremental refresh loaded it.
+struct Stored {
+    nodes: usize,
+    keys: usize,
+    assignment: Vec<Option<Uuid>>,
+    layers: Vec<Path>,
+    /// Links new since, or seen earlier than recorded.
+    new_edges: Vec<Edge>,
+}
+
+/// The folders of the stored state: its base, then its layers.
+fn state_layers(m: &Manifest) -> Vec<Path> {
+    m.tables
+        .get(STATE_TABLE)
+        .map(|base| Path::from(base.as_str()))
+        .into_iter()
+        .chain(
+            m.deltas_of(STATE_TABLE)
+                .iter()
+                .map(|d| Path::from(d.rows.as_str())),
+        )
+        .collect()
+}
+
+/// The `state_format` a manifest's stored state was written in.
+fn stored_format(m: &Manifest) -> Option<u64> {
+    let settings: serde_json::Value = serde_json::from_str(m.identity_settings.as_deref()?).ok()?;
+    settings.get("state_format")?.as_u64()
+}
+
 async fn run(
     lake: &Lake,
     config: &IdentityConfig,
@@ -169,7 +218,7 @@ async fn run(
         .collect();
 
     // 1. Which raw files to read: all, or those landed since the last commit.
-    let probe = Scan::new(config, Graph::default(), Facts::default())?;
+    let probe = Scan::new(config, Interner::default(), Facts::default())?;
     let mut files: BTreeMap<String, RawFile> = BTreeMap::new();
     for table in RawTable::ALL.into_iter().filter(|&t| probe.reads(t)) {
         for meta in lake.list(&paths::raw_table_dir(table)).await? {
@@ -183,64 +232,49 @@ async fn run(
         Mode::Full => Some("requested".to_string()),
         Mode::Incremental => full_rebuild_reason(previous.as_ref(), &settings, &files),
     };
-    let (graph, facts, to_read) = match (&reason, &previous) {
-        (None, Some(m)) => {
-            progress("loading the stored identity graph");
-            let dir = Path::from(m.tables[STATE_TABLE].as_str());
-            let (graph, facts) = state::load(lake, &dir, types).await?;
-            let new: Vec<RawFile> = files
-                .iter()
-                .filter(|(p, _)| !m.raw_files.contains_key(*p))
-                .map(|(_, f)| f.clone())
-                .collect();
-            (graph, facts, new)
-        }
-        _ => {
-            progress(&format!(
-                "rebuilding from all raw data ({})",
-                reason.as_deref().unwrap_or("full")
-            ));
-            (
-                Graph::new(types),
-                Facts::default(),
-                files.values().cloned().collect(),
-            )
-        }
-    };
     let mut report = RefreshReport {
         version,
         full: reason.is_some(),
         full_reason: reason.clone(),
         ..RefreshReport::default()
     };
-    let mut scan = Scan::new(config, graph, facts)?;
-    scan.read(lake, to_read, progress).await?;
-    report.raw_files = scan.files;
-    report.raw_rows = scan.rows;
-    let Scan {
+    let loaded = match (&reason, &previous) {
+        (None, Some(m)) => {
+            let new: Vec<RawFile> = files
+                .iter()
+                .filter(|(p, _)| !m.raw_files.contains_key(*p))
+                .map(|(_, f)| f.clone())
+                .collect();
+            load_incremental(lake, config, m, new, types, progress, &mut report).await?
+        }
+        _ => {
+            progress(&format!(
+                "rebuilding from all raw data ({})",
+                reason.as_deref().unwrap_or("full")
+            ));
+            let all = files.values().cloned().collect();
+            load_full(
+                lake,
+                config,
+                previous.as_ref(),
+                all,
+                types,
+                progress,
+                &mut report,
+            )
+            .await?
+        }
+    };
+    let Loaded {
         mut graph,
         mut facts,
-        ..
-    } = scan;
-    // Keys are looked up only while reading: free their index now.
-    facts.drop_key_index();
-    facts.derive_graph(&mut graph);
-    report.identifiers = graph.nodes.len();
+        previous: previous_ids,
+        before,
+    } = loaded;
+    report.identifiers = graph.len();
     report.links = graph.edges.len();
 
-    // 2. The previous assignment, for stable ids.
-    let previous_ids = match previous
-        .as_ref()
-        .and_then(|m| m.tables.get("identity_links"))
-    {
-        Some(folder) => {
-            progress("reading the previous identity links");
-            read_previous(lake, &Path::from(folder.as_str()), config, &graph).await?
-        }
-        None => Previous::new(graph.nodes.len()),
-    };
-
-    // 3. Resolve, with the configured and the administrators' blocks.
+    // 2. Resolve, with the configured and the administrators' blocks.
     progress("resolving identities");
     let blocked: HashSet<String> = config
         .blocked_values
@@ -248,16 +282,16 @@ async fn run(
         .map(|v| v.trim().to_lowercase())
         .collect();
     let admin = blocks::load(lake).await?;
-    let ident = |n: &Node| {
+    let ident = |n: NodeId| {
         (
-            config.types[n.id_type as usize].name.clone(),
-            n.value.to_string(),
+            config.types[graph.id_type(n) as usize].name.clone(),
+            graph.value(n).to_string(),
         )
     };
     let resolving = std::time::Instant::now();
     let resolution = graph.resolve(
         |node| {
-            is_blocked(&blocked, &node.value)
+            is_blocked(&blocked, graph.value(node))
                 || (!admin.values.is_empty() && admin.values.contains(&ident(node)))
         },
         |a, b| !admin.links.is_empty() && admin.link_blocked(ident(a), ident(b)),
@@ -265,9 +299,10 @@ async fn run(
         &previous_ids,
     );
     report.resolve_ms = resolving.elapsed().as_millis() as u64;
-    // What only the resolution needed, freed before the views are built.
+    // What only the resolution needed, freed before the views are built;
+    // the links stay for the state.
     drop(previous_ids);
-    graph.drop_index_and_links();
+    graph.nodes.drop_index();
     report.union_find_ms = resolution.union_find_ms;
     report.profiles = resolution.profiles;
     report.new_profiles = resolution.new_profiles;
@@ -290,234 +325,312 @@ async fn run(
         }
     }
 
+    // 3. What to write: only what changed (a delta layer of each view), or
+    //    everything (a full refresh, a compaction).
+    let now_micros = now.timestamp_micros();
+    let cutoff = profiles::anonymous_cutoff(config, now_micros);
+    let visibility = Visibility {
+        anonymous: config
+            .types
+            .iter()
+            .position(|t| t.name == "anonymous_id")
+            .map(|i| i as u16),
+        cutoff,
+    };
+    let changes = match (&before, &previous) {
+        (Some(b), Some(m)) if m.deltas_of("profiles").len() < config.max_delta_layers as usize => {
+            let changes = changes::compare(
+                &graph,
+                &facts,
+                &resolution,
+                &changes::Before {
+                    nodes: b.nodes,
+                    keys: b.keys,
+                    assignment: &b.assignment,
+                    cutoff: m.anonymous_cutoff.unwrap_or(cutoff),
+                },
+                visibility,
+            );
+            let share = changes.rewritten() as f64 / resolution.profiles.max(1) as f64;
+            (share <= config.max_delta_share).then_some(changes)
+        }
+        _ => None,
+    };
+    if let Some(b) = &before {
+        // The stored cells of the keys whose profiles are written (all of
+        // them for whole views).
+        progress("reading the stored facts of the changed profiles");
+        let wanted = match &changes {
+            Some(c) => c.wanted_keys.clone(),
+            None => vec![true; b.keys],
+        };
+        state::load_cells(lake, &b.layers, &mut facts, &wanted).await?;
+    }
     report.graph_ms = phase.elapsed().as_millis() as u64;
     let phase = std::time::Instant::now();
 
     // 4. Write the new version.
-    let now_micros = now.timestamp_micros();
-    let mut tables = std::collections::BTreeMap::new();
-    let type_name = |n: NodeId| {
-        config.types[graph.nodes[n as usize].id_type as usize]
-            .name
-            .as_str()
+    let sources = views::Sources {
+        lake,
+        config,
+        graph: &graph,
+        resolution: &resolution,
+        facts: &facts,
+        blocked: &blocked,
+        now_micros,
     };
-    let value = |n: NodeId| &*graph.nodes[n as usize].value;
-
-    // Links, rejections and merge history on this thread while another
-    // builds and writes the profiles and the stored state.
-    progress("writing identity links, profiles and the identity graph");
-    let main_work = async {
-        let links_dir = version_dir("identity_links", version, &run);
-        {
-            let schema = cdp::identity_links();
-            let mut writer = ParquetFileWriter::create_with(
-                lake,
-                &links_dir.clone().join("part-0.parquet"),
-                schema.clone(),
-                bulk_properties(&["value"]),
-            )?;
-            let ids: Vec<NodeId> = (0..graph.nodes.len() as NodeId)
-                .filter(|&n| resolution.profile_of[n as usize].is_some())
-                .collect();
-            for chunk in ids.chunks(64 * 1024) {
-                let batch = batch(
-                    &schema,
-                    vec![
-                        Arc::new(StringArray::from_iter_values(
-                            chunk.iter().map(|&n| type_name(n)),
-                        )),
-                        Arc::new(StringArray::from_iter_values(
-                            chunk.iter().map(|&n| value(n)),
-                        )),
-                        Arc::new(profile_id_array(
-                            chunk.iter().map(|&n| resolution.profile_of[n as usize]),
-                        )),
-                        utc_timestamps(chunk.iter().map(|&n| graph.nodes[n as usize].first_seen)),
-                        utc_timestamps(chunk.iter().map(|&n| graph.nodes[n as usize].last_seen)),
-                    ],
-                )?;
-                writer.write(&batch).await?;
-            }
-            writer.finish().await?;
-        }
-        tables.insert("identity_links".to_string(), links_dir.to_string());
-
-        let rejections_dir = version_dir("identity_rejections", version, &run);
-        {
-            let schema = cdp::identity_rejections();
-            let mut cols: [Vec<Option<String>>; 6] = Default::default();
-            for r in &resolution.rejections {
-                let row: [Option<String>; 6] = match r {
-                    Rejection::BlockedValue { node } => [
-                        Some("blocked_value".into()),
-                        Some(type_name(*node).into()),
-                        Some(value(*node).into()),
-                        None,
-                        None,
-                        Some(
-                            if is_blocked(&blocked, value(*node)) {
-                                "on the blocked_values list"
-                            } else {
-                                "blocked by an administrator"
-                            }
-                            .into(),
-                        ),
-                    ],
-                    Rejection::BlockedLink { a, b } => [
-                        Some("blocked_link".into()),
-                        Some(type_name(*a).into()),
-                        Some(value(*a).into()),
-                        Some(type_name(*b).into()),
-                        Some(value(*b).into()),
-                        Some("link blocked by an administrator".into()),
-                    ],
-                    Rejection::TooManyNeighbours {
-                        node,
-                        other_type,
-                        count,
-                    } => [
-                        Some("too_many_neighbours".into()),
-                        Some(type_name(*node).into()),
-                        Some(value(*node).into()),
-                        Some(config.types[*other_type as usize].name.clone()),
-                        None,
-                        Some(format!(
-                            "seen with {count} distinct {} values (limit {})",
-                            config.types[*other_type as usize].name, config.max_distinct_neighbours
-                        )),
-                    ],
-                    Rejection::LimitExceeded { a, b, limited_type } => [
-                        Some("limit_exceeded".into()),
-                        Some(type_name(*a).into()),
-                        Some(value(*a).into()),
-                        Some(type_name(*b).into()),
-                        Some(value(*b).into()),
-                        Some(format!(
-                            "the profile would hold more than {} {}",
-                            config.types[*limited_type as usize]
-                                .max_per_profile
-                                .unwrap_or(0),
-                            config.types[*limited_type as usize].name
-                        )),
-                    ],
-                };
-                for (c, v) in cols.iter_mut().zip(row) {
-                    c.push(v);
-                }
-            }
-            let n = resolution.rejections.len();
-            let mut arrays: Vec<ArrayRef> = cols
-                .into_iter()
-                .map(|c| Arc::new(StringArray::from(c)) as ArrayRef)
-                .collect();
-            arrays.push(utc_timestamps(std::iter::repeat_n(now_micros, n)));
-            let b = batch(&schema, arrays)?;
-            write_file(
-                lake,
-                &rejections_dir.clone().join("part-0.parquet"),
-                schema,
-                &[b],
-            )
-            .await?;
-        }
-        tables.insert(
-            "identity_rejections".to_string(),
-            rejections_dir.to_string(),
-        );
-
-        // Merge history: the previous files plus this refresh's events.
-        let merges_dir = version_dir("profile_merges", version, &run);
-        if let Some(old) = previous
-            .as_ref()
-            .and_then(|m| m.tables.get("profile_merges"))
-        {
-            for object in lake.list(&Path::from(old.as_str())).await? {
-                let name = object
-                    .location
-                    .filename()
-                    .unwrap_or("part.parquet")
-                    .to_string();
-                lake.store()
-                    .copy(
-                        &object.location,
-                        &lake.path(&merges_dir.clone().join(name.as_str())),
-                    )
-                    .await
-                    .map_err(|e| Error::store("copying the merge history", e))?;
-            }
-        }
-        if !resolution.merges.is_empty() {
-            let schema = cdp::profile_merges();
-            let m = &resolution.merges;
-            let b = batch(
-                &schema,
-                vec![
-                    Arc::new(StringArray::from_iter_values(m.iter().map(|e| e.kind))),
-                    Arc::new(profile_id_array(m.iter().map(|e| Some(e.from_profile)))),
-                    Arc::new(profile_id_array(m.iter().map(|e| Some(e.to_profile)))),
-                    Arc::new(StringArray::from_iter_values(
-                        m.iter().map(|e| type_name(e.cause)),
-                    )),
-                    Arc::new(StringArray::from_iter_values(
-                        m.iter().map(|e| value(e.cause)),
-                    )),
-                    utc_timestamps(std::iter::repeat_n(now_micros, m.len())),
-                ],
-            )?;
-            let name = format!("part-v{version:08}.parquet");
-            write_file(lake, &merges_dir.clone().join(name.as_str()), schema, &[b]).await?;
-        }
-        tables.insert("profile_merges".to_string(), merges_dir.to_string());
-
-        Ok::<(), Error>(())
-    };
-    let profiles_dir = version_dir("profiles", version, &run);
-    let state_dir = version_dir(STATE_TABLE, version, &run);
-    let profiles_work = async {
-        let assembled = profiles::build(config, &graph, &resolution, &facts, now_micros)?;
-        let mut writer = ParquetFileWriter::create_with(
-            lake,
-            &profiles_dir.clone().join("part-0.parquet"),
-            assembled.schema(),
-            bulk_properties(&["profile_id"]),
-        )?;
-        for batch in assembled.batches() {
-            writer.write(&batch?).await?;
-        }
-        writer.finish().await.map(|_| ())
-    };
-    let state_work = state::save(lake, &state_dir, &graph, &facts);
-    let (main_done, side_done) = alongside(
-        main_work,
-        vec![Box::pin(profiles_work), Box::pin(state_work)],
-    )
-    .await;
-    main_done?;
-    side_done.into_iter().collect::<Result<Vec<()>>>()?;
-    tables.insert("profiles".to_string(), profiles_dir.to_string());
-    tables.insert(STATE_TABLE.to_string(), state_dir.to_string());
-    let mut raw_files = match (&reason, &previous) {
-        (None, Some(m)) => m.raw_files.clone(),
-        _ => BTreeMap::new(),
-    };
-    raw_files.extend(files.iter().map(|(p, f)| (p.clone(), f.meta.size)));
-
-    // 7. Commit: one atomic switch of the manifest.
-    Manifest {
+    let mut manifest = Manifest {
         format: MANIFEST_FORMAT,
         version,
         committed_at: now.to_rfc3339(),
-        tables,
-        raw_files,
+        tables: BTreeMap::new(),
+        raw_files: match (&reason, &previous) {
+            (None, Some(m)) => m.raw_files.clone(),
+            _ => BTreeMap::new(),
+        },
         identity_settings: Some(settings),
         views_format: VIEWS_FORMAT,
+        deltas: BTreeMap::new(),
+        anonymous_cutoff: Some(cutoff),
+    };
+    manifest
+        .raw_files
+        .extend(files.iter().map(|(p, f)| (p.clone(), f.meta.size)));
+    let dir = |table: &str| version_dir(table, version, &run);
+    let (links_dir, profiles_dir, state_dir) =
+        (dir("identity_links"), dir("profiles"), dir(STATE_TABLE));
+    let rejections_dir = dir("identity_rejections");
+    let merges_dir = dir("profile_merges");
+    let old_merges = previous
+        .as_ref()
+        .and_then(|m| m.tables.get("profile_merges"))
+        .map(String::as_str);
+    report.delta = changes.is_some() && before.is_some();
+    report.rewritten_profiles = changes
+        .as_ref()
+        .map_or(resolution.profiles, |c| c.rewritten());
+    match (&changes, &before, &previous) {
+        (Some(c), Some(b), Some(m)) => {
+            progress(&format!(
+                "writing what changed: {} identifiers, {} profiles",
+                c.links.len(),
+                c.rewritten()
+            ));
+            let removed = |table: &str| removed_dir(table, version, &run);
+            let main_work = async {
+                views::links(&sources, &c.links, &links_dir).await?;
+                views::removed_links(&sources, &c.unlinked, &removed("identity_links")).await?;
+                views::rejections(&sources, &rejections_dir).await?;
+                views::merges(&sources, old_merges, version, &merges_dir).await
+            };
+            let profiles_work = async {
+                views::profiles(&sources, Some(&c.rewrite), &profiles_dir).await?;
+                views::removed_profiles(lake, &c.removed_profiles, &removed("profiles")).await
+            };
+            let state_work = state::save(
+                lake,
+                &state_dir,
+                &graph,
+                &facts,
+                state::Layer {
+                    nodes_from: b.nodes,
+                    keys_from: b.keys,
+                    edges: &b.new_edges,
+                    assignment: c.assignment.clone(),
+                },
+            );
+            let (main_done, side_done) = alongside(
+                main_work,
+                vec![Box::pin(profiles_work), Box::pin(state_work)],
+            )
+            .await;
+            main_done?;
+            side_done.into_iter().collect::<Result<Vec<()>>>()?;
+            manifest.tables = m.tables.clone();
+            manifest.deltas = m.deltas.clone();
+            for (table, rows, removed) in [
+                (
+                    "identity_links",
+                    &links_dir,
+                    Some(removed("identity_links")),
+                ),
+                ("profiles", &profiles_dir, Some(removed("profiles"))),
+                (STATE_TABLE, &state_dir, None),
+            ] {
+                manifest
+                    .deltas
+                    .entry(table.to_string())
+                    .or_default()
+                    .push(Delta {
+                        rows: rows.to_string(),
+                        removed: removed.map(|r| r.to_string()),
+                    });
+            }
+        }
+        _ => {
+            progress("writing identity links, profiles and the identity graph");
+            let main_work = async {
+                let linked: Vec<NodeId> = (0..graph.len() as NodeId)
+                    .filter(|&n| resolution.profile_of[n as usize].is_some())
+                    .collect();
+                views::links(&sources, &linked, &links_dir).await?;
+                views::rejections(&sources, &rejections_dir).await?;
+                views::merges(&sources, old_merges, version, &merges_dir).await
+            };
+            let profiles_work = views::profiles(&sources, None, &profiles_dir);
+            let state_work = state::save(
+                lake,
+                &state_dir,
+                &graph,
+                &facts,
+                state::Layer {
+                    nodes_from: 0,
+                    keys_from: 0,
+                    edges: &graph.edges,
+                    assignment: (0..graph.len() as NodeId)
+                        .map(|n| (n, resolution.profile_of[n as usize]))
+                        .collect(),
+                },
+            );
+            let (main_done, side_done) = alongside(
+                main_work,
+                vec![Box::pin(profiles_work), Box::pin(state_work)],
+            )
+            .await;
+            main_done?;
+            side_done.into_iter().collect::<Result<Vec<()>>>()?;
+            manifest
+                .tables
+                .insert("identity_links".into(), links_dir.to_string());
+            manifest
+                .tables
+                .insert("profiles".into(), profiles_dir.to_string());
+            manifest
+                .tables
+                .insert(STATE_TABLE.into(), state_dir.to_string());
+        }
     }
-    .commit(lake)
-    .await?;
+    manifest
+        .tables
+        .insert("identity_rejections".into(), rejections_dir.to_string());
+    manifest
+        .tables
+        .insert("profile_merges".into(), merges_dir.to_string());
+
+    // 5. Commit: one atomic switch of the manifest.
+    manifest.commit(lake).await?;
     progress("committed");
-    collect_garbage(lake, version).await?;
+    collect_garbage(lake, &manifest).await?;
     report.views_ms = phase.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Read every raw file into a new graph; the previous ids come from the
+/// stored state (or, from an older layout, the committed links).
+async fn load_full(
+    lake: &Lake,
+    config: &IdentityConfig,
+    previous: Option<&Manifest>,
+    files: Vec<RawFile>,
+    types: Vec<TypeRule>,
+    progress: &mut impl FnMut(&str),
+    report: &mut RefreshReport,
+) -> Result<Loaded> {
+    let mut scan = Scan::new(config, Interner::new(), Facts::new())?;
+    scan.read(lake, files, progress).await?;
+    report.raw_files = scan.files;
+    report.raw_rows = scan.rows;
+    let Scan {
+        nodes, mut facts, ..
+    } = scan;
+    // Keys are looked up only while reading: free their index now.
+    facts.drop_key_index();
+    let mut graph = Graph::new(types, nodes);
+    facts.derive_graph(&mut graph);
+    let previous_ids = match previous {
+        Some(m) if stored_format(m) == Some(u64::from(state::FORMAT)) => {
+            progress("reading the previous profile ids");
+            state::previous(lake, &state_layers(m), &graph.types, &graph).await?
+        }
+        Some(m) if m.deltas.is_empty() && m.tables.contains_key("identity_links") => {
+            progress("reading the previous identity links");
+            let folder = Path::from(m.tables["identity_links"].as_str());
+            read_previous(lake, &folder, config, &graph).await?
+        }
+        _ => Previous::new(graph.len()),
+    };
+    Ok(Loaded {
+        graph,
+        facts,
+        previous: previous_ids,
+        before: None,
+    })
+}
+
+/// Read the raw files landed since the last commit, and the stored state
+/// they top up.
+async fn load_incremental(
+    lake: &Lake,
+    config: &IdentityConfig,
+    m: &Manifest,
+    files: Vec<RawFile>,
+    types: Vec<TypeRule>,
+    progress: &mut impl FnMut(&str),
+    report: &mut RefreshReport,
+) -> Result<Loaded> {
+    let mut scan = Scan::new(config, Interner::new(), Facts::new())?;
+    scan.read(lake, files, progress).await?;
+    report.raw_files = scan.files;
+    report.raw_rows = scan.rows;
+    let Scan {
+        nodes: new_nodes,
+        facts: mut new_facts,
+        ..
+    } = scan;
+    progress("loading the stored identity graph");
+    let layers = state_layers(m);
+    let (stored, found) = state::load(lake, &layers, &types, &new_nodes).await?;
+    let state::Stored {
+        mut nodes,
+        mut facts,
+        edges,
+        assignment,
+    } = stored;
+    let (old_nodes, old_keys) = (nodes.len(), facts.len());
+    // The new files' identifiers: those already stored keep their number,
+    // the others are appended; their keys go after the stored ones.
+    let map: Vec<NodeId> = (0..new_nodes.len() as NodeId)
+        .map(|l| {
+            found[l as usize].unwrap_or_else(|| nodes.push(new_nodes.kind(l), new_nodes.get(l)))
+        })
+        .collect();
+    drop(new_nodes);
+    facts.append(&mut new_facts, &map);
+    drop(new_facts);
+    let mut graph = Graph::new(types, nodes);
+    facts.derive_node_times(&mut graph);
+    let (merged, new_edges) = state::merge_edges(&edges, &facts.links(old_keys));
+    drop(edges);
+    graph.edges = merged;
+    let mut previous = Previous::new(graph.len());
+    for (n, id) in assignment.iter().enumerate() {
+        if let Some(id) = id {
+            previous.set(n as NodeId, *id);
+        }
+    }
+    previous.seal();
+    Ok(Loaded {
+        graph,
+        facts,
+        previous,
+        before: Some(Stored {
+            nodes: old_nodes,
+            keys: old_keys,
+            assignment,
+            layers,
+            new_edges,
+        }),
+    })
 }
 
 /// The profile id each identifier of `graph` had in the committed
@@ -569,11 +682,34 @@ async fn read_previous(
     let (done, other) = alongside(read(0, &mut here), vec![Box::pin(read(1, &mut there))]).await;
     done?;
     other.into_iter().collect::<Result<Vec<()>>>()?;
-    let mut previous = Previous::new(graph.nodes.len());
+    let mut previous = Previous::new(graph.len());
     for (node, id) in here.into_iter().chain(there) {
         previous.set(node, id);
     }
     Ok(previous)
+}
+
+/// Run `a` here and `b` on a thread of its own, both to completion; the
+/// first error of either.
+pub(super) async fn both<A, B, E>(
+    a: impl std::future::Future<Output = std::result::Result<A, E>>,
+    b: impl std::future::Future<Output = std::result::Result<B, E>> + Send,
+) -> std::result::Result<(A, B), E>
+where
+    B: Send,
+    E: Send + From<Error>,
+{
+    let mut other = None;
+    let (here, _) = alongside(
+        a,
+        vec![Box::pin(async {
+            other = Some(b.await);
+            Ok(())
+        })],
+    )
+    .await;
+    let there = other.ok_or_else(|| E::from(Error::Config("a state reader stopped".into())))?;
+    Ok((here?, there?))
 }
 
 /// Work run on a thread of its own by [`alongside`].
@@ -613,19 +749,24 @@ async fn alongside<A: std::future::Future>(
     })
 }
 
-/// Delete the files of versions older than the one before `committed`
-/// (queries still planned against that one keep working) and of runs that
-/// died before committing.
-async fn collect_garbage(lake: &Lake, committed: u64) -> Result<()> {
+/// Delete the files under `cdp/` that the committed manifest does not
+/// point at, but for those of the version before it (queries still planned
+/// against that one keep working) and of the runs of this version.
+async fn collect_garbage(lake: &Lake, committed: &Manifest) -> Result<()> {
+    let live: Vec<String> = committed.folders().map(|f| format!("{f}/")).collect();
     for meta in lake.list(&Path::from("cdp")).await? {
         let relative = lake.relative(&meta.location);
+        let path = relative.as_ref();
+        if live.iter().any(|f| path.starts_with(f.as_str())) {
+            continue;
+        }
         let version = relative.parts().find_map(|p| {
             p.as_ref()
                 .strip_prefix("v=")
                 .and_then(|v| v.split('-').next())
                 .and_then(|v| v.parse::<u64>().ok())
         });
-        if version.is_some_and(|v| v + 1 < committed) {
+        if version.is_some_and(|v| v + 1 < committed.version) {
             lake.store()
                 .delete(&meta.location)
                 .await
@@ -637,7 +778,7 @@ async fn collect_garbage(lake: &Lake, committed: u64) -> Result<()> {
 
 /// Whether `value` is on the (lower-cased) blocked list, ignoring case:
 /// without allocating for the ASCII values of a length no entry has.
-fn is_blocked(blocked: &HashSet<String>, value: &str) -> bool {
+pub(super) fn is_blocked(blocked: &HashSet<String>, value: &str) -> bool {
     if value.is_ascii() {
         blocked
             .iter()

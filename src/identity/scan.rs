@@ -28,8 +28,9 @@ use phonenumber::country::Id as Country;
 use tokio::sync::mpsc;
 
 use super::config::IdentityConfig;
-use super::facts::{Cell, Facts, field};
-use super::graph::{Graph, NodeId, TypeRule};
+use super::facts::{Cell, Facts, NO_TEXT, field};
+use super::graph::NodeId;
+use super::interner::Interner;
 use super::normalize::{self, Normalize};
 use crate::error::{Error, Result};
 use crate::lake::{Lake, parquet};
@@ -250,14 +251,17 @@ async fn read_file(
 #[derive(Debug)]
 struct Rules {
     country: Country,
-    source_rank: HashMap<String, i32>,
+    source_rank: HashMap<String, u16>,
     plans: HashMap<RawTable, Plan>,
 }
 
-/// One partition of the work: a graph and facts of its own.
+/// One partition of the work: identifiers and facts of its own.
 #[derive(Debug)]
 struct Shard {
-    graph: Graph,
+    nodes: Interner,
+    /// Hash of each node, computed by the worker for the merge
+    /// ([`Interner::intern_hashed`] of the refresh's identifiers).
+    hashes: Vec<u64>,
     facts: Facts,
     rows: usize,
     /// Per table and identifier source: nodes of the current dictionary.
@@ -301,7 +305,7 @@ enum Text<'a> {
 }
 
 /// The node of a raw identifier value (JSON path, normalisation, interning).
-fn node_for(graph: &mut Graph, source: &Source, raw: &str, country: Country) -> Option<NodeId> {
+fn node_for(nodes: &mut Interner, source: &Source, raw: &str, country: Country) -> Option<NodeId> {
     let extracted;
     let raw = match &source.json_path {
         Some(path) => {
@@ -311,13 +315,14 @@ fn node_for(graph: &mut Graph, source: &Source, raw: &str, country: Country) -> 
         None => raw,
     };
     let value = normalize::normalize_cow(source.normalize, raw, country)?;
-    Some(graph.intern(source.id_type, &value))
+    Some(nodes.intern(source.id_type, &value))
 }
 
 /// Everything a refresh learns from raw files.
 #[derive(Debug)]
 pub struct Scan {
-    pub graph: Graph,
+    /// Every identifier read (the interner's kind is the identifier type).
+    pub nodes: Interner,
     pub facts: Facts,
     pub rows: usize,
     pub files: usize,
@@ -325,7 +330,7 @@ pub struct Scan {
 }
 
 impl Scan {
-    pub fn new(config: &IdentityConfig, graph: Graph, facts: Facts) -> Result<Scan> {
+    pub fn new(config: &IdentityConfig, nodes: Interner, facts: Facts) -> Result<Scan> {
         let country = normalize::country(&config.default_country).ok_or_else(|| {
             Error::Config(format!(
                 "default_country '{}' is not an ISO country code",
@@ -340,10 +345,10 @@ impl Scan {
             .source_priority
             .iter()
             .enumerate()
-            .map(|(i, s)| (s.clone(), i as i32))
+            .map(|(i, s)| (s.clone(), u16::try_from(i).unwrap_or(u16::MAX)))
             .collect();
         Ok(Scan {
-            graph,
+            nodes,
             facts,
             rows: 0,
             files: 0,
@@ -404,7 +409,6 @@ impl Scan {
         // their tables keep their capacity, and are emptied off the merge.
         let spare: Spare = Arc::default();
         let mut folders = Vec::with_capacity(workers);
-        let types = self.graph.types.clone();
         for (_, group) in groups {
             let (tx, rx) = mpsc::channel(4);
             let (lake, rules) = (lake.clone(), self.rules.clone());
@@ -423,14 +427,15 @@ impl Scan {
                     }
                 }
             });
-            let (summaries, types, spare) = (summary_tx.clone(), types.clone(), spare.clone());
+            let (summaries, spare) = (summary_tx.clone(), spare.clone());
+            let nodes = self.nodes.sibling();
             folders.push(tokio::task::spawn_blocking(move || {
-                fold_files(types, &rules, rx, summaries, &spare)
+                fold_files(nodes, &rules, rx, summaries, &spare)
             }));
         }
         drop(summary_tx);
         let into = Shard::new(
-            std::mem::take(&mut self.graph),
+            std::mem::take(&mut self.nodes),
             std::mem::take(&mut self.facts),
         );
         let merger =
@@ -449,7 +454,7 @@ impl Scan {
             folder.await.map_err(stopped)?;
         }
         let merged = merged?;
-        self.graph = merged.graph;
+        self.nodes = merged.nodes;
         self.facts = merged.facts;
         self.rows += merged.rows;
         self.files += read;
@@ -460,7 +465,7 @@ impl Scan {
 /// A worker's loop: fold the batches of each file its reader sends into a
 /// summary of that file, and pass it on when the file is done.
 fn fold_files(
-    types: Vec<TypeRule>,
+    nodes: Interner,
     rules: &Rules,
     mut rx: mpsc::Receiver<Message>,
     summaries: std::sync::mpsc::SyncSender<Result<Shard>>,
@@ -473,7 +478,7 @@ fn fold_files(
                 shard.clear();
                 shard
             }
-            None => Shard::new(Graph::new(types.clone()), Facts::default()),
+            None => Shard::new(nodes.sibling(), Facts::new()),
         }
     };
     let mut shard = empty();
@@ -484,7 +489,10 @@ fn fold_files(
                 Ok(()) => continue,
                 Err(e) => summaries.send(Err(e)),
             },
-            Message::FileDone => summaries.send(Ok(std::mem::replace(&mut shard, empty()))),
+            Message::FileDone => {
+                shard.hash_nodes();
+                summaries.send(Ok(std::mem::replace(&mut shard, empty())))
+            }
             Message::Failed(e) => summaries.send(Err(e)),
         };
         // The merge stopped (on another file's error): stop reading.
@@ -517,9 +525,10 @@ fn merge_summaries(
 type Spare = Arc<std::sync::Mutex<Vec<Shard>>>;
 
 impl Shard {
-    fn new(graph: Graph, facts: Facts) -> Shard {
+    fn new(nodes: Interner, facts: Facts) -> Shard {
         Shard {
-            graph,
+            nodes,
+            hashes: Vec::new(),
             facts,
             rows: 0,
             caches: HashMap::new(),
@@ -528,45 +537,35 @@ impl Shard {
 
     /// Forget everything, keeping the allocated capacity.
     fn clear(&mut self) {
-        self.graph.clear();
+        self.nodes.clear();
+        self.hashes.clear();
         self.facts.clear();
         self.rows = 0;
         self.caches.clear();
     }
 
+    /// Hash every node for the merge (on the worker's thread, not the
+    /// merging one).
+    fn hash_nodes(&mut self) {
+        let nodes = &self.nodes;
+        self.hashes.clear();
+        self.hashes
+            .extend((0..nodes.len() as u32).map(|n| nodes.hash(nodes.kind(n), nodes.get(n))));
+    }
+
     /// Merge another shard (a file's summary) into this one, leaving it
     /// to be cleared.
     fn absorb(&mut self, other: &mut Shard) {
-        let map: Vec<NodeId> = other
-            .graph
-            .nodes
-            .drain(..)
-            .map(|n| self.graph.intern_shared(n.id_type, n.value))
-            .collect();
-        let fields: Vec<u16> = (0..other.facts.fields.len() as u16)
-            .map(|f| {
-                self.facts
-                    .fields
-                    .by_name(other.facts.fields.name(f))
-                    .unwrap_or(f)
+        let map: Vec<NodeId> = (0..other.nodes.len() as u32)
+            .map(|n| {
+                let (kind, value) = (other.nodes.kind(n), other.nodes.get(n));
+                match other.hashes.get(n as usize) {
+                    Some(&hash) => self.nodes.intern_hashed(hash, kind, value),
+                    None => self.nodes.intern(kind, value),
+                }
             })
             .collect();
-        let mut mapped: Vec<NodeId> = Vec::with_capacity(8);
-        let mut partials = std::mem::take(&mut other.facts.partials);
-        for ((key, partial), stats) in (0..other.facts.len())
-            .zip(partials.drain(..))
-            .zip(&other.facts.stats)
-        {
-            mapped.clear();
-            mapped.extend(other.facts.key_nodes(key).iter().map(|&n| map[n as usize]));
-            let k = self.facts.key(&mapped);
-            self.facts.absorb_stats(k, stats);
-            for mut cell in partial {
-                cell.field = fields[cell.field as usize];
-                self.facts.add(k, cell);
-            }
-        }
-        other.facts.partials = partials;
+        self.facts.absorb(&mut other.facts, &map);
         self.rows += other.rows;
     }
 
@@ -598,6 +597,7 @@ impl Shard {
                 None => Text::Plain(array.as_string::<i32>()),
             });
         }
+        let (mut last_key, mut last_nodes) = (NOTHING, Vec::with_capacity(8));
         for row in 0..batch.num_rows() {
             if times.is_null(row) {
                 continue;
@@ -612,7 +612,7 @@ impl Shard {
                         if values.is_null(row) {
                             continue;
                         }
-                        node_for(&mut self.graph, source, values.value(row), rules.country)
+                        node_for(&mut self.nodes, source, values.value(row), rules.country)
                     }
                     Text::Dict(dict, values) => {
                         if dict.is_null(row) {
@@ -622,7 +622,7 @@ impl Shard {
                         match cache.nodes[k] {
                             UNSEEN => {
                                 let node = node_for(
-                                    &mut self.graph,
+                                    &mut self.nodes,
                                     source,
                                     values.value(k),
                                     rules.country,
@@ -645,7 +645,12 @@ impl Shard {
             }
             // The key records when its identifiers were seen together;
             // node times and links are derived from keys after the scan.
-            let key = self.facts.key(nodes);
+            // Rows of one visit often follow each other: same key.
+            if last_key == NOTHING || last_nodes[..] != nodes[..] {
+                last_key = self.facts.key(nodes);
+                last_nodes.clone_from(nodes);
+            }
+            let key = last_key;
             self.facts.seen(key, at);
             fold_facts(
                 &mut self.facts,
@@ -664,7 +669,7 @@ impl Shard {
 /// Fold the profile facts of one row of `table` into key `key`.
 fn fold_facts(
     facts: &mut Facts,
-    source_rank: &HashMap<String, i32>,
+    source_rank: &HashMap<String, u16>,
     table: RawTable,
     batch: &RecordBatch,
     row: usize,
@@ -729,7 +734,7 @@ fn fold_facts(
             RawTable::Customers => {
                 let rank = text(1)
                     .and_then(|s| source_rank.get(s).copied())
-                    .unwrap_or(source_rank.len() as i32);
+                    .unwrap_or(source_rank.len() as u16);
                 for (i, name) in field::TRAITS.iter().enumerate() {
                     let column = batch.column(2 + i);
                     if column.is_null(row) {
@@ -738,10 +743,10 @@ fn fold_facts(
                     let (num, text) = match *name {
                         "birth_date" => (
                             i64::from(column.as_primitive::<Date32Type>().value(row)),
-                            None,
+                            NO_TEXT,
                         ),
-                        "newsletter" => (i64::from(column.as_boolean().value(row)), None),
-                        _ => (0, Some(Arc::from(column.as_string::<i32>().value(row)))),
+                        "newsletter" => (i64::from(column.as_boolean().value(row)), NO_TEXT),
+                        _ => (0, facts.text(column.as_string::<i32>().value(row))),
                     };
                     facts.add(
                         key,
@@ -774,11 +779,12 @@ fn fold_facts(
                 if let Some(i) = text(1).and_then(|p| field::PURPOSES.iter().position(|k| *k == p))
                     && let Some(status) = text(2)
                 {
+                    let text = facts.text(status);
                     facts.add(
                         key,
                         Cell {
                             at,
-                            text: Some(status.into()),
+                            text,
                             ..Cell::sum(field::CONSENT + i as u16, 0)
                         },
                     );

@@ -1,36 +1,53 @@
-//! The refresh state: every identifier seen (`nodes`), every row key (the
-//! identifiers seen together on a row, with the first and last time and
-//! its event counts) and the other profile facts of each key (`cells`),
-//! stored as Parquet beside each committed version (`cdp/_state/v=…/`).
-//! Node times and links are derived from the keys, so they are not stored.
-//! The next refresh starts from it and reads only raw files landed since;
-//! a full rebuild starts from nothing and must arrive at the same state.
+//! The refresh state: what the next refresh starts from instead of the raw
+//! files already read. Stored as Parquet beside each committed version
+//! (`cdp/_state/v=…/`), in layers like the views: a full refresh writes a
+//! base, each incremental refresh a layer of what it added or changed.
+//!
+//! A layer holds five files:
+//! - `nodes.parquet`: identifiers interned since the layer below (node
+//!   numbers continue from it), type and value;
+//! - `keys.parquet`: the row keys read since (identifiers seen together on a
+//!   row, with first and last time and event counts); key numbers continue
+//!   too, and a key may repeat an older one: their facts add up;
+//! - `cells.parquet`: the other profile facts of those keys;
+//! - `edges.parquet`: links new since, or seen earlier than recorded;
+//! - `assignment.parquet`: the profile of each identifier whose profile
+//!   changed (none: it links nobody now).
+//!
+//! Everything but the cells is numbers or short values and is read whole by
+//! an incremental refresh; the cells are read only for the keys of the
+//! profiles it rewrites.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Int32Array, Int64Array, ListBuilder, RecordBatch,
-    StringArray, UInt32Array, UInt32Builder,
+    Array, ArrayRef, AsArray, FixedSizeBinaryArray, FixedSizeBinaryBuilder, FixedSizeListArray,
+    Int32Array, Int64Array, ListBuilder, RecordBatch, StringArray, UInt32Array, UInt32Builder,
 };
 use datafusion::arrow::datatypes::{
     DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, UInt32Type,
 };
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
+use uuid::Uuid;
 
-use super::facts::{COUNTED, Cell, Facts, KeyStats};
-use super::graph::{Graph, TypeRule};
+use super::facts::{COUNTED, Cell, Facts, KeyStats, NO_TEXT};
+use super::graph::{Edge, Graph, NodeId, Previous, TypeRule};
+use super::interner::Interner;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::lake::parquet::{self, ParquetFileWriter, bulk_properties};
 
 /// Version of the layout below; a refresh that finds another rebuilds.
-pub const FORMAT: u32 = 4;
+pub const FORMAT: u32 = 5;
 
 /// Name of the state in the manifest's table map.
 pub const STATE_TABLE: &str = "_state";
 
 const CHUNK: usize = 64 * 1024;
+
+/// No node or profile.
+const NONE: u32 = u32::MAX;
 
 fn nodes_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -72,32 +89,64 @@ fn cells_schema() -> SchemaRef {
     ]))
 }
 
+fn edges_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("a", DataType::UInt32, false),
+        Field::new("b", DataType::UInt32, false),
+        Field::new("at", DataType::Int64, false),
+    ]))
+}
+
+fn assignment_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("node", DataType::UInt32, false),
+        Field::new("profile_id", DataType::FixedSizeBinary(16), true),
+    ]))
+}
+
 fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
     RecordBatch::try_new(schema.clone(), columns)
         .map_err(|e| Error::arrow("building the refresh state", e))
 }
 
-/// Write the graph and facts under `dir` (a new version folder).
-pub async fn save(lake: &Lake, dir: &Path, graph: &Graph, facts: &Facts) -> Result<()> {
+/// What one layer of the state holds: the nodes and keys from these
+/// numbers on (with the keys' cells), these links and these assignments.
+pub struct Layer<'a> {
+    pub nodes_from: usize,
+    pub keys_from: usize,
+    pub edges: &'a [Edge],
+    pub assignment: Vec<(NodeId, Option<Uuid>)>,
+}
+
+/// Write one layer of `graph` and `facts` under `dir` (a new folder).
+pub async fn save(
+    lake: &Lake,
+    dir: &Path,
+    graph: &Graph,
+    facts: &Facts,
+    layer: Layer<'_>,
+) -> Result<()> {
+    let file = |name: &str, schema: &SchemaRef, unique: &[&str]| {
+        ParquetFileWriter::create_with(
+            lake,
+            &dir.clone().join(name),
+            schema.clone(),
+            bulk_properties(unique),
+        )
+    };
     let schema = nodes_schema();
-    let mut w = ParquetFileWriter::create_with(
-        lake,
-        &dir.clone().join("nodes.parquet"),
-        schema.clone(),
-        bulk_properties(&["value"]),
-    )?;
-    for chunk in graph.nodes.chunks(CHUNK) {
+    let mut w = file("nodes.parquet", &schema, &["value"])?;
+    for start in (layer.nodes_from..graph.len()).step_by(CHUNK) {
+        let chunk = start as u32..(start + CHUNK).min(graph.len()) as u32;
         let b = batch(
             &schema,
             vec![
                 Arc::new(StringArray::from_iter_values(
                     chunk
-                        .iter()
-                        .map(|n| graph.types[n.id_type as usize].name.as_str()),
+                        .clone()
+                        .map(|n| graph.types[graph.id_type(n) as usize].name.as_str()),
                 )),
-                Arc::new(StringArray::from_iter_values(
-                    chunk.iter().map(|n| &*n.value),
-                )),
+                Arc::new(StringArray::from_iter_values(chunk.map(|n| graph.value(n)))),
             ],
         )?;
         w.write(&b).await?;
@@ -105,13 +154,8 @@ pub async fn save(lake: &Lake, dir: &Path, graph: &Graph, facts: &Facts) -> Resu
     w.finish().await?;
 
     let schema = keys_schema();
-    let mut w = ParquetFileWriter::create_with(
-        lake,
-        &dir.clone().join("keys.parquet"),
-        schema.clone(),
-        bulk_properties(&[]),
-    )?;
-    for start in (0..facts.len()).step_by(CHUNK) {
+    let mut w = file("keys.parquet", &schema, &[])?;
+    for start in (layer.keys_from..facts.len()).step_by(CHUNK) {
         let end = (start + CHUNK).min(facts.len());
         let stats = &facts.stats[start..end];
         let mut list = ListBuilder::new(UInt32Builder::new());
@@ -140,17 +184,14 @@ pub async fn save(lake: &Lake, dir: &Path, graph: &Graph, facts: &Facts) -> Resu
     w.finish().await?;
 
     let schema = cells_schema();
-    let mut w = ParquetFileWriter::create_with(
-        lake,
-        &dir.clone().join("cells.parquet"),
-        schema.clone(),
-        bulk_properties(&[]),
-    )?;
+    let mut w = file("cells.parquet", &schema, &[])?;
     // Cells of whole keys, about CHUNK at a time: never all in one list.
     let mut chunk: Vec<(u32, &Cell)> = Vec::with_capacity(CHUNK + 64);
-    for (k, partial) in facts.partials.iter().enumerate() {
-        chunk.extend(partial.iter().map(|c| (k as u32, c)));
-        if chunk.len() >= CHUNK || k + 1 == facts.partials.len() {
+    let keys = layer.keys_from..facts.len();
+    let last = facts.len();
+    for k in keys {
+        chunk.extend(facts.partials[k].iter().map(|c| (k as u32, c)));
+        if chunk.len() >= CHUNK || k + 1 == last {
             let b = batch(
                 &schema,
                 vec![
@@ -158,12 +199,14 @@ pub async fn save(lake: &Lake, dir: &Path, graph: &Graph, facts: &Facts) -> Resu
                     Arc::new(StringArray::from_iter_values(
                         chunk.iter().map(|c| facts.fields.name(c.1.field)),
                     )),
-                    Arc::new(Int32Array::from_iter_values(chunk.iter().map(|c| c.1.rank))),
+                    Arc::new(Int32Array::from_iter_values(
+                        chunk.iter().map(|c| i32::from(c.1.rank)),
+                    )),
                     Arc::new(Int64Array::from_iter_values(chunk.iter().map(|c| c.1.at))),
                     Arc::new(Int64Array::from_iter_values(chunk.iter().map(|c| c.1.num))),
-                    Arc::new(StringArray::from_iter(
-                        chunk.iter().map(|c| c.1.text.as_deref()),
-                    )),
+                    Arc::new(StringArray::from_iter(chunk.iter().map(|c| {
+                        (c.1.text != NO_TEXT).then(|| facts.texts.get(c.1.text))
+                    }))),
                 ],
             )?;
             w.write(&b).await?;
@@ -171,14 +214,54 @@ pub async fn save(lake: &Lake, dir: &Path, graph: &Graph, facts: &Facts) -> Resu
         }
     }
     w.finish().await?;
+
+    let schema = edges_schema();
+    let mut w = file("edges.parquet", &schema, &[])?;
+    for chunk in layer.edges.chunks(CHUNK) {
+        let b = batch(
+            &schema,
+            vec![
+                Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|e| e.a))),
+                Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|e| e.b))),
+                Arc::new(Int64Array::from_iter_values(chunk.iter().map(|e| e.at))),
+            ],
+        )?;
+        w.write(&b).await?;
+    }
+    w.finish().await?;
+
+    let schema = assignment_schema();
+    let mut w = file("assignment.parquet", &schema, &[])?;
+    for chunk in layer.assignment.chunks(CHUNK) {
+        let mut ids = FixedSizeBinaryBuilder::with_capacity(chunk.len(), 16);
+        for (_, id) in chunk {
+            match id {
+                Some(id) => ids
+                    .append_value(id.as_bytes())
+                    .map_err(|e| Error::arrow("building the refresh state", e))?,
+                None => ids.append_null(),
+            }
+        }
+        let b = batch(
+            &schema,
+            vec![
+                Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|c| c.0))),
+                Arc::new(ids.finish()),
+            ],
+        )?;
+        w.write(&b).await?;
+    }
+    w.finish().await?;
     Ok(())
 }
 
-/// Call `each` with every batch of the state file `dir/name`.
+/// Call `each` with every batch of the state file `dir/name`, reading one
+/// of `part.1` shares of its row groups.
 async fn read(
     lake: &Lake,
     dir: &Path,
     name: &str,
+    part: (usize, usize),
     each: impl FnMut(&RecordBatch) -> Result<()>,
 ) -> Result<()> {
     let path = lake.path(&dir.clone().join(name));
@@ -187,69 +270,176 @@ async fn read(
         .head(&path)
         .await
         .map_err(|e| Error::store(format!("reading the refresh state {path}"), e))?;
-    parquet::for_each_batch(lake, &meta, each).await
-}
-
-/// Load the state written by [`save`] for identifier types `types`.
-///
-/// The identifiers are read on another task while this one reads the keys
-/// and then their cells: on two cores the two halves take about as long.
-pub async fn load(lake: &Lake, dir: &Path, types: Vec<TypeRule>) -> Result<(Graph, Facts)> {
-    let nodes = tokio::spawn({
-        let (lake, dir) = (lake.clone(), dir.clone());
-        async move { load_nodes(&lake, &dir, types).await }
-    });
-    let keys = load_keys(lake, dir).await;
-    let graph = nodes
-        .await
-        .map_err(|e| Error::Config(format!("reading the refresh state stopped: {e}")))??;
-    let (facts, highest_node) = keys?;
-    if highest_node.is_some_and(|h| h as usize >= graph.nodes.len()) {
-        return Err(stale(dir, "has a key with an unknown identifier"));
-    }
-    Ok((graph, facts))
+    parquet::for_each_batch_part(lake, &meta, None, part, each).await
 }
 
 fn stale(dir: &Path, what: impl std::fmt::Display) -> Error {
     Error::Config(format!("the refresh state in {dir} {what}"))
 }
 
-/// The identifiers of the state, as a graph without links.
-async fn load_nodes(lake: &Lake, dir: &Path, types: Vec<TypeRule>) -> Result<Graph> {
-    let mut graph = Graph::new(types);
-    read(lake, dir, "nodes.parquet", |b| {
+/// The stored state but for the cells: what an incremental refresh reads
+/// whole.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// Every identifier (without a lookup index).
+    pub nodes: Interner,
+    /// Every row key with its stats; no cells.
+    pub facts: Facts,
+    /// Every link, sorted by ends.
+    pub edges: Vec<Edge>,
+    /// Each identifier's profile in the committed version.
+    pub assignment: Vec<Option<Uuid>>,
+}
+
+/// Read the layers `layers` (base first) of the state, finding on the way
+/// which of the identifiers of `probe` (the new files' identifiers) it
+/// holds: `found[n]` is the stored node of `probe`'s node `n`, or `None`.
+///
+/// The identifiers are read on another task while this one reads the
+/// keys, links and assignments.
+pub async fn load(
+    lake: &Lake,
+    layers: &[Path],
+    types: &[TypeRule],
+    probe: &Interner,
+) -> Result<(Stored, Vec<Option<NodeId>>)> {
+    let nodes = async {
+        let mut nodes = Interner::unindexed();
+        let mut found = vec![None; probe.len()];
+        for dir in layers {
+            let mut next = nodes.len() as NodeId;
+            load_nodes(lake, dir, types, &mut next, |n, kind, value| {
+                nodes.push(kind, value);
+                if let Some(p) = probe.find(kind, value) {
+                    found[p as usize] = Some(n);
+                }
+            })
+            .await?;
+        }
+        Ok::<_, Error>((nodes, found))
+    };
+    let rest = async {
+        let mut facts = Facts::new();
+        let mut edges: Vec<Edge> = Vec::new();
+        let mut assignment: Vec<(NodeId, Option<Uuid>)> = Vec::new();
+        let mut highest: Option<u32> = None;
+        for dir in layers {
+            load_keys(lake, dir, &mut facts, &mut highest).await?;
+            let layer = load_edges(lake, dir).await?;
+            edges = merge_edges(&edges, &layer).0;
+            load_assignment(lake, dir, |node, id| {
+                assignment.push((node, id));
+                Ok(())
+            })
+            .await?;
+        }
+        Ok::<_, Error>((facts, edges, assignment, highest))
+    };
+    let ((nodes, found), (facts, edges, changes, highest)) =
+        super::refresh::both(nodes, rest).await?;
+    let n = nodes.len();
+    let dir = layers.last().cloned().unwrap_or_default();
+    if highest.is_some_and(|h| h as usize >= n)
+        || edges.iter().any(|e| e.b as usize >= n)
+        || changes.iter().any(|&(node, _)| node as usize >= n)
+    {
+        return Err(stale(&dir, "refers to an identifier it does not list"));
+    }
+    let mut assignment = vec![None; n];
+    for (node, id) in changes {
+        assignment[node as usize] = id;
+    }
+    Ok((
+        Stored {
+            nodes,
+            facts,
+            edges,
+            assignment,
+        },
+        found,
+    ))
+}
+
+/// The profile each identifier of `graph` had in the stored state of
+/// `layers` (for stable ids across a full rebuild, whose node numbers are
+/// its own).
+pub async fn previous(
+    lake: &Lake,
+    layers: &[Path],
+    types: &[TypeRule],
+    graph: &Graph,
+) -> Result<Previous> {
+    let mut of_stored: Vec<u32> = Vec::new();
+    let mut next: NodeId = 0;
+    for dir in layers {
+        load_nodes(lake, dir, types, &mut next, |_, kind, value| {
+            of_stored.push(graph.find(kind, value).unwrap_or(NONE));
+        })
+        .await?;
+    }
+    let mut previous = Previous::new(graph.len());
+    for dir in layers {
+        load_assignment(lake, dir, |node, id| {
+            match of_stored.get(node as usize) {
+                Some(&g) if g != NONE => match id {
+                    Some(id) => previous.set(g, id),
+                    None => previous.unset(g),
+                },
+                Some(_) => {}
+                None => return Err(stale(dir, "assigns an identifier it does not list")),
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    previous.seal();
+    Ok(previous)
+}
+
+/// Tell `each` the number (counted on from `next`), type and value of
+/// every identifier of layer `dir`.
+async fn load_nodes(
+    lake: &Lake,
+    dir: &Path,
+    types: &[TypeRule],
+    next: &mut NodeId,
+    mut each: impl FnMut(NodeId, u16, &str),
+) -> Result<()> {
+    let mut last: Option<(String, u16)> = None;
+    read(lake, dir, "nodes.parquet", (0, 1), |b| {
         let (t, v) = (
             b.column(0).as_string::<i32>(),
             b.column(1).as_string::<i32>(),
         );
         for row in 0..b.num_rows() {
-            let ti = graph
-                .types
-                .iter()
-                .position(|r| r.name == t.value(row))
-                .ok_or_else(|| {
-                    stale(
-                        dir,
-                        format!("has unknown identifier type '{}'", t.value(row)),
-                    )
-                })?;
-            let id = graph.intern(ti as u16, v.value(row));
-            if id as usize != graph.nodes.len() - 1 {
-                return Err(stale(dir, format!("lists {} twice", v.value(row))));
-            }
+            let name = t.value(row);
+            let kind = match &last {
+                Some((n, k)) if n == name => *k,
+                _ => {
+                    let k = types.iter().position(|r| r.name == name).ok_or_else(|| {
+                        stale(dir, format!("has unknown identifier type '{name}'"))
+                    })? as u16;
+                    last = Some((name.to_string(), k));
+                    k
+                }
+            };
+            each(*next, kind, v.value(row));
+            *next += 1;
         }
         Ok(())
     })
-    .await?;
-    Ok(graph)
+    .await
 }
 
-/// The row keys of the state with their stats and cells, and the highest
-/// node number a key holds (checked against the identifiers by the caller).
-async fn load_keys(lake: &Lake, dir: &Path) -> Result<(Facts, Option<u32>)> {
-    let mut facts = Facts::default();
-    let mut highest: Option<u32> = None;
-    read(lake, dir, "keys.parquet", |b| {
+/// Append the row keys of layer `dir` (with their stats) to `facts`,
+/// keeping the highest node number one holds.
+async fn load_keys(
+    lake: &Lake,
+    dir: &Path,
+    facts: &mut Facts,
+    highest: &mut Option<u32>,
+) -> Result<()> {
+    read(lake, dir, "keys.parquet", (0, 1), |b| {
         let lists = b.column(0).as_list::<i32>();
         let offsets = lists.offsets();
         let members = lists.values().as_primitive::<UInt32Type>().values();
@@ -260,14 +450,11 @@ async fn load_keys(lake: &Lake, dir: &Path) -> Result<(Facts, Option<u32>)> {
         if counts.len() != b.num_rows() * COUNTED {
             return Err(stale(dir, "has keys without their counts"));
         }
+        facts.reserve(b.num_rows());
         for row in 0..b.num_rows() {
             let nodes = &members[offsets[row] as usize..offsets[row + 1] as usize];
             if let Some(&h) = nodes.iter().max() {
-                highest = highest.max(Some(h));
-            }
-            let k = facts.key(nodes);
-            if k as usize != facts.len() - 1 {
-                return Err(stale(dir, "lists a key twice"));
+                *highest = (*highest).max(Some(h));
             }
             let mut stats = KeyStats {
                 first: first.value(row),
@@ -277,52 +464,169 @@ async fn load_keys(lake: &Lake, dir: &Path) -> Result<(Facts, Option<u32>)> {
             stats
                 .counts
                 .copy_from_slice(&counts[row * COUNTED..(row + 1) * COUNTED]);
-            facts.absorb_stats(k, &stats);
+            facts.push_key(nodes, stats);
         }
         Ok(())
     })
+    .await
+}
+
+/// The links of layer `dir`.
+async fn load_edges(lake: &Lake, dir: &Path) -> Result<Vec<Edge>> {
+    let mut edges = Vec::new();
+    read(lake, dir, "edges.parquet", (0, 1), |b| {
+        let a = b.column(0).as_primitive::<UInt32Type>();
+        let bs = b.column(1).as_primitive::<UInt32Type>();
+        let at = b.column(2).as_primitive::<Int64Type>();
+        edges.extend((0..b.num_rows()).map(|r| Edge {
+            a: a.value(r),
+            b: bs.value(r),
+            at: at.value(r),
+        }));
+        Ok(())
+    })
     .await?;
-    let keys = facts.len() as u32;
-    // Field names repeat row after row: look each one up once per run.
-    let mut last_name: Option<(String, u16)> = None;
-    read(lake, dir, "cells.parquet", |b| {
-        let key = b.column(0).as_primitive::<UInt32Type>();
-        let name = b.column(1).as_string::<i32>();
-        let rank = b.column(2).as_primitive::<Int32Type>();
-        let at = b.column(3).as_primitive::<Int64Type>();
-        let num = b.column(4).as_primitive::<Int64Type>();
-        let text = b.column(5).as_string::<i32>();
+    if edges
+        .windows(2)
+        .any(|w| (w[0].a, w[0].b) >= (w[1].a, w[1].b))
+    {
+        return Err(stale(dir, "lists links out of order"));
+    }
+    Ok(edges)
+}
+
+/// The assignments of layer `dir`, in order.
+async fn load_assignment(
+    lake: &Lake,
+    dir: &Path,
+    mut each: impl FnMut(NodeId, Option<Uuid>) -> Result<()>,
+) -> Result<()> {
+    read(lake, dir, "assignment.parquet", (0, 1), |b| {
+        let nodes = b.column(0).as_primitive::<UInt32Type>();
+        let ids: &FixedSizeBinaryArray = b.column(1).as_fixed_size_binary();
         for row in 0..b.num_rows() {
-            let k = key.value(row);
-            if k >= keys {
-                return Err(stale(dir, "has facts of an unknown key"));
-            }
-            let field = match &last_name {
-                Some((last, field)) if last == name.value(row) => *field,
-                _ => {
-                    let Some(field) = facts.fields.by_name(name.value(row)) else {
-                        return Err(stale(
-                            dir,
-                            format!("has unknown field '{}'", name.value(row)),
-                        ));
-                    };
-                    last_name = Some((name.value(row).to_string(), field));
-                    field
-                }
-            };
-            facts.add(
-                k,
-                Cell {
-                    field,
-                    rank: rank.value(row),
-                    at: at.value(row),
-                    num: num.value(row),
-                    text: (!text.is_null(row)).then(|| text.value(row).into()),
-                },
-            );
+            let id = (!ids.is_null(row))
+                .then(|| Uuid::from_slice(ids.value(row)))
+                .transpose()
+                .map_err(|e| stale(dir, format!("has a profile id that is not a UUID ({e})")))?;
+            each(nodes.value(row), id)?;
         }
         Ok(())
     })
-    .await?;
-    Ok((facts, highest))
+    .await
+}
+
+/// Merge two lists of links sorted by ends: one link per pair, at the
+/// earlier time. Also returns the links of `new` that are not in `old` as
+/// they are (new pairs, or earlier times): what a layer must record.
+pub fn merge_edges(old: &[Edge], new: &[Edge]) -> (Vec<Edge>, Vec<Edge>) {
+    let mut merged = Vec::with_capacity(old.len() + new.len());
+    let mut changed = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        let pick_old =
+            j == new.len() || (i < old.len() && (old[i].a, old[i].b) < (new[j].a, new[j].b));
+        if pick_old {
+            merged.push(old[i]);
+            i += 1;
+            continue;
+        }
+        let n = new[j];
+        j += 1;
+        if i < old.len() && (old[i].a, old[i].b) == (n.a, n.b) {
+            let o = old[i];
+            i += 1;
+            if n.at < o.at {
+                merged.push(n);
+                changed.push(n);
+            } else {
+                merged.push(o);
+            }
+        } else {
+            merged.push(n);
+            changed.push(n);
+        }
+    }
+    (merged, changed)
+}
+
+/// Read the cells of the keys `wanted[k]` from the layers `layers` into
+/// `facts` (keys beyond `wanted` are not read).
+pub async fn load_cells(
+    lake: &Lake,
+    layers: &[Path],
+    facts: &mut Facts,
+    wanted: &[bool],
+) -> Result<()> {
+    let keys = facts.len() as u32;
+    for dir in layers {
+        // Field names repeat row after row: look each one up once per run.
+        let mut last_name: Option<(String, u16)> = None;
+        read(lake, dir, "cells.parquet", (0, 1), |b| {
+            let key = b.column(0).as_primitive::<UInt32Type>();
+            let name = b.column(1).as_string::<i32>();
+            let rank = b.column(2).as_primitive::<Int32Type>();
+            let at = b.column(3).as_primitive::<Int64Type>();
+            let num = b.column(4).as_primitive::<Int64Type>();
+            let text = b.column(5).as_string::<i32>();
+            for row in 0..b.num_rows() {
+                let k = key.value(row);
+                if k >= keys {
+                    return Err(stale(dir, "has facts of an unknown key"));
+                }
+                if !wanted.get(k as usize).copied().unwrap_or(false) {
+                    continue;
+                }
+                let name = name.value(row);
+                let field = match &last_name {
+                    Some((last, field)) if last == name => *field,
+                    _ => {
+                        let Some(field) = facts.fields.by_name(name) else {
+                            return Err(stale(dir, format!("has unknown field '{name}'")));
+                        };
+                        last_name = Some((name.to_string(), field));
+                        field
+                    }
+                };
+                let text = match text.is_null(row) {
+                    true => NO_TEXT,
+                    false => facts.text(text.value(row)),
+                };
+                facts.add(
+                    k,
+                    Cell {
+                        field,
+                        rank: u16::try_from(rank.value(row)).unwrap_or(u16::MAX),
+                        at: at.value(row),
+                        num: num.value(row),
+                        text,
+                    },
+                );
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(a: u32, b: u32, at: i64) -> Edge {
+        Edge { a, b, at }
+    }
+
+    #[test]
+    fn merged_links_keep_the_earliest_time_and_report_what_changed() {
+        let old = [e(0, 1, 10), e(0, 2, 5), e(3, 4, 7)];
+        let new = [e(0, 1, 12), e(0, 2, 3), e(1, 2, 9), e(5, 6, 1)];
+        let (merged, changed) = merge_edges(&old, &new);
+        assert_eq!(
+            merged,
+            [e(0, 1, 10), e(0, 2, 3), e(1, 2, 9), e(3, 4, 7), e(5, 6, 1)]
+        );
+        assert_eq!(changed, [e(0, 2, 3), e(1, 2, 9), e(5, 6, 1)]);
+    }
 }

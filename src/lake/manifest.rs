@@ -3,6 +3,12 @@
 //! manifest (`cdp/_manifest.json`) to point at them. Readers resolve the
 //! manifest at every scan, so they see the last committed version whole;
 //! a refresh that dies before the switch leaves the previous one in place.
+//!
+//! A table is a base folder plus, after incremental refreshes, delta layers
+//! on top of it ([`Delta`]): each layer holds the rows that changed (they
+//! replace the rows of older layers with the same key) and the keys of rows
+//! that were removed. A full refresh, or a compaction, writes a new base and
+//! no layers.
 
 use std::collections::BTreeMap;
 
@@ -12,8 +18,13 @@ use serde::{Deserialize, Serialize};
 use super::Lake;
 use crate::error::{Error, Result};
 
-/// Format tag of the manifest, for future migrations.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// Format tag of the manifest, for future migrations: 2 added delta
+/// layers (a Panorama that reads format 1 would ignore them and serve
+/// stale rows, so it must refuse the file).
+pub const MANIFEST_FORMAT: u32 = 2;
+
+/// Oldest manifest format this version reads (1 has no layers).
+const OLDEST_FORMAT: u32 = 1;
 
 /// Version of the `cdp` views' columns; bumped whenever a view gains or
 /// changes a column. Views committed under another version are refused
@@ -52,6 +63,27 @@ pub struct Manifest {
     /// [`VIEWS_FORMAT`] of the build that committed the views.
     #[serde(default)]
     pub views_format: u32,
+    /// Table name → delta layers on top of its base folder, oldest first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deltas: BTreeMap<String, Vec<Delta>>,
+    /// Microseconds since the epoch before which an anonymous-only profile
+    /// was idle too long to be in the committed `cdp.profiles`.
+    #[serde(default)]
+    pub anonymous_cutoff: Option<i64>,
+}
+
+/// One delta layer of a table: a folder of rows that replace older rows
+/// with the same key, and a file of the keys of removed rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    pub rows: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<String>,
+}
+
+/// The folder of a delta layer's removed keys beside its rows folder.
+pub fn removed_dir(table: &str, version: u64, run: &str) -> Path {
+    Path::from(format!("cdp/{table}/v={version:08}-{run}-removed"))
 }
 
 impl Manifest {
@@ -59,15 +91,32 @@ impl Manifest {
     pub async fn load(lake: &Lake) -> Result<Option<Manifest>> {
         let manifest: Option<Manifest> = lake.get_json(&manifest_path()).await?;
         if let Some(m) = &manifest
-            && m.format != MANIFEST_FORMAT
+            && !(OLDEST_FORMAT..=MANIFEST_FORMAT).contains(&m.format)
         {
             return Err(Error::Config(format!(
-                "{} has format {}, this Panorama reads format {MANIFEST_FORMAT}",
+                "{} has format {}, this Panorama reads formats {OLDEST_FORMAT} to \
+                 {MANIFEST_FORMAT}: it was written by a newer Panorama",
                 manifest_path(),
                 m.format
             )));
         }
         Ok(manifest)
+    }
+
+    /// The delta layers of `table`, oldest first (none after a full
+    /// refresh).
+    pub fn deltas_of(&self, table: &str) -> &[Delta] {
+        self.deltas.get(table).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every folder the manifest points at (bases, layers, removed keys).
+    pub fn folders(&self) -> impl Iterator<Item = &str> {
+        self.tables.values().map(String::as_str).chain(
+            self.deltas
+                .values()
+                .flatten()
+                .flat_map(|d| std::iter::once(d.rows.as_str()).chain(d.removed.as_deref())),
+        )
     }
 
     /// Atomically make this manifest the committed one.

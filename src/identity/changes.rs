@@ -1,0 +1,202 @@
+//! What an incremental refresh changed, compared with the committed
+//! version: which profiles must be written again, which rows go away, and
+//! which stored facts must be read to rebuild them. Only those are written,
+//! as a delta layer of each view (see [`crate::lake::manifest::Delta`]).
+//!
+//! A profile is written again when one of its identifiers is new, changed
+//! profile or was seen again (its times moved), when a row key's facts now
+//! go to it and did not before, when it lost an identifier or a key, and
+//! when it comes back into view. A profile id that no longer exists, or
+//! whose anonymous-only profile has now been idle too long, is removed.
+
+use datafusion::common::HashSet;
+use uuid::Uuid;
+
+use super::facts::Facts;
+use super::graph::{Graph, NodeId, Resolution};
+
+/// No component.
+const NONE: u32 = u32::MAX;
+
+/// The committed version, as far as the comparison needs it.
+pub struct Before<'a> {
+    /// Identifiers and keys below these numbers were in it.
+    pub nodes: usize,
+    pub keys: usize,
+    /// Each of its identifiers' profile.
+    pub assignment: &'a [Option<Uuid>],
+    /// Its cut-off for idle anonymous-only profiles (microseconds).
+    pub cutoff: i64,
+}
+
+/// Which profiles are in view: all but anonymous-only ones last seen
+/// before the cut-off.
+#[derive(Debug, Clone, Copy)]
+pub struct Visibility {
+    /// The `anonymous_id` type, if configured.
+    pub anonymous: Option<u16>,
+    pub cutoff: i64,
+}
+
+impl Visibility {
+    /// Whether a profile of these members is in view.
+    pub fn shows(&self, graph: &Graph, members: &[NodeId]) -> bool {
+        members
+            .iter()
+            .any(|&n| Some(graph.id_type(n)) != self.anonymous)
+            || members
+                .iter()
+                .map(|&n| graph.last_seen[n as usize])
+                .max()
+                .is_some_and(|last| last >= self.cutoff)
+    }
+}
+
+/// What to write for an incremental refresh.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Per profile of [`Resolution::components`]: its row is written.
+    pub rewrite: Vec<bool>,
+    /// Profile ids whose rows go away.
+    pub removed_profiles: Vec<Uuid>,
+    /// Identifiers whose link row is written (they have a profile).
+    pub links: Vec<NodeId>,
+    /// Identifiers whose link row goes away (no profile any more).
+    pub unlinked: Vec<NodeId>,
+    /// Identifiers whose profile changed, with the new one.
+    pub assignment: Vec<(NodeId, Option<Uuid>)>,
+    /// Stored keys whose cells must be read: those of rewritten profiles.
+    pub wanted_keys: Vec<bool>,
+}
+
+impl Changes {
+    /// How many profiles are written again.
+    pub fn rewritten(&self) -> usize {
+        self.rewrite.iter().filter(|&&r| r).count()
+    }
+}
+
+/// Compare the resolution of this refresh with the committed version.
+/// `facts` holds the stored keys first and this refresh's new keys after.
+pub fn compare(
+    graph: &Graph,
+    facts: &Facts,
+    resolution: &Resolution,
+    before: &Before<'_>,
+    visibility: Visibility,
+) -> Changes {
+    let n = graph.len();
+    let mut component = vec![NONE; n];
+    let mut ids = Vec::with_capacity(resolution.profiles);
+    for (c, (id, members)) in resolution.components().enumerate() {
+        for &m in members {
+            component[m as usize] = c as u32;
+        }
+        ids.push(id);
+    }
+    let mut changes = Changes {
+        rewrite: vec![false; ids.len()],
+        ..Changes::default()
+    };
+    let was = |m: NodeId| {
+        before
+            .assignment
+            .get(m as usize)
+            .copied()
+            .flatten()
+            .filter(|_| (m as usize) < before.nodes)
+    };
+    // Identifiers seen in new rows: their times moved.
+    let mut seen_again = vec![false; n];
+    for k in before.keys..facts.len() {
+        for &m in facts.key_nodes(k) {
+            seen_again[m as usize] = true;
+        }
+    }
+    // Previous profiles that lost or changed something.
+    let mut touched_before: HashSet<Uuid> = HashSet::new();
+    for m in 0..n as NodeId {
+        let (now, then) = (resolution.profile_of[m as usize], was(m));
+        if now != then {
+            changes.assignment.push((m, now));
+            if let Some(then) = then {
+                touched_before.insert(then);
+            }
+        }
+        match now {
+            Some(_) if now != then || seen_again[m as usize] => {
+                changes.links.push(m);
+                changes.rewrite[component[m as usize] as usize] = true;
+            }
+            None if then.is_some() => changes.unlinked.push(m),
+            _ => {}
+        }
+    }
+    drop(seen_again);
+    // Keys: each one's facts go to the profile of its strongest identifier
+    // that has one; a stored key whose profile changed marks both.
+    let owner = |k: usize| {
+        facts
+            .key_nodes(k)
+            .iter()
+            .copied()
+            .find(|&m| resolution.profile_of[m as usize].is_some())
+    };
+    let mut owners = vec![NONE; facts.len()];
+    for (k, o) in owners.iter_mut().enumerate() {
+        let now = owner(k);
+        if let Some(m) = now {
+            *o = component[m as usize];
+        }
+        if k >= before.keys {
+            // Its identifiers were seen again: their profiles are marked.
+            continue;
+        }
+        let then = facts.key_nodes(k).iter().find_map(|&m| was(m));
+        let now_id = now.and_then(|m| resolution.profile_of[m as usize]);
+        if now_id != then {
+            if let Some(m) = now {
+                changes.rewrite[component[m as usize] as usize] = true;
+            }
+            if let Some(then) = then {
+                touched_before.insert(then);
+            }
+        }
+    }
+    // A previous profile that still exists is written again; one that
+    // does not is removed.
+    for (c, id) in ids.iter().enumerate() {
+        if touched_before.remove(id) {
+            changes.rewrite[c] = true;
+        }
+    }
+    changes.removed_profiles.extend(touched_before);
+    // In view now and before (its members and times are unchanged unless
+    // it is written again).
+    let then_visibility = Visibility {
+        cutoff: before.cutoff,
+        ..visibility
+    };
+    for (c, (id, members)) in resolution.components().enumerate() {
+        let shown = visibility.shows(graph, members);
+        if changes.rewrite[c] {
+            if !shown {
+                changes.rewrite[c] = false;
+                changes.removed_profiles.push(id);
+            }
+            continue;
+        }
+        match (then_visibility.shows(graph, members), shown) {
+            (true, false) => changes.removed_profiles.push(id),
+            (false, true) => changes.rewrite[c] = true,
+            _ => {}
+        }
+    }
+    changes.removed_profiles.sort_unstable();
+    changes.removed_profiles.dedup();
+    changes.wanted_keys = owners[..before.keys]
+        .iter()
+        .map(|&c| c != NONE && changes.rewrite[c as usize])
+        .collect();
+    changes
+}
