@@ -17,10 +17,14 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use datafusion::common::HashMap;
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::DefaultHashBuilder;
 
 use super::graph::Graph;
 use super::interner::Interner;
+use super::table::TagTable;
+
+/// Keys looked up together when a summary is merged (see [`TagTable`]).
+const BATCH: usize = 32;
 
 /// How two cells of one field combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,17 +271,14 @@ pub const COUNTED: usize = 4;
 /// Interned row keys and their partials.
 ///
 /// A key is a short list of node numbers, stored end to end in one vector;
-/// a hash table of key numbers (each with a tag of its hash) finds a key
-/// without storing it twice.
+/// a [`TagTable`] of key numbers finds a key without storing it twice.
 #[derive(Debug, Default)]
 pub struct Facts {
     pub fields: Fields,
     /// Texts of the cells (`Cell::text` numbers).
     pub texts: Interner,
-    /// Keys of up to four nodes, packed in the table itself (a probe reads
-    /// nothing else); longer keys by their slice.
-    short: HashTable<ShortKey>,
-    long: HashMap<Box<[u32]>, u32>,
+    /// Key numbers by the hash of their nodes.
+    index: TagTable,
     hasher: DefaultHashBuilder,
     nodes: Vec<u32>,
     /// Key number → end of its nodes in `nodes`.
@@ -331,41 +332,54 @@ impl Facts {
 
     /// The number of the key made of `nodes` (strongest first).
     pub fn key(&mut self, nodes: &[u32]) -> u32 {
-        let next = self.ends.len() as u32;
-        let k = match pack(nodes) {
-            Some(packed) => {
-                let hash = self.hasher.hash_one(packed);
-                match self.short.find(hash, |s| s.nodes == packed) {
-                    Some(s) => s.key,
-                    None => {
-                        let hasher = &self.hasher;
-                        self.short.insert_unique(
-                            hash,
-                            ShortKey {
-                                nodes: packed,
-                                key: next,
-                            },
-                            |s| hasher.hash_one(s.nodes),
-                        );
-                        next
-                    }
-                }
-            }
-            None => *self.long.entry(nodes.into()).or_insert(next),
-        };
-        if k == next {
-            self.nodes.extend_from_slice(nodes);
-            self.ends.push(self.nodes.len() as u32);
-            self.partials.push(Partial::new());
-            self.stats.push(KeyStats::default());
+        let hash = self.hasher.hash_one(nodes);
+        self.key_hashed(hash, nodes)
+    }
+
+    /// [`Facts::key`] with `hash` the hash of `nodes`.
+    fn key_hashed(&mut self, hash: u64, nodes: &[u32]) -> u32 {
+        let (all, ends) = (&self.nodes, &self.ends);
+        if let Some(k) = self
+            .index
+            .find(hash, |k| key_slice(all, ends, k as usize) == nodes)
+        {
+            return k;
         }
+        let k = self.push_key(nodes, KeyStats::default());
+        self.index.insert(hash, k);
         k
+    }
+
+    /// Read what the lookups of `hashes` will read (their home slots, then
+    /// their candidates' nodes, times and facts) for their cache misses to
+    /// overlap.
+    fn load_ahead(&self, hashes: &[u64]) {
+        let mut sink = 0u64;
+        for &hash in hashes {
+            sink ^= self.index.touch(hash);
+        }
+        let mut found = [u32::MAX; BATCH];
+        for (f, &hash) in found.iter_mut().zip(hashes) {
+            if let Some(k) = self.index.candidate(hash) {
+                *f = k;
+                let k = k as usize;
+                sink ^= u64::from(self.ends[k]) ^ self.stats[k].last as u64;
+                sink ^= self.partials[k].len() as u64;
+            }
+        }
+        for k in found.into_iter().filter(|&k| k != u32::MAX) {
+            let start = match k {
+                0 => 0,
+                k => self.ends[k as usize - 1] as usize,
+            };
+            sink ^= u64::from(self.nodes.get(start).copied().unwrap_or(0));
+        }
+        std::hint::black_box(sink);
     }
 
     /// Make room for `keys` more keys.
     pub fn reserve(&mut self, keys: usize) {
-        let hasher = &self.hasher;
-        self.short.reserve(keys, |s| hasher.hash_one(s.nodes));
+        self.index.reserve(keys);
         self.nodes.reserve(keys * 2);
         self.ends.reserve(keys);
         self.partials.reserve(keys);
@@ -387,8 +401,7 @@ impl Facts {
     pub fn clear(&mut self) {
         self.fields = Fields::default();
         self.texts.clear();
-        self.short.clear();
-        self.long.clear();
+        self.index.clear();
         self.nodes.clear();
         self.ends.clear();
         self.partials.clear();
@@ -399,8 +412,7 @@ impl Facts {
     /// the keys) once no more rows are folded: [`Facts::key`] must not be
     /// called after this (texts can still be added).
     pub fn drop_key_index(&mut self) {
-        self.short = HashTable::new();
-        self.long = HashMap::new();
+        self.index = TagTable::new();
     }
 
     /// Number of keys.
@@ -526,45 +538,50 @@ impl Facts {
         let texts: Vec<u32> = (0..other.texts.len() as u32)
             .map(|t| self.texts.intern(0, other.texts.get(t)))
             .collect();
-        let mut mapped: Vec<u32> = Vec::with_capacity(8);
-        for (k, (partial, stats)) in other.partials.iter().zip(&other.stats).enumerate() {
+        if dedup {
+            self.index.reserve(other.len());
+        }
+        // By batches: the keys renumbered and hashed, their lookups' memory
+        // loaded together, then each key merged.
+        let (mut mapped, mut bounds) = (Vec::with_capacity(BATCH * 4), Vec::with_capacity(BATCH));
+        let mut hashes = [0u64; BATCH];
+        let mut start = 0;
+        while start < other.len() {
+            let end = (start + BATCH).min(other.len());
             mapped.clear();
-            mapped.extend(other.key_nodes(k).iter().map(|&n| map[n as usize]));
-            let into = match dedup {
-                true => self.key(&mapped),
-                false => self.push_key(&mapped, KeyStats::default()),
-            };
-            self.stats[into as usize].absorb(stats);
-            for cell in partial {
-                let cell = Cell {
-                    field: fields[cell.field as usize],
-                    text: match cell.text {
-                        NO_TEXT => NO_TEXT,
-                        t => texts[t as usize],
-                    },
-                    ..*cell
-                };
-                self.add(into, cell);
+            bounds.clear();
+            for k in start..end {
+                mapped.extend(other.key_nodes(k).iter().map(|&n| map[n as usize]));
+                bounds.push(mapped.len());
             }
+            let key = |i: usize| &mapped[if i == 0 { 0 } else { bounds[i - 1] }..bounds[i]];
+            if dedup {
+                for (i, hash) in hashes.iter_mut().enumerate().take(end - start) {
+                    *hash = self.hasher.hash_one(key(i));
+                }
+                self.load_ahead(&hashes[..end - start]);
+            }
+            for (i, k) in (start..end).enumerate() {
+                let into = match dedup {
+                    true => self.key_hashed(hashes[i], key(i)),
+                    false => self.push_key(key(i), KeyStats::default()),
+                };
+                self.stats[into as usize].absorb(&other.stats[k]);
+                for cell in &other.partials[k] {
+                    let cell = Cell {
+                        field: fields[cell.field as usize],
+                        text: match cell.text {
+                            NO_TEXT => NO_TEXT,
+                            t => texts[t as usize],
+                        },
+                        ..*cell
+                    };
+                    self.add(into, cell);
+                }
+            }
+            start = end;
         }
     }
-}
-
-/// A key of up to four nodes as the index holds it.
-#[derive(Debug, Clone, Copy)]
-struct ShortKey {
-    nodes: [u32; 4],
-    key: u32,
-}
-
-/// Up to four node numbers, padded with `u32::MAX` (never a node).
-fn pack(nodes: &[u32]) -> Option<[u32; 4]> {
-    if nodes.len() > 4 {
-        return None;
-    }
-    let mut packed = [u32::MAX; 4];
-    packed[..nodes.len()].copy_from_slice(nodes);
-    Some(packed)
 }
 
 /// Key `k`'s nodes in a flat list with ends `ends`.

@@ -3,16 +3,22 @@
 //! type) and for the text of profile facts.
 //!
 //! Texts live end to end in one `String` arena with an end offset each, and
-//! a hash table of numbers (each with a tag of its hash, so most probes
-//! never touch the arena) finds a text without a key of its own: a dozen
+//! a [`TagTable`] of numbers finds a text without a key of its own: 11 to 21
 //! bytes per entry beyond the text, and no allocation per value — there are
-//! millions of identifiers at scale 1,000. The table can be dropped once
-//! nothing more is interned, and entries can be appended without it (a
-//! stored state read only to be probed).
+//! millions of identifiers at scale 1,000. [`Interner::intern_from`] interns
+//! a whole other interner (a file's summary) in batches whose memory is
+//! loaded ahead, so the cache misses of their lookups overlap. The table
+//! can be dropped once nothing more is interned, and entries can be
+//! appended without it (a stored state read only to be probed).
 
 use std::hash::BuildHasher;
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::DefaultHashBuilder;
+
+use super::table::TagTable;
+
+/// Lookups loaded ahead together by [`Interner::intern_from`].
+const BATCH: usize = 32;
 
 /// Distinct strings, numbered from 0.
 #[derive(Debug, Clone)]
@@ -21,8 +27,8 @@ pub struct Interner {
     text: String,
     /// End of entry `i` in `text` (its start is the previous end).
     ends: Vec<u64>,
-    /// Every entry, where its text is; `None` when dropped.
-    index: Option<HashTable<Slot>>,
+    /// Every entry by hash; `None` when dropped.
+    index: Option<TagTable>,
     hasher: DefaultHashBuilder,
 }
 
@@ -36,7 +42,7 @@ impl Interner {
     /// No entries, with a lookup index.
     pub fn new() -> Interner {
         Interner {
-            index: Some(HashTable::new()),
+            index: Some(TagTable::new()),
             ..Interner::unindexed()
         }
     }
@@ -93,14 +99,63 @@ impl Interner {
         if let Some(n) = self.lookup(hash, kind, text) {
             return n;
         }
-        let start = self.text.len();
         let n = self.push(kind, text);
         if let Some(index) = &mut self.index {
-            let slot = Slot::new(n, kind, start, text.len());
-            let (all, hasher) = (&self.text, &self.hasher);
-            index.insert_unique(hash, slot, |s| s.hash(hasher, all));
+            index.insert(hash, n);
         }
         n
+    }
+
+    /// Intern every entry of `other` (`hashes[n]` the hash of its entry
+    /// `n`, from a [`Interner::sibling`]), `out[n]` its number here.
+    ///
+    /// The lookups go by batches: the table slots, then the arena entries
+    /// they point at, are read for the whole batch first, so that the
+    /// cache misses of a batch overlap; then each entry is interned, from
+    /// the cache.
+    pub fn intern_from(&mut self, other: &Interner, hashes: &[u64], out: &mut Vec<u32>) {
+        out.clear();
+        out.reserve(other.len());
+        if let Some(index) = &mut self.index {
+            index.reserve(other.len());
+        }
+        for (batch, hashes) in hashes[..other.len()].chunks(BATCH).enumerate() {
+            self.load_ahead(hashes);
+            for (i, &hash) in hashes.iter().enumerate() {
+                let n = batch * BATCH + i;
+                let (kind, text) = (other.kinds[n], other.get(n as u32));
+                out.push(self.intern_hashed(hash, kind, text));
+            }
+        }
+    }
+
+    /// Read what the lookups of `hashes` will read: their home slots, then
+    /// the kind, end and first text byte of their candidates.
+    fn load_ahead(&self, hashes: &[u64]) {
+        let Some(index) = &self.index else { return };
+        let mut sink = 0u64;
+        for &hash in hashes {
+            sink ^= index.touch(hash);
+        }
+        let mut found = [u32::MAX; BATCH];
+        for (f, &hash) in found.iter_mut().zip(hashes) {
+            if let Some(n) = index.candidate(hash) {
+                *f = n;
+                sink ^= self.ends[n as usize] ^ u64::from(self.kinds[n as usize]);
+            }
+        }
+        for n in found.into_iter().filter(|&n| n != u32::MAX) {
+            let start = self.start(n);
+            sink ^= u64::from(self.text.as_bytes().get(start).copied().unwrap_or(0));
+        }
+        std::hint::black_box(sink);
+    }
+
+    fn start(&self, n: u32) -> usize {
+        match n {
+            0 => 0,
+            _ => self.ends[n as usize - 1] as usize,
+        }
     }
 
     /// Append an entry without looking it up or indexing it (the caller
@@ -114,10 +169,9 @@ impl Interner {
     }
 
     fn lookup(&self, hash: u64, kind: u16, text: &str) -> Option<u32> {
-        let index = self.index.as_ref()?;
-        index
-            .find(hash, |s| s.holds(kind, text, &self.text))
-            .map(|s| s.number)
+        self.index.as_ref()?.find(hash, |n| {
+            self.kinds[n as usize] == kind && self.get(n) == text
+        })
     }
 
     /// The number of `(kind, text)`, if interned (and the index is kept).
@@ -145,8 +199,7 @@ impl Interner {
         self.ends.reserve(entries);
         self.text.reserve(bytes);
         if let Some(index) = &mut self.index {
-            let (all, hasher) = (&self.text, &self.hasher);
-            index.reserve(entries, |s| s.hash(hasher, all));
+            index.reserve(entries);
         }
     }
 
@@ -170,43 +223,6 @@ impl Interner {
     /// Bytes of text held.
     pub fn text_bytes(&self) -> usize {
         self.text.len()
-    }
-}
-
-/// An entry as the index holds it: everything a probe compares but the
-/// text itself, so a probe reads the arena only to confirm a match.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    /// Start of the text in the arena (high 48 bits) and the kind.
-    start_kind: u64,
-    number: u32,
-    len: u32,
-}
-
-impl Slot {
-    fn new(number: u32, kind: u16, start: usize, len: usize) -> Slot {
-        Slot {
-            start_kind: ((start as u64) << 16) | u64::from(kind),
-            number,
-            len: len as u32,
-        }
-    }
-
-    fn kind(&self) -> u16 {
-        self.start_kind as u16
-    }
-
-    fn text<'a>(&self, all: &'a str) -> &'a str {
-        let start = (self.start_kind >> 16) as usize;
-        &all[start..start + self.len as usize]
-    }
-
-    fn holds(&self, kind: u16, text: &str, all: &str) -> bool {
-        self.kind() == kind && self.len as usize == text.len() && self.text(all) == text
-    }
-
-    fn hash(&self, hasher: &DefaultHashBuilder, all: &str) -> u64 {
-        hasher.hash_one((self.kind(), self.text(all)))
     }
 }
 

@@ -25,6 +25,7 @@ mod profiles;
 mod refresh;
 mod scan;
 mod state;
+mod table;
 mod views;
 
 pub use config::IdentityConfig;

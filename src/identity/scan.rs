@@ -556,15 +556,12 @@ impl Shard {
     /// Merge another shard (a file's summary) into this one, leaving it
     /// to be cleared.
     fn absorb(&mut self, other: &mut Shard) {
-        let map: Vec<NodeId> = (0..other.nodes.len() as u32)
-            .map(|n| {
-                let (kind, value) = (other.nodes.kind(n), other.nodes.get(n));
-                match other.hashes.get(n as usize) {
-                    Some(&hash) => self.nodes.intern_hashed(hash, kind, value),
-                    None => self.nodes.intern(kind, value),
-                }
-            })
-            .collect();
+        if other.hashes.len() != other.nodes.len() {
+            other.hash_nodes();
+        }
+        let mut map = Vec::new();
+        self.nodes
+            .intern_from(&other.nodes, &other.hashes, &mut map);
         self.facts.absorb(&mut other.facts, &map);
         self.rows += other.rows;
     }
