@@ -12,6 +12,7 @@
 use datafusion::common::HashSet;
 use uuid::Uuid;
 
+use super::config::IdentityConfig;
 use super::facts::Facts;
 use super::graph::{Graph, NodeId, Resolution};
 
@@ -39,6 +40,19 @@ pub struct Visibility {
 }
 
 impl Visibility {
+    /// The visibility rule of `config` for the anonymous-only profiles
+    /// idle since before `cutoff`.
+    pub fn new(config: &IdentityConfig, cutoff: i64) -> Visibility {
+        Visibility {
+            anonymous: config
+                .types
+                .iter()
+                .position(|t| t.name == "anonymous_id")
+                .map(|i| i as u16),
+            cutoff,
+        }
+    }
+
     /// Whether a profile of these members is in view.
     pub fn shows(&self, graph: &Graph, members: &[NodeId]) -> bool {
         members

@@ -23,10 +23,16 @@ use uuid::Uuid;
 /// One profile being assembled.
 struct Profile {
     id: Uuid,
+    /// Its place among the resolution's profiles (before sorting by id).
+    place: u32,
     /// Members, sorted by (type, value).
     nodes: Vec<NodeId>,
+    /// Its merged facts, only while its batch is being built.
     facts: Partial,
 }
+
+/// Profiles per batch of `cdp.profiles`.
+const BATCH: usize = 64 * 1024;
 
 impl Profile {
     /// When any of its identifiers was first seen.
@@ -73,35 +79,61 @@ pub fn build<'a>(
         if chosen {
             profiles.push(Profile {
                 id,
+                place,
                 nodes: members.to_vec(),
                 facts: Partial::new(),
             });
         }
     }
-    for (k, key) in facts.keys().enumerate() {
-        if let Some(&p) = key
-            .iter()
-            .map(|&n| &profile_of_node[n as usize])
-            .find(|&&p| p != u32::MAX)
-            && p != SKIPPED
-        {
-            facts.merge_into(k, &mut profiles[p as usize].facts);
-        }
-    }
-    let visibility = Visibility {
-        anonymous: config
-            .types
-            .iter()
-            .position(|t| t.name == "anonymous_id")
-            .map(|i| i as u16),
-        cutoff: anonymous_cutoff(config, now_micros),
-    };
+    // Each key's profile (by place), read now; its facts are merged batch
+    // by batch when written, so only one batch of merged profiles is ever
+    // in memory.
+    let key_place: Vec<u32> = facts
+        .keys()
+        .map(|key| {
+            key.iter()
+                .map(|&n| profile_of_node[n as usize])
+                .find(|&p| p != u32::MAX)
+                .filter(|&p| p != SKIPPED)
+                .unwrap_or(u32::MAX)
+        })
+        .collect();
+    drop(profile_of_node);
+    let visibility = Visibility::new(config, anonymous_cutoff(config, now_micros));
+    let mut position = vec![u32::MAX; profiles.len()];
     profiles.retain(|p| visibility.shows(graph, &p.nodes));
     profiles.sort_unstable_by_key(|p| p.id);
+    for (i, p) in profiles.iter().enumerate() {
+        position[p.place as usize] = i as u32;
+    }
     for p in &mut profiles {
         p.nodes.sort_unstable_by(|&a, &b| {
             (graph.id_type(a), graph.value(a)).cmp(&(graph.id_type(b), graph.value(b)))
         });
+    }
+    // The keys of each profile (by position), in key order: a counting sort.
+    let mut key_start = vec![0u32; profiles.len() + 1];
+    let key_position = |p: u32| match p {
+        u32::MAX => u32::MAX,
+        p => position[p as usize],
+    };
+    for &p in &key_place {
+        let at = key_position(p);
+        if at != u32::MAX {
+            key_start[at as usize + 1] += 1;
+        }
+    }
+    for i in 1..key_start.len() {
+        key_start[i] += key_start[i - 1];
+    }
+    let mut next = key_start.clone();
+    let mut keys = vec![0u32; key_start[profiles.len()] as usize];
+    for (k, &p) in key_place.iter().enumerate() {
+        let at = key_position(p);
+        if at != u32::MAX {
+            keys[next[at as usize] as usize] = k as u32;
+            next[at as usize] += 1;
+        }
     }
 
     let type_names: Vec<String> = config.types.iter().map(|t| t.name.clone()).collect();
@@ -112,6 +144,8 @@ pub fn build<'a>(
         now_micros,
         schema: cdp::profiles(&type_names),
         profiles,
+        key_start,
+        keys,
     })
 }
 
@@ -124,6 +158,9 @@ pub struct Assembled<'a> {
     now_micros: i64,
     schema: SchemaRef,
     profiles: Vec<Profile>,
+    /// The keys of profile `p` are `keys[key_start[p]..key_start[p + 1]]`.
+    key_start: Vec<u32>,
+    keys: Vec<u32>,
 }
 
 impl Assembled<'_> {
@@ -131,11 +168,25 @@ impl Assembled<'_> {
         self.schema.clone()
     }
 
-    /// The batches of `cdp.profiles`, in profile id order.
-    pub fn batches(&self) -> impl Iterator<Item = Result<RecordBatch>> + '_ {
-        self.profiles
-            .chunks(64 * 1024)
-            .map(|chunk| self.batch(chunk))
+    /// The batches of `cdp.profiles`, in profile id order; each batch's
+    /// profiles have their keys' facts merged while it is built.
+    pub fn batches(&mut self) -> impl Iterator<Item = Result<RecordBatch>> + '_ {
+        let n = self.profiles.len();
+        (0..n).step_by(BATCH).map(move |start| {
+            let end = (start + BATCH).min(n);
+            for p in start..end {
+                let keys = self.key_start[p] as usize..self.key_start[p + 1] as usize;
+                for &k in &self.keys[keys] {
+                    self.facts
+                        .merge_into(k as usize, &mut self.profiles[p].facts);
+                }
+            }
+            let batch = self.batch(&self.profiles[start..end]);
+            for p in &mut self.profiles[start..end] {
+                p.facts = Partial::new();
+            }
+            batch
+        })
     }
 
     fn batch(&self, chunk: &[Profile]) -> Result<RecordBatch> {

@@ -36,7 +36,7 @@ use super::graph::{Edge, Graph, NodeId, Previous, TypeRule};
 use super::interner::Interner;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::lake::parquet::{self, ParquetFileWriter, bulk_properties};
+use crate::lake::parquet::{self, ParquetFileWriter, bulk_properties_repeated};
 
 /// Version of the layout below; a refresh that finds another rebuilds.
 pub const FORMAT: u32 = 5;
@@ -126,16 +126,17 @@ pub async fn save(
     facts: &Facts,
     layer: Layer<'_>,
 ) -> Result<()> {
-    let file = |name: &str, schema: &SchemaRef, unique: &[&str]| {
+    // Ids, numbers and times: a dictionary only for the few repeated texts.
+    let file = |name: &str, schema: &SchemaRef, repeated: &[&str]| {
         ParquetFileWriter::create_with(
             lake,
             &dir.clone().join(name),
             schema.clone(),
-            bulk_properties(unique),
+            bulk_properties_repeated(repeated),
         )
     };
     let schema = nodes_schema();
-    let mut w = file("nodes.parquet", &schema, &["value"])?;
+    let mut w = file("nodes.parquet", &schema, &["id_type"])?;
     for start in (layer.nodes_from..graph.len()).step_by(CHUNK) {
         let chunk = start as u32..(start + CHUNK).min(graph.len()) as u32;
         let b = batch(
@@ -184,7 +185,7 @@ pub async fn save(
     w.finish().await?;
 
     let schema = cells_schema();
-    let mut w = file("cells.parquet", &schema, &[])?;
+    let mut w = file("cells.parquet", &schema, &["field", "text"])?;
     // Cells of whole keys, about CHUNK at a time: never all in one list.
     let mut chunk: Vec<(u32, &Cell)> = Vec::with_capacity(CHUNK + 64);
     let keys = layer.keys_from..facts.len();

@@ -18,7 +18,9 @@ use super::graph::{Graph, NodeId, Rejection, Resolution, profile_id_array};
 use super::profiles;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::lake::parquet::{ParquetFileWriter, bulk_properties, write_file};
+use crate::lake::parquet::{
+    ParquetFileWriter, bulk_properties, bulk_properties_repeated, write_file,
+};
 use crate::schema::{cdp, utc_timestamps};
 
 /// Everything the writers read.
@@ -68,7 +70,7 @@ pub async fn links(s: &Sources<'_>, nodes: &[NodeId], dir: &Path) -> Result<()> 
         s.lake,
         &dir.clone().join("part-0.parquet"),
         schema.clone(),
-        bulk_properties(&["id_value"]),
+        bulk_properties_repeated(&["id_type"]),
     )?;
     let (graph, resolution) = (s.graph, s.resolution);
     for chunk in nodes.chunks(64 * 1024) {
@@ -247,7 +249,7 @@ pub async fn merges(s: &Sources<'_>, old: Option<&str>, version: u64, dir: &Path
 
 /// `cdp.profiles` rows in `dir`: every profile, or those `select` marks.
 pub async fn profiles(s: &Sources<'_>, select: Option<&[bool]>, dir: &Path) -> Result<()> {
-    let assembled = profiles::build(
+    let mut assembled = profiles::build(
         s.config,
         s.graph,
         s.resolution,

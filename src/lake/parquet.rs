@@ -9,7 +9,7 @@ use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
 use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use object_store::ObjectMeta;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -40,13 +40,29 @@ pub fn writer_properties_with(compression: Compression) -> WriterProperties {
 /// and no dictionary for `unique` columns (ids, values), which would only
 /// fill one up and fall back to plain encoding.
 pub fn bulk_properties(unique: &[&str]) -> WriterProperties {
-    let mut builder = WriterProperties::builder()
-        .set_compression(Compression::LZ4_RAW)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    let mut builder = bulk_builder();
     for column in unique {
         builder = builder.set_column_dictionary_enabled((*column).into(), false);
     }
     builder.build()
+}
+
+/// [`bulk_properties`] with a dictionary only for the `repeated` columns
+/// (the few whose values repeat: identifier types, field names): for
+/// tables of ids, numbers and times that are mostly distinct, where the
+/// encoder would hash every value only to fill a dictionary up.
+pub fn bulk_properties_repeated(repeated: &[&str]) -> WriterProperties {
+    let mut builder = bulk_builder().set_dictionary_enabled(false);
+    for column in repeated {
+        builder = builder.set_column_dictionary_enabled((*column).into(), true);
+    }
+    builder.build()
+}
+
+fn bulk_builder() -> WriterPropertiesBuilder {
+    WriterProperties::builder()
+        .set_compression(Compression::LZ4_RAW)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
 }
 
 /// A Parquet file being written to the lake. Nothing is visible to readers
