@@ -329,14 +329,7 @@ async fn run(
     //    everything (a full refresh, a compaction).
     let now_micros = now.timestamp_micros();
     let cutoff = profiles::anonymous_cutoff(config, now_micros);
-    let visibility = Visibility {
-        anonymous: config
-            .types
-            .iter()
-            .position(|t| t.name == "anonymous_id")
-            .map(|i| i as u16),
-        cutoff,
-    };
+    let visibility = Visibility::new(config, cutoff);
     let changes = match (&before, &previous) {
         (Some(b), Some(m)) if m.deltas_of("profiles").len() < config.max_delta_layers as usize => {
             let changes = changes::compare(
@@ -536,13 +529,7 @@ async fn load_full(
     progress: &mut impl FnMut(&str),
     report: &mut RefreshReport,
 ) -> Result<Loaded> {
-    let mut scan = Scan::new(config, Interner::new(), Facts::new())?;
-    scan.read(lake, files, progress).await?;
-    report.raw_files = scan.files;
-    report.raw_rows = scan.rows;
-    let Scan {
-        nodes, mut facts, ..
-    } = scan;
+    let (nodes, mut facts) = scan(lake, config, files, progress, report).await?;
     // Keys are looked up only while reading: free their index now.
     facts.drop_key_index();
     let mut graph = Graph::new(types, nodes);
@@ -567,6 +554,22 @@ async fn load_full(
     })
 }
 
+/// Read `files` into a new graph's identifiers and facts, counting them in
+/// `report`.
+async fn scan(
+    lake: &Lake,
+    config: &IdentityConfig,
+    files: Vec<RawFile>,
+    progress: &mut impl FnMut(&str),
+    report: &mut RefreshReport,
+) -> Result<(Interner, Facts)> {
+    let mut scan = Scan::new(config, Interner::new(), Facts::new())?;
+    scan.read(lake, files, progress).await?;
+    report.raw_files = scan.files;
+    report.raw_rows = scan.rows;
+    Ok((scan.nodes, scan.facts))
+}
+
 /// Read the raw files landed since the last commit, and the stored state
 /// they top up.
 async fn load_incremental(
@@ -578,15 +581,7 @@ async fn load_incremental(
     progress: &mut impl FnMut(&str),
     report: &mut RefreshReport,
 ) -> Result<Loaded> {
-    let mut scan = Scan::new(config, Interner::new(), Facts::new())?;
-    scan.read(lake, files, progress).await?;
-    report.raw_files = scan.files;
-    report.raw_rows = scan.rows;
-    let Scan {
-        nodes: new_nodes,
-        facts: mut new_facts,
-        ..
-    } = scan;
+    let (new_nodes, mut new_facts) = scan(lake, config, files, progress, report).await?;
     progress("loading the stored identity graph");
     let layers = state_layers(m);
     let (stored, found) = state::load(lake, &layers, &types, &new_nodes).await?;
