@@ -62,13 +62,12 @@ pub async fn superseded(
     columns: usize,
 ) -> crate::error::Result<Vec<Arc<KeySet>>> {
     let mut per_delta: Vec<KeySet> = Vec::with_capacity(deltas.len());
+    let (all, mut key): (Vec<usize>, _) = ((0..columns).collect(), String::new());
     for delta in deltas {
         let mut keys = KeySet::default();
         let folders = std::iter::once(&delta.rows).chain(delta.removed.as_ref());
         for folder in folders {
             for meta in lake.list(&Path::from(folder.as_str())).await? {
-                let mut key = String::new();
-                let all: Vec<usize> = (0..columns).collect();
                 parquet::for_each_batch_part(lake, &meta, Some(columns), (0, 1), |b| {
                     for row in 0..b.num_rows() {
                         key_of(b, &all, row, &mut key);

@@ -502,11 +502,6 @@ impl Facts {
         self.texts.intern(0, text)
     }
 
-    /// Fold another key's times and counts into key `key`.
-    pub fn absorb_stats(&mut self, key: u32, other: &KeyStats) {
-        self.stats[key as usize].absorb(other);
-    }
-
     /// Fold every fact of key `key` into `into` (a profile's partial).
     pub fn merge_into(&self, key: usize, into: &mut Partial) {
         for (f, &n) in self.stats[key].counts.iter().enumerate() {

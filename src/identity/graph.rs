@@ -135,11 +135,6 @@ impl Previous {
         self.of_node[node as usize] = NONE;
     }
 
-    /// Nodes `len()..nodes` are new: none had a previous id.
-    pub fn grow(&mut self, nodes: usize) {
-        self.of_node.resize(nodes.max(self.of_node.len()), NONE);
-    }
-
     /// Free the id → number map once every id is set.
     pub fn seal(&mut self) {
         self.numbers = HashMap::new();

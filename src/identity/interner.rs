@@ -179,27 +179,12 @@ impl Interner {
         self.lookup(self.hash(kind, text), kind, text)
     }
 
-    /// [`Interner::find`] with a hash from [`Interner::hash`].
-    pub fn find_hashed(&self, hash: u64, kind: u16, text: &str) -> Option<u32> {
-        self.lookup(hash, kind, text)
-    }
-
     /// An empty interner hashing as this one does, so hashes computed by
     /// one are valid in the other ([`Interner::intern_hashed`]).
     pub fn sibling(&self) -> Interner {
         Interner {
             hasher: self.hasher.clone(),
             ..Interner::new()
-        }
-    }
-
-    /// Make room for `entries` more entries of `bytes` text in all.
-    pub fn reserve(&mut self, entries: usize, bytes: usize) {
-        self.kinds.reserve(entries);
-        self.ends.reserve(entries);
-        self.text.reserve(bytes);
-        if let Some(index) = &mut self.index {
-            index.reserve(entries);
         }
     }
 
@@ -218,11 +203,6 @@ impl Interner {
         if let Some(index) = &mut self.index {
             index.clear();
         }
-    }
-
-    /// Bytes of text held.
-    pub fn text_bytes(&self) -> usize {
-        self.text.len()
     }
 }
 

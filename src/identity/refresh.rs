@@ -398,47 +398,75 @@ async fn run(
         .as_ref()
         .and_then(|m| m.tables.get("profile_merges"))
         .map(String::as_str);
-    report.delta = changes.is_some() && before.is_some();
+    // Only what changed (a delta layer), or everything.
+    let delta = match (&changes, &before, &previous) {
+        (Some(c), Some(b), Some(m)) => Some((c, b, m)),
+        _ => None,
+    };
+    report.delta = delta.is_some();
     report.rewritten_profiles = changes
         .as_ref()
         .map_or(resolution.profiles, |c| c.rewritten());
-    match (&changes, &before, &previous) {
-        (Some(c), Some(b), Some(m)) => {
+    let removed = |table: &str| removed_dir(table, version, &run);
+    let all_linked: Vec<NodeId>;
+    let (linked, select, layer) = match delta {
+        Some((c, b, _)) => {
             progress(&format!(
                 "writing what changed: {} identifiers, {} profiles",
                 c.links.len(),
                 c.rewritten()
             ));
-            let removed = |table: &str| removed_dir(table, version, &run);
-            let main_work = async {
-                views::links(&sources, &c.links, &links_dir).await?;
-                views::removed_links(&sources, &c.unlinked, &removed("identity_links")).await?;
-                views::rejections(&sources, &rejections_dir).await?;
-                views::merges(&sources, old_merges, version, &merges_dir).await
+            let layer = state::Layer {
+                nodes_from: b.nodes,
+                keys_from: b.keys,
+                edges: &b.new_edges,
+                assignment: c.assignment.clone(),
             };
-            let profiles_work = async {
-                views::profiles(&sources, Some(&c.rewrite), &profiles_dir).await?;
+            (&c.links[..], Some(&c.rewrite[..]), layer)
+        }
+        None => {
+            progress("writing identity links, profiles and the identity graph");
+            all_linked = (0..graph.len() as NodeId)
+                .filter(|&n| resolution.profile_of[n as usize].is_some())
+                .collect();
+            let layer = state::Layer {
+                nodes_from: 0,
+                keys_from: 0,
+                edges: &graph.edges,
+                assignment: (0..graph.len() as NodeId)
+                    .map(|n| (n, resolution.profile_of[n as usize]))
+                    .collect(),
+            };
+            (&all_linked[..], None, layer)
+        }
+    };
+    let main_work = async {
+        views::links(&sources, linked, &links_dir).await?;
+        if let Some((c, _, _)) = delta {
+            views::removed_links(&sources, &c.unlinked, &removed("identity_links")).await?;
+        }
+        views::rejections(&sources, &rejections_dir).await?;
+        views::merges(&sources, old_merges, version, &merges_dir).await
+    };
+    let profiles_work = async {
+        views::profiles(&sources, select, &profiles_dir).await?;
+        match delta {
+            Some((c, _, _)) => {
                 views::removed_profiles(lake, &c.removed_profiles, &removed("profiles")).await
-            };
-            let state_work = state::save(
-                lake,
-                &state_dir,
-                &graph,
-                &facts,
-                state::Layer {
-                    nodes_from: b.nodes,
-                    keys_from: b.keys,
-                    edges: &b.new_edges,
-                    assignment: c.assignment.clone(),
-                },
-            );
-            let (main_done, side_done) = alongside(
-                main_work,
-                vec![Box::pin(profiles_work), Box::pin(state_work)],
-            )
-            .await;
-            main_done?;
-            side_done.into_iter().collect::<Result<Vec<()>>>()?;
+            }
+            None => Ok(()),
+        }
+    };
+    let state_work = state::save(lake, &state_dir, &graph, &facts, layer);
+    let (main_done, side_done) = alongside(
+        main_work,
+        vec![Box::pin(profiles_work), Box::pin(state_work)],
+    )
+    .await;
+    main_done?;
+    side_done.into_iter().collect::<Result<Vec<()>>>()?;
+    match delta {
+        Some((_, _, m)) => {
             manifest.tables = m.tables.clone();
             manifest.deltas = m.deltas.clone();
             for (table, rows, removed) in [
@@ -460,47 +488,14 @@ async fn run(
                     });
             }
         }
-        _ => {
-            progress("writing identity links, profiles and the identity graph");
-            let main_work = async {
-                let linked: Vec<NodeId> = (0..graph.len() as NodeId)
-                    .filter(|&n| resolution.profile_of[n as usize].is_some())
-                    .collect();
-                views::links(&sources, &linked, &links_dir).await?;
-                views::rejections(&sources, &rejections_dir).await?;
-                views::merges(&sources, old_merges, version, &merges_dir).await
-            };
-            let profiles_work = views::profiles(&sources, None, &profiles_dir);
-            let state_work = state::save(
-                lake,
-                &state_dir,
-                &graph,
-                &facts,
-                state::Layer {
-                    nodes_from: 0,
-                    keys_from: 0,
-                    edges: &graph.edges,
-                    assignment: (0..graph.len() as NodeId)
-                        .map(|n| (n, resolution.profile_of[n as usize]))
-                        .collect(),
-                },
-            );
-            let (main_done, side_done) = alongside(
-                main_work,
-                vec![Box::pin(profiles_work), Box::pin(state_work)],
-            )
-            .await;
-            main_done?;
-            side_done.into_iter().collect::<Result<Vec<()>>>()?;
-            manifest
-                .tables
-                .insert("identity_links".into(), links_dir.to_string());
-            manifest
-                .tables
-                .insert("profiles".into(), profiles_dir.to_string());
-            manifest
-                .tables
-                .insert(STATE_TABLE.into(), state_dir.to_string());
+        None => {
+            for (table, dir) in [
+                ("identity_links", &links_dir),
+                ("profiles", &profiles_dir),
+                (STATE_TABLE, &state_dir),
+            ] {
+                manifest.tables.insert(table.into(), dir.to_string());
+            }
         }
     }
     manifest

@@ -260,7 +260,7 @@ struct Rules {
 struct Shard {
     nodes: Interner,
     /// Hash of each node, computed by the worker for the merge
-    /// ([`Interner::intern_hashed`] of the refresh's identifiers).
+    /// ([`Interner::intern_from`] into the refresh's identifiers).
     hashes: Vec<u64>,
     facts: Facts,
     rows: usize,

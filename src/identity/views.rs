@@ -39,6 +39,18 @@ impl Sources<'_> {
     fn type_name(&self, n: NodeId) -> &str {
         &self.config.types[self.graph.id_type(n) as usize].name
     }
+
+    /// The type and value columns of the identifiers `nodes`.
+    fn identifiers(&self, nodes: impl Iterator<Item = NodeId> + Clone) -> [ArrayRef; 2] {
+        [
+            Arc::new(StringArray::from_iter_values(
+                nodes.clone().map(|n| self.type_name(n)),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                nodes.map(|n| self.graph.value(n)),
+            )),
+        ]
+    }
 }
 
 fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
@@ -74,15 +86,12 @@ pub async fn links(s: &Sources<'_>, nodes: &[NodeId], dir: &Path) -> Result<()> 
     )?;
     let (graph, resolution) = (s.graph, s.resolution);
     for chunk in nodes.chunks(64 * 1024) {
+        let [types, values] = s.identifiers(chunk.iter().copied());
         let batch = batch(
             &schema,
             vec![
-                Arc::new(StringArray::from_iter_values(
-                    chunk.iter().map(|&n| s.type_name(n)),
-                )),
-                Arc::new(StringArray::from_iter_values(
-                    chunk.iter().map(|&n| graph.value(n)),
-                )),
+                types,
+                values,
                 Arc::new(profile_id_array(
                     chunk.iter().map(|&n| resolution.profile_of[n as usize]),
                 )),
@@ -99,17 +108,7 @@ pub async fn links(s: &Sources<'_>, nodes: &[NodeId], dir: &Path) -> Result<()> 
 /// The keys (type, value) of link rows that went away, in `dir`.
 pub async fn removed_links(s: &Sources<'_>, nodes: &[NodeId], dir: &Path) -> Result<()> {
     let schema = removed_links_schema();
-    let b = batch(
-        &schema,
-        vec![
-            Arc::new(StringArray::from_iter_values(
-                nodes.iter().map(|&n| s.type_name(n)),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                nodes.iter().map(|&n| s.graph.value(n)),
-            )),
-        ],
-    )?;
+    let b = batch(&schema, s.identifiers(nodes.iter().copied()).to_vec())?;
     write_file(s.lake, &dir.clone().join("part-0.parquet"), schema, &[b]).await?;
     Ok(())
 }
@@ -227,18 +226,15 @@ pub async fn merges(s: &Sources<'_>, old: Option<&str>, version: u64, dir: &Path
         return Ok(());
     }
     let schema = cdp::profile_merges();
+    let [cause_types, cause_values] = s.identifiers(m.iter().map(|e| e.cause));
     let b = batch(
         &schema,
         vec![
             Arc::new(StringArray::from_iter_values(m.iter().map(|e| e.kind))),
             Arc::new(profile_id_array(m.iter().map(|e| Some(e.from_profile)))),
             Arc::new(profile_id_array(m.iter().map(|e| Some(e.to_profile)))),
-            Arc::new(StringArray::from_iter_values(
-                m.iter().map(|e| s.type_name(e.cause)),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                m.iter().map(|e| s.graph.value(e.cause)),
-            )),
+            cause_types,
+            cause_values,
             utc_timestamps(std::iter::repeat_n(s.now_micros, m.len())),
         ],
     )?;
