@@ -315,22 +315,38 @@ impl Graph {
             }
         }
         // Cardinality guard: distinct neighbours of each other type (links
-        // are distinct pairs), counted in one dense array.
-        let width = self.types.len();
-        let mut neighbours = vec![0u32; n * width];
+        // are distinct pairs). Only a node with more links than the limit
+        // can have too many of one type: a byte per node finds those (in
+        // cache, where a count per node and type would not be), then their
+        // links are counted by type.
+        let cap = max_neighbours.min(u32::from(u8::MAX) - 1);
+        let mut degree = vec![0u8; n];
         for &Edge { a, b, .. } in &self.edges {
             if usable[a as usize] && usable[b as usize] {
-                neighbours[a as usize * width + types[b as usize] as usize] += 1;
-                neighbours[b as usize * width + types[a as usize] as usize] += 1;
+                for end in [a, b] {
+                    let d = &mut degree[end as usize];
+                    *d = d.saturating_add(1);
+                }
             }
         }
-        let guarded: Vec<((NodeId, u16), u32)> = neighbours
-            .iter()
-            .enumerate()
-            .filter(|&(_, &count)| count > max_neighbours)
-            .map(|(i, &count)| (((i / width) as NodeId, (i % width) as u16), count))
+        let candidate = |i: NodeId| u32::from(degree[i as usize]) > cap;
+        let mut by_type: HashMap<(NodeId, u16), u32> = HashMap::new();
+        for &Edge { a, b, .. } in &self.edges {
+            if usable[a as usize] && usable[b as usize] {
+                if candidate(a) {
+                    *by_type.entry((a, types[b as usize])).or_default() += 1;
+                }
+                if candidate(b) {
+                    *by_type.entry((b, types[a as usize])).or_default() += 1;
+                }
+            }
+        }
+        drop(degree);
+        let mut guarded: Vec<((NodeId, u16), u32)> = by_type
+            .into_iter()
+            .filter(|&(_, count)| count > max_neighbours)
             .collect();
-        drop(neighbours);
+        guarded.sort_unstable();
         for ((node, other_type), count) in guarded {
             if usable[node as usize] {
                 usable[node as usize] = false;
