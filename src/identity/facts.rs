@@ -377,10 +377,12 @@ impl Facts {
         std::hint::black_box(sink);
     }
 
-    /// Make room for `keys` more keys.
-    pub fn reserve(&mut self, keys: usize) {
-        self.index.reserve(keys);
-        self.nodes.reserve(keys * 2);
+    /// Make room for `keys` more keys of `nodes` nodes in all, pushed with
+    /// [`Facts::push_key`]: one allocation each when the sizes are known
+    /// (a stored state's), not a doubling that touches twice the memory
+    /// (fresh memory is slow to touch: the kernel zeroes every page).
+    pub fn reserve(&mut self, keys: usize, nodes: usize) {
+        self.nodes.reserve(nodes);
         self.ends.reserve(keys);
         self.partials.reserve(keys);
         self.stats.reserve(keys);
@@ -449,12 +451,16 @@ impl Facts {
         graph.first_seen.resize(n, i64::MAX);
         graph.last_seen.clear();
         graph.last_seen.resize(n, i64::MIN);
-        for (key, &KeyStats { first, last, .. }) in self.keys().zip(&self.stats) {
-            for &n in key {
-                let (f, l) = (
-                    &mut graph.first_seen[n as usize],
-                    &mut graph.last_seen[n as usize],
-                );
+        self.fold_node_times(0, &mut graph.first_seen, &mut graph.last_seen);
+    }
+
+    /// Fold the times of the keys from number `from` on into the nodes'
+    /// first and last sightings.
+    pub fn fold_node_times(&self, from: usize, first_seen: &mut [i64], last_seen: &mut [i64]) {
+        for k in from..self.len() {
+            let KeyStats { first, last, .. } = self.stats[k];
+            for &n in self.key_nodes(k) {
+                let (f, l) = (&mut first_seen[n as usize], &mut last_seen[n as usize]);
                 *f = (*f).min(first);
                 *l = (*l).max(last);
             }

@@ -135,6 +135,26 @@ impl Previous {
         self.of_node[node as usize] = NONE;
     }
 
+    /// The previous ids of `assignment` (one per node).
+    pub fn from_assignment(assignment: &[Option<Uuid>]) -> Previous {
+        let mut previous = Previous::new(assignment.len());
+        // Profiles have several identifiers: room for a third as many ids
+        // at once, rather than rehashing as they come.
+        previous.numbers.reserve(assignment.len() / 3);
+        for (n, id) in assignment.iter().enumerate() {
+            if let Some(id) = id {
+                previous.set(n as NodeId, *id);
+            }
+        }
+        previous.seal();
+        previous
+    }
+
+    /// No previous id for the nodes from `self`'s end up to `nodes`.
+    pub fn extend_to(&mut self, nodes: usize) {
+        self.of_node.resize(nodes.max(self.of_node.len()), NONE);
+    }
+
     /// Free the id → number map once every id is set.
     pub fn seal(&mut self) {
         self.numbers = HashMap::new();

@@ -59,6 +59,13 @@ impl Interner {
         }
     }
 
+    /// Make room for `entries` more entries of `bytes` bytes in all.
+    pub fn reserve(&mut self, entries: usize, bytes: usize) {
+        self.kinds.reserve(entries);
+        self.ends.reserve(entries);
+        self.text.reserve(bytes);
+    }
+
     pub fn len(&self) -> usize {
         self.kinds.len()
     }
@@ -216,6 +223,50 @@ fn stored<'a>(text: &'a str, ends: &[u64], n: u32) -> &'a str {
     &text[start..end]
 }
 
+/// Lookups in an interner of texts it mostly does not hold (the stored
+/// identifiers probed for the few new ones): one bit per hash bucket, in a
+/// table small enough for the cache, answers "not there" for most of them
+/// before the interner's own table is read.
+pub struct Probe<'a> {
+    of: &'a Interner,
+    bits: Vec<u64>,
+    shift: u32,
+}
+
+impl Interner {
+    /// A [`Probe`] of these entries.
+    pub fn probe(&self) -> Probe<'_> {
+        // About 16 bits per entry: a few percent of misses pass the filter.
+        let buckets = (self.len() * 16).next_power_of_two().max(64);
+        let mut probe = Probe {
+            of: self,
+            bits: vec![0; buckets / 64],
+            shift: 64 - buckets.trailing_zeros(),
+        };
+        for n in 0..self.len() as u32 {
+            let bucket = probe.bucket(self.hash(self.kind(n), self.get(n)));
+            probe.bits[bucket / 64] |= 1 << (bucket % 64);
+        }
+        probe
+    }
+}
+
+impl Probe<'_> {
+    fn bucket(&self, hash: u64) -> usize {
+        (hash >> self.shift) as usize
+    }
+
+    /// The number of `(kind, text)`, if the interner holds it.
+    pub fn find(&self, kind: u16, text: &str) -> Option<u32> {
+        let hash = self.of.hash(kind, text);
+        let bucket = self.bucket(hash);
+        match self.bits[bucket / 64] & (1 << (bucket % 64)) {
+            0 => None,
+            _ => self.of.lookup(hash, kind, text),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +295,21 @@ mod tests {
         i.clear();
         assert!(i.is_empty());
         assert_eq!(i.find(0, "jane@x.com"), None);
+    }
+
+    #[test]
+    fn a_probe_finds_every_entry_and_nothing_else() {
+        let mut i = Interner::new();
+        for n in 0..1_000 {
+            i.intern((n % 3) as u16, &format!("id-{n}"));
+        }
+        let probe = i.probe();
+        for n in 0..1_000u32 {
+            assert_eq!(probe.find((n % 3) as u16, &format!("id-{n}")), Some(n));
+            // The same text of another kind, and texts never interned.
+            assert_eq!(probe.find((n % 3 + 1) as u16, &format!("id-{n}")), None);
+            assert_eq!(probe.find(0, &format!("other-{n}")), None);
+        }
+        assert_eq!(Interner::new().probe().find(0, "x"), None);
     }
 }

@@ -48,18 +48,27 @@ impl Profile {
     }
 }
 
+/// Which profiles an incremental refresh writes again.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection<'s> {
+    /// Per profile of [`Resolution::components`]: whether it is written.
+    pub profiles: &'s [bool],
+    /// Per stored key: whether its facts may go to one of those profiles
+    /// (the others are not even looked at); keys beyond are new ones.
+    pub stored_keys: &'s [bool],
+}
+
 /// The profiles of a resolution, in profile id order, ready to be written
 /// as `cdp.profiles`; anonymous-only profiles idle since before
 /// `now - anonymous_idle_days` are left out. With `select`, only the
-/// profiles it marks (by their place in [`Resolution::components`]), and
-/// only their keys' facts are read.
+/// profiles it marks, and only their keys' facts are read.
 pub fn build<'a>(
     config: &'a IdentityConfig,
     graph: &'a Graph,
     resolution: &Resolution,
     facts: &'a Facts,
     now_micros: i64,
-    select: Option<&[bool]>,
+    select: Option<Selection<'_>>,
 ) -> Result<Assembled<'a>> {
     let mut profiles: Vec<Profile> = Vec::new();
     // Node → its profile's place in `profiles`; `SKIPPED` for a profile
@@ -67,7 +76,7 @@ pub fn build<'a>(
     const SKIPPED: u32 = u32::MAX - 1;
     let mut profile_of_node = vec![u32::MAX; graph.len()];
     for (c, (id, members)) in resolution.components().enumerate() {
-        let chosen = select.is_none_or(|s| s[c]);
+        let chosen = select.is_none_or(|s| s.profiles[c]);
         let place = if chosen {
             profiles.len() as u32
         } else {
@@ -88,14 +97,18 @@ pub fn build<'a>(
     // Each key's profile (by place), read now; its facts are merged batch
     // by batch when written, so only one batch of merged profiles is ever
     // in memory.
+    let skipped = |k: usize| select.is_some_and(|s| s.stored_keys.get(k) == Some(&false));
     let key_place: Vec<u32> = facts
         .keys()
-        .map(|key| {
-            key.iter()
+        .enumerate()
+        .map(|(k, key)| match skipped(k) {
+            true => u32::MAX,
+            false => key
+                .iter()
                 .map(|&n| profile_of_node[n as usize])
                 .find(|&p| p != u32::MAX)
                 .filter(|&p| p != SKIPPED)
-                .unwrap_or(u32::MAX)
+                .unwrap_or(u32::MAX),
         })
         .collect();
     drop(profile_of_node);

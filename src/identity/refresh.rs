@@ -422,7 +422,11 @@ async fn run(
                 edges: &b.new_edges,
                 assignment: c.assignment.clone(),
             };
-            (&c.links[..], Some(&c.rewrite[..]), layer)
+            let select = profiles::Selection {
+                profiles: &c.rewrite,
+                stored_keys: &c.wanted_keys,
+            };
+            (&c.links[..], Some(select), layer)
         }
         None => {
             progress("writing identity links, profiles and the identity graph");
@@ -585,6 +589,9 @@ async fn load_incremental(
         mut facts,
         edges,
         assignment,
+        mut previous,
+        mut first_seen,
+        mut last_seen,
     } = stored;
     let (old_nodes, old_keys) = (nodes.len(), facts.len());
     // The new files' identifiers: those already stored keep their number,
@@ -597,18 +604,19 @@ async fn load_incremental(
     drop(new_nodes);
     facts.append(&mut new_facts, &map);
     drop(new_facts);
-    let mut graph = Graph::new(types, nodes);
-    facts.derive_node_times(&mut graph);
+    first_seen.resize(nodes.len(), i64::MAX);
+    last_seen.resize(nodes.len(), i64::MIN);
+    facts.fold_node_times(old_keys, &mut first_seen, &mut last_seen);
+    previous.extend_to(nodes.len());
     let (merged, new_edges) = state::merge_edges(&edges, &facts.links(old_keys));
     drop(edges);
-    graph.edges = merged;
-    let mut previous = Previous::new(graph.len());
-    for (n, id) in assignment.iter().enumerate() {
-        if let Some(id) = id {
-            previous.set(n as NodeId, *id);
-        }
-    }
-    previous.seal();
+    let graph = Graph {
+        types,
+        nodes,
+        first_seen,
+        last_seen,
+        edges: merged,
+    };
     Ok(Loaded {
         graph,
         facts,

@@ -21,9 +21,11 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeBinaryArray, FixedSizeBinaryBuilder, FixedSizeListArray,
-    Int32Array, Int64Array, ListBuilder, RecordBatch, StringArray, UInt32Array, UInt32Builder,
+    Array, ArrayRef, AsArray, BooleanArray, FixedSizeBinaryArray, FixedSizeBinaryBuilder,
+    FixedSizeListArray, Int32Array, Int64Array, ListBuilder, RecordBatch, StringArray, UInt32Array,
+    UInt32Builder,
 };
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{
     DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, UInt32Type,
 };
@@ -290,6 +292,54 @@ pub struct Stored {
     pub edges: Vec<Edge>,
     /// Each identifier's profile in the committed version.
     pub assignment: Vec<Option<Uuid>>,
+    /// The same, numbered for a resolution.
+    pub previous: Previous,
+    /// Each identifier's first and last sighting, from the keys.
+    pub first_seen: Vec<i64>,
+    pub last_seen: Vec<i64>,
+}
+
+/// How much a state holds, from its files' footers: what to allocate
+/// before reading it.
+#[derive(Debug, Default)]
+struct Sizes {
+    nodes: usize,
+    node_bytes: usize,
+    keys: usize,
+    key_nodes: usize,
+}
+
+impl Sizes {
+    /// Add the sizes of layer `dir`.
+    async fn add(&mut self, lake: &Lake, dir: &Path) -> Result<()> {
+        let nodes = footer(lake, dir, "nodes.parquet").await?;
+        self.nodes += nodes.file_metadata().num_rows() as usize;
+        for group in nodes.row_groups() {
+            // Plain values: each one's length and bytes, a bound on the text.
+            self.node_bytes += group.columns().get(1).map_or(0, |c| c.uncompressed_size()) as usize;
+        }
+        let keys = footer(lake, dir, "keys.parquet").await?;
+        self.keys += keys.file_metadata().num_rows() as usize;
+        for group in keys.row_groups() {
+            self.key_nodes += group.columns().first().map_or(0, |c| c.num_values()) as usize;
+        }
+        Ok(())
+    }
+}
+
+/// The footer of the state file `dir/name`.
+async fn footer(
+    lake: &Lake,
+    dir: &Path,
+    name: &str,
+) -> Result<Arc<datafusion::parquet::file::metadata::ParquetMetaData>> {
+    let path = lake.path(&dir.clone().join(name));
+    let meta = lake
+        .store()
+        .head(&path)
+        .await
+        .map_err(|e| Error::store(format!("reading the refresh state {path}"), e))?;
+    Ok(parquet::open(lake, &meta).await?.metadata().clone())
 }
 
 /// Read the layers `layers` (base first) of the state, finding on the way
@@ -297,16 +347,25 @@ pub struct Stored {
 /// holds: `found[n]` is the stored node of `probe`'s node `n`, or `None`.
 ///
 /// The identifiers are read on another task while this one reads the
-/// keys, links and assignments.
+/// keys, links and assignments and derives the node times and previous
+/// ids from them. Every vector is sized from the files' footers first.
 pub async fn load(
     lake: &Lake,
     layers: &[Path],
     types: &[TypeRule],
     probe: &Interner,
 ) -> Result<(Stored, Vec<Option<NodeId>>)> {
+    let mut size = Sizes::default();
+    for dir in layers {
+        size.add(lake, dir).await?;
+    }
+    let n = size.nodes;
+    let dir = layers.last().cloned().unwrap_or_default();
     let nodes = async {
         let mut nodes = Interner::unindexed();
+        nodes.reserve(n, size.node_bytes);
         let mut found = vec![None; probe.len()];
+        let probe = probe.probe();
         for dir in layers {
             let mut next = nodes.len() as NodeId;
             load_nodes(lake, dir, types, &mut next, |n, kind, value| {
@@ -321,44 +380,47 @@ pub async fn load(
     };
     let rest = async {
         let mut facts = Facts::new();
+        facts.reserve(size.keys, size.key_nodes);
         let mut edges: Vec<Edge> = Vec::new();
-        let mut assignment: Vec<(NodeId, Option<Uuid>)> = Vec::new();
+        let mut assignment: Vec<Option<Uuid>> = vec![None; n];
         let mut highest: Option<u32> = None;
         for dir in layers {
             load_keys(lake, dir, &mut facts, &mut highest).await?;
             let layer = load_edges(lake, dir).await?;
             edges = merge_edges(&edges, &layer).0;
             load_assignment(lake, dir, |node, id| {
-                assignment.push((node, id));
+                let slot = assignment
+                    .get_mut(node as usize)
+                    .ok_or_else(|| stale(dir, "assigns an identifier it does not list"))?;
+                *slot = id;
                 Ok(())
             })
             .await?;
         }
-        Ok::<_, Error>((facts, edges, assignment, highest))
-    };
-    let ((nodes, found), (facts, edges, changes, highest)) =
-        super::refresh::both(nodes, rest).await?;
-    let n = nodes.len();
-    let dir = layers.last().cloned().unwrap_or_default();
-    if highest.is_some_and(|h| h as usize >= n)
-        || edges.iter().any(|e| e.b as usize >= n)
-        || changes.iter().any(|&(node, _)| node as usize >= n)
-    {
-        return Err(stale(&dir, "refers to an identifier it does not list"));
-    }
-    let mut assignment = vec![None; n];
-    for (node, id) in changes {
-        assignment[node as usize] = id;
-    }
-    Ok((
-        Stored {
-            nodes,
+        if highest.is_some_and(|h| h as usize >= n) || edges.iter().any(|e| e.b as usize >= n) {
+            return Err(stale(&dir, "refers to an identifier it does not list"));
+        }
+        let (mut first_seen, mut last_seen) = (vec![i64::MAX; n], vec![i64::MIN; n]);
+        facts.fold_node_times(0, &mut first_seen, &mut last_seen);
+        let previous = Previous::from_assignment(&assignment);
+        Ok::<_, Error>(Stored {
             facts,
             edges,
             assignment,
-        },
-        found,
-    ))
+            previous,
+            first_seen,
+            last_seen,
+            ..Stored::default()
+        })
+    };
+    let ((nodes, found), stored) = super::refresh::both(nodes, rest).await?;
+    if nodes.len() != n {
+        return Err(stale(
+            &dir,
+            "lists other identifiers than its footers count",
+        ));
+    }
+    Ok((Stored { nodes, ..stored }, found))
 }
 
 /// The profile each identifier of `graph` had in the stored state of
@@ -451,7 +513,6 @@ async fn load_keys(
         if counts.len() != b.num_rows() * COUNTED {
             return Err(stale(dir, "has keys without their counts"));
         }
-        facts.reserve(b.num_rows());
         for row in 0..b.num_rows() {
             let nodes = &members[offsets[row] as usize..offsets[row + 1] as usize];
             if let Some(&h) = nodes.iter().max() {
@@ -553,6 +614,9 @@ pub fn merge_edges(old: &[Edge], new: &[Edge]) -> (Vec<Edge>, Vec<Edge>) {
 
 /// Read the cells of the keys `wanted[k]` from the layers `layers` into
 /// `facts` (keys beyond `wanted` are not read).
+///
+/// Two readers share each file's row groups and keep only the wanted rows
+/// (decoding is most of the work); the kept rows are then folded here.
 pub async fn load_cells(
     lake: &Lake,
     layers: &[Path],
@@ -561,9 +625,32 @@ pub async fn load_cells(
 ) -> Result<()> {
     let keys = facts.len() as u32;
     for dir in layers {
+        let pick = |part: usize| async move {
+            let mut kept: Vec<RecordBatch> = Vec::new();
+            read(lake, dir, "cells.parquet", (part, 2), |b| {
+                let key = b.column(0).as_primitive::<UInt32Type>();
+                if key.values().iter().any(|&k| k >= keys) {
+                    return Err(stale(dir, "has facts of an unknown key"));
+                }
+                let mask: BooleanArray = key
+                    .values()
+                    .iter()
+                    .map(|&k| Some(wanted.get(k as usize).copied().unwrap_or(false)))
+                    .collect();
+                let b = filter_record_batch(b, &mask)
+                    .map_err(|e| Error::arrow("reading the refresh state", e))?;
+                if b.num_rows() > 0 {
+                    kept.push(b);
+                }
+                Ok(())
+            })
+            .await?;
+            Ok::<_, Error>(kept)
+        };
+        let (here, there) = super::refresh::both(pick(0), pick(1)).await?;
         // Field names repeat row after row: look each one up once per run.
         let mut last_name: Option<(String, u16)> = None;
-        read(lake, dir, "cells.parquet", (0, 1), |b| {
+        for b in here.iter().chain(&there) {
             let key = b.column(0).as_primitive::<UInt32Type>();
             let name = b.column(1).as_string::<i32>();
             let rank = b.column(2).as_primitive::<Int32Type>();
@@ -571,13 +658,6 @@ pub async fn load_cells(
             let num = b.column(4).as_primitive::<Int64Type>();
             let text = b.column(5).as_string::<i32>();
             for row in 0..b.num_rows() {
-                let k = key.value(row);
-                if k >= keys {
-                    return Err(stale(dir, "has facts of an unknown key"));
-                }
-                if !wanted.get(k as usize).copied().unwrap_or(false) {
-                    continue;
-                }
                 let name = name.value(row);
                 let field = match &last_name {
                     Some((last, field)) if last == name => *field,
@@ -594,7 +674,7 @@ pub async fn load_cells(
                     false => facts.text(text.value(row)),
                 };
                 facts.add(
-                    k,
+                    key.value(row),
                     Cell {
                         field,
                         rank: u16::try_from(rank.value(row)).unwrap_or(u16::MAX),
@@ -604,9 +684,7 @@ pub async fn load_cells(
                     },
                 );
             }
-            Ok(())
-        })
-        .await?;
+        }
     }
     Ok(())
 }

@@ -244,7 +244,11 @@ pub async fn merges(s: &Sources<'_>, old: Option<&str>, version: u64, dir: &Path
 }
 
 /// `cdp.profiles` rows in `dir`: every profile, or those `select` marks.
-pub async fn profiles(s: &Sources<'_>, select: Option<&[bool]>, dir: &Path) -> Result<()> {
+pub async fn profiles(
+    s: &Sources<'_>,
+    select: Option<profiles::Selection<'_>>,
+    dir: &Path,
+) -> Result<()> {
     let mut assembled = profiles::build(
         s.config,
         s.graph,
