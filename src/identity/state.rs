@@ -267,13 +267,17 @@ async fn read(
     part: (usize, usize),
     each: impl FnMut(&RecordBatch) -> Result<()>,
 ) -> Result<()> {
+    let meta = head(lake, dir, name).await?;
+    parquet::for_each_batch_part(lake, &meta, None, part, each).await
+}
+
+/// The object of the state file `dir/name`.
+async fn head(lake: &Lake, dir: &Path, name: &str) -> Result<object_store::ObjectMeta> {
     let path = lake.path(&dir.clone().join(name));
-    let meta = lake
-        .store()
+    lake.store()
         .head(&path)
         .await
-        .map_err(|e| Error::store(format!("reading the refresh state {path}"), e))?;
-    parquet::for_each_batch_part(lake, &meta, None, part, each).await
+        .map_err(|e| Error::store(format!("reading the refresh state {path}"), e))
 }
 
 fn stale(dir: &Path, what: impl std::fmt::Display) -> Error {
@@ -333,12 +337,7 @@ async fn footer(
     dir: &Path,
     name: &str,
 ) -> Result<Arc<datafusion::parquet::file::metadata::ParquetMetaData>> {
-    let path = lake.path(&dir.clone().join(name));
-    let meta = lake
-        .store()
-        .head(&path)
-        .await
-        .map_err(|e| Error::store(format!("reading the refresh state {path}"), e))?;
+    let meta = head(lake, dir, name).await?;
     Ok(parquet::open(lake, &meta).await?.metadata().clone())
 }
 
