@@ -378,9 +378,7 @@ impl Facts {
     }
 
     /// Make room for `keys` more keys of `nodes` nodes in all, pushed with
-    /// [`Facts::push_key`]: one allocation each when the sizes are known
-    /// (a stored state's), not a doubling that touches twice the memory
-    /// (fresh memory is slow to touch: the kernel zeroes every page).
+    /// [`Facts::push_key`] (no index).
     pub fn reserve(&mut self, keys: usize, nodes: usize) {
         self.nodes.reserve(nodes);
         self.ends.reserve(keys);

@@ -59,13 +59,6 @@ impl Interner {
         }
     }
 
-    /// Make room for `entries` more entries of `bytes` bytes in all.
-    pub fn reserve(&mut self, entries: usize, bytes: usize) {
-        self.kinds.reserve(entries);
-        self.ends.reserve(entries);
-        self.text.reserve(bytes);
-    }
-
     pub fn len(&self) -> usize {
         self.kinds.len()
     }

@@ -303,66 +303,35 @@ pub struct Stored {
     pub last_seen: Vec<i64>,
 }
 
-/// How much a state holds, from its files' footers: what to allocate
-/// before reading it.
-#[derive(Debug, Default)]
-struct Sizes {
-    nodes: usize,
-    node_bytes: usize,
-    keys: usize,
-    key_nodes: usize,
-}
-
-impl Sizes {
-    /// Add the sizes of layer `dir`.
-    async fn add(&mut self, lake: &Lake, dir: &Path) -> Result<()> {
-        let nodes = footer(lake, dir, "nodes.parquet").await?;
-        self.nodes += nodes.file_metadata().num_rows() as usize;
-        for group in nodes.row_groups() {
-            // Plain values: each one's length and bytes, a bound on the text.
-            self.node_bytes += group.columns().get(1).map_or(0, |c| c.uncompressed_size()) as usize;
-        }
-        let keys = footer(lake, dir, "keys.parquet").await?;
-        self.keys += keys.file_metadata().num_rows() as usize;
-        for group in keys.row_groups() {
-            self.key_nodes += group.columns().first().map_or(0, |c| c.num_values()) as usize;
-        }
-        Ok(())
+/// How many identifiers the layers `layers` list, from their footers: what
+/// the node times are sized by while the identifiers are still being read.
+async fn node_count(lake: &Lake, layers: &[Path]) -> Result<usize> {
+    let mut count = 0;
+    for dir in layers {
+        let meta = head(lake, dir, "nodes.parquet").await?;
+        let footer = parquet::open(lake, &meta).await?;
+        count += usize::try_from(footer.metadata().file_metadata().num_rows()).unwrap_or(0);
     }
-}
-
-/// The footer of the state file `dir/name`.
-async fn footer(
-    lake: &Lake,
-    dir: &Path,
-    name: &str,
-) -> Result<Arc<datafusion::parquet::file::metadata::ParquetMetaData>> {
-    let meta = head(lake, dir, name).await?;
-    Ok(parquet::open(lake, &meta).await?.metadata().clone())
+    Ok(count)
 }
 
 /// Read the layers `layers` (base first) of the state, finding on the way
 /// which of the identifiers of `probe` (the new files' identifiers) it
 /// holds: `found[n]` is the stored node of `probe`'s node `n`, or `None`.
 ///
-/// The identifiers are read on another task while this one reads the
-/// keys, links and assignments and derives the node times and previous
-/// ids from them. Every vector is sized from the files' footers first.
+/// Two tasks of about equal work: one reads the identifiers, then their
+/// assignments, and numbers the previous ids; the other reads the keys and
+/// links and derives every identifier's first and last sighting.
 pub async fn load(
     lake: &Lake,
     layers: &[Path],
     types: &[TypeRule],
     probe: &Interner,
 ) -> Result<(Stored, Vec<Option<NodeId>>)> {
-    let mut size = Sizes::default();
-    for dir in layers {
-        size.add(lake, dir).await?;
-    }
-    let n = size.nodes;
+    let n = node_count(lake, layers).await?;
     let dir = layers.last().cloned().unwrap_or_default();
     let nodes = async {
         let mut nodes = Interner::unindexed();
-        nodes.reserve(n, size.node_bytes);
         let mut found = vec![None; probe.len()];
         let probe = probe.probe();
         for dir in layers {
@@ -375,18 +344,14 @@ pub async fn load(
             })
             .await?;
         }
-        Ok::<_, Error>((nodes, found))
-    };
-    let rest = async {
-        let mut facts = Facts::new();
-        facts.reserve(size.keys, size.key_nodes);
-        let mut edges: Vec<Edge> = Vec::new();
+        if nodes.len() != n {
+            return Err(stale(
+                &dir,
+                "lists other identifiers than its footers count",
+            ));
+        }
         let mut assignment: Vec<Option<Uuid>> = vec![None; n];
-        let mut highest: Option<u32> = None;
         for dir in layers {
-            load_keys(lake, dir, &mut facts, &mut highest).await?;
-            let layer = load_edges(lake, dir).await?;
-            edges = merge_edges(&edges, &layer).0;
             load_assignment(lake, dir, |node, id| {
                 let slot = assignment
                     .get_mut(node as usize)
@@ -396,30 +361,39 @@ pub async fn load(
             })
             .await?;
         }
+        let previous = Previous::from_assignment(&assignment);
+        Ok::<_, Error>((nodes, found, assignment, previous))
+    };
+    let rest = async {
+        let mut facts = Facts::new();
+        let mut edges: Vec<Edge> = Vec::new();
+        let mut highest: Option<u32> = None;
+        for dir in layers {
+            load_keys(lake, dir, &mut facts, &mut highest).await?;
+            let layer = load_edges(lake, dir).await?;
+            edges = merge_edges(&edges, &layer).0;
+        }
         if highest.is_some_and(|h| h as usize >= n) || edges.iter().any(|e| e.b as usize >= n) {
             return Err(stale(&dir, "refers to an identifier it does not list"));
         }
         let (mut first_seen, mut last_seen) = (vec![i64::MAX; n], vec![i64::MIN; n]);
         facts.fold_node_times(0, &mut first_seen, &mut last_seen);
-        let previous = Previous::from_assignment(&assignment);
-        Ok::<_, Error>(Stored {
+        Ok::<_, Error>((facts, edges, first_seen, last_seen))
+    };
+    let ((nodes, found, assignment, previous), (facts, edges, first_seen, last_seen)) =
+        super::refresh::both(nodes, rest).await?;
+    Ok((
+        Stored {
+            nodes,
             facts,
             edges,
             assignment,
             previous,
             first_seen,
             last_seen,
-            ..Stored::default()
-        })
-    };
-    let ((nodes, found), stored) = super::refresh::both(nodes, rest).await?;
-    if nodes.len() != n {
-        return Err(stale(
-            &dir,
-            "lists other identifiers than its footers count",
-        ));
-    }
-    Ok((Stored { nodes, ..stored }, found))
+        },
+        found,
+    ))
 }
 
 /// The profile each identifier of `graph` had in the stored state of
@@ -512,6 +486,7 @@ async fn load_keys(
         if counts.len() != b.num_rows() * COUNTED {
             return Err(stale(dir, "has keys without their counts"));
         }
+        facts.reserve(b.num_rows(), members.len());
         for row in 0..b.num_rows() {
             let nodes = &members[offsets[row] as usize..offsets[row + 1] as usize];
             if let Some(&h) = nodes.iter().max() {
