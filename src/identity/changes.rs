@@ -81,6 +81,9 @@ pub struct Changes {
     pub assignment: Vec<(NodeId, Option<Uuid>)>,
     /// Stored keys whose cells must be read: those of rewritten profiles.
     pub wanted_keys: Vec<bool>,
+    /// Per key (stored, then new): the profile its facts go to, by place
+    /// in [`Resolution::components`], or `u32::MAX` for none.
+    pub owners: Vec<u32>,
 }
 
 impl Changes {
@@ -212,5 +215,6 @@ pub fn compare(
         .iter()
         .map(|&c| c != NONE && changes.rewrite[c as usize])
         .collect();
+    changes.owners = owners;
     changes
 }

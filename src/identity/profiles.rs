@@ -53,9 +53,9 @@ impl Profile {
 pub struct Selection<'s> {
     /// Per profile of [`Resolution::components`]: whether it is written.
     pub profiles: &'s [bool],
-    /// Per stored key: whether its facts may go to one of those profiles
-    /// (the others are not even looked at); keys beyond are new ones.
-    pub stored_keys: &'s [bool],
+    /// Per key: the profile its facts go to (by the same places), or
+    /// `u32::MAX`, as [`super::changes::compare`] found them.
+    pub owners: &'s [u32],
 }
 
 /// The profiles of a resolution, in profile id order, ready to be written
@@ -71,10 +71,10 @@ pub fn build<'a>(
     select: Option<Selection<'_>>,
 ) -> Result<Assembled<'a>> {
     let mut profiles: Vec<Profile> = Vec::new();
-    // Node → its profile's place in `profiles`; `SKIPPED` for a profile
-    // not selected (its keys' facts are not read).
+    // Each component's place in `profiles`; `SKIPPED` for a profile not
+    // selected (its keys' facts are not read).
     const SKIPPED: u32 = u32::MAX - 1;
-    let mut profile_of_node = vec![u32::MAX; graph.len()];
+    let mut place_of: Vec<u32> = Vec::with_capacity(resolution.profiles);
     for (c, (id, members)) in resolution.components().enumerate() {
         let chosen = select.is_none_or(|s| s.profiles[c]);
         let place = if chosen {
@@ -82,9 +82,7 @@ pub fn build<'a>(
         } else {
             SKIPPED
         };
-        for &n in members {
-            profile_of_node[n as usize] = place;
-        }
+        place_of.push(place);
         if chosen {
             profiles.push(Profile {
                 id,
@@ -96,22 +94,37 @@ pub fn build<'a>(
     }
     // Each key's profile (by place), read now; its facts are merged batch
     // by batch when written, so only one batch of merged profiles is ever
-    // in memory.
-    let skipped = |k: usize| select.is_some_and(|s| s.stored_keys.get(k) == Some(&false));
-    let key_place: Vec<u32> = facts
-        .keys()
-        .enumerate()
-        .map(|(k, key)| match skipped(k) {
-            true => u32::MAX,
-            false => key
-                .iter()
-                .map(|&n| profile_of_node[n as usize])
-                .find(|&p| p != u32::MAX)
-                .filter(|&p| p != SKIPPED)
-                .unwrap_or(u32::MAX),
-        })
-        .collect();
-    drop(profile_of_node);
+    // in memory. A selection brings the keys' owners along; otherwise a
+    // key's facts go to the profile of its strongest identifier that has
+    // one.
+    let key_place: Vec<u32> = match select {
+        Some(s) => s
+            .owners
+            .iter()
+            .map(|&c| match place_of.get(c as usize) {
+                Some(&p) if p != SKIPPED => p,
+                _ => u32::MAX,
+            })
+            .collect(),
+        None => {
+            let mut place_of_node = vec![u32::MAX; graph.len()];
+            for ((_, members), &place) in resolution.components().zip(&place_of) {
+                for &n in members {
+                    place_of_node[n as usize] = place;
+                }
+            }
+            facts
+                .keys()
+                .map(|key| {
+                    key.iter()
+                        .map(|&n| place_of_node[n as usize])
+                        .find(|&p| p != u32::MAX)
+                        .unwrap_or(u32::MAX)
+                })
+                .collect()
+        }
+    };
+    drop(place_of);
     let visibility = Visibility::new(config, anonymous_cutoff(config, now_micros));
     let mut position = vec![u32::MAX; profiles.len()];
     profiles.retain(|p| visibility.shows(graph, &p.nodes));

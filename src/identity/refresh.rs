@@ -424,7 +424,7 @@ async fn run(
             };
             let select = profiles::Selection {
                 profiles: &c.rewrite,
-                stored_keys: &c.wanted_keys,
+                owners: &c.owners,
             };
             (&c.links[..], Some(select), layer)
         }
