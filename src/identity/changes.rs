@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::config::IdentityConfig;
 use super::facts::Facts;
-use super::graph::{Graph, NodeId, Resolution};
+use super::graph::{Graph, NONE as NO_PROFILE, NodeId, Previous, Resolution};
 
 /// No component.
 const NONE: u32 = u32::MAX;
@@ -28,6 +28,9 @@ pub struct Before<'a> {
     pub assignment: &'a [Option<Uuid>],
     /// Its cut-off for idle anonymous-only profiles (microseconds).
     pub cutoff: i64,
+    /// Its profile ids, numbered (for the profiles a partial resolution
+    /// kept whole).
+    pub previous: &'a Previous,
 }
 
 /// Which profiles are in view: all but anonymous-only ones last seen
@@ -130,9 +133,20 @@ pub fn compare(
             seen_again[m as usize] = true;
         }
     }
-    // Previous profiles that lost or changed something.
+    // Previous profiles that lost or changed something: only identifiers
+    // resolved again can have (after a partial resolution, the others
+    // kept their profile and were not seen again).
+    let scope = resolution.scope.as_ref();
+    let every: Vec<NodeId>;
+    let resolved: &[NodeId] = match scope {
+        Some(s) => &s.nodes,
+        None => {
+            every = (0..n as NodeId).collect();
+            &every
+        }
+    };
     let mut touched_before: HashSet<Uuid> = HashSet::new();
-    for m in 0..n as NodeId {
+    for &m in resolved {
         let (now, then) = (resolution.profile_of[m as usize], was(m));
         if now != then {
             changes.assignment.push((m, now));
@@ -161,6 +175,12 @@ pub fn compare(
     };
     let mut owners = vec![NONE; facts.len()];
     for (k, o) in owners.iter_mut().enumerate() {
+        if let Some(s) = scope
+            && !facts.key_nodes(k).iter().any(|&m| s.contains(m))
+        {
+            // Its identifiers kept their profiles: so did its facts.
+            continue;
+        }
         let now = owner(k);
         if let Some(m) = now {
             *o = component[m as usize];
@@ -209,6 +229,10 @@ pub fn compare(
             _ => {}
         }
     }
+    if scope.is_some() && then_visibility.cutoff != visibility.cutoff {
+        idle_since(graph, resolution, before, then_visibility, visibility)
+            .for_each(|id| changes.removed_profiles.push(id));
+    }
     changes.removed_profiles.sort_unstable();
     changes.removed_profiles.dedup();
     changes.wanted_keys = owners[..before.keys]
@@ -217,4 +241,37 @@ pub fn compare(
         .collect();
     changes.owners = owners;
     changes
+}
+
+/// The profiles a partial resolution kept whole that were in view at
+/// `then` and are not `now` (anonymous-only, idle since between the two
+/// cut-offs).
+fn idle_since<'a>(
+    graph: &Graph,
+    resolution: &Resolution,
+    before: &'a Before<'_>,
+    then: Visibility,
+    now: Visibility,
+) -> impl Iterator<Item = Uuid> + 'a {
+    let previous = before.previous;
+    let ids = previous.ids();
+    // Per kept profile: whether it holds a known identifier, and when its
+    // identifiers were last seen.
+    let (mut known, mut last) = (vec![false; ids.len()], vec![i64::MIN; ids.len()]);
+    for (m, &p) in previous.numbers().iter().enumerate() {
+        if p == NO_PROFILE
+            || resolution
+                .scope
+                .as_ref()
+                .is_some_and(|s| s.contains(m as NodeId))
+        {
+            continue;
+        }
+        known[p as usize] |= Some(graph.id_type(m as NodeId)) != now.anonymous;
+        last[p as usize] = last[p as usize].max(graph.last_seen[m]);
+    }
+    ids.iter().enumerate().filter_map(move |(p, &id)| {
+        let anonymous_only = !known[p] && last[p] != i64::MIN;
+        (anonymous_only && last[p] >= then.cutoff && last[p] < now.cutoff).then_some(id)
+    })
 }

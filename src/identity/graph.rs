@@ -17,6 +17,7 @@ use datafusion::common::{HashMap, HashSet};
 use uuid::Uuid;
 
 use super::interner::Interner;
+use super::partial::Scope;
 
 /// Index of an interned identifier.
 pub type NodeId = u32;
@@ -90,7 +91,7 @@ pub struct Graph {
 type AgeKey<'a> = (i64, u32, &'a str, u16);
 
 /// No node, component or previous profile.
-const NONE: u32 = u32::MAX;
+pub(super) const NONE: u32 = u32::MAX;
 
 /// The profile id of each node in the last committed resolution, with the
 /// distinct ids numbered densely (one lookup per identifier while reading
@@ -98,8 +99,8 @@ const NONE: u32 = u32::MAX;
 #[derive(Debug, Default)]
 pub struct Previous {
     /// Per node: the number of its previous id in `ids`, or `NONE`.
-    of_node: Vec<u32>,
-    ids: Vec<Uuid>,
+    pub(super) of_node: Vec<u32>,
+    pub(super) ids: Vec<Uuid>,
     numbers: HashMap<Uuid, u32>,
 }
 
@@ -150,6 +151,17 @@ impl Previous {
         previous
     }
 
+    /// The distinct previous ids, by number.
+    pub fn ids(&self) -> &[Uuid] {
+        &self.ids
+    }
+
+    /// Per node: the number of its previous id in [`Previous::ids`], or
+    /// `u32::MAX`.
+    pub fn numbers(&self) -> &[u32] {
+        &self.of_node
+    }
+
     /// No previous id for the nodes from `self`'s end up to `nodes`.
     pub fn extend_to(&mut self, nodes: usize) {
         self.of_node.resize(nodes.max(self.of_node.len()), NONE);
@@ -172,9 +184,14 @@ pub struct Resolution {
     pub new_profiles: usize,
     /// Members of profile `c`: `members[starts[c]..starts[c + 1]]`, its id
     /// `component_ids[c]` (see [`Resolution::components`]).
-    members: Vec<NodeId>,
-    starts: Vec<u32>,
-    component_ids: Vec<Uuid>,
+    pub(super) members: Vec<NodeId>,
+    pub(super) starts: Vec<u32>,
+    pub(super) component_ids: Vec<Uuid>,
+    /// When only part of the graph was resolved again (an incremental
+    /// refresh, [`super::partial`]): those identifiers. Every other one
+    /// kept its previous profile, and the components are only the
+    /// profiles of these.
+    pub scope: Option<Scope>,
     /// Milliseconds spent finding the components: one union-find pass over
     /// all links, then ordering and joining again (with the limits and the
     /// merge bookkeeping) the links of the components where order matters.
@@ -190,6 +207,27 @@ impl Resolution {
             let members = &self.members[self.starts[c] as usize..self.starts[c + 1] as usize];
             (id, members)
         })
+    }
+}
+
+/// What a resolution may use (see [`Graph::usable`]).
+#[derive(Debug, Default)]
+pub struct Usable {
+    /// Per node: neither blocked nor over the cardinality guard.
+    pub node: Vec<bool>,
+    /// Links an administrator blocked, as `(a, b)` with `a < b`.
+    pub cut: std::collections::HashSet<(NodeId, NodeId)>,
+    /// Why the others are not used: values, then guards, then links.
+    pub rejections: Vec<Rejection>,
+}
+
+impl Usable {
+    /// Whether the link `a`–`b` (`a < b`) joins two usable identifiers and
+    /// is not blocked.
+    pub fn link(&self, a: NodeId, b: NodeId) -> bool {
+        self.node[a as usize]
+            && self.node[b as usize]
+            && (self.cut.is_empty() || !self.cut.contains(&(a, b)))
     }
 }
 
@@ -317,21 +355,48 @@ impl Graph {
         previous: &Previous,
         order_everything: bool,
     ) -> Resolution {
-        assert_eq!(
-            previous.of_node.len(),
-            self.nodes.len(),
-            "the previous assignment is sized for this graph"
-        );
+        let usable = self.usable(blocked, blocked_link, max_neighbours);
+        self.resolve_whole(&usable, previous, order_everything)
+    }
+
+    /// Resolve the whole graph with the identifiers and links `usable`
+    /// allows (see [`Graph::resolve`]).
+    pub fn resolve_allowed(&self, usable: &Usable, previous: &Previous) -> Resolution {
+        self.resolve_whole(usable, previous, false)
+    }
+
+    fn resolve_whole(
+        &self,
+        usable: &Usable,
+        previous: &Previous,
+        order_everything: bool,
+    ) -> Resolution {
+        let mut resolution = self.resolve_usable(usable, previous, None, order_everything);
+        let refused = std::mem::take(&mut resolution.rejections);
+        resolution.rejections = usable.rejections.clone();
+        resolution.rejections.extend(refused);
+        resolution
+    }
+
+    /// Which identifiers and links a resolution may use: not those on the
+    /// blocked list (`blocked`), nor those seen with more than
+    /// `max_neighbours` distinct values of one other type (the
+    /// cardinality guard), nor the links an administrator blocked
+    /// (`blocked_link`). O(nodes + links), whatever part is resolved.
+    pub fn usable(
+        &self,
+        blocked: impl Fn(NodeId) -> bool,
+        blocked_link: impl Fn(NodeId, NodeId) -> bool,
+        max_neighbours: u32,
+    ) -> Usable {
         let n = self.nodes.len();
         let types = self.nodes.kinds();
-        let mut resolution = Resolution::default();
+        let mut rejections = Vec::new();
         let mut usable = vec![true; n];
         for (i, usable) in usable.iter_mut().enumerate() {
             if blocked(i as NodeId) {
                 *usable = false;
-                resolution
-                    .rejections
-                    .push(Rejection::BlockedValue { node: i as NodeId });
+                rejections.push(Rejection::BlockedValue { node: i as NodeId });
             }
         }
         // Cardinality guard: distinct neighbours of each other type (links
@@ -370,7 +435,7 @@ impl Graph {
         for ((node, other_type), count) in guarded {
             if usable[node as usize] {
                 usable[node as usize] = false;
-                resolution.rejections.push(Rejection::TooManyNeighbours {
+                rejections.push(Rejection::TooManyNeighbours {
                     node,
                     other_type,
                     count,
@@ -388,9 +453,34 @@ impl Graph {
         cut.sort_unstable();
         let cut: std::collections::HashSet<(NodeId, NodeId)> = cut
             .into_iter()
-            .inspect(|&(a, b)| resolution.rejections.push(Rejection::BlockedLink { a, b }))
+            .inspect(|&(a, b)| rejections.push(Rejection::BlockedLink { a, b }))
             .collect();
+        Usable {
+            node: usable,
+            cut,
+            rejections,
+        }
+    }
 
+    /// Resolve profiles with the identifiers and links `usable` allows;
+    /// the new ids avoid `previous`'s and those of `reserved`. The
+    /// rejections are only the links refused by a limit.
+    pub(super) fn resolve_usable(
+        &self,
+        allowed: &Usable,
+        previous: &Previous,
+        reserved: Option<&HashSet<Uuid>>,
+        order_everything: bool,
+    ) -> Resolution {
+        assert_eq!(
+            previous.of_node.len(),
+            self.nodes.len(),
+            "the previous assignment is sized for this graph"
+        );
+        let n = self.nodes.len();
+        let types = self.nodes.kinds();
+        let mut resolution = Resolution::default();
+        let usable = &allowed.node;
         let limited: Vec<(u16, u32)> = self
             .types
             .iter()
@@ -413,9 +503,7 @@ impl Graph {
         let older = |x: u32, y: u32| prev_rank[x as usize] <= prev_rank[y as usize];
         let mut root_prev: Vec<u32> = previous.of_node.clone();
         let union_find = std::time::Instant::now();
-        let usable_link = |a: NodeId, b: NodeId| {
-            usable[a as usize] && usable[b as usize] && (cut.is_empty() || !cut.contains(&(a, b)))
-        };
+        let usable_link = |a: NodeId, b: NodeId| allowed.link(a, b);
         // 1. Components of all usable links, in any order. Where no limit
         //    can be broken and at most one previous profile is present, the
         //    order of the links cannot change the outcome: that component is
@@ -576,6 +664,9 @@ impl Graph {
         let mut profile_of = vec![None; n];
         // Ids in use: never given to a second profile.
         let mut taken: HashSet<Uuid> = previous.ids.iter().copied().collect();
+        let in_use = |taken: &HashSet<Uuid>, id: &Uuid| {
+            taken.contains(id) || reserved.is_some_and(|r| r.contains(id))
+        };
         let (mut mine, mut split_from) = (Vec::new(), Vec::new());
         let mut component_ids = vec![Uuid::nil(); order.len()];
         for ci in 0..order.len() {
@@ -609,7 +700,7 @@ impl Graph {
                     let value = self.value(f);
                     let mut id = founding_id(name, value);
                     let mut n = 1;
-                    while taken.contains(&id) {
+                    while in_use(&taken, &id) {
                         id = founding_id(name, &format!("{value}#{n}"));
                         n += 1;
                     }
@@ -825,14 +916,16 @@ impl UnionFind {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     const ANON: u16 = 0;
     const USER: u16 = 1;
     const EMAIL: u16 = 2;
 
-    fn graph() -> Graph {
+    /// An empty graph of three types: `anonymous_id`, `user_id` (at most
+    /// one per profile) and `email`.
+    pub(in crate::identity) fn graph() -> Graph {
         let t = |name: &str, priority, max| TypeRule {
             name: name.into(),
             priority,

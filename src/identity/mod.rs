@@ -21,6 +21,7 @@ pub mod facts;
 pub mod graph;
 pub mod interner;
 pub mod normalize;
+mod partial;
 mod profiles;
 mod refresh;
 mod scan;

@@ -19,6 +19,7 @@ use super::config::IdentityConfig;
 use super::facts::Facts;
 use super::graph::{Edge, Graph, NodeId, Previous, Rejection, TypeRule};
 use super::interner::Interner;
+use super::partial;
 use super::profiles;
 use super::scan::{RawFile, Scan};
 use super::state::{self, STATE_TABLE};
@@ -289,19 +290,74 @@ async fn run(
         )
     };
     let resolving = std::time::Instant::now();
-    let resolution = graph.resolve(
+    let usable = graph.usable(
         |node| {
             is_blocked(&blocked, graph.value(node))
                 || (!admin.values.is_empty() && admin.values.contains(&ident(node)))
         },
         |a, b| !admin.links.is_empty() && admin.link_blocked(ident(a), ident(b)),
         config.max_distinct_neighbours,
-        &previous_ids,
     );
+    // An incremental refresh that writes a delta resolves again only what
+    // the new rows can change; a compaction, or a cut-off moved back
+    // (idle profiles could come back into view), resolves everything.
+    let now_micros = now.timestamp_micros();
+    let cutoff = profiles::anonymous_cutoff(config, now_micros);
+    let writes_delta = |m: &Manifest| {
+        m.deltas_of("profiles").len() < config.max_delta_layers as usize
+            && m.anonymous_cutoff.is_none_or(|c| c <= cutoff)
+    };
+    let partial = match (&before, &previous) {
+        (Some(b), Some(m)) if writes_delta(m) => {
+            let seeds = (b.keys..facts.len()).flat_map(|k| facts.key_nodes(k).iter().copied());
+            partial::resolve_touched(&graph, &usable, &previous_ids, &b.assignment, seeds)
+        }
+        _ => None,
+    };
+    let mut resolution = match partial {
+        Some(r) => {
+            if let Some(s) = &r.scope {
+                progress(&format!(
+                    "resolved again the {} of {} identifiers the new data can change",
+                    s.nodes.len(),
+                    graph.len()
+                ));
+            }
+            r
+        }
+        None => graph.resolve_allowed(&usable, &previous_ids),
+    };
     report.resolve_ms = resolving.elapsed().as_millis() as u64;
-    // What only the resolution needed, freed before the views are built;
-    // the links stay for the state.
-    drop(previous_ids);
+
+    // 3. What to write: only what changed (a delta layer of each view), or
+    //    everything (a full refresh, a compaction).
+    let visibility = Visibility::new(config, cutoff);
+    let changes = match (&before, &previous) {
+        (Some(b), Some(m)) if m.deltas_of("profiles").len() < config.max_delta_layers as usize => {
+            let changes = changes::compare(
+                &graph,
+                &facts,
+                &resolution,
+                &changes::Before {
+                    nodes: b.nodes,
+                    keys: b.keys,
+                    assignment: &b.assignment,
+                    cutoff: m.anonymous_cutoff.unwrap_or(cutoff),
+                    previous: &previous_ids,
+                },
+                visibility,
+            );
+            let share = changes.rewritten() as f64 / resolution.profiles.max(1) as f64;
+            (share <= config.max_delta_share).then_some(changes)
+        }
+        _ => None,
+    };
+    if changes.is_none() && resolution.scope.is_some() {
+        // Too much changed for a delta: whole views need every profile.
+        progress("resolving every identity (too much changed for a delta)");
+        resolution = graph.resolve_allowed(&usable, &previous_ids);
+    }
+    drop((usable, previous_ids));
     graph.nodes.drop_index();
     report.union_find_ms = resolution.union_find_ms;
     report.profiles = resolution.profiles;
@@ -324,31 +380,6 @@ async fn run(
             _ => report.blocked_values += 1,
         }
     }
-
-    // 3. What to write: only what changed (a delta layer of each view), or
-    //    everything (a full refresh, a compaction).
-    let now_micros = now.timestamp_micros();
-    let cutoff = profiles::anonymous_cutoff(config, now_micros);
-    let visibility = Visibility::new(config, cutoff);
-    let changes = match (&before, &previous) {
-        (Some(b), Some(m)) if m.deltas_of("profiles").len() < config.max_delta_layers as usize => {
-            let changes = changes::compare(
-                &graph,
-                &facts,
-                &resolution,
-                &changes::Before {
-                    nodes: b.nodes,
-                    keys: b.keys,
-                    assignment: &b.assignment,
-                    cutoff: m.anonymous_cutoff.unwrap_or(cutoff),
-                },
-                visibility,
-            );
-            let share = changes.rewritten() as f64 / resolution.profiles.max(1) as f64;
-            (share <= config.max_delta_share).then_some(changes)
-        }
-        _ => None,
-    };
     if let Some(b) = &before {
         // The stored cells of the keys whose profiles are written (all of
         // them for whole views).
