@@ -349,6 +349,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Largest declared body read to the end to answer 413 cleanly.
+const DRAIN_BYTES: usize = 16 << 20;
+
+/// Read `body` to its end, dropping it.
+async fn drain(body: Body) {
+    use futures::StreamExt;
+    let mut data = body.into_data_stream();
+    while let Some(Ok(_)) = data.next().await {}
+}
+
 /// The body, decompressed, refused with 413 when over `limit`.
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, Refused4xx> {
     let too_big = |size: String| {
@@ -361,6 +371,12 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if let Some(len) = declared.filter(|&len| len > limit) {
+        // Read it to the end (not kept) when it is not absurdly large: a
+        // client still sending when the connection closes sees a broken
+        // pipe, not this answer.
+        if len <= DRAIN_BYTES {
+            drain(body).await;
+        }
         return Err(too_big(format!("{len} bytes")));
     }
     let raw = axum::body::to_bytes(body, limit)
