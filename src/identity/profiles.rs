@@ -27,8 +27,6 @@ struct Profile {
     place: u32,
     /// Members, sorted by (type, value).
     nodes: Vec<NodeId>,
-    /// Its merged facts, only while its batch is being built.
-    facts: Partial,
 }
 
 /// Profiles per batch of `cdp.profiles`.
@@ -88,7 +86,6 @@ pub fn build<'a>(
                 id,
                 place,
                 nodes: members.to_vec(),
-                facts: Partial::new(),
             });
         }
     }
@@ -194,28 +191,37 @@ impl Assembled<'_> {
         self.schema.clone()
     }
 
-    /// The batches of `cdp.profiles`, in profile id order; each batch's
-    /// profiles have their keys' facts merged while it is built.
-    pub fn batches(&mut self) -> impl Iterator<Item = Result<RecordBatch>> + '_ {
-        let n = self.profiles.len();
-        (0..n).step_by(BATCH).map(move |start| {
-            let end = (start + BATCH).min(n);
-            for p in start..end {
-                let keys = self.key_start[p] as usize..self.key_start[p + 1] as usize;
-                for &k in &self.keys[keys] {
-                    self.facts
-                        .merge_into(k as usize, &mut self.profiles[p].facts);
-                }
-            }
-            let batch = self.batch(&self.profiles[start..end]);
-            for p in &mut self.profiles[start..end] {
-                p.facts = Partial::new();
-            }
-            batch
+    /// Number of profiles to write.
+    pub fn len(&self) -> usize {
+        self.profiles.len()
+    }
+
+    /// The batches of `cdp.profiles` of the profiles `range` (places in
+    /// profile id order), in that order; each batch's profiles have their
+    /// keys' facts merged while it is built. Disjoint ranges can be built
+    /// on threads of their own.
+    pub fn batches(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = Result<RecordBatch>> + '_ {
+        range.clone().step_by(BATCH).map(move |start| {
+            let end = (start + BATCH).min(range.end);
+            let merged: Vec<Partial> = (start..end)
+                .map(|p| {
+                    let mut facts = Partial::new();
+                    let keys = self.key_start[p] as usize..self.key_start[p + 1] as usize;
+                    for &k in &self.keys[keys] {
+                        self.facts.merge_into(k as usize, &mut facts);
+                    }
+                    facts
+                })
+                .collect();
+            self.batch(&self.profiles[start..end], &merged)
         })
     }
 
-    fn batch(&self, chunk: &[Profile]) -> Result<RecordBatch> {
+    /// The rows of the profiles `chunk`, whose merged facts are `merged`.
+    fn batch(&self, chunk: &[Profile], merged: &[Partial]) -> Result<RecordBatch> {
         let (config, graph, facts) = (self.config, self.graph, self.facts);
         let now_micros = self.now_micros;
         let mut columns: Vec<ArrayRef> =
@@ -235,17 +241,14 @@ impl Assembled<'_> {
             }
             columns.push(Arc::new(list.finish()));
         }
-        fn cell(p: &Profile, f: u16) -> Option<&Cell> {
-            get(&p.facts, f)
-        }
         let text = |f: u16| -> ArrayRef {
-            Arc::new(StringArray::from_iter(chunk.iter().map(|p| {
-                cell(p, f)
+            Arc::new(StringArray::from_iter(merged.iter().map(|m| {
+                get(m, f)
                     .filter(|c| c.text != NO_TEXT)
                     .map(|c| facts.texts.get(c.text))
             })))
         };
-        let num = |f: u16| chunk.iter().map(move |p| cell(p, f).map(|c| c.num));
+        let num = |f: u16| merged.iter().map(move |m| get(m, f).map(|c| c.num));
         let count = |f: u16| -> ArrayRef {
             Arc::new(Int64Array::from_iter_values(num(f).map(|n| n.unwrap_or(0))))
         };
@@ -318,18 +321,18 @@ impl Assembled<'_> {
             field::LAST_NET_ORDER_AT,
         ] {
             columns.push(time(
-                chunk.iter().map(|p| cell(p, f).map(|c| c.at)).collect(),
+                merged.iter().map(|m| get(m, f).map(|c| c.at)).collect(),
             ));
         }
         columns.push(Arc::new(StringArray::from_iter(
-            chunk.iter().map(|p| preferred_channel(facts, &p.facts)),
+            merged.iter().map(|m| preferred_channel(facts, m)),
         )));
         for s in 0..field::SURVEYS.len() as u16 {
             columns.push(Arc::new(Int64Array::from_iter(num(field::SURVEY + s))));
             columns.push(time(
-                chunk
+                merged
                     .iter()
-                    .map(|p| cell(p, field::SURVEY + s).map(|c| c.at))
+                    .map(|m| get(m, field::SURVEY + s).map(|c| c.at))
                     .collect(),
             ));
         }
