@@ -336,7 +336,7 @@ impl Graph {
     /// for those few components.
     pub fn resolve(
         &self,
-        blocked: impl Fn(NodeId) -> bool,
+        blocked: impl Fn(NodeId) -> bool + Sync,
         blocked_link: impl Fn(NodeId, NodeId) -> bool,
         max_neighbours: u32,
         previous: &Previous,
@@ -349,7 +349,7 @@ impl Graph {
     /// (the shortcut must not change the outcome: a test compares both).
     fn resolve_with(
         &self,
-        blocked: impl Fn(NodeId) -> bool,
+        blocked: impl Fn(NodeId) -> bool + Sync,
         blocked_link: impl Fn(NodeId, NodeId) -> bool,
         max_neighbours: u32,
         previous: &Previous,
@@ -385,20 +385,37 @@ impl Graph {
     /// (`blocked_link`). O(nodes + links), whatever part is resolved.
     pub fn usable(
         &self,
-        blocked: impl Fn(NodeId) -> bool,
+        blocked: impl Fn(NodeId) -> bool + Sync,
         blocked_link: impl Fn(NodeId, NodeId) -> bool,
         max_neighbours: u32,
     ) -> Usable {
         let n = self.nodes.len();
         let types = self.nodes.kinds();
-        let mut rejections = Vec::new();
         let mut usable = vec![true; n];
-        for (i, usable) in usable.iter_mut().enumerate() {
-            if blocked(i as NodeId) {
-                *usable = false;
-                rejections.push(Rejection::BlockedValue { node: i as NodeId });
+        // Every value compared with the blocked lists: two halves, each on
+        // a core of its own.
+        let scan = |part: &mut [bool], from: usize| {
+            let mut found = Vec::new();
+            for (i, usable) in part.iter_mut().enumerate() {
+                let node = (from + i) as NodeId;
+                if blocked(node) {
+                    *usable = false;
+                    found.push(Rejection::BlockedValue { node });
+                }
             }
-        }
+            found
+        };
+        let half = if n >= 1 << 16 { n / 2 } else { n };
+        let (low, high) = usable.split_at_mut(half);
+        let mut rejections = std::thread::scope(|s| {
+            let other = s.spawn(|| scan(high, half));
+            let mut found = scan(low, 0);
+            let rest = other
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            found.extend(rest);
+            found
+        });
         // Cardinality guard: distinct neighbours of each other type (links
         // are distinct pairs). Only a node with more links than the limit
         // can have too many of one type: a byte per node finds those (in
