@@ -386,6 +386,12 @@ impl Facts {
         self.stats.reserve(keys);
     }
 
+    /// Node numbers held by all keys together (what [`Facts::reserve`]
+    /// makes room for besides the keys).
+    pub fn key_node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// Append key `nodes` without looking it up (it may repeat an earlier
     /// key: their facts add up wherever they are merged).
     pub fn push_key(&mut self, nodes: &[u32], stats: KeyStats) -> u32 {

@@ -59,6 +59,22 @@ impl Interner {
         }
     }
 
+    /// [`Interner::unindexed`] with room for `entries` entries of `bytes`
+    /// bytes in all.
+    pub fn unindexed_with_capacity(entries: usize, bytes: usize) -> Interner {
+        Interner {
+            kinds: Vec::with_capacity(entries),
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(entries),
+            ..Interner::unindexed()
+        }
+    }
+
+    /// Bytes of all entries' texts.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
     pub fn len(&self) -> usize {
         self.kinds.len()
     }

@@ -10,9 +10,10 @@
 //! usability changed or whose link was blocked. Outside it nothing moved:
 //! the same identifiers and links, first seen when they were, usable as
 //! they were, so each component there is one previous profile whole and
-//! keeps its id. [`resolve_touched`] resolves the part as a graph of its
-//! own, under the same rules and with every previous id reserved, and
-//! keeps the previous assignment elsewhere: the outcome of resolving the
+//! keeps its id. [`touched_part`] finds the part; [`resolve_within`]
+//! resolves it as a graph of its own, under the same rules and with every
+//! previous id reserved, and keeps the previous assignment elsewhere: the
+//! outcome of resolving the
 //! whole graph (the incremental-equals-full tests check it), for a few
 //! sequential passes over the links and nodes and a resolution of the part.
 
@@ -101,32 +102,38 @@ impl Bits {
     }
 }
 
-/// Resolve only the part of `graph` that the identifiers `seeds` (those
-/// of the new rows) can change, with the usability `usable` of the whole
-/// graph; every other identifier keeps its profile of `before` (the
-/// committed assignment of the first `before.len()` nodes), whose ids are
+/// The part of `graph` that the identifiers `seeds` (those of the new
+/// rows) can change, with the usability `usable` of the whole graph; every
+/// other identifier keeps its profile of `before` (the committed
+/// assignment of the first `before.len()` nodes), whose ids are
 /// `previous`. `None` when the part is most of the graph: resolve it
 /// whole.
-pub fn resolve_touched(
+pub fn touched_part(
     graph: &Graph,
     usable: &Usable,
     previous: &Previous,
     before: &[Option<Uuid>],
     seeds: impl Iterator<Item = NodeId>,
-) -> Option<Resolution> {
-    let most = graph.len() / MAX_SHARE;
-    resolve_part(graph, usable, previous, before, seeds, most)
+) -> Option<Scope> {
+    grow_part(
+        graph,
+        usable,
+        previous,
+        before,
+        seeds,
+        graph.len() / MAX_SHARE,
+    )
 }
 
-/// [`resolve_touched`], when the part holds at most `most` identifiers.
-fn resolve_part(
+/// [`touched_part`], when the part holds at most `most` identifiers.
+fn grow_part(
     graph: &Graph,
     usable: &Usable,
     previous: &Previous,
     before: &[Option<Uuid>],
     seeds: impl Iterator<Item = NodeId>,
     most: usize,
-) -> Option<Resolution> {
+) -> Option<Scope> {
     let n = graph.len();
     let mut part = Bits::new(n);
     for s in seeds {
@@ -194,9 +201,26 @@ fn resolve_part(
         }
     }
     let nodes: Vec<NodeId> = part.ones().map(|i| i as NodeId).collect();
-    if nodes.len() > most {
-        return None;
-    }
+    (nodes.len() <= most).then_some(Scope {
+        nodes,
+        member: part,
+    })
+}
+
+/// Resolve the part `scope` of `graph` (from [`touched_part`]) as a graph
+/// of its own; every identifier outside keeps its profile of `before`.
+pub fn resolve_within(
+    graph: &Graph,
+    usable: &Usable,
+    previous: &Previous,
+    before: &[Option<Uuid>],
+    scope: Scope,
+) -> Resolution {
+    let n = graph.len();
+    let Scope {
+        nodes,
+        member: part,
+    } = scope;
 
     // The part as a graph of its own, numbered in the same order.
     let ranks = part.word_ranks();
@@ -273,7 +297,7 @@ fn resolve_part(
     for m in &mut merges {
         m.cause = global(m.cause);
     }
-    Some(Resolution {
+    Resolution {
         profile_of,
         rejections,
         merges,
@@ -287,7 +311,7 @@ fn resolve_part(
             nodes,
             member: part,
         }),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -351,11 +375,12 @@ mod tests {
             let mut previous = Previous::from_assignment(&before);
             previous.extend_to(g.len());
             let whole = g.resolve_allowed(&usable, &previous);
-            let Some(part) =
-                resolve_part(&g, &usable, &previous, &before, seeds.into_iter(), g.len())
+            let Some(scope) =
+                grow_part(&g, &usable, &previous, &before, seeds.into_iter(), g.len())
             else {
                 continue;
             };
+            let part = resolve_within(&g, &usable, &previous, &before, scope);
             partial += 1;
             let scope = part.scope.as_ref().expect("a partial resolution");
             smaller += usize::from(scope.nodes.len() < g.len());

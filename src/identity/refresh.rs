@@ -17,7 +17,7 @@ use super::blocks;
 use super::changes::{self, Visibility};
 use super::config::IdentityConfig;
 use super::facts::Facts;
-use super::graph::{Edge, Graph, NodeId, Previous, Rejection, TypeRule};
+use super::graph::{Edge, Graph, NodeId, Previous, Rejection, Resolution, TypeRule};
 use super::interner::Interner;
 use super::partial;
 use super::profiles;
@@ -308,37 +308,22 @@ async fn run(
         m.deltas_of("profiles").len() < config.max_delta_layers as usize
             && m.anonymous_cutoff.is_none_or(|c| c <= cutoff)
     };
-    let partial = match (&before, &previous) {
+    let part = match (&before, &previous) {
         (Some(b), Some(m)) if writes_delta(m) => {
             let seeds = (b.keys..facts.len()).flat_map(|k| facts.key_nodes(k).iter().copied());
-            partial::resolve_touched(&graph, &usable, &previous_ids, &b.assignment, seeds)
+            partial::touched_part(&graph, &usable, &previous_ids, &b.assignment, seeds)
         }
         _ => None,
     };
-    let mut resolution = match partial {
-        Some(r) => {
-            if let Some(s) = &r.scope {
-                progress(&format!(
-                    "resolved again the {} of {} identifiers the new data can change",
-                    s.nodes.len(),
-                    graph.len()
-                ));
-            }
-            r
-        }
-        None => graph.resolve_allowed(&usable, &previous_ids),
-    };
-    report.resolve_ms = resolving.elapsed().as_millis() as u64;
-
     // 3. What to write: only what changed (a delta layer of each view), or
     //    everything (a full refresh, a compaction).
     let visibility = Visibility::new(config, cutoff);
-    let changes = match (&before, &previous) {
+    let compared = |resolution: &Resolution| match (&before, &previous) {
         (Some(b), Some(m)) if m.deltas_of("profiles").len() < config.max_delta_layers as usize => {
             let changes = changes::compare(
                 &graph,
                 &facts,
-                &resolution,
+                resolution,
                 &changes::Before {
                     nodes: b.nodes,
                     keys: b.keys,
@@ -352,6 +337,40 @@ async fn run(
             (share <= config.max_delta_share).then_some(changes)
         }
         _ => None,
+    };
+    let (mut resolution, changes, prefetched) = match (part, &before) {
+        (Some(scope), Some(b)) => {
+            progress(&format!(
+                "resolving again the {} of {} identifiers the new data can change",
+                scope.nodes.len(),
+                graph.len()
+            ));
+            // The stored cells of the keys touching the part (those of
+            // the changed profiles among them) are read meanwhile.
+            let touching = scope.clone();
+            let reading = async {
+                let keys: Vec<bool> = (0..b.keys)
+                    .map(|k| facts.key_nodes(k).iter().any(|&m| touching.contains(m)))
+                    .collect();
+                let keep = |k: u32| keys.get(k as usize).copied().unwrap_or(false);
+                state::read_cells(lake, &b.layers, facts.len(), keep).await
+            };
+            let working = async {
+                let resolution =
+                    partial::resolve_within(&graph, &usable, &previous_ids, &b.assignment, scope);
+                report.resolve_ms = resolving.elapsed().as_millis() as u64;
+                let changes = compared(&resolution);
+                Ok::<_, Error>((resolution, changes))
+            };
+            let ((resolution, changes), kept) = both(working, reading).await?;
+            (resolution, changes, Some(kept))
+        }
+        _ => {
+            let resolution = graph.resolve_allowed(&usable, &previous_ids);
+            report.resolve_ms = resolving.elapsed().as_millis() as u64;
+            let changes = compared(&resolution);
+            (resolution, changes, None)
+        }
     };
     if changes.is_none() && resolution.scope.is_some() {
         // Too much changed for a delta: whole views need every profile.
@@ -385,11 +404,18 @@ async fn run(
         // The stored cells of the keys whose profiles are written (all of
         // them for whole views).
         progress("reading the stored facts of the changed profiles");
-        let wanted = match &changes {
-            Some(c) => c.wanted_keys.clone(),
-            None => vec![true; b.keys],
-        };
-        state::load_cells(lake, &b.layers, &mut facts, &wanted).await?;
+        match (&changes, prefetched) {
+            (Some(c), Some(kept)) => {
+                state::fold_cells(&b.layers, &kept, &mut facts, &c.wanted_keys)?
+            }
+            _ => {
+                let wanted = match &changes {
+                    Some(c) => c.wanted_keys.clone(),
+                    None => vec![true; b.keys],
+                };
+                state::load_cells(lake, &b.layers, &mut facts, &wanted).await?;
+            }
+        }
     }
     report.graph_ms = phase.elapsed().as_millis() as u64;
     let phase = std::time::Instant::now();
@@ -615,7 +641,8 @@ async fn load_incremental(
     let (new_nodes, mut new_facts) = scan(lake, config, files, progress, report).await?;
     progress("loading the stored identity graph");
     let layers = state_layers(m);
-    let (stored, found) = state::load(lake, &layers, &types, &new_nodes).await?;
+    let new_keys = (new_facts.len(), new_facts.key_node_count());
+    let (stored, found) = state::load(lake, &layers, &types, &new_nodes, new_keys).await?;
     let state::Stored {
         mut nodes,
         mut facts,

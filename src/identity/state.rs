@@ -25,6 +25,7 @@ use datafusion::arrow::array::{
     FixedSizeListArray, Int32Array, Int64Array, ListBuilder, RecordBatch, StringArray, UInt32Array,
     UInt32Builder,
 };
+use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{
     DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, UInt32Type,
@@ -303,35 +304,64 @@ pub struct Stored {
     pub last_seen: Vec<i64>,
 }
 
-/// How many identifiers the layers `layers` list, from their footers: what
-/// the node times are sized by while the identifiers are still being read.
-async fn node_count(lake: &Lake, layers: &[Path]) -> Result<usize> {
-    let mut count = 0;
-    for dir in layers {
-        let meta = head(lake, dir, "nodes.parquet").await?;
-        let footer = parquet::open(lake, &meta).await?;
-        count += usize::try_from(footer.metadata().file_metadata().num_rows()).unwrap_or(0);
+/// What the footer of the state file `dir/name` says: its rows, and per
+/// column its leaf values and their uncompressed bytes (upper bounds of
+/// what reading it takes, to size the vectors once).
+async fn footer(lake: &Lake, dir: &Path, name: &str) -> Result<(usize, Vec<(usize, usize)>)> {
+    let meta = head(lake, dir, name).await?;
+    let file = parquet::open(lake, &meta).await?;
+    let metadata = file.metadata();
+    let rows = usize::try_from(metadata.file_metadata().num_rows()).unwrap_or(0);
+    let mut columns = vec![(0, 0); metadata.file_metadata().schema_descr().num_columns()];
+    for group in metadata.row_groups() {
+        for (sum, column) in columns.iter_mut().zip(group.columns()) {
+            sum.0 += usize::try_from(column.num_values()).unwrap_or(0);
+            sum.1 += usize::try_from(column.uncompressed_size()).unwrap_or(0);
+        }
     }
-    Ok(count)
+    Ok((rows, columns))
+}
+
+/// The sums of [`footer`] over the layers `layers`.
+async fn footers(lake: &Lake, layers: &[Path], name: &str) -> Result<(usize, Vec<(usize, usize)>)> {
+    let mut total = (0, Vec::new());
+    for dir in layers {
+        let (rows, columns) = footer(lake, dir, name).await?;
+        total.0 += rows;
+        total.1.resize(columns.len().max(total.1.len()), (0, 0));
+        for (sum, c) in total.1.iter_mut().zip(columns) {
+            *sum = (sum.0 + c.0, sum.1 + c.1);
+        }
+    }
+    Ok(total)
 }
 
 /// Read the layers `layers` (base first) of the state, finding on the way
 /// which of the identifiers of `probe` (the new files' identifiers) it
 /// holds: `found[n]` is the stored node of `probe`'s node `n`, or `None`.
+/// The vectors have room for `probe` and `new_keys` (keys and their node
+/// numbers) to be appended without moving them.
 ///
-/// Two tasks of about equal work: one reads the identifiers, then their
-/// assignments, and numbers the previous ids; the other reads the keys and
-/// links and derives every identifier's first and last sighting.
+/// Two tasks of about equal work: one reads the identifiers, their
+/// assignments (numbering the previous ids) and the links; the other reads
+/// the keys and derives every identifier's first and last sighting.
 pub async fn load(
     lake: &Lake,
     layers: &[Path],
     types: &[TypeRule],
     probe: &Interner,
+    new_keys: (usize, usize),
 ) -> Result<(Stored, Vec<Option<NodeId>>)> {
-    let n = node_count(lake, layers).await?;
+    // Every vector sized once from the footers: growing them by doubling
+    // would write (and fault in) about twice the memory.
+    let (n, node_columns) = footers(lake, layers, "nodes.parquet").await?;
+    let (key_count, key_columns) = footers(lake, layers, "keys.parquet").await?;
+    let (edge_count, _) = footers(lake, layers, "edges.parquet").await?;
     let dir = layers.last().cloned().unwrap_or_default();
     let nodes = async {
-        let mut nodes = Interner::unindexed();
+        let text_bytes = node_columns.get(1).map_or(0, |c| c.1);
+        let mut nodes =
+            Interner::unindexed_with_capacity(n + probe.len(), text_bytes + probe.text_len());
         let mut found = vec![None; probe.len()];
         let probe = probe.probe();
         for dir in layers {
@@ -362,25 +392,39 @@ pub async fn load(
             .await?;
         }
         let previous = Previous::from_assignment(&assignment);
-        Ok::<_, Error>((nodes, found, assignment, previous))
+        // The links here: the keys' side has their times to fold as well.
+        let mut edges: Vec<Edge> = Vec::new();
+        for dir in layers {
+            let layer = load_edges(lake, dir, edge_count).await?;
+            edges = match edges.is_empty() {
+                true => layer,
+                false => merge_edges(&edges, &layer).0,
+            };
+        }
+        if edges.iter().any(|e| e.b as usize >= n) {
+            return Err(stale(&dir, "links an identifier it does not list"));
+        }
+        Ok::<_, Error>((nodes, found, assignment, previous, edges))
     };
     let rest = async {
         let mut facts = Facts::new();
-        let mut edges: Vec<Edge> = Vec::new();
+        let key_nodes = key_columns.first().map_or(0, |c| c.0);
+        facts.reserve(key_count + new_keys.0, key_nodes + new_keys.1);
         let mut highest: Option<u32> = None;
         for dir in layers {
             load_keys(lake, dir, &mut facts, &mut highest).await?;
-            let layer = load_edges(lake, dir).await?;
-            edges = merge_edges(&edges, &layer).0;
         }
-        if highest.is_some_and(|h| h as usize >= n) || edges.iter().any(|e| e.b as usize >= n) {
+        if highest.is_some_and(|h| h as usize >= n) {
             return Err(stale(&dir, "refers to an identifier it does not list"));
         }
-        let (mut first_seen, mut last_seen) = (vec![i64::MAX; n], vec![i64::MIN; n]);
+        let room = n + probe.len();
+        let (mut first_seen, mut last_seen) = (Vec::with_capacity(room), Vec::with_capacity(room));
+        first_seen.resize(n, i64::MAX);
+        last_seen.resize(n, i64::MIN);
         facts.fold_node_times(0, &mut first_seen, &mut last_seen);
-        Ok::<_, Error>((facts, edges, first_seen, last_seen))
+        Ok::<_, Error>((facts, first_seen, last_seen))
     };
-    let ((nodes, found, assignment, previous), (facts, edges, first_seen, last_seen)) =
+    let ((nodes, found, assignment, previous, edges), (facts, first_seen, last_seen)) =
         super::refresh::both(nodes, rest).await?;
     Ok((
         Stored {
@@ -486,7 +530,6 @@ async fn load_keys(
         if counts.len() != b.num_rows() * COUNTED {
             return Err(stale(dir, "has keys without their counts"));
         }
-        facts.reserve(b.num_rows(), members.len());
         for row in 0..b.num_rows() {
             let nodes = &members[offsets[row] as usize..offsets[row + 1] as usize];
             if let Some(&h) = nodes.iter().max() {
@@ -507,9 +550,9 @@ async fn load_keys(
     .await
 }
 
-/// The links of layer `dir`.
-async fn load_edges(lake: &Lake, dir: &Path) -> Result<Vec<Edge>> {
-    let mut edges = Vec::new();
+/// The links of layer `dir` (room made for `capacity`).
+async fn load_edges(lake: &Lake, dir: &Path, capacity: usize) -> Result<Vec<Edge>> {
+    let mut edges = Vec::with_capacity(capacity);
     read(lake, dir, "edges.parquet", (0, 1), |b| {
         let a = b.column(0).as_primitive::<UInt32Type>();
         let bs = b.column(1).as_primitive::<UInt32Type>();
@@ -586,79 +629,151 @@ pub fn merge_edges(old: &[Edge], new: &[Edge]) -> (Vec<Edge>, Vec<Edge>) {
     (merged, changed)
 }
 
+/// [`cells_schema`] with the repeated texts (field names, texts) read as
+/// the dictionaries they are stored as: no string copied per row, and
+/// each distinct one looked up once per batch.
+fn cells_read_schema() -> SchemaRef {
+    let dictionary = || DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let fields = cells_schema()
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "field" | "text" => f.as_ref().clone().with_data_type(dictionary()),
+            _ => f.as_ref().clone(),
+        })
+        .collect::<Vec<_>>();
+    Arc::new(Schema::new(fields))
+}
+
 /// Read the cells of the keys `wanted[k]` from the layers `layers` into
 /// `facts` (keys beyond `wanted` are not read).
-///
-/// Two readers share each file's row groups and keep only the wanted rows
-/// (decoding is most of the work); the kept rows are then folded here.
 pub async fn load_cells(
     lake: &Lake,
     layers: &[Path],
     facts: &mut Facts,
     wanted: &[bool],
 ) -> Result<()> {
-    let keys = facts.len() as u32;
-    for dir in layers {
-        let pick = |part: usize| async move {
-            let mut kept: Vec<RecordBatch> = Vec::new();
-            read(lake, dir, "cells.parquet", (part, 2), |b| {
-                let key = b.column(0).as_primitive::<UInt32Type>();
-                if key.values().iter().any(|&k| k >= keys) {
-                    return Err(stale(dir, "has facts of an unknown key"));
-                }
-                let mask: BooleanArray = key
-                    .values()
-                    .iter()
-                    .map(|&k| Some(wanted.get(k as usize).copied().unwrap_or(false)))
-                    .collect();
-                let b = filter_record_batch(b, &mask)
-                    .map_err(|e| Error::arrow("reading the refresh state", e))?;
-                if b.num_rows() > 0 {
-                    kept.push(b);
-                }
-                Ok(())
-            })
-            .await?;
-            Ok::<_, Error>(kept)
+    let keep = |k: u32| wanted.get(k as usize).copied().unwrap_or(false);
+    let kept = read_cells(lake, layers, facts.len(), keep).await?;
+    fold_cells(layers, &kept, facts, wanted)
+}
+
+/// The stored cells of the layers `layers` (of `keys` keys in all) whose
+/// key `keep` keeps, by layer: what [`fold_cells`] folds.
+///
+/// Two readers share each file's row groups and keep only those rows
+/// (decoding is most of the work).
+pub async fn read_cells(
+    lake: &Lake,
+    layers: &[Path],
+    keys: usize,
+    keep: impl Fn(u32) -> bool + Sync,
+) -> Result<Vec<(usize, RecordBatch)>> {
+    let keys = keys as u32;
+    let schema = cells_read_schema();
+    let mut kept: Vec<(usize, RecordBatch)> = Vec::new();
+    for (layer, dir) in layers.iter().enumerate() {
+        let meta = head(lake, dir, "cells.parquet").await?;
+        let pick = |part: usize| {
+            let (meta, schema, keep) = (&meta, schema.clone(), &keep);
+            async move {
+                let mut kept: Vec<RecordBatch> = Vec::new();
+                parquet::for_each_batch_part_as(lake, meta, Some(schema), None, (part, 2), |b| {
+                    let key = b.column(0).as_primitive::<UInt32Type>().values();
+                    if key.iter().any(|&k| k >= keys) {
+                        return Err(stale(dir, "has facts of an unknown key"));
+                    }
+                    let mask = BooleanArray::from(BooleanBuffer::collect_bool(key.len(), |i| {
+                        keep(key[i])
+                    }));
+                    let b = filter_record_batch(b, &mask)
+                        .map_err(|e| Error::arrow("reading the refresh state", e))?;
+                    if b.num_rows() > 0 {
+                        kept.push(b);
+                    }
+                    Ok(())
+                })
+                .await?;
+                Ok::<_, Error>(kept)
+            }
         };
         let (here, there) = super::refresh::both(pick(0), pick(1)).await?;
-        // Field names repeat row after row: look each one up once per run.
-        let mut last_name: Option<(String, u16)> = None;
-        for b in here.iter().chain(&there) {
-            let key = b.column(0).as_primitive::<UInt32Type>();
-            let name = b.column(1).as_string::<i32>();
-            let rank = b.column(2).as_primitive::<Int32Type>();
-            let at = b.column(3).as_primitive::<Int64Type>();
-            let num = b.column(4).as_primitive::<Int64Type>();
-            let text = b.column(5).as_string::<i32>();
-            for row in 0..b.num_rows() {
-                let name = name.value(row);
-                let field = match &last_name {
-                    Some((last, field)) if last == name => *field,
-                    _ => {
-                        let Some(field) = facts.fields.by_name(name) else {
-                            return Err(stale(dir, format!("has unknown field '{name}'")));
-                        };
-                        last_name = Some((name.to_string(), field));
-                        field
-                    }
-                };
-                let text = match text.is_null(row) {
-                    true => NO_TEXT,
-                    false => facts.text(text.value(row)),
-                };
-                facts.add(
-                    key.value(row),
-                    Cell {
-                        field,
-                        rank: u16::try_from(rank.value(row)).unwrap_or(u16::MAX),
-                        at: at.value(row),
-                        num: num.value(row),
-                        text,
-                    },
-                );
-            }
+        kept.extend(here.into_iter().chain(there).map(|b| (layer, b)));
+    }
+    Ok(kept)
+}
+
+/// Fold into `facts` the cells of `kept` (from [`read_cells`] of
+/// `layers`) whose key is `wanted`.
+pub fn fold_cells(
+    layers: &[Path],
+    kept: &[(usize, RecordBatch)],
+    facts: &mut Facts,
+    wanted: &[bool],
+) -> Result<()> {
+    for (layer, b) in kept {
+        let dir = layers.get(*layer).cloned().unwrap_or_default();
+        fold_batch(&dir, b, facts, wanted)?;
+    }
+    Ok(())
+}
+
+/// Fold the cells of batch `b` (of [`cells_read_schema`], from layer
+/// `dir`) whose key is `wanted` into `facts`.
+fn fold_batch(dir: &Path, b: &RecordBatch, facts: &mut Facts, wanted: &[bool]) -> Result<()> {
+    let key = b.column(0).as_primitive::<UInt32Type>();
+    let names = b.column(1).as_dictionary::<Int32Type>();
+    let rank = b.column(2).as_primitive::<Int32Type>();
+    let at = b.column(3).as_primitive::<Int64Type>();
+    let num = b.column(4).as_primitive::<Int64Type>();
+    let texts = b.column(5).as_dictionary::<Int32Type>();
+    let (name_values, text_values) = (
+        names.values().as_string::<i32>(),
+        texts.values().as_string::<i32>(),
+    );
+    // Each distinct field name and text looked up when first used.
+    let mut fields = vec![None; name_values.len()];
+    let mut text_numbers = vec![NO_TEXT; text_values.len()];
+    for row in 0..b.num_rows() {
+        if !wanted
+            .get(key.value(row) as usize)
+            .copied()
+            .unwrap_or(false)
+        {
+            continue;
         }
+        let name = names.keys().value(row) as usize;
+        let field = match fields.get(name).copied().flatten() {
+            Some(field) => field,
+            None => {
+                let value = name_values.value(name);
+                let Some(field) = facts.fields.by_name(value) else {
+                    return Err(stale(dir, format!("has unknown field '{value}'")));
+                };
+                fields[name] = Some(field);
+                field
+            }
+        };
+        let text = match texts.is_null(row) {
+            true => NO_TEXT,
+            false => {
+                let t = texts.keys().value(row) as usize;
+                if text_numbers[t] == NO_TEXT {
+                    text_numbers[t] = facts.text(text_values.value(t));
+                }
+                text_numbers[t]
+            }
+        };
+        facts.add(
+            key.value(row),
+            Cell {
+                field,
+                rank: u16::try_from(rank.value(row)).unwrap_or(u16::MAX),
+                at: at.value(row),
+                num: num.value(row),
+                text,
+            },
+        );
     }
     Ok(())
 }

@@ -204,13 +204,28 @@ pub async fn for_each_batch_part(
     lake: &Lake,
     meta: &ObjectMeta,
     columns: Option<usize>,
+    part: (usize, usize),
+    each: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<()> {
+    for_each_batch_part_as(lake, meta, None, columns, part, each).await
+}
+
+/// [`for_each_batch_part`], reading the columns as the schema `schema`
+/// says (e.g. strings as dictionaries, as they are stored) if given.
+pub async fn for_each_batch_part_as(
+    lake: &Lake,
+    meta: &ObjectMeta,
+    schema: Option<SchemaRef>,
+    columns: Option<usize>,
     (part, parts): (usize, usize),
     mut each: impl FnMut(&RecordBatch) -> Result<()>,
 ) -> Result<()> {
     use datafusion::parquet::arrow::ProjectionMask;
     use futures::StreamExt;
     let failed = |e| Error::parquet(format!("reading {}", meta.location), e);
-    let mut builder = open(lake, meta).await?.with_batch_size(64 * 1024);
+    let mut builder = open_as(lake, meta, |_| schema)
+        .await?
+        .with_batch_size(64 * 1024);
     let groups = builder.metadata().num_row_groups();
     builder = builder.with_row_groups((part..groups).step_by(parts.max(1)).collect());
     if let Some(columns) = columns {
