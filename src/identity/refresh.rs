@@ -667,8 +667,8 @@ async fn load_incremental(
     last_seen.resize(nodes.len(), i64::MIN);
     facts.fold_node_times(old_keys, &mut first_seen, &mut last_seen);
     previous.extend_to(nodes.len());
-    let (merged, new_edges) = state::merge_edges(&edges, &facts.links(old_keys));
-    drop(edges);
+    let mut merged = edges;
+    let new_edges = state::merge_edges_into(&mut merged, &facts.links(old_keys));
     let graph = Graph {
         types,
         nodes,

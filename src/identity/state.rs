@@ -395,11 +395,13 @@ pub async fn load(
         // The links here: the keys' side has their times to fold as well.
         let mut edges: Vec<Edge> = Vec::new();
         for dir in layers {
-            let layer = load_edges(lake, dir, edge_count).await?;
-            edges = match edges.is_empty() {
-                true => layer,
-                false => merge_edges(&edges, &layer).0,
-            };
+            // Room for the new rows' links too (at most one per node of
+            // a new key), merged in place later.
+            let layer = load_edges(lake, dir, edge_count + new_keys.1).await?;
+            match edges.is_empty() {
+                true => edges = layer,
+                false => _ = merge_edges_into(&mut edges, &layer),
+            }
         }
         if edges.iter().any(|e| e.b as usize >= n) {
             return Err(stale(&dir, "links an identifier it does not list"));
@@ -595,38 +597,51 @@ async fn load_assignment(
     .await
 }
 
-/// Merge two lists of links sorted by ends: one link per pair, at the
-/// earlier time. Also returns the links of `new` that are not in `old` as
-/// they are (new pairs, or earlier times): what a layer must record.
-pub fn merge_edges(old: &[Edge], new: &[Edge]) -> (Vec<Edge>, Vec<Edge>) {
-    let mut merged = Vec::with_capacity(old.len() + new.len());
-    let mut changed = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < new.len() {
-        let pick_old =
-            j == new.len() || (i < old.len() && (old[i].a, old[i].b) < (new[j].a, new[j].b));
-        if pick_old {
-            merged.push(old[i]);
+/// Merge `new` (links sorted by ends, one per pair) into `edges` (the
+/// same), in place: one link per pair, at the earlier time. Returns the
+/// links of `new` that were not in `edges` as they are (new pairs, or
+/// earlier times): what a layer must record. `edges` grows by the new
+/// pairs only, from its end backwards (no second copy of the graph's
+/// links when it has the room).
+pub fn merge_edges_into(edges: &mut Vec<Edge>, new: &[Edge]) -> Vec<Edge> {
+    let ends = |e: &Edge| (e.a, e.b);
+    let (mut changed, mut added) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    for n in new {
+        // A sequential walk: the new links are spread over all the old
+        // ones, where binary searches would miss the cache at every step.
+        while i < edges.len() && ends(&edges[i]) < ends(n) {
             i += 1;
-            continue;
         }
-        let n = new[j];
-        j += 1;
-        if i < old.len() && (old[i].a, old[i].b) == (n.a, n.b) {
-            let o = old[i];
-            i += 1;
-            if n.at < o.at {
-                merged.push(n);
-                changed.push(n);
-            } else {
-                merged.push(o);
+        match edges.get_mut(i) {
+            Some(o) if ends(o) == ends(n) => {
+                if n.at < o.at {
+                    o.at = n.at;
+                    changed.push(*n);
+                }
             }
-        } else {
-            merged.push(n);
-            changed.push(n);
+            _ => {
+                added.push(*n);
+                changed.push(*n);
+            }
         }
     }
-    (merged, changed)
+    let old = edges.len();
+    edges.resize(old + added.len(), Edge { a: 0, b: 0, at: 0 });
+    let (mut i, mut j) = (old, added.len());
+    for k in (0..edges.len()).rev() {
+        if j == 0 {
+            break;
+        }
+        if i > 0 && ends(&edges[i - 1]) > ends(&added[j - 1]) {
+            edges[k] = edges[i - 1];
+            i -= 1;
+        } else {
+            edges[k] = added[j - 1];
+            j -= 1;
+        }
+    }
+    changed
 }
 
 /// [`cells_schema`] with the repeated texts (field names, texts) read as
@@ -790,11 +805,51 @@ mod tests {
     fn merged_links_keep_the_earliest_time_and_report_what_changed() {
         let old = [e(0, 1, 10), e(0, 2, 5), e(3, 4, 7)];
         let new = [e(0, 1, 12), e(0, 2, 3), e(1, 2, 9), e(5, 6, 1)];
-        let (merged, changed) = merge_edges(&old, &new);
+        let mut merged = old.to_vec();
+        let changed = merge_edges_into(&mut merged, &new);
         assert_eq!(
             merged,
             [e(0, 1, 10), e(0, 2, 3), e(1, 2, 9), e(3, 4, 7), e(5, 6, 1)]
         );
         assert_eq!(changed, [e(0, 2, 3), e(1, 2, 9), e(5, 6, 1)]);
+    }
+
+    #[test]
+    fn merging_in_place_equals_merging_the_pairs_by_a_map() {
+        use rand::{Rng, SeedableRng};
+        use std::collections::BTreeMap;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut links = |n: usize| {
+            let map: BTreeMap<(u32, u32), i64> = (0..n)
+                .map(|_| {
+                    let ends = (rng.random_range(0..12), rng.random_range(0..12));
+                    (ends, rng.random_range(0..50))
+                })
+                .collect();
+            map.into_iter()
+                .map(|((a, b), at)| e(a, b, at))
+                .collect::<Vec<_>>()
+        };
+        for _ in 0..200 {
+            let (old, new) = (links(30), links(15));
+            let mut expected: BTreeMap<(u32, u32), i64> =
+                old.iter().map(|l| ((l.a, l.b), l.at)).collect();
+            let mut expected_changed = Vec::new();
+            for l in &new {
+                let at = expected.entry((l.a, l.b)).or_insert(i64::MAX);
+                if l.at < *at {
+                    *at = l.at;
+                    expected_changed.push(*l);
+                }
+            }
+            let mut merged = old.clone();
+            let changed = merge_edges_into(&mut merged, &new);
+            let expected: Vec<Edge> = expected
+                .into_iter()
+                .map(|((a, b), at)| e(a, b, at))
+                .collect();
+            assert_eq!(merged, expected);
+            assert_eq!(changed, expected_changed);
+        }
     }
 }
