@@ -340,6 +340,20 @@ async fn check(seed: u64, config: &IdentityConfig, unlimited: bool) {
         incremental, full,
         "seed {seed}: a full rebuild gives the same ids and profiles"
     );
+    if config.parallel_profiles_from < rows.len() {
+        // Built in two halves on two threads or as one file, the profiles
+        // are the same.
+        let one_file = IdentityConfig {
+            parallel_profiles_from: usize::MAX,
+            ..config.clone()
+        };
+        refresh(&a, &one_file, Mode::Full, last_day).await;
+        assert_eq!(
+            views(&a, &one_file).await,
+            full,
+            "seed {seed}: cdp.profiles as one file"
+        );
+    }
 
     // Lake B: the same files in another order, one full rebuild.
     let (_b_dir, b) = temp_lake();
@@ -371,7 +385,8 @@ async fn check(seed: u64, config: &IdentityConfig, unlimited: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_refreshes_equal_full_rebuilds_in_any_file_order() {
     // Every incremental refresh writes only what changed, however much
-    // that is; one setting compacts every second layer.
+    // that is; one setting compacts every second layer and writes the
+    // profiles in two halves.
     // Rows are 14 to 20 days old on January 15th: anonymous-only profiles
     // leave the view one refresh after another.
     let mut default = IdentityConfig {
@@ -387,6 +402,8 @@ async fn incremental_refreshes_equal_full_rebuilds_in_any_file_order() {
     unlimited.anonymous_idle_days = 100_000;
     for seed in 0..6 {
         default.max_delta_layers = if seed % 2 == 0 { 8 } else { 2 };
+        // Every second seed writes cdp.profiles as two files on two threads.
+        default.parallel_profiles_from = if seed % 2 == 0 { 1 << 20 } else { 2 };
         check(seed, &default, false).await;
         check(100 + seed, &unlimited, true).await;
     }

@@ -62,6 +62,9 @@ pub struct IdentityConfig {
     /// ... and it writes them whole when it would change more than this
     /// share of the profiles anyway (0 = always whole, 1 = never by share).
     pub max_delta_share: f64,
+    /// From this many profiles to write on, `cdp.profiles` (whole or a
+    /// layer) is built as two files on two threads.
+    pub parallel_profiles_from: usize,
 }
 
 impl Default for IdentityConfig {
@@ -128,6 +131,7 @@ impl Default for IdentityConfig {
             ],
             max_delta_layers: 8,
             max_delta_share: 0.3,
+            parallel_profiles_from: 32 * 1024,
         }
     }
 }

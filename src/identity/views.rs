@@ -260,7 +260,10 @@ pub async fn profiles(
     // Merging each profile's facts is most of the work: two files, each
     // built on a thread of its own, once there are enough profiles.
     let n = assembled.len();
-    let half = if n >= PARALLEL_PROFILES { n / 2 } else { n };
+    let half = match n >= s.config.parallel_profiles_from.max(2) {
+        true => n / 2,
+        false => n,
+    };
     let part = |name: &'static str, range: std::ops::Range<usize>| {
         let assembled = &assembled;
         async move {
@@ -286,6 +289,3 @@ pub async fn profiles(
     .await?;
     Ok(())
 }
-
-/// Profiles from which `cdp.profiles` is written as two files in parallel.
-const PARALLEL_PROFILES: usize = 32 * 1024;
