@@ -99,8 +99,8 @@ pub(super) const NONE: u32 = u32::MAX;
 #[derive(Debug, Default)]
 pub struct Previous {
     /// Per node: the number of its previous id in `ids`, or `NONE`.
-    pub(super) of_node: Vec<u32>,
-    pub(super) ids: Vec<Uuid>,
+    of_node: Vec<u32>,
+    ids: Vec<Uuid>,
     numbers: HashMap<Uuid, u32>,
 }
 

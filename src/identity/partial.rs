@@ -142,11 +142,11 @@ fn grow_part(
     // Identifiers new or whose usability changed, and the ends of blocked
     // links: with every member of their previous profiles (which may fall
     // apart without them).
-    let mut broken = Bits::new(previous.ids.len());
+    let mut broken = Bits::new(previous.ids().len());
     let mut any_broken = false;
     let mut seed_whole = |part: &mut Bits, i: usize| {
         part.set(i);
-        let p = previous.of_node[i];
+        let p = previous.numbers()[i];
         if p != NONE {
             broken.set(p as usize);
             any_broken = true;
@@ -165,7 +165,7 @@ fn grow_part(
         seed_whole(&mut part, b as usize);
     }
     if any_broken {
-        for (i, &p) in previous.of_node.iter().enumerate() {
+        for (i, &p) in previous.numbers().iter().enumerate() {
             if p != NONE && broken.get(p as usize) {
                 part.set(i);
             }
@@ -182,7 +182,7 @@ fn grow_part(
             let (ia, ib) = (part.get(a as usize), part.get(b as usize));
             let refused = passes == 0
                 && !(ia && ib)
-                && previous.of_node[a as usize] != previous.of_node[b as usize];
+                && previous.numbers()[a as usize] != previous.numbers()[b as usize];
             if (ia != ib || refused) && usable.link(a, b) {
                 grew |= part.set(a as usize) | part.set(b as usize);
             }
@@ -265,7 +265,7 @@ pub fn resolve_within(
         }
     }
     sub_previous.seal();
-    let reserved: HashSet<Uuid> = previous.ids.iter().copied().collect();
+    let reserved: HashSet<Uuid> = previous.ids().iter().copied().collect();
     let resolved = sub.resolve_usable(&sub_usable, &sub_previous, Some(&reserved), false);
     drop((sub, sub_usable, sub_previous, reserved));
 
@@ -277,9 +277,9 @@ pub fn resolve_within(
     for (l, &g) in nodes.iter().enumerate() {
         profile_of[g as usize] = resolved.profile_of[l];
     }
-    let mut kept_ids = Bits::new(previous.ids.len());
+    let mut kept_ids = Bits::new(previous.ids().len());
     let mut kept = 0;
-    for (i, &p) in previous.of_node.iter().enumerate() {
+    for (i, &p) in previous.numbers().iter().enumerate() {
         if p != NONE && !part.get(i) && kept_ids.set(p as usize) {
             kept += 1;
         }

@@ -304,10 +304,10 @@ async fn run(
     // (idle profiles could come back into view), resolves everything.
     let now_micros = now.timestamp_micros();
     let cutoff = profiles::anonymous_cutoff(config, now_micros);
-    let writes_delta = |m: &Manifest| {
-        m.deltas_of("profiles").len() < config.max_delta_layers as usize
-            && m.anonymous_cutoff.is_none_or(|c| c <= cutoff)
-    };
+    let layer_room =
+        |m: &Manifest| m.deltas_of("profiles").len() < config.max_delta_layers as usize;
+    let writes_delta =
+        |m: &Manifest| layer_room(m) && m.anonymous_cutoff.is_none_or(|c| c <= cutoff);
     let part = match (&before, &previous) {
         (Some(b), Some(m)) if writes_delta(m) => {
             let seeds = (b.keys..facts.len()).flat_map(|k| facts.key_nodes(k).iter().copied());
@@ -319,7 +319,7 @@ async fn run(
     //    everything (a full refresh, a compaction).
     let visibility = Visibility::new(config, cutoff);
     let compared = |resolution: &Resolution| match (&before, &previous) {
-        (Some(b), Some(m)) if m.deltas_of("profiles").len() < config.max_delta_layers as usize => {
+        (Some(b), Some(m)) if layer_room(m) => {
             let changes = changes::compare(
                 &graph,
                 &facts,

@@ -395,9 +395,14 @@ pub async fn load(
         // The links here: the keys' side has their times to fold as well.
         let mut edges: Vec<Edge> = Vec::new();
         for dir in layers {
-            // Room for the new rows' links too (at most one per node of
-            // a new key), merged in place later.
-            let layer = load_edges(lake, dir, edge_count + new_keys.1).await?;
+            // The base with room for every layer's links and the new
+            // rows' (at most one per node of a new key), merged into it
+            // in place.
+            let room = match edges.is_empty() {
+                true => edge_count + new_keys.1,
+                false => 0,
+            };
+            let layer = load_edges(lake, dir, room).await?;
             match edges.is_empty() {
                 true => edges = layer,
                 false => _ = merge_edges_into(&mut edges, &layer),
@@ -727,8 +732,7 @@ pub fn fold_cells(
     wanted: &[bool],
 ) -> Result<()> {
     for (layer, b) in kept {
-        let dir = layers.get(*layer).cloned().unwrap_or_default();
-        fold_batch(&dir, b, facts, wanted)?;
+        fold_batch(&layers[*layer], b, facts, wanted)?;
     }
     Ok(())
 }
