@@ -268,6 +268,9 @@ pub fn get(partial: &Partial, field: u16) -> Option<&Cell> {
 /// array costs 16 bytes where cells cost 40 each plus a heap allocation.
 pub const COUNTED: usize = 4;
 
+/// A key without cells.
+const NO_CELLS: u32 = u32::MAX;
+
 /// Interned row keys and their partials.
 ///
 /// A key is a short list of node numbers, stored end to end in one vector;
@@ -283,8 +286,14 @@ pub struct Facts {
     nodes: Vec<u32>,
     /// Key number → end of its nodes in `nodes`.
     ends: Vec<u32>,
-    /// Key number → its facts, but for the counts of fields `0..COUNTED`.
-    pub partials: Vec<Partial>,
+    /// Key number → the number of its cells in `partials`, or
+    /// [`NO_CELLS`]: most keys carry only counts (an anonymous visitor's
+    /// events), and a stored key's cells are read only when its profile is
+    /// rewritten, so 4 bytes a key rather than an empty `Vec`'s 24.
+    slots: Vec<u32>,
+    /// The facts of the keys that have cells, but for the counts of fields
+    /// `0..COUNTED`.
+    partials: Vec<Partial>,
     /// Key number → when it was seen and its counts: what every row
     /// updates, in one place (one cache miss per row key, not three).
     pub stats: Vec<KeyStats>,
@@ -364,7 +373,7 @@ impl Facts {
                 *f = k;
                 let k = k as usize;
                 sink ^= u64::from(self.ends[k]) ^ self.stats[k].last as u64;
-                sink ^= self.partials[k].len() as u64;
+                sink ^= u64::from(self.slots[k]);
             }
         }
         for k in found.into_iter().filter(|&k| k != u32::MAX) {
@@ -382,7 +391,7 @@ impl Facts {
     pub fn reserve(&mut self, keys: usize, nodes: usize) {
         self.nodes.reserve(nodes);
         self.ends.reserve(keys);
-        self.partials.reserve(keys);
+        self.slots.reserve(keys);
         self.stats.reserve(keys);
     }
 
@@ -398,7 +407,7 @@ impl Facts {
         let k = self.ends.len() as u32;
         self.nodes.extend_from_slice(nodes);
         self.ends.push(self.nodes.len() as u32);
-        self.partials.push(Partial::new());
+        self.slots.push(NO_CELLS);
         self.stats.push(stats);
         k
     }
@@ -410,6 +419,7 @@ impl Facts {
         self.index.clear();
         self.nodes.clear();
         self.ends.clear();
+        self.slots.clear();
         self.partials.clear();
         self.stats.clear();
     }
@@ -428,6 +438,14 @@ impl Facts {
 
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
+    }
+
+    /// The cells of key `k` (none for the counts of fields `0..COUNTED`).
+    pub fn cells(&self, k: usize) -> &[Cell] {
+        match self.slots[k] {
+            NO_CELLS => &[],
+            slot => &self.partials[slot as usize],
+        }
     }
 
     /// The nodes of key `k`, strongest first.
@@ -502,8 +520,13 @@ impl Facts {
             let count = &mut self.stats[key as usize].counts[f];
             *count = count.saturating_add(n);
         } else {
+            let slot = &mut self.slots[key as usize];
+            if *slot == NO_CELLS {
+                *slot = self.partials.len() as u32;
+                self.partials.push(Partial::new());
+            }
             self.fields
-                .add(&mut self.partials[key as usize], cell, &self.texts);
+                .add(&mut self.partials[*slot as usize], cell, &self.texts);
         }
     }
 
@@ -520,7 +543,7 @@ impl Facts {
                     .add(into, Cell::sum(f as u16, i64::from(n)), &self.texts);
             }
         }
-        self.fields.merge(into, &self.partials[key], &self.texts);
+        self.fields.merge(into, self.cells(key), &self.texts);
     }
 
     /// Merge `other` (a file's summary, its nodes numbered by `map`) into
@@ -572,7 +595,7 @@ impl Facts {
                     false => self.push_key(key(i), KeyStats::default()),
                 };
                 self.stats[into as usize].absorb(&other.stats[k]);
-                for cell in &other.partials[k] {
+                for cell in other.cells(k) {
                     let cell = Cell {
                         field: fields[cell.field as usize],
                         text: match cell.text {

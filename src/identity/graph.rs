@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::interner::Interner;
 use super::partial::Scope;
+use super::table::TagTable;
 
 /// Index of an interned identifier.
 pub type NodeId = u32;
@@ -101,7 +102,16 @@ pub struct Previous {
     /// Per node: the number of its previous id in `ids`, or `NONE`.
     of_node: Vec<u32>,
     ids: Vec<Uuid>,
-    numbers: HashMap<Uuid, u32>,
+    /// Id → number in `ids`: a [`TagTable`] (one cache line a lookup, no
+    /// hashing but a multiply, which the random bits of an id allow).
+    numbers: TagTable,
+}
+
+/// The hash of a profile id for [`Previous`]'s index: ids are mostly
+/// random bits already, the multiply spreads those that are not (tests).
+fn id_hash(id: &Uuid) -> u64 {
+    let (high, low) = id.as_u64_pair();
+    (high ^ low.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 impl Previous {
@@ -115,11 +125,17 @@ impl Previous {
 
     /// Node `node` was in profile `id`.
     pub fn set(&mut self, node: NodeId, id: Uuid) {
-        let ids = &mut self.ids;
-        let number = *self.numbers.entry(id).or_insert_with(|| {
-            ids.push(id);
-            (ids.len() - 1) as u32
-        });
+        let hash = id_hash(&id);
+        let ids = &self.ids;
+        let number = match self.numbers.find(hash, |k| ids[k as usize] == id) {
+            Some(k) => k,
+            None => {
+                let k = self.ids.len() as u32;
+                self.ids.push(id);
+                self.numbers.insert(hash, k);
+                k
+            }
+        };
         self.of_node[node as usize] = number;
     }
 
@@ -141,13 +157,12 @@ impl Previous {
         let mut previous = Previous::new(assignment.len());
         // Profiles have several identifiers: room for a third as many ids
         // at once, rather than rehashing as they come.
-        previous.numbers.reserve(assignment.len() / 3);
+        previous.reserve_ids(assignment.len() / 3);
         for (n, id) in assignment.iter().enumerate() {
             if let Some(id) = id {
                 previous.set(n as NodeId, *id);
             }
         }
-        previous.seal();
         previous
     }
 
@@ -169,7 +184,73 @@ impl Previous {
 
     /// Free the id → number map once every id is set.
     pub fn seal(&mut self) {
-        self.numbers = HashMap::new();
+        self.numbers = TagTable::new();
+    }
+
+    /// Make room for `ids` distinct previous ids at once, rather than
+    /// rehashing as they come.
+    pub fn reserve_ids(&mut self, ids: usize) {
+        self.numbers.reserve(ids);
+        self.ids.reserve(ids);
+    }
+
+    /// Record a row of a stored assignment, layer after layer: `node` is
+    /// now in profile `id` (or in none). The rows of one profile are
+    /// stored together, so an id equal to the last one numbered costs no
+    /// lookup: one per profile rather than one per identifier.
+    pub fn record(&mut self, node: NodeId, id: Option<Uuid>) {
+        match id {
+            Some(id) if self.ids.last() == Some(&id) => {
+                self.of_node[node as usize] = (self.ids.len() - 1) as u32;
+            }
+            Some(id) => self.set(node, id),
+            None => self.unset(node),
+        }
+    }
+
+    /// Whether `id` is one of the previous ids: a lookup unless the map
+    /// was freed ([`Previous::seal`]).
+    pub fn holds(&self, id: &Uuid) -> bool {
+        match self.numbers.entries() == self.ids.len() {
+            true => {
+                let ids = &self.ids;
+                self.numbers
+                    .find(id_hash(id), |k| ids[k as usize] == *id)
+                    .is_some()
+            }
+            false => self.ids.contains(id),
+        }
+    }
+
+    /// After the last [`Previous::record`]: drop the ids no node holds any
+    /// more (profiles a later layer merged away), numbering the others as a
+    /// fresh [`Previous::from_assignment`] would count them. The id →
+    /// number map is kept for [`Previous::holds`].
+    pub fn finish(&mut self) {
+        let mut used = vec![false; self.ids.len()];
+        for &p in &self.of_node {
+            if p != NONE {
+                used[p as usize] = true;
+            }
+        }
+        if used.iter().all(|&u| u) {
+            return;
+        }
+        let mut renumbered = vec![NONE; self.ids.len()];
+        let mut kept = Vec::with_capacity(self.ids.len());
+        for (p, _) in used.iter().enumerate().filter(|(_, u)| **u) {
+            renumbered[p] = kept.len() as u32;
+            kept.push(self.ids[p]);
+        }
+        self.ids = kept;
+        for p in self.of_node.iter_mut().filter(|p| **p != NONE) {
+            *p = renumbered[*p as usize];
+        }
+        self.numbers = TagTable::new();
+        self.numbers.reserve(self.ids.len());
+        for (k, id) in self.ids.iter().enumerate() {
+            self.numbers.insert(id_hash(id), k as u32);
+        }
     }
 }
 
@@ -480,13 +561,13 @@ impl Graph {
     }
 
     /// Resolve profiles with the identifiers and links `usable` allows;
-    /// the new ids avoid `previous`'s and those of `reserved`. The
+    /// the new ids avoid `previous`'s and those `reserved` holds. The
     /// rejections are only the links refused by a limit.
     pub(super) fn resolve_usable(
         &self,
         allowed: &Usable,
         previous: &Previous,
-        reserved: Option<&HashSet<Uuid>>,
+        reserved: Option<&Previous>,
         order_everything: bool,
     ) -> Resolution {
         assert_eq!(
@@ -682,7 +763,7 @@ impl Graph {
         // Ids in use: never given to a second profile.
         let mut taken: HashSet<Uuid> = previous.ids.iter().copied().collect();
         let in_use = |taken: &HashSet<Uuid>, id: &Uuid| {
-            taken.contains(id) || reserved.is_some_and(|r| r.contains(id))
+            taken.contains(id) || reserved.is_some_and(|r| r.holds(id))
         };
         let (mut mine, mut split_from) = (Vec::new(), Vec::new());
         let mut component_ids = vec![Uuid::nil(); order.len()];
@@ -956,6 +1037,45 @@ pub(super) mod tests {
             ],
             Interner::new(),
         )
+    }
+
+    #[test]
+    fn recorded_layers_number_the_ids_as_the_final_assignment() {
+        let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        // Base: profiles a (nodes 0, 2) and b (1, 3), node 4 in none;
+        // a later layer moves a's nodes to c and takes node 1 out.
+        let base = [
+            (0, Some(a)),
+            (2, Some(a)),
+            (1, Some(b)),
+            (3, Some(b)),
+            (4, None),
+        ];
+        let layer = [(0, Some(c)), (2, Some(c)), (1, None)];
+        let mut recorded = Previous::new(5);
+        recorded.reserve_ids(2);
+        for &(node, id) in base.iter().chain(&layer) {
+            recorded.record(node, id);
+        }
+        recorded.finish();
+        let mut last = [None; 5];
+        for &(node, id) in base.iter().chain(&layer) {
+            last[node as usize] = id;
+        }
+        let rebuilt = Previous::from_assignment(&last);
+        for node in 0..5 {
+            assert_eq!(recorded.of(node), rebuilt.of(node), "node {node}");
+        }
+        let mut ids = recorded.ids().to_vec();
+        ids.sort();
+        assert_eq!(ids, vec![b, c], "a, merged away, is no previous id");
+        assert!(recorded.holds(&b) && recorded.holds(&c) && !recorded.holds(&a));
+        let mut sealed = rebuilt;
+        sealed.seal();
+        assert!(
+            sealed.holds(&c) && !sealed.holds(&a),
+            "sealed: still answers"
+        );
     }
 
     fn pair(g: &mut Graph, (ta, va): (u16, &str), (tb, vb): (u16, &str), at: i64) {

@@ -17,7 +17,6 @@
 //! whole graph (the incremental-equals-full tests check it), for a few
 //! sequential passes over the links and nodes and a resolution of the part.
 
-use datafusion::common::HashSet;
 use uuid::Uuid;
 
 use super::graph::{Edge, Graph, NONE, NodeId, Previous, Rejection, Resolution, Usable};
@@ -265,9 +264,8 @@ pub fn resolve_within(
         }
     }
     sub_previous.seal();
-    let reserved: HashSet<Uuid> = previous.ids().iter().copied().collect();
-    let resolved = sub.resolve_usable(&sub_usable, &sub_previous, Some(&reserved), false);
-    drop((sub, sub_usable, sub_previous, reserved));
+    let resolved = sub.resolve_usable(&sub_usable, &sub_previous, Some(previous), false);
+    drop((sub, sub_usable, sub_previous));
 
     // Back to the graph's numbers: the part's profiles, the others kept.
     let global = |l: NodeId| nodes[l as usize];
@@ -316,6 +314,7 @@ pub fn resolve_within(
 
 #[cfg(test)]
 mod tests {
+    use datafusion::common::HashSet;
     use rand::{Rng, SeedableRng};
 
     use super::*;

@@ -129,10 +129,19 @@ pub fn build<'a>(
     for (i, p) in profiles.iter().enumerate() {
         position[p.place as usize] = i as u32;
     }
+    // Each identifier's type and value fetched once (they are spread over
+    // the whole graph), not at every comparison.
+    let mut members: Vec<(u16, &str, NodeId)> = Vec::new();
     for p in &mut profiles {
-        p.nodes.sort_unstable_by(|&a, &b| {
-            (graph.id_type(a), graph.value(a)).cmp(&(graph.id_type(b), graph.value(b)))
-        });
+        members.clear();
+        members.extend(
+            p.nodes
+                .iter()
+                .map(|&n| (graph.id_type(n), graph.value(n), n)),
+        );
+        members.sort_unstable();
+        p.nodes.clear();
+        p.nodes.extend(members.iter().map(|m| m.2));
     }
     // The keys of each profile (by position), in key order: a counting sort.
     let mut key_start = vec![0u32; profiles.len() + 1];

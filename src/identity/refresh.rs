@@ -495,9 +495,7 @@ async fn run(
                 nodes_from: 0,
                 keys_from: 0,
                 edges: &graph.edges,
-                assignment: (0..graph.len() as NodeId)
-                    .map(|n| (n, resolution.profile_of[n as usize]))
-                    .collect(),
+                assignment: grouped_assignment(&resolution),
             };
             (&all_linked[..], None, layer)
         }
@@ -573,6 +571,24 @@ async fn run(
     collect_garbage(lake, &manifest).await?;
     report.views_ms = phase.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Every identifier's profile, the identifiers of one profile together
+/// (what makes loading it cost one id lookup per profile, see
+/// [`Previous::record`]), then those without one.
+fn grouped_assignment(resolution: &Resolution) -> Vec<(NodeId, Option<Uuid>)> {
+    let mut assignment = Vec::with_capacity(resolution.profile_of.len());
+    for (id, members) in resolution.components() {
+        assignment.extend(members.iter().map(|&n| (n, Some(id))));
+    }
+    let none = resolution
+        .profile_of
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.is_none());
+    assignment.extend(none.map(|(n, _)| (n as NodeId, None)));
+    debug_assert_eq!(assignment.len(), resolution.profile_of.len());
+    assignment
 }
 
 /// Read every raw file into a new graph; the previous ids come from the
@@ -908,6 +924,49 @@ async fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stored_assignment_lists_each_identifier_once_by_profile() {
+        let mut g = super::super::graph::tests::graph();
+        for (a, b) in [
+            ("c1", "u1"),
+            ("c2", "u1"),
+            ("c3", "u2"),
+            ("c4", "test@test.com"),
+        ] {
+            let (a, b) = (g.observe(0, a, 1), g.observe(2, b, 1));
+            g.link(a, b, 1);
+        }
+        g.settle_edges();
+        let previous = Previous::new(g.len());
+        let resolution = g.resolve(
+            |n| g.value(n) == "test@test.com",
+            |_, _| false,
+            3,
+            &previous,
+        );
+        let assignment = grouped_assignment(&resolution);
+        let mut seen = vec![0; g.len()];
+        for &(n, id) in &assignment {
+            seen[n as usize] += 1;
+            assert_eq!(id, resolution.profile_of[n as usize], "node {n}");
+        }
+        assert!(
+            seen.iter().all(|&s| s == 1),
+            "each identifier once: {seen:?}"
+        );
+        // A profile's identifiers are together: each id starts one run.
+        let mut runs: Vec<Option<Uuid>> = assignment.iter().map(|a| a.1).collect();
+        runs.dedup();
+        let mut distinct = runs.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(runs.len(), distinct.len(), "{assignment:?}");
+        assert!(
+            assignment.iter().any(|a| a.1.is_none()),
+            "the blocked email"
+        );
+    }
 
     #[test]
     fn the_blocked_list_test_agrees_with_the_list() {

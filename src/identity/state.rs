@@ -39,7 +39,9 @@ use super::graph::{Edge, Graph, NodeId, Previous, TypeRule};
 use super::interner::Interner;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::lake::parquet::{self, ParquetFileWriter, bulk_properties_repeated};
+use crate::lake::parquet::{
+    self, ParquetFileWriter, bulk_properties_ascending, bulk_properties_repeated,
+};
 
 /// Version of the layout below; a refresh that finds another rebuilds.
 pub const FORMAT: u32 = 5;
@@ -61,11 +63,7 @@ fn nodes_schema() -> SchemaRef {
 
 fn keys_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new(
-            "nodes",
-            DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
-            false,
-        ),
+        Field::new("nodes", DataType::List(key_node_item()), false),
         Field::new("first_seen", DataType::Int64, false),
         Field::new("last_seen", DataType::Int64, false),
         Field::new(
@@ -74,6 +72,13 @@ fn keys_schema() -> SchemaRef {
             false,
         ),
     ]))
+}
+
+/// The item of a key's `nodes` list: never null, which spares the reader
+/// a validity pass over every node (files of older builds, whose items
+/// are nullable, read the same).
+fn key_node_item() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::UInt32, false))
 }
 
 /// The item of a key's `counts` list.
@@ -158,11 +163,17 @@ pub async fn save(
     w.finish().await?;
 
     let schema = keys_schema();
-    let mut w = file("keys.parquet", &schema, &[])?;
+    // Event counts are mostly zero: runs of a dictionary.
+    let mut w = ParquetFileWriter::create_with(
+        lake,
+        &dir.clone().join("keys.parquet"),
+        schema.clone(),
+        bulk_properties_ascending(&["counts.list.item"], &[]),
+    )?;
     for start in (layer.keys_from..facts.len()).step_by(CHUNK) {
         let end = (start + CHUNK).min(facts.len());
         let stats = &facts.stats[start..end];
-        let mut list = ListBuilder::new(UInt32Builder::new());
+        let mut list = ListBuilder::new(UInt32Builder::new()).with_field(key_node_item());
         for key in (start..end).map(|k| facts.key_nodes(k)) {
             list.values().append_slice(key);
             list.append(true);
@@ -188,13 +199,21 @@ pub async fn save(
     w.finish().await?;
 
     let schema = cells_schema();
-    let mut w = file("cells.parquet", &schema, &["field", "text"])?;
+    // Cells are stored by key, most of them with rank 0: the keys
+    // delta-encoded, the ranks by dictionary (runs), so that reading them
+    // back decompresses only times, numbers and texts.
+    let mut w = ParquetFileWriter::create_with(
+        lake,
+        &dir.clone().join("cells.parquet"),
+        schema.clone(),
+        bulk_properties_ascending(&["field", "rank", "text"], &["key"]),
+    )?;
     // Cells of whole keys, about CHUNK at a time: never all in one list.
     let mut chunk: Vec<(u32, &Cell)> = Vec::with_capacity(CHUNK + 64);
     let keys = layer.keys_from..facts.len();
     let last = facts.len();
     for k in keys {
-        chunk.extend(facts.partials[k].iter().map(|c| (k as u32, c)));
+        chunk.extend(facts.cells(k).iter().map(|c| (k as u32, c)));
         if chunk.len() >= CHUNK || k + 1 == last {
             let b = batch(
                 &schema,
@@ -381,17 +400,21 @@ pub async fn load(
             ));
         }
         let mut assignment: Vec<Option<Uuid>> = vec![None; n];
+        let mut previous = Previous::new(n);
+        // Profiles have several identifiers: a third as many ids is ample.
+        previous.reserve_ids(n / 3);
         for dir in layers {
             load_assignment(lake, dir, |node, id| {
                 let slot = assignment
                     .get_mut(node as usize)
                     .ok_or_else(|| stale(dir, "assigns an identifier it does not list"))?;
                 *slot = id;
+                previous.record(node, id);
                 Ok(())
             })
             .await?;
         }
-        let previous = Previous::from_assignment(&assignment);
+        previous.finish();
         // The links here: the keys' side has their times to fold as well.
         let mut edges: Vec<Edge> = Vec::new();
         for dir in layers {

@@ -99,6 +99,11 @@ impl TagTable {
         }
     }
 
+    /// Number of entries filed.
+    pub fn entries(&self) -> usize {
+        self.len
+    }
+
     /// Forget every entry, keeping the slots.
     pub fn clear(&mut self) {
         self.slots.fill(EMPTY);

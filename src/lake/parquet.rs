@@ -8,8 +8,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
 use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
-use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
+use datafusion::parquet::schema::types::ColumnPath;
 use object_store::ObjectMeta;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -55,6 +56,24 @@ pub fn bulk_properties_repeated(repeated: &[&str]) -> WriterProperties {
     let mut builder = bulk_builder().set_dictionary_enabled(false);
     for column in repeated {
         builder = builder.set_column_dictionary_enabled((*column).into(), true);
+    }
+    builder.build()
+}
+
+/// [`bulk_properties_repeated`], with the `ascending` integer columns
+/// delta-encoded and not compressed: a column of sorted numbers (a key
+/// repeated by each of its rows) then takes a few bits a row and decodes
+/// without a decompression pass. Columns are named by their path (`a.b`).
+pub fn bulk_properties_ascending(repeated: &[&str], ascending: &[&str]) -> WriterProperties {
+    let path = |column: &str| ColumnPath::new(column.split('.').map(String::from).collect());
+    let mut builder = bulk_builder().set_dictionary_enabled(false);
+    for column in repeated {
+        builder = builder.set_column_dictionary_enabled(path(column), true);
+    }
+    for column in ascending {
+        builder = builder
+            .set_column_encoding(path(column), Encoding::DELTA_BINARY_PACKED)
+            .set_column_compression(path(column), Compression::UNCOMPRESSED);
     }
     builder.build()
 }
