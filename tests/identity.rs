@@ -678,3 +678,57 @@ async fn views_built_by_an_older_panorama_are_refused_until_refreshed() {
     );
     server.stop().await;
 }
+
+/// Refresh under `config`, incrementally when the stored state allows.
+async fn refresh_with(lake: &Lake, config: &IdentityConfig) -> identity::RefreshReport {
+    identity::refresh(
+        lake,
+        config,
+        identity::Mode::Incremental,
+        chrono::DateTime::from_timestamp_micros(JAN_15 + 30 * DAY).unwrap(),
+        |_| {},
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_added_to_the_blocked_list_unlinks_on_the_next_incremental_refresh() {
+    let (_dir, lake) = temp_lake();
+    let shared = Some("shared@corp.example");
+    let event = |anon, email, at| ("identify", Some(anon), None, None, email, at);
+    land_events(&lake, &[event("a1", shared, T), event("a2", shared, T + 1)]).await;
+    let open = IdentityConfig::default();
+    let report = refresh_with(&lake, &open).await;
+    assert_eq!(report.profiles, 1, "two cookies through one email");
+
+    // The email turns out to be a shared inbox: the list grows.
+    let mut listed = IdentityConfig::default();
+    listed
+        .blocked_values
+        .push(" Shared@Corp.example ".to_string());
+    land_events(&lake, &[event("a3", None, T + 2)]).await;
+    let report = refresh_with(&lake, &listed).await;
+    assert!(!report.full, "{:?}", report.full_reason);
+    assert_eq!(report.profiles, 3, "a1, a2 and a3 apart: {report:?}");
+    assert_eq!(report.blocked_values, 1);
+
+    // Under the same list, a refresh that reads new rows of the email
+    // (but compares only identifiers without a profile with the list)
+    // keeps it blocked.
+    land_events(&lake, &[event("a4", shared, T + 3)]).await;
+    let report = refresh_with(&lake, &listed).await;
+    assert!(!report.full, "{:?}", report.full_reason);
+    assert_eq!(report.profiles, 4, "a4 joins nobody: {report:?}");
+    assert_eq!(report.blocked_values, 1);
+
+    // Taken off the list again: the email joins the cookies once more.
+    land_events(&lake, &[event("a5", None, T + 4)]).await;
+    let report = refresh_with(&lake, &open).await;
+    assert!(!report.full, "{:?}", report.full_reason);
+    assert_eq!(
+        report.profiles, 3,
+        "a1, a2, a4 and the email; a3; a5: {report:?}"
+    );
+    assert_eq!(report.blocked_values, 0);
+}

@@ -291,10 +291,23 @@ async fn run(
     };
     let resolving = std::time::Instant::now();
     let on_blocked_list = blocked_list_test(&blocked);
+    let mut blocked_values: Vec<String> = blocked.iter().cloned().collect();
+    blocked_values.sort_unstable();
+    // Under the list of the last commit, identifiers that had a profile
+    // are not on it: only the others (and new ones) are compared with it.
+    let had_profile: &[Option<Uuid>] = match (&before, &previous) {
+        (Some(b), Some(m)) if m.blocked_values.as_ref() == Some(&blocked_values) => {
+            &b.assignment[..b.nodes.min(b.assignment.len())]
+        }
+        _ => &[],
+    };
     let usable = graph.usable(
         |node| {
-            on_blocked_list(graph.value(node))
-                || (!admin.values.is_empty() && admin.values.contains(&ident(node)))
+            let listed = || {
+                !had_profile.get(node as usize).is_some_and(Option::is_some)
+                    && on_blocked_list(graph.value(node))
+            };
+            listed() || (!admin.values.is_empty() && admin.values.contains(&ident(node)))
         },
         |a, b| !admin.links.is_empty() && admin.link_blocked(ident(a), ident(b)),
         config.max_distinct_neighbours,
@@ -443,6 +456,7 @@ async fn run(
         views_format: VIEWS_FORMAT,
         deltas: BTreeMap::new(),
         anonymous_cutoff: Some(cutoff),
+        blocked_values: Some(blocked_values),
     };
     manifest
         .raw_files

@@ -70,6 +70,11 @@ pub struct Manifest {
     /// was idle too long to be in the committed `cdp.profiles`.
     #[serde(default)]
     pub anonymous_cutoff: Option<i64>,
+    /// The blocked-value list (normalised, sorted) the identifiers were
+    /// checked against: under the same list, an identifier that had a
+    /// profile is not on it, and the next refresh checks only the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_values: Option<Vec<String>>,
 }
 
 /// One delta layer of a table: a folder of rows that replace older rows
