@@ -532,9 +532,24 @@ async fn run(
         }
     };
     let state_work = state::save(lake, &state_dir, &graph, &facts, layer);
+    // Old versions the committed one does not use go meanwhile: deleting
+    // files is mostly waiting on the disk (a second for a whole version on
+    // this VM), and the last commit stays readable whatever happens next.
+    // What the new version stops using goes after the commit.
+    let early_garbage = async {
+        if let Some(m) = &previous {
+            // An error here is met again, and reported, after the commit.
+            let _ = collect_garbage(lake, m.folders(), version).await;
+        }
+        Ok(())
+    };
     let (main_done, side_done) = alongside(
         main_work,
-        vec![Box::pin(profiles_work), Box::pin(state_work)],
+        vec![
+            Box::pin(profiles_work),
+            Box::pin(state_work),
+            Box::pin(early_garbage),
+        ],
     )
     .await;
     main_done?;
@@ -582,7 +597,7 @@ async fn run(
     // 5. Commit: one atomic switch of the manifest.
     manifest.commit(lake).await?;
     progress("committed");
-    collect_garbage(lake, &manifest).await?;
+    collect_garbage(lake, manifest.folders(), manifest.version).await?;
     report.views_ms = phase.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -836,24 +851,29 @@ async fn alongside<A: std::future::Future>(
     })
 }
 
-/// Delete the files under `cdp/` that the committed manifest does not
-/// point at, but for those of the version before it (queries still planned
-/// against that one keep working) and of the runs of this version.
-async fn collect_garbage(lake: &Lake, committed: &Manifest) -> Result<()> {
-    let live: Vec<String> = committed.folders().map(|f| format!("{f}/")).collect();
+/// Delete the files under `cdp/` outside the `live` folders (those of a
+/// committed manifest), but for those of the version before `version`
+/// (queries still planned against that one keep working) and later ones
+/// (the runs of this version).
+async fn collect_garbage<'a>(
+    lake: &Lake,
+    live: impl Iterator<Item = &'a str>,
+    version: u64,
+) -> Result<()> {
+    let live: Vec<String> = live.map(|f| format!("{f}/")).collect();
     for meta in lake.list(&Path::from("cdp")).await? {
         let relative = lake.relative(&meta.location);
         let path = relative.as_ref();
         if live.iter().any(|f| path.starts_with(f.as_str())) {
             continue;
         }
-        let version = relative.parts().find_map(|p| {
+        let relative_version = relative.parts().find_map(|p| {
             p.as_ref()
                 .strip_prefix("v=")
                 .and_then(|v| v.split('-').next())
                 .and_then(|v| v.parse::<u64>().ok())
         });
-        if version.is_some_and(|v| v + 1 < committed.version) {
+        if relative_version.is_some_and(|v| v + 1 < version) {
             lake.store()
                 .delete(&meta.location)
                 .await
