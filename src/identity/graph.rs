@@ -223,9 +223,10 @@ impl Previous {
     }
 
     /// After the last [`Previous::record`]: drop the ids no node holds any
-    /// more (profiles a later layer merged away), numbering the others as a
-    /// fresh [`Previous::from_assignment`] would count them. The id →
-    /// number map is kept for [`Previous::holds`].
+    /// more (profiles a later layer merged away), so that the ids are those
+    /// [`Previous::from_assignment`] of the final assignment would list
+    /// (numbered in file order rather than node order, which nothing
+    /// depends on). The id → number map is kept for [`Previous::holds`].
     pub fn finish(&mut self) {
         let mut used = vec![false; self.ids.len()];
         for &p in &self.of_node {
