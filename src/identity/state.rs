@@ -39,9 +39,7 @@ use super::graph::{Edge, Graph, NodeId, Previous, TypeRule};
 use super::interner::Interner;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::lake::parquet::{
-    self, ParquetFileWriter, bulk_properties_ascending, bulk_properties_repeated,
-};
+use crate::lake::parquet::{self, ParquetFileWriter, bulk_properties_ascending};
 
 /// Version of the layout below; a refresh that finds another rebuilds.
 pub const FORMAT: u32 = 5;
@@ -134,17 +132,18 @@ pub async fn save(
     facts: &Facts,
     layer: Layer<'_>,
 ) -> Result<()> {
-    // Ids, numbers and times: a dictionary only for the few repeated texts.
-    let file = |name: &str, schema: &SchemaRef, repeated: &[&str]| {
+    // Ids, numbers and times: a dictionary only for the few repeated
+    // values, sorted numbers delta-encoded.
+    let file = |name: &str, schema: &SchemaRef, repeated: &[&str], ascending: &[&str]| {
         ParquetFileWriter::create_with(
             lake,
             &dir.clone().join(name),
             schema.clone(),
-            bulk_properties_repeated(repeated),
+            bulk_properties_ascending(repeated, ascending),
         )
     };
     let schema = nodes_schema();
-    let mut w = file("nodes.parquet", &schema, &["id_type"])?;
+    let mut w = file("nodes.parquet", &schema, &["id_type"], &[])?;
     for start in (layer.nodes_from..graph.len()).step_by(CHUNK) {
         let chunk = start as u32..(start + CHUNK).min(graph.len()) as u32;
         let b = batch(
@@ -164,12 +163,7 @@ pub async fn save(
 
     let schema = keys_schema();
     // Event counts are mostly zero: runs of a dictionary.
-    let mut w = ParquetFileWriter::create_with(
-        lake,
-        &dir.clone().join("keys.parquet"),
-        schema.clone(),
-        bulk_properties_ascending(&["counts.list.item"], &[]),
-    )?;
+    let mut w = file("keys.parquet", &schema, &["counts.list.item"], &[])?;
     for start in (layer.keys_from..facts.len()).step_by(CHUNK) {
         let end = (start + CHUNK).min(facts.len());
         let stats = &facts.stats[start..end];
@@ -202,11 +196,11 @@ pub async fn save(
     // Cells are stored by key, most of them with rank 0: the keys
     // delta-encoded, the ranks by dictionary (runs), so that reading them
     // back decompresses only times, numbers and texts.
-    let mut w = ParquetFileWriter::create_with(
-        lake,
-        &dir.clone().join("cells.parquet"),
-        schema.clone(),
-        bulk_properties_ascending(&["field", "rank", "text"], &["key"]),
+    let mut w = file(
+        "cells.parquet",
+        &schema,
+        &["field", "rank", "text"],
+        &["key"],
     )?;
     // Cells of whole keys, about CHUNK at a time: never all in one list.
     let mut chunk: Vec<(u32, &Cell)> = Vec::with_capacity(CHUNK + 64);
@@ -239,7 +233,7 @@ pub async fn save(
     w.finish().await?;
 
     let schema = edges_schema();
-    let mut w = file("edges.parquet", &schema, &[])?;
+    let mut w = file("edges.parquet", &schema, &[], &[])?;
     for chunk in layer.edges.chunks(CHUNK) {
         let b = batch(
             &schema,
@@ -254,7 +248,7 @@ pub async fn save(
     w.finish().await?;
 
     let schema = assignment_schema();
-    let mut w = file("assignment.parquet", &schema, &[])?;
+    let mut w = file("assignment.parquet", &schema, &[], &[])?;
     for chunk in layer.assignment.chunks(CHUNK) {
         let mut ids = FixedSizeBinaryBuilder::with_capacity(chunk.len(), 16);
         for (_, id) in chunk {
@@ -341,11 +335,12 @@ async fn footer(lake: &Lake, dir: &Path, name: &str) -> Result<(usize, Vec<(usiz
     Ok((rows, columns))
 }
 
-/// The sums of [`footer`] over the layers `layers`.
+/// The sums of [`footer`] over the layers `layers` (read all at once: on
+/// S3 each is a round trip).
 async fn footers(lake: &Lake, layers: &[Path], name: &str) -> Result<(usize, Vec<(usize, usize)>)> {
+    let each = futures::future::try_join_all(layers.iter().map(|dir| footer(lake, dir, name)));
     let mut total = (0, Vec::new());
-    for dir in layers {
-        let (rows, columns) = footer(lake, dir, name).await?;
+    for (rows, columns) in each.await? {
         total.0 += rows;
         total.1.resize(columns.len().max(total.1.len()), (0, 0));
         for (sum, c) in total.1.iter_mut().zip(columns) {
@@ -373,9 +368,11 @@ pub async fn load(
 ) -> Result<(Stored, Vec<Option<NodeId>>)> {
     // Every vector sized once from the footers: growing them by doubling
     // would write (and fault in) about twice the memory.
-    let (n, node_columns) = footers(lake, layers, "nodes.parquet").await?;
-    let (key_count, key_columns) = footers(lake, layers, "keys.parquet").await?;
-    let (edge_count, _) = footers(lake, layers, "edges.parquet").await?;
+    let ((n, node_columns), (key_count, key_columns), (edge_count, _)) = futures::try_join!(
+        footers(lake, layers, "nodes.parquet"),
+        footers(lake, layers, "keys.parquet"),
+        footers(lake, layers, "edges.parquet"),
+    )?;
     let dir = layers.last().cloned().unwrap_or_default();
     let nodes = async {
         let text_bytes = node_columns.get(1).map_or(0, |c| c.1);

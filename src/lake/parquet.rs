@@ -53,11 +53,7 @@ pub fn bulk_properties(unique: &[&str]) -> WriterProperties {
 /// tables of ids, numbers and times that are mostly distinct, where the
 /// encoder would hash every value only to fill a dictionary up.
 pub fn bulk_properties_repeated(repeated: &[&str]) -> WriterProperties {
-    let mut builder = bulk_builder().set_dictionary_enabled(false);
-    for column in repeated {
-        builder = builder.set_column_dictionary_enabled((*column).into(), true);
-    }
-    builder.build()
+    bulk_properties_ascending(repeated, &[])
 }
 
 /// [`bulk_properties_repeated`], with the `ascending` integer columns
