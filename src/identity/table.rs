@@ -104,9 +104,21 @@ impl TagTable {
         self.len
     }
 
-    /// Forget every entry, keeping the slots.
+    /// Forget every entry. The slots are kept unless far more than the
+    /// entries just forgotten needed: a table reused for one small file
+    /// after a large one would otherwise cost the large one's clearing
+    /// every time (a worker's files come largest first).
     pub fn clear(&mut self) {
-        self.slots.fill(EMPTY);
+        let mut bits = 4;
+        while full(1 << bits) < self.len {
+            bits += 1;
+        }
+        if self.bits > bits + 2 {
+            self.slots = vec![EMPTY; 1 << bits];
+            self.bits = bits;
+        } else {
+            self.slots.fill(EMPTY);
+        }
         self.len = 0;
     }
 
@@ -169,5 +181,24 @@ mod tests {
         }
         t.clear();
         assert_eq!((t.len, t.find(u64::MAX, |_| true)), (0, None));
+    }
+
+    #[test]
+    fn a_table_cleared_after_little_use_shrinks_and_keeps_working() {
+        let hash = |n: u32| u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut t = TagTable::new();
+        t.reserve(100_000);
+        let large = t.slots.len();
+        t.insert(hash(1), 1);
+        t.clear();
+        assert!(t.slots.len() * 64 <= large, "{} slots", t.slots.len());
+        for n in 0..1_000 {
+            t.insert(hash(n), n);
+        }
+        assert!((0..1_000).all(|n| t.find(hash(n), |m| m == n) == Some(n)));
+        // Cleared after a use of its size, it keeps its slots.
+        let used = t.slots.len();
+        t.clear();
+        assert_eq!((t.slots.len(), t.find(hash(5), |_| true)), (used, None));
     }
 }
