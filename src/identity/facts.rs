@@ -245,7 +245,11 @@ impl Fields {
 
     /// Fold every cell of `from` into `into` (a merge of two sorted runs).
     pub fn merge(&self, into: &mut Partial, from: &[Cell], texts: &Interner) {
-        if into.is_empty() {
+        let (Some(last), Some(first)) = (into.last(), from.first()) else {
+            into.extend_from_slice(from);
+            return;
+        };
+        if last.field < first.field {
             into.extend_from_slice(from);
             return;
         }
@@ -256,7 +260,7 @@ impl Fields {
 }
 
 /// The cell of `field` in a partial, if any.
-pub fn get(partial: &Partial, field: u16) -> Option<&Cell> {
+pub fn get(partial: &[Cell], field: u16) -> Option<&Cell> {
     partial
         .binary_search_by_key(&field, |c| c.field)
         .ok()
@@ -535,15 +539,22 @@ impl Facts {
         self.texts.intern(0, text)
     }
 
-    /// Fold every fact of key `key` into `into` (a profile's partial).
-    pub fn merge_into(&self, key: usize, into: &mut Partial) {
-        for (f, &n) in self.stats[key].counts.iter().enumerate() {
-            if n > 0 {
-                self.fields
-                    .add(into, Cell::sum(f as u16, i64::from(n)), &self.texts);
+    /// Every fact of the keys `keys` merged into `into` (emptied first):
+    /// a profile's partial. The counts add up in place and come first
+    /// (the lowest fields), so most keys' cells are appended, not searched.
+    pub fn merge_keys_into(&self, keys: &[u32], into: &mut Partial) {
+        into.clear();
+        let mut counts = [0i64; COUNTED];
+        for &k in keys {
+            for (c, n) in counts.iter_mut().zip(self.stats[k as usize].counts) {
+                *c += i64::from(n);
             }
         }
-        self.fields.merge(into, self.cells(key), &self.texts);
+        let counted = counts.iter().enumerate().filter(|(_, n)| **n > 0);
+        into.extend(counted.map(|(f, &n)| Cell::sum(f as u16, n)));
+        for &k in keys {
+            self.fields.merge(into, self.cells(k as usize), &self.texts);
+        }
     }
 
     /// Merge `other` (a file's summary, its nodes numbered by `map`) into
@@ -719,10 +730,11 @@ mod tests {
         let stats = facts.stats[a as usize];
         assert_eq!((stats.first, stats.last, stats.counts[0]), (1, 10, 3));
         let mut profile = Partial::new();
-        facts.merge_into(a as usize, &mut profile);
+        facts.merge_keys_into(&[a, b], &mut profile);
         assert_eq!(
             text_of(&facts.texts, get(&profile, field::CONSENT)),
             Some("granted")
         );
+        assert_eq!(get(&profile, field::EVENTS).map(|c| c.num), Some(3));
     }
 }

@@ -32,20 +32,6 @@ struct Profile {
 /// Profiles per batch of `cdp.profiles`.
 const BATCH: usize = 64 * 1024;
 
-impl Profile {
-    /// When any of its identifiers was first seen.
-    fn first_seen(&self, graph: &Graph) -> i64 {
-        let times = self.nodes.iter().map(|&n| graph.first_seen[n as usize]);
-        times.min().unwrap_or(0)
-    }
-
-    /// When any of its identifiers was last seen.
-    fn last_seen(&self, graph: &Graph) -> i64 {
-        let times = self.nodes.iter().map(|&n| graph.last_seen[n as usize]);
-        times.max().unwrap_or(0)
-    }
-}
-
 /// Which profiles an incremental refresh writes again.
 #[derive(Debug, Clone, Copy)]
 pub struct Selection<'s> {
@@ -213,16 +199,24 @@ impl Assembled<'_> {
         &self,
         range: std::ops::Range<usize>,
     ) -> impl Iterator<Item = Result<RecordBatch>> + '_ {
+        // The merged cells of a batch's profiles, end to end.
+        let (mut cells, mut ends, mut scratch) = (Vec::new(), Vec::new(), Partial::new());
         range.clone().step_by(BATCH).map(move |start| {
             let end = (start + BATCH).min(range.end);
-            let merged: Vec<Partial> = (start..end)
-                .map(|p| {
-                    let mut facts = Partial::new();
-                    let keys = self.key_start[p] as usize..self.key_start[p + 1] as usize;
-                    for &k in &self.keys[keys] {
-                        self.facts.merge_into(k as usize, &mut facts);
-                    }
-                    facts
+            cells.clear();
+            ends.clear();
+            for p in start..end {
+                let keys = self.key_start[p] as usize..self.key_start[p + 1] as usize;
+                self.facts.merge_keys_into(&self.keys[keys], &mut scratch);
+                cells.extend_from_slice(&scratch);
+                ends.push(cells.len());
+            }
+            let merged: Vec<&[Cell]> = ends
+                .iter()
+                .scan(0, |from, &to| {
+                    let m = &cells[*from..to];
+                    *from = to;
+                    Some(m)
                 })
                 .collect();
             self.batch(&self.profiles[start..end], &merged)
@@ -230,26 +224,37 @@ impl Assembled<'_> {
     }
 
     /// The rows of the profiles `chunk`, whose merged facts are `merged`.
-    fn batch(&self, chunk: &[Profile], merged: &[Partial]) -> Result<RecordBatch> {
+    fn batch(&self, chunk: &[Profile], merged: &[&[Cell]]) -> Result<RecordBatch> {
         let (config, graph, facts) = (self.config, self.graph, self.facts);
         let now_micros = self.now_micros;
         let mut columns: Vec<ArrayRef> =
             vec![Arc::new(profile_id_array(chunk.iter().map(|p| Some(p.id))))];
-        for t in 0..config.types.len() as u16 {
-            let mut list = ListBuilder::new(StringBuilder::new());
-            for p in chunk {
-                let mut any = false;
-                for &n in &p.nodes {
-                    if graph.id_type(n) == t {
-                        list.values().append_value(graph.value(n));
-                        any = true;
-                    }
-                }
-                // No identifier of the type: NULL, as array_agg gives.
-                list.append(any);
+        // One pass over each profile's identifiers (sorted by type, so each
+        // type's list keeps value order) for the lists and the times.
+        let types = config.types.len();
+        let mut lists: Vec<_> = (0..types)
+            .map(|_| ListBuilder::new(StringBuilder::new()))
+            .collect();
+        let (mut first_seen, mut last_seen) = (Vec::new(), Vec::new());
+        let mut any = vec![false; types];
+        for p in chunk {
+            let (mut first, mut last) = (i64::MAX, i64::MIN);
+            for &n in &p.nodes {
+                let t = graph.id_type(n) as usize;
+                lists[t].values().append_value(graph.value(n));
+                any[t] = true;
+                first = first.min(graph.first_seen[n as usize]);
+                last = last.max(graph.last_seen[n as usize]);
             }
-            columns.push(Arc::new(list.finish()));
+            // No identifier of a type: NULL, as array_agg gives.
+            for (list, any) in lists.iter_mut().zip(&mut any) {
+                list.append(std::mem::take(any));
+            }
+            let empty = p.nodes.is_empty();
+            first_seen.push(Some(if empty { 0 } else { first }));
+            last_seen.push(Some(if empty { 0 } else { last }));
         }
+        columns.extend(lists.iter_mut().map(|l| Arc::new(l.finish()) as ArrayRef));
         let text = |f: u16| -> ArrayRef {
             Arc::new(StringArray::from_iter(merged.iter().map(|m| {
                 get(m, f)
@@ -290,12 +295,8 @@ impl Assembled<'_> {
         columns.push(Arc::new(BooleanArray::from_iter(
             num(trait_("newsletter")).map(|n| n.map(|b| b != 0)),
         )));
-        columns.push(time(
-            chunk.iter().map(|p| Some(p.first_seen(graph))).collect(),
-        ));
-        columns.push(time(
-            chunk.iter().map(|p| Some(p.last_seen(graph))).collect(),
-        ));
+        columns.push(time(first_seen));
+        columns.push(time(last_seen));
         for f in [
             field::EVENTS,
             field::PAGE_VIEWS,
@@ -361,7 +362,7 @@ pub fn anonymous_cutoff(config: &IdentityConfig, now_micros: i64) -> i64 {
 }
 
 /// The channel with the most orders (ties: alphabetical).
-fn preferred_channel<'f>(facts: &'f Facts, partial: &Partial) -> Option<&'f str> {
+fn preferred_channel<'f>(facts: &'f Facts, partial: &[Cell]) -> Option<&'f str> {
     facts
         .fields
         .channels()
