@@ -303,6 +303,14 @@ pub struct Facts {
     pub stats: Vec<KeyStats>,
 }
 
+/// The parts of a graph that the keys give ([`Facts::derive_graph`]).
+#[derive(Debug)]
+pub struct Derived {
+    pub first_seen: Vec<i64>,
+    pub last_seen: Vec<i64>,
+    pub edges: Vec<super::graph::Edge>,
+}
+
 /// What a row key's rows add up to besides its cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyStats {
@@ -469,17 +477,6 @@ impl Facts {
         stats.last = stats.last.max(at);
     }
 
-    /// Node times of `graph` from the keys: a node was seen whenever a key
-    /// holding it was.
-    pub fn derive_node_times(&self, graph: &mut Graph) {
-        let n = graph.len();
-        graph.first_seen.clear();
-        graph.first_seen.resize(n, i64::MAX);
-        graph.last_seen.clear();
-        graph.last_seen.resize(n, i64::MIN);
-        self.fold_node_times(0, &mut graph.first_seen, &mut graph.last_seen);
-    }
-
     /// Fold the times of the keys from number `from` on into the nodes'
     /// first and last sightings.
     pub fn fold_node_times(&self, from: usize, first_seen: &mut [i64], last_seen: &mut [i64]) {
@@ -508,12 +505,18 @@ impl Facts {
         edges.edges
     }
 
-    /// Node times and links of `graph`, from the keys: a node was seen
-    /// whenever a key holding it was, and a key links its strongest
-    /// identifier to each of the others from the key's first sighting.
-    pub fn derive_graph(&self, graph: &mut Graph) {
-        self.derive_node_times(graph);
-        graph.edges = self.links(0);
+    /// Node times and links of a graph of `nodes` identifiers, from the
+    /// keys: a node was seen whenever a key holding it was, and a key
+    /// links its strongest identifier to each of the others from the
+    /// key's first sighting.
+    pub fn derive_graph(&self, nodes: usize) -> Derived {
+        let (mut first_seen, mut last_seen) = (vec![i64::MAX; nodes], vec![i64::MIN; nodes]);
+        self.fold_node_times(0, &mut first_seen, &mut last_seen);
+        Derived {
+            first_seen,
+            last_seen,
+            edges: self.links(0),
+        }
     }
 
     /// Fold `cell` (its text one of [`Facts::texts`]) into key `key`.

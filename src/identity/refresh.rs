@@ -160,10 +160,55 @@ fn full_rebuild_reason(
 /// previous profile ids, and (incremental) the committed version to
 /// compare with.
 struct Loaded {
-    graph: Graph,
-    facts: Facts,
+    /// Shared with the task writing them ([`Loaded::saving`]), if any.
+    graph: Arc<Graph>,
+    facts: Arc<Facts>,
     previous: Previous,
     before: Option<Stored>,
+    /// A full rebuild's identifiers, keys and links being written to the
+    /// new state folder meanwhile ([`state::save_graph`]).
+    saving: Option<Saving>,
+}
+
+/// A task writing part of the refresh state alongside the refresh; if the
+/// refresh fails first, it is stopped where it can be (what it wrote is
+/// garbage of a version never committed).
+struct Saving(tokio::task::JoinHandle<Result<()>>);
+
+impl Saving {
+    /// Write `graph` and `facts` (layer 0) under `dir`: on a thread of its
+    /// own where the runtime has several (a spawned task could wait behind
+    /// the refresh on the spawning worker), or as a task.
+    fn start(lake: &Lake, dir: &Path, graph: &Arc<Graph>, facts: &Arc<Facts>) -> Saving {
+        let (lake, dir, graph, facts) = (lake.clone(), dir.clone(), graph.clone(), facts.clone());
+        let work = async move {
+            let layer = state::Layer {
+                nodes_from: 0,
+                keys_from: 0,
+                edges: &graph.edges,
+            };
+            state::save_graph(&lake, &dir, &graph, &facts, layer).await
+        };
+        let handle = tokio::runtime::Handle::current();
+        Saving(match handle.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::spawn_blocking(move || handle.block_on(work))
+            }
+            _ => tokio::spawn(work),
+        })
+    }
+
+    async fn done(mut self) -> Result<()> {
+        (&mut self.0)
+            .await
+            .map_err(|e| Error::Config(format!("writing the refresh state stopped: {e}")))?
+    }
+}
+
+impl Drop for Saving {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The committed version as an incremental refresh loaded it.
@@ -208,15 +253,6 @@ async fn run(
     let version = previous.as_ref().map_or(1, |m| m.version + 1);
     let run = Uuid::new_v4().simple().to_string()[..8].to_string();
     let settings = state_settings(config);
-    let types: Vec<TypeRule> = config
-        .types
-        .iter()
-        .map(|t| TypeRule {
-            name: t.name.clone(),
-            priority: t.priority,
-            max_per_profile: t.max_per_profile,
-        })
-        .collect();
 
     // 1. Which raw files to read: all, or those landed since the last commit.
     let probe = Scan::new(config, Interner::default(), Facts::default())?;
@@ -246,7 +282,7 @@ async fn run(
                 .filter(|(p, _)| !m.raw_files.contains_key(*p))
                 .map(|(_, f)| f.clone())
                 .collect();
-            load_incremental(lake, config, m, new, types, progress, &mut report).await?
+            load_incremental(lake, config, m, new, progress, &mut report).await?
         }
         _ => {
             progress(&format!(
@@ -254,12 +290,13 @@ async fn run(
                 reason.as_deref().unwrap_or("full")
             ));
             let all = files.values().cloned().collect();
+            let state_dir = version_dir(STATE_TABLE, version, &run);
             load_full(
                 lake,
                 config,
                 previous.as_ref(),
                 all,
-                types,
+                &state_dir,
                 progress,
                 &mut report,
             )
@@ -271,6 +308,7 @@ async fn run(
         mut facts,
         previous: previous_ids,
         before,
+        saving,
     } = loaded;
     report.identifiers = graph.len();
     report.links = graph.edges.len();
@@ -391,7 +429,9 @@ async fn run(
         resolution = graph.resolve_allowed(&usable, &previous_ids);
     }
     drop((usable, previous_ids));
-    graph.nodes.drop_index();
+    if let Some(graph) = Arc::get_mut(&mut graph) {
+        graph.nodes.drop_index();
+    }
     report.union_find_ms = resolution.union_find_ms;
     report.profiles = resolution.profiles;
     report.new_profiles = resolution.new_profiles;
@@ -417,16 +457,17 @@ async fn run(
         // The stored cells of the keys whose profiles are written (all of
         // them for whole views).
         progress("reading the stored facts of the changed profiles");
+        let facts = Arc::get_mut(&mut facts).ok_or_else(|| {
+            Error::Config("the stored facts are being written while topped up".into())
+        })?;
         match (&changes, prefetched) {
-            (Some(c), Some(kept)) => {
-                state::fold_cells(&b.layers, &kept, &mut facts, &c.wanted_keys)?
-            }
+            (Some(c), Some(kept)) => state::fold_cells(&b.layers, &kept, facts, &c.wanted_keys)?,
             _ => {
                 let wanted = match &changes {
                     Some(c) => c.wanted_keys.clone(),
                     None => vec![true; b.keys],
                 };
-                state::load_cells(lake, &b.layers, &mut facts, &wanted).await?;
+                state::load_cells(lake, &b.layers, facts, &wanted).await?;
             }
         }
     }
@@ -492,13 +533,12 @@ async fn run(
                 nodes_from: b.nodes,
                 keys_from: b.keys,
                 edges: &b.new_edges,
-                assignment: c.assignment.clone(),
             };
             let select = profiles::Selection {
                 profiles: &c.rewrite,
                 owners: &c.owners,
             };
-            (&c.links[..], Some(select), layer)
+            (&c.links[..], Some(select), (layer, c.assignment.clone()))
         }
         None => {
             progress("writing identity links, profiles and the identity graph");
@@ -509,9 +549,12 @@ async fn run(
                 nodes_from: 0,
                 keys_from: 0,
                 edges: &graph.edges,
-                assignment: grouped_assignment(&resolution),
             };
-            (&all_linked[..], None, layer)
+            (
+                &all_linked[..],
+                None,
+                (layer, grouped_assignment(&resolution)),
+            )
         }
     };
     let main_work = async {
@@ -531,7 +574,16 @@ async fn run(
             None => Ok(()),
         }
     };
-    let state_work = state::save(lake, &state_dir, &graph, &facts, layer);
+    let (layer, assignment) = layer;
+    let state_work = async {
+        match saving {
+            Some(saving) => {
+                state::save_assignment(lake, &state_dir, &assignment).await?;
+                saving.done().await
+            }
+            None => state::save(lake, &state_dir, &graph, &facts, layer, &assignment).await,
+        }
+    };
     // Old versions the committed one does not use go meanwhile: deleting
     // files is mostly waiting on the disk (a second for a whole version on
     // this VM), and the last commit stays readable whatever happens next.
@@ -620,6 +672,16 @@ fn grouped_assignment(resolution: &Resolution) -> Vec<(NodeId, Option<Uuid>)> {
     assignment
 }
 
+/// The resolution's rules of each configured identifier type.
+fn type_rules(config: &IdentityConfig) -> Vec<TypeRule> {
+    let rule = |t: &super::config::IdentifierType| TypeRule {
+        name: t.name.clone(),
+        priority: t.priority,
+        max_per_profile: t.max_per_profile,
+    };
+    config.types.iter().map(rule).collect()
+}
+
 /// Read every raw file into a new graph; the previous ids come from the
 /// stored state (or, from an older layout, the committed links).
 async fn load_full(
@@ -627,32 +689,46 @@ async fn load_full(
     config: &IdentityConfig,
     previous: Option<&Manifest>,
     files: Vec<RawFile>,
-    types: Vec<TypeRule>,
+    state_dir: &Path,
     progress: &mut impl FnMut(&str),
     report: &mut RefreshReport,
 ) -> Result<Loaded> {
     let (nodes, mut facts) = scan(lake, config, files, progress, report).await?;
     // Keys are looked up only while reading: free their index now.
     facts.drop_key_index();
-    let mut graph = Graph::new(types, nodes);
-    facts.derive_graph(&mut graph);
-    let previous_ids = match previous {
-        Some(m) if stored_format(m) == Some(u64::from(state::FORMAT)) => {
-            progress("reading the previous profile ids");
-            state::previous(lake, &state_layers(m), &graph.types, &graph).await?
+    let mut graph = Graph::new(type_rules(config), nodes);
+    // Node times and links come from the keys, on a thread of their own
+    // while the previous ids are looked up by value.
+    let facts_ref = &facts;
+    let n = graph.len();
+    let derive = async move { Ok(facts_ref.derive_graph(n)) };
+    let reading = async {
+        match previous {
+            Some(m) if stored_format(m) == Some(u64::from(state::FORMAT)) => {
+                progress("reading the previous profile ids");
+                state::previous(lake, &state_layers(m), &graph.types, &graph).await
+            }
+            Some(m) if m.deltas.is_empty() && m.tables.contains_key("identity_links") => {
+                progress("reading the previous identity links");
+                let folder = Path::from(m.tables["identity_links"].as_str());
+                read_previous(lake, &folder, config, &graph).await
+            }
+            _ => Ok(Previous::new(graph.len())),
         }
-        Some(m) if m.deltas.is_empty() && m.tables.contains_key("identity_links") => {
-            progress("reading the previous identity links");
-            let folder = Path::from(m.tables["identity_links"].as_str());
-            read_previous(lake, &folder, config, &graph).await?
-        }
-        _ => Previous::new(graph.len()),
     };
+    let (previous_ids, derived) = both(reading, derive).await?;
+    (graph.first_seen, graph.last_seen, graph.edges) =
+        (derived.first_seen, derived.last_seen, derived.edges);
+    // The identifiers, keys and links are final: they are written to the
+    // state while the resolution runs (they do not depend on it).
+    let (graph, facts) = (Arc::new(graph), Arc::new(facts));
+    let saving = Saving::start(lake, state_dir, &graph, &facts);
     Ok(Loaded {
         graph,
         facts,
         previous: previous_ids,
         before: None,
+        saving: Some(saving),
     })
 }
 
@@ -679,7 +755,6 @@ async fn load_incremental(
     config: &IdentityConfig,
     m: &Manifest,
     files: Vec<RawFile>,
-    types: Vec<TypeRule>,
     progress: &mut impl FnMut(&str),
     report: &mut RefreshReport,
 ) -> Result<Loaded> {
@@ -687,6 +762,7 @@ async fn load_incremental(
     progress("loading the stored identity graph");
     let layers = state_layers(m);
     let new_keys = (new_facts.len(), new_facts.key_node_count());
+    let types = type_rules(config);
     let (stored, found) = state::load(lake, &layers, &types, &new_nodes, new_keys).await?;
     let state::Stored {
         mut nodes,
@@ -722,9 +798,10 @@ async fn load_incremental(
         edges: merged,
     };
     Ok(Loaded {
-        graph,
-        facts,
+        graph: Arc::new(graph),
+        facts: Arc::new(facts),
         previous,
+        saving: None,
         before: Some(Stored {
             nodes: old_nodes,
             keys: old_keys,

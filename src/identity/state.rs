@@ -115,32 +115,59 @@ fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
         .map_err(|e| Error::arrow("building the refresh state", e))
 }
 
-/// What one layer of the state holds: the nodes and keys from these
-/// numbers on (with the keys' cells), these links and these assignments.
+/// What one layer of the state holds besides its assignments: the nodes
+/// and keys from these numbers on (with the keys' cells) and these links.
+#[derive(Debug, Clone, Copy)]
 pub struct Layer<'a> {
     pub nodes_from: usize,
     pub keys_from: usize,
     pub edges: &'a [Edge],
-    pub assignment: Vec<(NodeId, Option<Uuid>)>,
 }
 
-/// Write one layer of `graph` and `facts` under `dir` (a new folder).
+/// Write one layer of `graph` and `facts`, with the profile of each
+/// identifier `assignment` lists, under `dir` (a new folder).
 pub async fn save(
     lake: &Lake,
     dir: &Path,
     graph: &Graph,
     facts: &Facts,
     layer: Layer<'_>,
+    assignment: &[(NodeId, Option<Uuid>)],
 ) -> Result<()> {
-    // Ids, numbers and times: a dictionary only for the few repeated
-    // values, sorted numbers delta-encoded.
+    save_graph(lake, dir, graph, facts, layer).await?;
+    save_assignment(lake, dir, assignment).await
+}
+
+/// A state file `dir/name` being written. Ids, numbers and times: a
+/// dictionary only for the few `repeated` values, sorted numbers
+/// (`ascending`) delta-encoded.
+fn state_file(
+    lake: &Lake,
+    dir: &Path,
+    name: &str,
+    schema: &SchemaRef,
+    repeated: &[&str],
+    ascending: &[&str],
+) -> Result<ParquetFileWriter> {
+    ParquetFileWriter::create_with(
+        lake,
+        &dir.clone().join(name),
+        schema.clone(),
+        bulk_properties_ascending(repeated, ascending),
+    )
+}
+
+/// The part of [`save`] that needs no resolution: identifiers, keys with
+/// their facts, and links. A full rebuild writes it while it resolves.
+pub async fn save_graph(
+    lake: &Lake,
+    dir: &Path,
+    graph: &Graph,
+    facts: &Facts,
+    layer: Layer<'_>,
+) -> Result<()> {
     let file = |name: &str, schema: &SchemaRef, repeated: &[&str], ascending: &[&str]| {
-        ParquetFileWriter::create_with(
-            lake,
-            &dir.clone().join(name),
-            schema.clone(),
-            bulk_properties_ascending(repeated, ascending),
-        )
+        state_file(lake, dir, name, schema, repeated, ascending)
     };
     let schema = nodes_schema();
     let mut w = file("nodes.parquet", &schema, &["id_type"], &[])?;
@@ -246,10 +273,19 @@ pub async fn save(
         w.write(&b).await?;
     }
     w.finish().await?;
+    Ok(())
+}
 
+/// The other part of [`save`]: each identifier's profile (`None` for
+/// none), in the order given.
+pub async fn save_assignment(
+    lake: &Lake,
+    dir: &Path,
+    assignment: &[(NodeId, Option<Uuid>)],
+) -> Result<()> {
     let schema = assignment_schema();
-    let mut w = file("assignment.parquet", &schema, &[], &[])?;
-    for chunk in layer.assignment.chunks(CHUNK) {
+    let mut w = state_file(lake, dir, "assignment.parquet", &schema, &[], &[])?;
+    for chunk in assignment.chunks(CHUNK) {
         let mut ids = FixedSizeBinaryBuilder::with_capacity(chunk.len(), 16);
         for (_, id) in chunk {
             match id {
@@ -382,10 +418,13 @@ pub async fn load(
         let probe = probe.probe();
         for dir in layers {
             let mut next = nodes.len() as NodeId;
-            load_nodes(lake, dir, types, &mut next, |n, kind, value| {
-                nodes.push(kind, value);
-                if let Some(p) = probe.find(kind, value) {
-                    found[p as usize] = Some(n);
+            load_nodes(lake, dir, types, &mut next, |from, kinds, values| {
+                for (i, &kind) in kinds.iter().enumerate() {
+                    let value = values.value(i);
+                    nodes.push(kind, value);
+                    if let Some(p) = probe.find(kind, value) {
+                        found[p as usize] = Some(from + i as NodeId);
+                    }
                 }
             })
             .await?;
@@ -479,8 +518,23 @@ pub async fn previous(
     let mut of_stored: Vec<u32> = Vec::new();
     let mut next: NodeId = 0;
     for dir in layers {
-        load_nodes(lake, dir, types, &mut next, |_, kind, value| {
-            of_stored.push(graph.find(kind, value).unwrap_or(NONE));
+        // Looked up by value on two threads, a batch at a time.
+        load_nodes(lake, dir, types, &mut next, |_, kinds, values| {
+            let find = |rows: std::ops::Range<usize>| {
+                let found = rows.map(|i| graph.find(kinds[i], values.value(i)));
+                found.map(|n| n.unwrap_or(NONE)).collect::<Vec<_>>()
+            };
+            let half = kinds.len() / 2;
+            let (first, second) = std::thread::scope(|s| {
+                let second = s.spawn(|| find(half..kinds.len()));
+                (find(0..half), second.join())
+            });
+            of_stored.extend(first);
+            match second {
+                Ok(second) => of_stored.extend(second),
+                // Only a bug panics there: look up again here.
+                Err(_) => of_stored.extend(find(half..kinds.len())),
+            }
         })
         .await?;
     }
@@ -503,21 +557,23 @@ pub async fn previous(
     Ok(previous)
 }
 
-/// Tell `each` the number (counted on from `next`), type and value of
-/// every identifier of layer `dir`.
+/// Tell `each` the identifiers of layer `dir` a batch at a time: the
+/// number of the first (counted on from `next`), their types and values.
 async fn load_nodes(
     lake: &Lake,
     dir: &Path,
     types: &[TypeRule],
     next: &mut NodeId,
-    mut each: impl FnMut(NodeId, u16, &str),
+    mut each: impl FnMut(NodeId, &[u16], &StringArray),
 ) -> Result<()> {
     let mut last: Option<(String, u16)> = None;
+    let mut kinds = Vec::new();
     read(lake, dir, "nodes.parquet", (0, 1), |b| {
         let (t, v) = (
             b.column(0).as_string::<i32>(),
             b.column(1).as_string::<i32>(),
         );
+        kinds.clear();
         for row in 0..b.num_rows() {
             let name = t.value(row);
             let kind = match &last {
@@ -530,9 +586,10 @@ async fn load_nodes(
                     k
                 }
             };
-            each(*next, kind, v.value(row));
-            *next += 1;
+            kinds.push(kind);
         }
+        each(*next, &kinds, v);
+        *next += kinds.len() as NodeId;
         Ok(())
     })
     .await
