@@ -304,7 +304,7 @@ async fn run(
         }
     };
     let Loaded {
-        mut graph,
+        graph,
         mut facts,
         previous: previous_ids,
         before,
@@ -429,9 +429,6 @@ async fn run(
         resolution = graph.resolve_allowed(&usable, &previous_ids);
     }
     drop((usable, previous_ids));
-    if let Some(graph) = Arc::get_mut(&mut graph) {
-        graph.nodes.drop_index();
-    }
     report.union_find_ms = resolution.union_find_ms;
     report.profiles = resolution.profiles;
     report.new_profiles = resolution.new_profiles;
@@ -719,6 +716,8 @@ async fn load_full(
     let (previous_ids, derived) = both(reading, derive).await?;
     (graph.first_seen, graph.last_seen, graph.edges) =
         (derived.first_seen, derived.last_seen, derived.edges);
+    // Identifiers are looked up by value only to find the previous ids.
+    graph.nodes.drop_index();
     // The identifiers, keys and links are final: they are written to the
     // state while the resolution runs (they do not depend on it).
     let (graph, facts) = (Arc::new(graph), Arc::new(facts));
