@@ -696,9 +696,7 @@ async fn load_full(
     let mut graph = Graph::new(type_rules(config), nodes);
     // Node times and links come from the keys, on a thread of their own
     // while the previous ids are looked up by value.
-    let facts_ref = &facts;
-    let n = graph.len();
-    let derive = async move { Ok(facts_ref.derive_graph(n)) };
+    let derive = async { Ok(facts.derive_graph(graph.len())) };
     let reading = async {
         match previous {
             Some(m) if stored_format(m) == Some(u64::from(state::FORMAT)) => {

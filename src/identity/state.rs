@@ -527,14 +527,17 @@ pub async fn previous(
             let half = kinds.len() / 2;
             let (first, second) = std::thread::scope(|s| {
                 let second = s.spawn(|| find(half..kinds.len()));
-                (find(0..half), second.join())
+                let first = find(0..half);
+                // A lookup panics only on a bug: let it go on up.
+                (
+                    first,
+                    second
+                        .join()
+                        .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                )
             });
             of_stored.extend(first);
-            match second {
-                Ok(second) => of_stored.extend(second),
-                // Only a bug panics there: look up again here.
-                Err(_) => of_stored.extend(find(half..kinds.len())),
-            }
+            of_stored.extend(second);
         })
         .await?;
     }
