@@ -182,7 +182,9 @@ impl Previous {
         self.of_node.resize(nodes.max(self.of_node.len()), NONE);
     }
 
-    /// Free the id → number map once every id is set.
+    /// Free the id → number map once every id is set. [`Previous::holds`]
+    /// then scans the ids: the resolution, which asks it for every new
+    /// id, is given unsealed ones.
     pub fn seal(&mut self) {
         self.numbers = TagTable::new();
     }
@@ -761,10 +763,11 @@ impl Graph {
         }
         drop((node_component, place));
         let mut profile_of = vec![None; n];
-        // Ids in use: never given to a second profile.
-        let mut taken: HashSet<Uuid> = previous.ids.iter().copied().collect();
+        // Ids in use: never given to a second profile. The previous ones
+        // are found in `previous`'s own index; `taken` holds the new ones.
+        let mut taken: HashSet<Uuid> = HashSet::new();
         let in_use = |taken: &HashSet<Uuid>, id: &Uuid| {
-            taken.contains(id) || reserved.is_some_and(|r| r.holds(id))
+            previous.holds(id) || taken.contains(id) || reserved.is_some_and(|r| r.holds(id))
         };
         let (mut mine, mut split_from) = (Vec::new(), Vec::new());
         let mut component_ids = vec![Uuid::nil(); order.len()];

@@ -263,7 +263,6 @@ pub fn resolve_within(
             sub_previous.set(l as NodeId, id);
         }
     }
-    sub_previous.seal();
     let resolved = sub.resolve_usable(&sub_usable, &sub_previous, Some(previous), false);
     drop((sub, sub_usable, sub_previous));
 

@@ -556,7 +556,6 @@ pub async fn previous(
         })
         .await?;
     }
-    previous.seal();
     Ok(previous)
 }
 
