@@ -24,13 +24,13 @@ pub struct Before<'a> {
     /// Identifiers and keys below these numbers were in it.
     pub nodes: usize,
     pub keys: usize,
-    /// Each of its identifiers' profile.
-    pub assignment: &'a [Option<Uuid>],
     /// Its cut-off for idle anonymous-only profiles (microseconds).
     pub cutoff: i64,
-    /// Its profile ids, numbered (for the profiles a partial resolution
-    /// kept whole).
+    /// Each of its identifiers' profile id, numbered.
     pub previous: &'a Previous,
+    /// Per stored key, after a partial resolution, whether it holds an
+    /// identifier resolved again (if known; else it is looked up).
+    pub touching: Option<&'a [bool]>,
 }
 
 /// Which profiles are in view: all but anonymous-only ones last seen
@@ -118,13 +118,9 @@ pub fn compare(
         rewrite: vec![false; ids.len()],
         ..Changes::default()
     };
-    let was = |m: NodeId| {
-        before
-            .assignment
-            .get(m as usize)
-            .copied()
-            .flatten()
-            .filter(|_| (m as usize) < before.nodes)
+    let was = |m: NodeId| match (m as usize) < before.nodes {
+        true => before.previous.of(m),
+        false => None,
     };
     // Identifiers seen in new rows: their times moved.
     let mut seen_again = vec![false; n];
@@ -173,11 +169,14 @@ pub fn compare(
             .copied()
             .find(|&m| resolution.profile_of[m as usize].is_some())
     };
+    let touches = |k: usize| match (scope, before.touching) {
+        (None, _) => true,
+        (Some(_), Some(t)) if k < t.len() => t[k],
+        (Some(s), _) => facts.key_nodes(k).iter().any(|&m| s.contains(m)),
+    };
     let mut owners = vec![NONE; facts.len()];
     for (k, o) in owners.iter_mut().enumerate() {
-        if let Some(s) = scope
-            && !facts.key_nodes(k).iter().any(|&m| s.contains(m))
-        {
+        if !touches(k) {
             // Its identifiers kept their profiles: so did its facts.
             continue;
         }

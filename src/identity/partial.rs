@@ -19,6 +19,7 @@
 
 use uuid::Uuid;
 
+use super::facts::Facts;
 use super::graph::{Edge, Graph, NONE, NodeId, Previous, Rejection, Resolution, Usable};
 use super::interner::Interner;
 
@@ -43,6 +44,27 @@ impl Scope {
     /// Whether `node` was resolved again.
     pub fn contains(&self, node: NodeId) -> bool {
         self.member.get(node as usize)
+    }
+
+    /// Per key of the first `keys` of `facts`: whether it holds an
+    /// identifier of the part (the halves on two threads).
+    pub fn touching_keys(&self, facts: &Facts, keys: usize) -> Vec<bool> {
+        let mut touching = vec![false; keys];
+        let half = if keys >= 1 << 16 { keys / 2 } else { keys };
+        let mark = |part: &mut [bool], from: usize| {
+            for (i, t) in part.iter_mut().enumerate() {
+                *t = facts.key_nodes(from + i).iter().any(|&m| self.contains(m));
+            }
+        };
+        let (low, high) = touching.split_at_mut(half);
+        std::thread::scope(|s| {
+            let other = s.spawn(|| mark(high, half));
+            mark(low, 0);
+            other
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        });
+        touching
     }
 }
 
@@ -103,15 +125,14 @@ impl Bits {
 
 /// The part of `graph` that the identifiers `seeds` (those of the new
 /// rows) can change, with the usability `usable` of the whole graph; every
-/// other identifier keeps its profile of `before` (the committed
-/// assignment of the first `before.len()` nodes), whose ids are
-/// `previous`. `None` when the part is most of the graph: resolve it
-/// whole.
+/// other identifier keeps its profile of `previous` (the committed
+/// assignment, of the first `before` nodes: the others are new). `None`
+/// when the part is most of the graph: resolve it whole.
 pub fn touched_part(
     graph: &Graph,
     usable: &Usable,
     previous: &Previous,
-    before: &[Option<Uuid>],
+    before: usize,
     seeds: impl Iterator<Item = NodeId>,
 ) -> Option<Scope> {
     grow_part(
@@ -129,7 +150,7 @@ fn grow_part(
     graph: &Graph,
     usable: &Usable,
     previous: &Previous,
-    before: &[Option<Uuid>],
+    before: usize,
     seeds: impl Iterator<Item = NodeId>,
     most: usize,
 ) -> Option<Scope> {
@@ -151,12 +172,12 @@ fn grow_part(
             any_broken = true;
         }
     };
-    for (i, &was) in before.iter().enumerate().take(n) {
-        if was.is_some() != usable.node[i] {
+    for (i, &was) in previous.numbers()[..before.min(n)].iter().enumerate() {
+        if (was != NONE) != usable.node[i] {
             seed_whole(&mut part, i);
         }
     }
-    for i in before.len()..n {
+    for i in before..n {
         part.set(i);
     }
     for &(a, b) in &usable.cut {
@@ -207,12 +228,11 @@ fn grow_part(
 }
 
 /// Resolve the part `scope` of `graph` (from [`touched_part`]) as a graph
-/// of its own; every identifier outside keeps its profile of `before`.
+/// of its own; every identifier outside keeps its profile of `previous`.
 pub fn resolve_within(
     graph: &Graph,
     usable: &Usable,
     previous: &Previous,
-    before: &[Option<Uuid>],
     scope: Scope,
 ) -> Resolution {
     let n = graph.len();
@@ -268,9 +288,7 @@ pub fn resolve_within(
 
     // Back to the graph's numbers: the part's profiles, the others kept.
     let global = |l: NodeId| nodes[l as usize];
-    let mut profile_of: Vec<Option<Uuid>> = Vec::with_capacity(n);
-    profile_of.extend_from_slice(&before[..before.len().min(n)]);
-    profile_of.resize(n, None);
+    let mut profile_of: Vec<Option<Uuid>> = (0..n as NodeId).map(|g| previous.of(g)).collect();
     for (l, &g) in nodes.iter().enumerate() {
         profile_of[g as usize] = resolved.profile_of[l];
     }
@@ -373,12 +391,17 @@ mod tests {
             let mut previous = Previous::from_assignment(&before);
             previous.extend_to(g.len());
             let whole = g.resolve_allowed(&usable, &previous);
-            let Some(scope) =
-                grow_part(&g, &usable, &previous, &before, seeds.into_iter(), g.len())
-            else {
+            let Some(scope) = grow_part(
+                &g,
+                &usable,
+                &previous,
+                before.len(),
+                seeds.into_iter(),
+                g.len(),
+            ) else {
                 continue;
             };
-            let part = resolve_within(&g, &usable, &previous, &before, scope);
+            let part = resolve_within(&g, &usable, &previous, scope);
             partial += 1;
             let scope = part.scope.as_ref().expect("a partial resolution");
             smaller += usize::from(scope.nodes.len() < g.len());
@@ -418,6 +441,26 @@ mod tests {
         let mut m = members.to_vec();
         m.sort_unstable();
         m
+    }
+
+    /// A key touches the part when it holds one of its identifiers,
+    /// whichever half of the keys (and thread) it is in.
+    #[test]
+    fn keys_touching_the_part_are_those_holding_one_of_its_identifiers() {
+        let keys = 70_000u32; // two halves on two threads
+        let mut facts = Facts::new();
+        for k in 0..keys {
+            facts.push_key(&[k, k + 1], crate::identity::facts::KeyStats::default());
+        }
+        let mut member = Bits::new(keys as usize + 1);
+        for i in [0, 40_000, 69_999] {
+            member.set(i);
+        }
+        let nodes = member.ones().map(|i| i as NodeId).collect();
+        let scope = Scope { nodes, member };
+        let touching = scope.touching_keys(&facts, keys as usize);
+        let found: Vec<usize> = (0..touching.len()).filter(|&k| touching[k]).collect();
+        assert_eq!(found, vec![0, 39_999, 40_000, 69_998, 69_999]);
     }
 
     #[test]

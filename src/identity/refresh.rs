@@ -17,7 +17,9 @@ use super::blocks;
 use super::changes::{self, Visibility};
 use super::config::IdentityConfig;
 use super::facts::Facts;
-use super::graph::{Edge, Graph, NodeId, Previous, Rejection, Resolution, TypeRule};
+use super::graph::{
+    Edge, Graph, NONE as NO_PROFILE, NodeId, Previous, Rejection, Resolution, TypeRule,
+};
 use super::interner::Interner;
 use super::partial;
 use super::profiles;
@@ -215,7 +217,6 @@ impl Drop for Saving {
 struct Stored {
     nodes: usize,
     keys: usize,
-    assignment: Vec<Option<Uuid>>,
     layers: Vec<Path>,
     /// Links new since, or seen earlier than recorded.
     new_edges: Vec<Edge>,
@@ -333,16 +334,19 @@ async fn run(
     blocked_values.sort_unstable();
     // Under the list of the last commit, identifiers that had a profile
     // are not on it: only the others (and new ones) are compared with it.
-    let had_profile: &[Option<Uuid>] = match (&before, &previous) {
+    let had_profile: &[u32] = match (&before, &previous) {
         (Some(b), Some(m)) if m.blocked_values.as_ref() == Some(&blocked_values) => {
-            &b.assignment[..b.nodes.min(b.assignment.len())]
+            let numbers = previous_ids.numbers();
+            &numbers[..b.nodes.min(numbers.len())]
         }
         _ => &[],
     };
     let usable = graph.usable(
         |node| {
             let listed = || {
-                !had_profile.get(node as usize).is_some_and(Option::is_some)
+                had_profile
+                    .get(node as usize)
+                    .is_none_or(|&p| p == NO_PROFILE)
                     && on_blocked_list(graph.value(node))
             };
             listed() || (!admin.values.is_empty() && admin.values.contains(&ident(node)))
@@ -362,14 +366,14 @@ async fn run(
     let part = match (&before, &previous) {
         (Some(b), Some(m)) if writes_delta(m) => {
             let seeds = (b.keys..facts.len()).flat_map(|k| facts.key_nodes(k).iter().copied());
-            partial::touched_part(&graph, &usable, &previous_ids, &b.assignment, seeds)
+            partial::touched_part(&graph, &usable, &previous_ids, b.nodes, seeds)
         }
         _ => None,
     };
     // 3. What to write: only what changed (a delta layer of each view), or
     //    everything (a full refresh, a compaction).
     let visibility = Visibility::new(config, cutoff);
-    let compared = |resolution: &Resolution| match (&before, &previous) {
+    let compared = |resolution: &Resolution, touching: Option<&[bool]>| match (&before, &previous) {
         (Some(b), Some(m)) if layer_room(m) => {
             let changes = changes::compare(
                 &graph,
@@ -378,9 +382,9 @@ async fn run(
                 &changes::Before {
                     nodes: b.nodes,
                     keys: b.keys,
-                    assignment: &b.assignment,
                     cutoff: m.anonymous_cutoff.unwrap_or(cutoff),
                     previous: &previous_ids,
+                    touching,
                 },
                 visibility,
             );
@@ -398,19 +402,15 @@ async fn run(
             ));
             // The stored cells of the keys touching the part (those of
             // the changed profiles among them) are read meanwhile.
-            let touching = scope.clone();
+            let touching = scope.touching_keys(&facts, b.keys);
             let reading = async {
-                let keys: Vec<bool> = (0..b.keys)
-                    .map(|k| facts.key_nodes(k).iter().any(|&m| touching.contains(m)))
-                    .collect();
-                let keep = |k: u32| keys.get(k as usize).copied().unwrap_or(false);
+                let keep = |k: u32| touching.get(k as usize).copied().unwrap_or(false);
                 state::read_cells(lake, &b.layers, facts.len(), keep).await
             };
             let working = async {
-                let resolution =
-                    partial::resolve_within(&graph, &usable, &previous_ids, &b.assignment, scope);
+                let resolution = partial::resolve_within(&graph, &usable, &previous_ids, scope);
                 report.resolve_ms = resolving.elapsed().as_millis() as u64;
-                let changes = compared(&resolution);
+                let changes = compared(&resolution, Some(&touching));
                 Ok::<_, Error>((resolution, changes))
             };
             let ((resolution, changes), kept) = both(working, reading).await?;
@@ -419,7 +419,7 @@ async fn run(
         _ => {
             let resolution = graph.resolve_allowed(&usable, &previous_ids);
             report.resolve_ms = resolving.elapsed().as_millis() as u64;
-            let changes = compared(&resolution);
+            let changes = compared(&resolution, None);
             (resolution, changes, None)
         }
     };
@@ -765,7 +765,6 @@ async fn load_incremental(
         mut nodes,
         mut facts,
         edges,
-        assignment,
         mut previous,
         mut first_seen,
         mut last_seen,
@@ -802,7 +801,6 @@ async fn load_incremental(
         before: Some(Stored {
             nodes: old_nodes,
             keys: old_keys,
-            assignment,
             layers,
             new_edges,
         }),

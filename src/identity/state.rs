@@ -344,9 +344,8 @@ pub struct Stored {
     pub facts: Facts,
     /// Every link, sorted by ends.
     pub edges: Vec<Edge>,
-    /// Each identifier's profile in the committed version.
-    pub assignment: Vec<Option<Uuid>>,
-    /// The same, numbered for a resolution.
+    /// Each identifier's profile in the committed version, numbered for a
+    /// resolution.
     pub previous: Previous,
     /// Each identifier's first and last sighting, from the keys.
     pub first_seen: Vec<i64>,
@@ -435,16 +434,14 @@ pub async fn load(
                 "lists other identifiers than its footers count",
             ));
         }
-        let mut assignment: Vec<Option<Uuid>> = vec![None; n];
         let mut previous = Previous::new(n);
         // Profiles have several identifiers: a third as many ids is ample.
         previous.reserve_ids(n / 3);
         for dir in layers {
             load_assignment(lake, dir, |node, id| {
-                let slot = assignment
-                    .get_mut(node as usize)
-                    .ok_or_else(|| stale(dir, "assigns an identifier it does not list"))?;
-                *slot = id;
+                if node as usize >= n {
+                    return Err(stale(dir, "assigns an identifier it does not list"));
+                }
                 previous.record(node, id);
                 Ok(())
             })
@@ -470,7 +467,7 @@ pub async fn load(
         if edges.iter().any(|e| e.b as usize >= n) {
             return Err(stale(&dir, "links an identifier it does not list"));
         }
-        Ok::<_, Error>((nodes, found, assignment, previous, edges))
+        Ok::<_, Error>((nodes, found, previous, edges))
     };
     let rest = async {
         let mut facts = Facts::new();
@@ -490,14 +487,13 @@ pub async fn load(
         facts.fold_node_times(0, &mut first_seen, &mut last_seen);
         Ok::<_, Error>((facts, first_seen, last_seen))
     };
-    let ((nodes, found, assignment, previous, edges), (facts, first_seen, last_seen)) =
+    let ((nodes, found, previous, edges), (facts, first_seen, last_seen)) =
         super::refresh::both(nodes, rest).await?;
     Ok((
         Stored {
             nodes,
             facts,
             edges,
-            assignment,
             previous,
             first_seen,
             last_seen,
