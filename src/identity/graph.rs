@@ -489,17 +489,8 @@ impl Graph {
             }
             found
         };
-        let half = if n >= 1 << 16 { n / 2 } else { n };
-        let (low, high) = usable.split_at_mut(half);
-        let mut rejections = std::thread::scope(|s| {
-            let other = s.spawn(|| scan(high, half));
-            let mut found = scan(low, 0);
-            let rest = other
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            found.extend(rest);
-            found
-        });
+        let (mut rejections, rest) = in_two_halves(&mut usable, scan);
+        rejections.extend(rest);
         // Cardinality guard: distinct neighbours of each other type (links
         // are distinct pairs). Only a node with more links than the limit
         // can have too many of one type: a byte per node finds those (in
@@ -879,6 +870,28 @@ impl Graph {
 /// (the component of each node, `NONE` for none; `sizes` of each):
 /// `members[starts[c]..starts[c + 1]]`, and each component's founder
 /// (its oldest member by `rank`).
+/// Run `work` on the two halves of `items` (each with the place of its
+/// first item), each on a core of its own; a short slice is one "half"
+/// done here. A panic of the other thread goes on up (it is a bug).
+pub(super) fn in_two_halves<T: Send, R: Send>(
+    items: &mut [T],
+    work: impl Fn(&mut [T], usize) -> R + Sync,
+) -> (R, R) {
+    let half = match items.len() >= 1 << 16 {
+        true => items.len() / 2,
+        false => items.len(),
+    };
+    let (low, high) = items.split_at_mut(half);
+    std::thread::scope(|s| {
+        let other = s.spawn(|| work(high, half));
+        let here = work(low, 0);
+        let there = other
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (here, there)
+    })
+}
+
 fn group(
     node_component: &[u32],
     sizes: &[u32],

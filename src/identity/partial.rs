@@ -20,7 +20,9 @@
 use uuid::Uuid;
 
 use super::facts::Facts;
-use super::graph::{Edge, Graph, NONE, NodeId, Previous, Rejection, Resolution, Usable};
+use super::graph::{
+    Edge, Graph, NONE, NodeId, Previous, Rejection, Resolution, Usable, in_two_halves,
+};
 use super::interner::Interner;
 
 /// Most of the graph a part may hold for resolving it alone to pay
@@ -50,19 +52,10 @@ impl Scope {
     /// identifier of the part (the halves on two threads).
     pub fn touching_keys(&self, facts: &Facts, keys: usize) -> Vec<bool> {
         let mut touching = vec![false; keys];
-        let half = if keys >= 1 << 16 { keys / 2 } else { keys };
-        let mark = |part: &mut [bool], from: usize| {
+        in_two_halves(&mut touching, |part, from| {
             for (i, t) in part.iter_mut().enumerate() {
                 *t = facts.key_nodes(from + i).iter().any(|&m| self.contains(m));
             }
-        };
-        let (low, high) = touching.split_at_mut(half);
-        std::thread::scope(|s| {
-            let other = s.spawn(|| mark(high, half));
-            mark(low, 0);
-            other
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         });
         touching
     }

@@ -35,7 +35,7 @@ use object_store::path::Path;
 use uuid::Uuid;
 
 use super::facts::{COUNTED, Cell, Facts, KeyStats, NO_TEXT};
-use super::graph::{Edge, Graph, NodeId, Previous, TypeRule};
+use super::graph::{Edge, Graph, NodeId, Previous, TypeRule, in_two_halves};
 use super::interner::Interner;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
@@ -516,24 +516,14 @@ pub async fn previous(
     for dir in layers {
         // Looked up by value on two threads, a batch at a time.
         load_nodes(lake, dir, types, &mut next, |_, kinds, values| {
-            let find = |rows: std::ops::Range<usize>| {
-                let found = rows.map(|i| graph.find(kinds[i], values.value(i)));
-                found.map(|n| n.unwrap_or(NONE)).collect::<Vec<_>>()
-            };
-            let half = kinds.len() / 2;
-            let (first, second) = std::thread::scope(|s| {
-                let second = s.spawn(|| find(half..kinds.len()));
-                let first = find(0..half);
-                // A lookup panics only on a bug: let it go on up.
-                (
-                    first,
-                    second
-                        .join()
-                        .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                )
+            let from = of_stored.len();
+            of_stored.resize(from + kinds.len(), NONE);
+            in_two_halves(&mut of_stored[from..], |part, at| {
+                for (i, found) in part.iter_mut().enumerate() {
+                    let row = at + i;
+                    *found = graph.find(kinds[row], values.value(row)).unwrap_or(NONE);
+                }
             });
-            of_stored.extend(first);
-            of_stored.extend(second);
         })
         .await?;
     }
