@@ -18,6 +18,7 @@ pub mod error;
 pub mod export;
 pub mod functions;
 pub mod generate;
+pub mod host;
 pub mod identity;
 pub mod ingest;
 pub mod jobs;
