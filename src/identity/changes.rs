@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::config::IdentityConfig;
 use super::facts::Facts;
-use super::graph::{Graph, NONE as NO_PROFILE, NodeId, Previous, Resolution};
+use super::graph::{Graph, NONE as NO_PROFILE, NodeId, Previous, Resolution, in_two_halves};
 
 /// No component.
 const NONE: u32 = u32::MAX;
@@ -174,30 +174,40 @@ pub fn compare(
         (Some(_), Some(t)) if k < t.len() => t[k],
         (Some(s), _) => facts.key_nodes(k).iter().any(|&m| s.contains(m)),
     };
+    // Each half of the keys on a core of its own (a handful of cache
+    // misses per key touching the part): the owners in place, and the
+    // profiles each half saw change.
     let mut owners = vec![NONE; facts.len()];
-    for (k, o) in owners.iter_mut().enumerate() {
-        if !touches(k) {
-            // Its identifiers kept their profiles: so did its facts.
-            continue;
-        }
-        let now = owner(k);
-        if let Some(m) = now {
-            *o = component[m as usize];
-        }
-        if k >= before.keys {
-            // Its identifiers were seen again: their profiles are marked.
-            continue;
-        }
-        let then = facts.key_nodes(k).iter().find_map(|&m| was(m));
-        let now_id = now.and_then(|m| resolution.profile_of[m as usize]);
-        if now_id != then {
+    let (low, high) = in_two_halves(&mut owners, |owners, from| {
+        let (mut rewrite, mut lost) = (Vec::new(), Vec::new());
+        for (i, o) in owners.iter_mut().enumerate() {
+            let k = from + i;
+            if !touches(k) {
+                // Its identifiers kept their profiles: so did its facts.
+                continue;
+            }
+            let now = owner(k);
             if let Some(m) = now {
-                changes.rewrite[component[m as usize] as usize] = true;
+                *o = component[m as usize];
             }
-            if let Some(then) = then {
-                touched_before.insert(then);
+            if k >= before.keys {
+                // Its identifiers were seen again: their profiles are marked.
+                continue;
+            }
+            let then = facts.key_nodes(k).iter().find_map(|&m| was(m));
+            let now_id = now.and_then(|m| resolution.profile_of[m as usize]);
+            if now_id != then {
+                rewrite.extend(now.map(|m| component[m as usize]));
+                lost.extend(then);
             }
         }
+        (rewrite, lost)
+    });
+    for (rewrite, lost) in [low, high] {
+        for c in rewrite {
+            changes.rewrite[c as usize] = true;
+        }
+        touched_before.extend(lost);
     }
     // A previous profile that still exists is written again; one that
     // does not is removed.

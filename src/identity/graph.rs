@@ -866,10 +866,6 @@ impl Graph {
     }
 }
 
-/// Members of each component, by a counting sort of `node_component`
-/// (the component of each node, `NONE` for none; `sizes` of each):
-/// `members[starts[c]..starts[c + 1]]`, and each component's founder
-/// (its oldest member by `rank`).
 /// Run `work` on the two halves of `items` (each with the place of its
 /// first item), each on a core of its own; a short slice is one "half"
 /// done here. A panic of the other thread goes on up (it is a bug).
@@ -892,6 +888,10 @@ pub(super) fn in_two_halves<T: Send, R: Send>(
     })
 }
 
+/// Members of each component, by a counting sort of `node_component`
+/// (the component of each node, `NONE` for none; `sizes` of each):
+/// `members[starts[c]..starts[c + 1]]`, and each component's founder
+/// (its oldest member by `rank`).
 fn group(
     node_component: &[u32],
     sizes: &[u32],
