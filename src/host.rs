@@ -8,7 +8,8 @@
 //! Firecracker VM with free page reporting) by touching memory freed a few
 //! seconds before: 2 MiB huge pages cost ~3 s per GiB, 4 KiB pages 0.6 s.
 //! An incremental refresh spends most of its time loading the stored graph
-//! into fresh memory, so huge pages doubled its kernel time there.
+//! into fresh memory: with huge pages its kernel time was 5-6 s, without
+//! 1.2-1.8 s (benches/README.md).
 
 use std::path::Path;
 
