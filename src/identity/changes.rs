@@ -143,7 +143,7 @@ pub fn compare(
     };
     let mut touched_before: HashSet<Uuid> = HashSet::new();
     for &m in resolved {
-        let (now, then) = (resolution.profile_of[m as usize], was(m));
+        let (now, then) = (resolution.profile(m), was(m));
         if now != then {
             changes.assignment.push((m, now));
             if let Some(then) = then {
@@ -167,7 +167,7 @@ pub fn compare(
             .key_nodes(k)
             .iter()
             .copied()
-            .find(|&m| resolution.profile_of[m as usize].is_some())
+            .find(|&m| resolution.profile(m).is_some())
     };
     let touches = |k: usize| match (scope, before.touching) {
         (None, _) => true,
@@ -195,7 +195,7 @@ pub fn compare(
                 continue;
             }
             let then = facts.key_nodes(k).iter().find_map(|&m| was(m));
-            let now_id = now.and_then(|m| resolution.profile_of[m as usize]);
+            let now_id = now.and_then(|m| resolution.profile(m));
             if now_id != then {
                 rewrite.extend(now.map(|m| component[m as usize]));
                 lost.extend(then);

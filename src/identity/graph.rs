@@ -12,6 +12,8 @@
 //! link, or two previous profiles meet) are ordered; the others are taken
 //! from one unordered union-find pass.
 
+use std::sync::Arc;
+
 use datafusion::common::{HashMap, HashSet};
 
 use uuid::Uuid;
@@ -260,8 +262,13 @@ impl Previous {
 /// The outcome of a resolution.
 #[derive(Debug, Default)]
 pub struct Resolution {
-    /// Profile id of each node; `None` for rejected (blocked) nodes.
-    pub profile_of: Vec<Option<Uuid>>,
+    /// Profile id of each node, `None` for rejected (blocked) nodes; after
+    /// a partial resolution, of the nodes of [`Resolution::scope`] only, in
+    /// their order. Read it with [`Resolution::profile`].
+    pub(super) assigned: Vec<Option<Uuid>>,
+    /// After a partial resolution: the previous ids, which every node
+    /// outside the scope kept.
+    pub(super) outside: Option<Arc<Previous>>,
     pub rejections: Vec<Rejection>,
     pub merges: Vec<MergeEvent>,
     pub profiles: usize,
@@ -285,6 +292,17 @@ pub struct Resolution {
 }
 
 impl Resolution {
+    /// The profile id of node `n`; `None` for a rejected (blocked) node.
+    pub fn profile(&self, n: NodeId) -> Option<Uuid> {
+        match (&self.scope, &self.outside) {
+            (Some(scope), Some(previous)) => match scope.place(n) {
+                Some(place) => self.assigned[place],
+                None => previous.of(n),
+            },
+            _ => self.assigned[n as usize],
+        }
+    }
+
     /// Each profile's id and members (in no particular order).
     pub fn components(&self) -> impl Iterator<Item = (Uuid, &[NodeId])> {
         self.component_ids.iter().enumerate().map(|(c, &id)| {
@@ -830,7 +848,7 @@ impl Graph {
             });
         }
         resolution.profiles = order.len();
-        resolution.profile_of = profile_of;
+        resolution.assigned = profile_of;
         resolution.members = members;
         resolution.starts = starts;
         resolution.component_ids = component_ids;
@@ -1120,7 +1138,7 @@ pub(super) mod tests {
     }
 
     fn id(g: &Graph, r: &Resolution, t: u16, v: &str) -> Option<Uuid> {
-        r.profile_of[g.find(t, v).unwrap() as usize]
+        r.assigned[g.find(t, v).unwrap() as usize]
     }
 
     #[test]
@@ -1195,7 +1213,7 @@ pub(super) mod tests {
         let first = resolve(&g, &HashMap::new());
         assert_eq!(first.profiles, 2);
         let previous: HashMap<NodeId, Uuid> = (0..g.nodes.len() as NodeId)
-            .filter_map(|i| first.profile_of[i as usize].map(|p| (i, p)))
+            .filter_map(|i| first.assigned[i as usize].map(|p| (i, p)))
             .collect();
         let old_id = id(&g, &first, USER, "u1").unwrap();
         let young_id = id(&g, &first, EMAIL, "jane@x.com").unwrap();
@@ -1279,7 +1297,7 @@ pub(super) mod tests {
             let blocked = |n: NodeId| g.value(n) == "v1";
             let run = |all| g.resolve_with(blocked, |_, _| false, 5, &previous, all);
             let (fast, slow) = (run(false), run(true));
-            assert_eq!(fast.profile_of, slow.profile_of, "case {case}: ids");
+            assert_eq!(fast.assigned, slow.assigned, "case {case}: ids");
             assert_eq!(fast.rejections, slow.rejections, "case {case}: refusals");
             assert_eq!(fast.merges, slow.merges, "case {case}: history");
             assert_eq!(fast.new_profiles, slow.new_profiles, "case {case}");
@@ -1288,11 +1306,11 @@ pub(super) mod tests {
             let mut listed = 0;
             for (id, members) in fast.components() {
                 for &m in members {
-                    assert_eq!(fast.profile_of[m as usize], Some(id), "case {case}");
+                    assert_eq!(fast.assigned[m as usize], Some(id), "case {case}");
                 }
                 listed += members.len();
             }
-            assert_eq!(listed, fast.profile_of.iter().flatten().count());
+            assert_eq!(listed, fast.assigned.iter().flatten().count());
             assert_eq!(fast.components().count(), fast.profiles);
         }
         assert!(shortcuts > 100, "the cases must hold several components");
@@ -1341,7 +1359,7 @@ pub(super) mod tests {
                     &Previous::new(g.nodes.len()),
                 );
                 let mut assignment: Vec<((u16, String), Uuid)> = (0..g.len() as NodeId)
-                    .zip(&r.profile_of)
+                    .zip(&r.assigned)
                     .map(|(n, p)| ((g.id_type(n), g.value(n).to_string()), p.unwrap()))
                     .collect();
                 assignment.sort();

@@ -17,7 +17,7 @@
 //! whole graph (the incremental-equals-full tests check it), for a few
 //! sequential passes over the links and nodes and a resolution of the part.
 
-use uuid::Uuid;
+use std::sync::Arc;
 
 use super::facts::Facts;
 use super::graph::{
@@ -40,12 +40,29 @@ pub struct Scope {
     /// In node order.
     pub nodes: Vec<NodeId>,
     member: Bits,
+    /// [`Bits::word_ranks`] of `member`.
+    ranks: Vec<u32>,
 }
 
 impl Scope {
+    /// The scope of the nodes in `member`.
+    fn of(member: Bits) -> Scope {
+        Scope {
+            nodes: member.ones().map(|i| i as NodeId).collect(),
+            ranks: member.word_ranks(),
+            member,
+        }
+    }
+
     /// Whether `node` was resolved again.
     pub fn contains(&self, node: NodeId) -> bool {
         self.member.get(node as usize)
+    }
+
+    /// The place of `node` in [`Scope::nodes`], if it is there.
+    pub fn place(&self, node: NodeId) -> Option<usize> {
+        self.contains(node)
+            .then(|| self.member.rank(&self.ranks, node as usize) as usize)
     }
 
     /// Per key of the first `keys` of `facts`: whether it holds an
@@ -213,11 +230,8 @@ fn grow_part(
             return None;
         }
     }
-    let nodes: Vec<NodeId> = part.ones().map(|i| i as NodeId).collect();
-    (nodes.len() <= most).then_some(Scope {
-        nodes,
-        member: part,
-    })
+    let scope = Scope::of(part);
+    (scope.nodes.len() <= most).then_some(scope)
 }
 
 /// Resolve the part `scope` of `graph` (from [`touched_part`]) as a graph
@@ -225,17 +239,16 @@ fn grow_part(
 pub fn resolve_within(
     graph: &Graph,
     usable: &Usable,
-    previous: &Previous,
+    previous: &Arc<Previous>,
     scope: Scope,
 ) -> Resolution {
-    let n = graph.len();
     let Scope {
         nodes,
         member: part,
+        ranks,
     } = scope;
 
     // The part as a graph of its own, numbered in the same order.
-    let ranks = part.word_ranks();
     let local = |g: NodeId| part.rank(&ranks, g as usize);
     let mut sub = Graph {
         types: graph.types.clone(),
@@ -279,12 +292,9 @@ pub fn resolve_within(
     let resolved = sub.resolve_usable(&sub_usable, &sub_previous, Some(previous), false);
     drop((sub, sub_usable, sub_previous));
 
-    // Back to the graph's numbers: the part's profiles, the others kept.
+    // Back to the graph's numbers: the part's profiles, in the part's
+    // order; every other identifier's is its previous one.
     let global = |l: NodeId| nodes[l as usize];
-    let mut profile_of: Vec<Option<Uuid>> = (0..n as NodeId).map(|g| previous.of(g)).collect();
-    for (l, &g) in nodes.iter().enumerate() {
-        profile_of[g as usize] = resolved.profile_of[l];
-    }
     let mut kept_ids = Bits::new(previous.ids().len());
     let mut kept = 0;
     for (i, &p) in previous.numbers().iter().enumerate() {
@@ -306,7 +316,8 @@ pub fn resolve_within(
         m.cause = global(m.cause);
     }
     Resolution {
-        profile_of,
+        assigned: resolved.assigned,
+        outside: Some(previous.clone()),
         rejections,
         merges,
         profiles: resolved.profiles + kept,
@@ -318,6 +329,7 @@ pub fn resolve_within(
         scope: Some(Scope {
             nodes,
             member: part,
+            ranks,
         }),
     }
 }
@@ -326,6 +338,7 @@ pub fn resolve_within(
 mod tests {
     use datafusion::common::HashSet;
     use rand::{Rng, SeedableRng};
+    use uuid::Uuid;
 
     use super::*;
     use crate::identity::graph::tests::graph;
@@ -369,7 +382,7 @@ mod tests {
             add_links(&mut g, &mut rng, links, values);
             let first = g.usable(|n| g.value(n) == "v1", |_, _| false, 4);
             let one = g.resolve_allowed(&first, &Previous::new(g.len()));
-            let before = one.profile_of.clone();
+            let before = one.assigned.clone();
 
             let links = rng.random_range(0..6);
             let seeds = add_links(&mut g, &mut rng, links, values + 3);
@@ -383,6 +396,7 @@ mod tests {
             );
             let mut previous = Previous::from_assignment(&before);
             previous.extend_to(g.len());
+            let previous = Arc::new(previous);
             let whole = g.resolve_allowed(&usable, &previous);
             let Some(scope) = grow_part(
                 &g,
@@ -398,7 +412,9 @@ mod tests {
             partial += 1;
             let scope = part.scope.as_ref().expect("a partial resolution");
             smaller += usize::from(scope.nodes.len() < g.len());
-            assert_eq!(part.profile_of, whole.profile_of, "case {case}: ids");
+            let ids = |r: &Resolution| (0..g.len() as NodeId).map(|n| r.profile(n)).collect();
+            let (part_ids, whole_ids): (Vec<_>, Vec<_>) = (ids(&part), ids(&whole));
+            assert_eq!(part_ids, whole_ids, "case {case}: ids");
             assert_eq!(part.rejections, whole.rejections, "case {case}: refusals");
             assert_eq!(part.merges, whole.merges, "case {case}: history");
             assert_eq!(part.profiles, whole.profiles, "case {case}: profiles");
@@ -419,7 +435,7 @@ mod tests {
             let with_profile = scope
                 .nodes
                 .iter()
-                .filter(|&&m| whole.profile_of[m as usize].is_some())
+                .filter(|&&m| whole.profile(m).is_some())
                 .count();
             assert_eq!(listed, with_profile, "case {case}");
         }
@@ -449,11 +465,15 @@ mod tests {
         for i in [0, 40_000, 69_999] {
             member.set(i);
         }
-        let nodes = member.ones().map(|i| i as NodeId).collect();
-        let scope = Scope { nodes, member };
+        let scope = Scope::of(member);
         let touching = scope.touching_keys(&facts, keys as usize);
         let found: Vec<usize> = (0..touching.len()).filter(|&k| touching[k]).collect();
         assert_eq!(found, vec![0, 39_999, 40_000, 69_998, 69_999]);
+        // Members are found at their place in the part, others nowhere.
+        let places: Vec<_> = [0, 1, 40_000, 40_001, 69_999]
+            .map(|n| scope.place(n))
+            .to_vec();
+        assert_eq!(places, vec![Some(0), None, Some(1), None, Some(2)]);
     }
 
     #[test]

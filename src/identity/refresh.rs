@@ -311,6 +311,9 @@ async fn run(
         before,
         saving,
     } = loaded;
+    // Shared with a partial resolution: the identifiers outside its part
+    // kept these ids.
+    let previous_ids = Arc::new(previous_ids);
     report.identifiers = graph.len();
     report.links = graph.edges.len();
 
@@ -540,7 +543,7 @@ async fn run(
         None => {
             progress("writing identity links, profiles and the identity graph");
             all_linked = (0..graph.len() as NodeId)
-                .filter(|&n| resolution.profile_of[n as usize].is_some())
+                .filter(|&n| resolution.profile(n).is_some())
                 .collect();
             let layer = state::Layer {
                 nodes_from: 0,
@@ -550,7 +553,7 @@ async fn run(
             (
                 &all_linked[..],
                 None,
-                (layer, grouped_assignment(&resolution)),
+                (layer, grouped_assignment(&graph, &resolution)),
             )
         }
     };
@@ -654,18 +657,14 @@ async fn run(
 /// Every identifier's profile, the identifiers of one profile together
 /// (what makes loading it cost one id lookup per profile, see
 /// [`Previous::record`]), then those without one.
-fn grouped_assignment(resolution: &Resolution) -> Vec<(NodeId, Option<Uuid>)> {
-    let mut assignment = Vec::with_capacity(resolution.profile_of.len());
+fn grouped_assignment(graph: &Graph, resolution: &Resolution) -> Vec<(NodeId, Option<Uuid>)> {
+    let mut assignment = Vec::with_capacity(graph.len());
     for (id, members) in resolution.components() {
         assignment.extend(members.iter().map(|&n| (n, Some(id))));
     }
-    let none = resolution
-        .profile_of
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.is_none());
-    assignment.extend(none.map(|(n, _)| (n as NodeId, None)));
-    debug_assert_eq!(assignment.len(), resolution.profile_of.len());
+    let none = (0..graph.len() as NodeId).filter(|&n| resolution.profile(n).is_none());
+    assignment.extend(none.map(|n| (n, None)));
+    debug_assert_eq!(assignment.len(), graph.len());
     assignment
 }
 
@@ -1051,11 +1050,11 @@ mod tests {
             3,
             &previous,
         );
-        let assignment = grouped_assignment(&resolution);
+        let assignment = grouped_assignment(&g, &resolution);
         let mut seen = vec![0; g.len()];
         for &(n, id) in &assignment {
             seen[n as usize] += 1;
-            assert_eq!(id, resolution.profile_of[n as usize], "node {n}");
+            assert_eq!(id, resolution.profile(n), "node {n}");
         }
         assert!(
             seen.iter().all(|&s| s == 1),

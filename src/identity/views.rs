@@ -93,7 +93,7 @@ pub async fn links(s: &Sources<'_>, nodes: &[NodeId], dir: &Path) -> Result<()> 
                 types,
                 values,
                 Arc::new(profile_id_array(
-                    chunk.iter().map(|&n| resolution.profile_of[n as usize]),
+                    chunk.iter().map(|&n| resolution.profile(n)),
                 )),
                 utc_timestamps(chunk.iter().map(|&n| graph.first_seen[n as usize])),
                 utc_timestamps(chunk.iter().map(|&n| graph.last_seen[n as usize])),
