@@ -333,7 +333,7 @@ fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
-/// Batch commands touch gigabytes of fresh memory once: on a host that
+/// A refresh touches gigabytes of fresh memory once: on a host that
 /// takes freed memory back, 4 KiB pages fault in five times cheaper than
 /// huge ones (see [`panorama::host`]), so huge pages are turned off there,
 /// unless `MIMALLOC_ALLOW_THP` says otherwise.

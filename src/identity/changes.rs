@@ -132,7 +132,7 @@ pub fn compare(
     // Previous profiles that lost or changed something: only identifiers
     // resolved again can have (after a partial resolution, the others
     // kept their profile and were not seen again).
-    let scope = resolution.scope.as_ref();
+    let scope = resolution.scope();
     let every: Vec<NodeId>;
     let resolved: &[NodeId] = match scope {
         Some(s) => &s.nodes,
@@ -268,12 +268,7 @@ fn idle_since<'a>(
     // identifiers were last seen.
     let (mut known, mut last) = (vec![false; ids.len()], vec![i64::MIN; ids.len()]);
     for (m, &p) in previous.numbers().iter().enumerate() {
-        if p == NO_PROFILE
-            || resolution
-                .scope
-                .as_ref()
-                .is_some_and(|s| s.contains(m as NodeId))
-        {
+        if p == NO_PROFILE || resolution.scope().is_some_and(|s| s.contains(m as NodeId)) {
             continue;
         }
         known[p as usize] |= Some(graph.id_type(m as NodeId)) != now.anonymous;

@@ -263,12 +263,9 @@ impl Previous {
 #[derive(Debug, Default)]
 pub struct Resolution {
     /// Profile id of each node, `None` for rejected (blocked) nodes; after
-    /// a partial resolution, of the nodes of [`Resolution::scope`] only, in
-    /// their order. Read it with [`Resolution::profile`].
+    /// a partial resolution, of the nodes of its scope only, in their
+    /// order. Read it with [`Resolution::profile`].
     pub(super) assigned: Vec<Option<Uuid>>,
-    /// After a partial resolution: the previous ids, which every node
-    /// outside the scope kept.
-    pub(super) outside: Option<Arc<Previous>>,
     pub rejections: Vec<Rejection>,
     pub merges: Vec<MergeEvent>,
     pub profiles: usize,
@@ -279,10 +276,10 @@ pub struct Resolution {
     pub(super) starts: Vec<u32>,
     pub(super) component_ids: Vec<Uuid>,
     /// When only part of the graph was resolved again (an incremental
-    /// refresh, [`super::partial`]): those identifiers. Every other one
-    /// kept its previous profile, and the components are only the
-    /// profiles of these.
-    pub scope: Option<Scope>,
+    /// refresh, [`super::partial`]): those identifiers, and the previous
+    /// ids, which every other one kept. The components are only the
+    /// profiles of the part.
+    pub(super) partial: Option<(Scope, Arc<Previous>)>,
     /// Milliseconds spent finding the components: one union-find pass over
     /// all links, then ordering and joining again (with the limits and the
     /// merge bookkeeping) the links of the components where order matters.
@@ -294,13 +291,18 @@ pub struct Resolution {
 impl Resolution {
     /// The profile id of node `n`; `None` for a rejected (blocked) node.
     pub fn profile(&self, n: NodeId) -> Option<Uuid> {
-        match (&self.scope, &self.outside) {
-            (Some(scope), Some(previous)) => match scope.place(n) {
+        match &self.partial {
+            Some((scope, previous)) => match scope.place(n) {
                 Some(place) => self.assigned[place],
                 None => previous.of(n),
             },
-            _ => self.assigned[n as usize],
+            None => self.assigned[n as usize],
         }
+    }
+
+    /// The identifiers resolved again, after a partial resolution.
+    pub fn scope(&self) -> Option<&Scope> {
+        self.partial.as_ref().map(|(scope, _)| scope)
     }
 
     /// Each profile's id and members (in no particular order).

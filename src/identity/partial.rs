@@ -317,7 +317,6 @@ pub fn resolve_within(
     }
     Resolution {
         assigned: resolved.assigned,
-        outside: Some(previous.clone()),
         rejections,
         merges,
         profiles: resolved.profiles + kept,
@@ -326,11 +325,14 @@ pub fn resolve_within(
         starts: resolved.starts,
         component_ids: resolved.component_ids,
         union_find_ms: resolved.union_find_ms,
-        scope: Some(Scope {
-            nodes,
-            member: part,
-            ranks,
-        }),
+        partial: Some((
+            Scope {
+                nodes,
+                member: part,
+                ranks,
+            },
+            previous.clone(),
+        )),
     }
 }
 
@@ -410,7 +412,7 @@ mod tests {
             };
             let part = resolve_within(&g, &usable, &previous, scope);
             partial += 1;
-            let scope = part.scope.as_ref().expect("a partial resolution");
+            let scope = part.scope().expect("a partial resolution");
             smaller += usize::from(scope.nodes.len() < g.len());
             let ids = |r: &Resolution| (0..g.len() as NodeId).map(|n| r.profile(n)).collect();
             let (part_ids, whole_ids): (Vec<_>, Vec<_>) = (ids(&part), ids(&whole));

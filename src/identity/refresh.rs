@@ -426,7 +426,7 @@ async fn run(
             (resolution, changes, None)
         }
     };
-    if changes.is_none() && resolution.scope.is_some() {
+    if changes.is_none() && resolution.scope().is_some() {
         // Too much changed for a delta: whole views need every profile.
         progress("resolving every identity (too much changed for a delta)");
         resolution = graph.resolve_allowed(&usable, &previous_ids);
