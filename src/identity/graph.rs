@@ -127,9 +127,14 @@ impl Previous {
 
     /// Node `node` was in profile `id`.
     pub fn set(&mut self, node: NodeId, id: Uuid) {
+        self.of_node[node as usize] = self.number(id);
+    }
+
+    /// The number of id `id`, numbered now if it is new.
+    pub fn number(&mut self, id: Uuid) -> u32 {
         let hash = id_hash(&id);
         let ids = &self.ids;
-        let number = match self.numbers.find(hash, |k| ids[k as usize] == id) {
+        match self.numbers.find(hash, |k| ids[k as usize] == id) {
             Some(k) => k,
             None => {
                 let k = self.ids.len() as u32;
@@ -137,8 +142,13 @@ impl Previous {
                 self.numbers.insert(hash, k);
                 k
             }
-        };
-        self.of_node[node as usize] = number;
+        }
+    }
+
+    /// Node `node` was in the profile of number `number` (one of
+    /// [`Previous::number`]'s), or in none (`None`).
+    pub fn set_number(&mut self, node: NodeId, number: Option<u32>) {
+        self.of_node[node as usize] = number.unwrap_or(NONE);
     }
 
     /// The previous profile id of `node`, if it had one.
@@ -147,11 +157,6 @@ impl Previous {
             Some(&p) if p != NONE => Some(self.ids[p as usize]),
             _ => None,
         }
-    }
-
-    /// Node `node` had no profile.
-    pub fn unset(&mut self, node: NodeId) {
-        self.of_node[node as usize] = NONE;
     }
 
     /// The previous ids of `assignment` (one per node).
@@ -198,20 +203,6 @@ impl Previous {
         self.ids.reserve(ids);
     }
 
-    /// Record a row of a stored assignment, layer after layer: `node` is
-    /// now in profile `id` (or in none). The rows of one profile are
-    /// stored together, so an id equal to the last one numbered costs no
-    /// lookup: one per profile rather than one per identifier.
-    pub fn record(&mut self, node: NodeId, id: Option<Uuid>) {
-        match id {
-            Some(id) if self.ids.last() == Some(&id) => {
-                self.of_node[node as usize] = (self.ids.len() - 1) as u32;
-            }
-            Some(id) => self.set(node, id),
-            None => self.unset(node),
-        }
-    }
-
     /// Whether `id` is one of the previous ids: a lookup unless the map
     /// was freed ([`Previous::seal`]).
     pub fn holds(&self, id: &Uuid) -> bool {
@@ -226,11 +217,12 @@ impl Previous {
         }
     }
 
-    /// After the last [`Previous::record`]: drop the ids no node holds any
-    /// more (profiles a later layer merged away), so that the ids are those
-    /// [`Previous::from_assignment`] of the final assignment would list
-    /// (numbered in file order rather than node order, which nothing
-    /// depends on). The id → number map is kept for [`Previous::holds`].
+    /// After the last layer of a stored assignment is set: drop the ids
+    /// no node holds any more (profiles a later layer merged away), so that
+    /// the ids are those [`Previous::from_assignment`] of the final
+    /// assignment would list (numbered in file order rather than node
+    /// order, which nothing depends on). The id → number map is kept for
+    /// [`Previous::holds`].
     pub fn finish(&mut self) {
         let mut used = vec![false; self.ids.len()];
         for &p in &self.of_node {
@@ -1092,7 +1084,8 @@ pub(super) mod tests {
         let mut recorded = Previous::new(5);
         recorded.reserve_ids(2);
         for &(node, id) in base.iter().chain(&layer) {
-            recorded.record(node, id);
+            let number = id.map(|id| recorded.number(id));
+            recorded.set_number(node, number);
         }
         recorded.finish();
         let mut last = [None; 5];

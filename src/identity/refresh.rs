@@ -538,7 +538,11 @@ async fn run(
                 profiles: &c.rewrite,
                 owners: &c.owners,
             };
-            (&c.links[..], Some(select), (layer, c.assignment.clone()))
+            (
+                &c.links[..],
+                Some(select),
+                (layer, state::Assignment::of_pairs(&c.assignment)),
+            )
         }
         None => {
             progress("writing identity links, profiles and the identity graph");
@@ -553,7 +557,10 @@ async fn run(
             (
                 &all_linked[..],
                 None,
-                (layer, grouped_assignment(&graph, &resolution)),
+                (
+                    layer,
+                    state::Assignment::of_profiles(graph.len(), resolution.components()),
+                ),
             )
         }
     };
@@ -652,20 +659,6 @@ async fn run(
     collect_garbage(lake, manifest.folders(), manifest.version).await?;
     report.views_ms = phase.elapsed().as_millis() as u64;
     Ok(report)
-}
-
-/// Every identifier's profile, the identifiers of one profile together
-/// (what makes loading it cost one id lookup per profile, see
-/// [`Previous::record`]), then those without one.
-fn grouped_assignment(graph: &Graph, resolution: &Resolution) -> Vec<(NodeId, Option<Uuid>)> {
-    let mut assignment = Vec::with_capacity(graph.len());
-    for (id, members) in resolution.components() {
-        assignment.extend(members.iter().map(|&n| (n, Some(id))));
-    }
-    let none = (0..graph.len() as NodeId).filter(|&n| resolution.profile(n).is_none());
-    assignment.extend(none.map(|n| (n, None)));
-    debug_assert_eq!(assignment.len(), graph.len());
-    assignment
 }
 
 /// The resolution's rules of each configured identifier type.
@@ -1031,7 +1024,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_stored_assignment_lists_each_identifier_once_by_profile() {
+    fn the_stored_assignment_names_each_identifier_in_node_order_and_each_id_once() {
         let mut g = super::super::graph::tests::graph();
         for (a, b) in [
             ("c1", "u1"),
@@ -1050,27 +1043,35 @@ mod tests {
             3,
             &previous,
         );
-        let assignment = grouped_assignment(&g, &resolution);
-        let mut seen = vec![0; g.len()];
-        for &(n, id) in &assignment {
-            seen[n as usize] += 1;
+        let assignment = state::Assignment::of_profiles(g.len(), resolution.components());
+        let nodes: Vec<NodeId> = assignment.nodes.iter().map(|a| a.0).collect();
+        assert_eq!(nodes, (0..g.len() as NodeId).collect::<Vec<_>>());
+        for &(n, number) in &assignment.nodes {
+            let id = assignment.ids.get(number as usize).copied();
             assert_eq!(id, resolution.profile(n), "node {n}");
         }
-        assert!(
-            seen.iter().all(|&s| s == 1),
-            "each identifier once: {seen:?}"
-        );
-        // A profile's identifiers are together: each id starts one run.
-        let mut runs: Vec<Option<Uuid>> = assignment.iter().map(|a| a.1).collect();
-        runs.dedup();
-        let mut distinct = runs.clone();
+        let mut distinct = assignment.ids.clone();
         distinct.sort();
         distinct.dedup();
-        assert_eq!(runs.len(), distinct.len(), "{assignment:?}");
+        assert_eq!(distinct.len(), assignment.ids.len(), "{assignment:?}");
+        assert_eq!(assignment.ids.len(), resolution.profiles);
+        let email = g.find(2, "test@test.com").expect("observed");
         assert!(
-            assignment.iter().any(|a| a.1.is_none()),
-            "the blocked email"
+            assignment.nodes[email as usize].1 == u32::MAX,
+            "the blocked email is in no profile"
         );
+        // The same from identifiers and ids, in any order.
+        let mut pairs: Vec<(NodeId, Option<Uuid>)> = (0..g.len() as NodeId)
+            .map(|n| (n, resolution.profile(n)))
+            .collect();
+        pairs.reverse();
+        let again = state::Assignment::of_pairs(&pairs);
+        assert_eq!(again.nodes.len(), assignment.nodes.len());
+        for (a, b) in again.nodes.iter().zip(&assignment.nodes) {
+            assert_eq!(a.0, b.0);
+            let id = |x: &state::Assignment, p: u32| x.ids.get(p as usize).copied();
+            assert_eq!(id(&again, a.1), id(&assignment, b.1), "node {}", a.0);
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! (`cdp/_state/v=…/`), in layers like the views: a full refresh writes a
 //! base, each incremental refresh a layer of what it added or changed.
 //!
-//! A layer holds five files:
+//! A layer holds six files:
 //! - `nodes.parquet`: identifiers interned since the layer below (node
 //!   numbers continue from it), type and value;
 //! - `keys.parquet`: the row keys read since (identifiers seen together on a
@@ -11,8 +11,11 @@
 //!   too, and a key may repeat an older one: their facts add up;
 //! - `cells.parquet`: the other profile facts of those keys;
 //! - `edges.parquet`: links new since, or seen earlier than recorded;
+//! - `profile_ids.parquet`: the profile ids the layer's assignment names,
+//!   each once, numbered by their row;
 //! - `assignment.parquet`: the profile of each identifier whose profile
-//!   changed (none: it links nobody now).
+//!   changed (its number in `profile_ids.parquet`; none: it links nobody
+//!   now), in node order.
 //!
 //! Everything but the cells is numbers or short values and is read whole by
 //! an incremental refresh; the cells are read only for the keys of the
@@ -21,9 +24,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, FixedSizeBinaryArray, FixedSizeBinaryBuilder,
-    FixedSizeListArray, Int32Array, Int64Array, ListBuilder, RecordBatch, StringArray, UInt32Array,
-    UInt32Builder,
+    Array, ArrayRef, AsArray, BooleanArray, FixedSizeBinaryArray, FixedSizeListArray, Int32Array,
+    Int64Array, ListBuilder, RecordBatch, StringArray, UInt32Array, UInt32Builder,
 };
 use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::filter_record_batch;
@@ -42,7 +44,7 @@ use crate::lake::Lake;
 use crate::lake::parquet::{self, ParquetFileWriter, bulk_properties_ascending};
 
 /// Version of the layout below; a refresh that finds another rebuilds.
-pub const FORMAT: u32 = 5;
+pub const FORMAT: u32 = 6;
 
 /// Name of the state in the manifest's table map.
 pub const STATE_TABLE: &str = "_state";
@@ -106,8 +108,71 @@ fn edges_schema() -> SchemaRef {
 fn assignment_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("node", DataType::UInt32, false),
-        Field::new("profile_id", DataType::FixedSizeBinary(16), true),
+        Field::new("profile", DataType::UInt32, true),
     ]))
+}
+
+fn profile_ids_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "profile_id",
+        DataType::FixedSizeBinary(16),
+        false,
+    )]))
+}
+
+/// One layer's assignment as stored: the profile ids it names, each once,
+/// and the listed identifiers (in node order) with the number of their
+/// profile's id, or `NONE` for none. Loading it numbers each id once and
+/// then writes the nodes' numbers in order (the profile ids of a whole
+/// graph as `(node, id)` pairs cost a lookup per profile and a write to a
+/// random place per identifier).
+#[derive(Debug, Default, PartialEq)]
+pub struct Assignment {
+    pub ids: Vec<Uuid>,
+    pub nodes: Vec<(NodeId, u32)>,
+}
+
+impl Assignment {
+    /// The profile of each of `nodes` identifiers, from the profiles' ids
+    /// and members (nodes in none are listed without one).
+    pub fn of_profiles<'a>(
+        nodes: usize,
+        profiles: impl Iterator<Item = (Uuid, &'a [NodeId])>,
+    ) -> Assignment {
+        let mut number = vec![NONE; nodes];
+        let mut ids = Vec::new();
+        for (id, members) in profiles {
+            for &m in members {
+                number[m as usize] = ids.len() as u32;
+            }
+            ids.push(id);
+        }
+        let nodes = number.into_iter().enumerate();
+        Assignment {
+            ids,
+            nodes: nodes.map(|(n, p)| (n as NodeId, p)).collect(),
+        }
+    }
+
+    /// The assignment of `pairs` (identifiers and profile ids, any order).
+    pub fn of_pairs(pairs: &[(NodeId, Option<Uuid>)]) -> Assignment {
+        let mut numbers: std::collections::HashMap<Uuid, u32> = Default::default();
+        let mut ids = Vec::new();
+        let mut nodes: Vec<(NodeId, u32)> = pairs
+            .iter()
+            .map(|&(node, id)| {
+                let number = id.map_or(NONE, |id| {
+                    *numbers.entry(id).or_insert_with(|| {
+                        ids.push(id);
+                        ids.len() as u32 - 1
+                    })
+                });
+                (node, number)
+            })
+            .collect();
+        nodes.sort_unstable();
+        Assignment { ids, nodes }
+    }
 }
 
 fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
@@ -132,7 +197,7 @@ pub async fn save(
     graph: &Graph,
     facts: &Facts,
     layer: Layer<'_>,
-    assignment: &[(NodeId, Option<Uuid>)],
+    assignment: &Assignment,
 ) -> Result<()> {
     save_graph(lake, dir, graph, facts, layer).await?;
     save_assignment(lake, dir, assignment).await
@@ -276,30 +341,25 @@ pub async fn save_graph(
     Ok(())
 }
 
-/// The other part of [`save`]: each identifier's profile (`None` for
-/// none), in the order given.
-pub async fn save_assignment(
-    lake: &Lake,
-    dir: &Path,
-    assignment: &[(NodeId, Option<Uuid>)],
-) -> Result<()> {
+/// Write the assignment of one layer under `dir`.
+pub async fn save_assignment(lake: &Lake, dir: &Path, assignment: &Assignment) -> Result<()> {
+    let schema = profile_ids_schema();
+    let mut w = state_file(lake, dir, "profile_ids.parquet", &schema, &[], &[])?;
+    for chunk in assignment.ids.chunks(CHUNK) {
+        let ids = FixedSizeBinaryArray::try_from_iter(chunk.iter().map(|id| id.as_bytes()))
+            .map_err(|e| Error::arrow("building the refresh state", e))?;
+        w.write(&batch(&schema, vec![Arc::new(ids)])?).await?;
+    }
+    w.finish().await?;
     let schema = assignment_schema();
-    let mut w = state_file(lake, dir, "assignment.parquet", &schema, &[], &[])?;
-    for chunk in assignment.chunks(CHUNK) {
-        let mut ids = FixedSizeBinaryBuilder::with_capacity(chunk.len(), 16);
-        for (_, id) in chunk {
-            match id {
-                Some(id) => ids
-                    .append_value(id.as_bytes())
-                    .map_err(|e| Error::arrow("building the refresh state", e))?,
-                None => ids.append_null(),
-            }
-        }
+    let mut w = state_file(lake, dir, "assignment.parquet", &schema, &[], &["node"])?;
+    for chunk in assignment.nodes.chunks(CHUNK) {
+        let numbers = chunk.iter().map(|&(_, p)| (p != NONE).then_some(p));
         let b = batch(
             &schema,
             vec![
                 Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|c| c.0))),
-                Arc::new(ids.finish()),
+                Arc::new(UInt32Array::from_iter(numbers)),
             ],
         )?;
         w.write(&b).await?;
@@ -438,11 +498,11 @@ pub async fn load(
         // Profiles have several identifiers: a third as many ids is ample.
         previous.reserve_ids(n / 3);
         for dir in layers {
-            load_assignment(lake, dir, |node, id| {
+            load_assignment(lake, dir, &mut previous, |previous, node, number| {
                 if node as usize >= n {
                     return Err(stale(dir, "assigns an identifier it does not list"));
                 }
-                previous.record(node, id);
+                previous.set_number(node, number);
                 Ok(())
             })
             .await?;
@@ -529,12 +589,9 @@ pub async fn previous(
     }
     let mut previous = Previous::new(graph.len());
     for dir in layers {
-        load_assignment(lake, dir, |node, id| {
+        load_assignment(lake, dir, &mut previous, |previous, node, number| {
             match of_stored.get(node as usize) {
-                Some(&g) if g != NONE => match id {
-                    Some(id) => previous.set(g, id),
-                    None => previous.unset(g),
-                },
+                Some(&g) if g != NONE => previous.set_number(g, number),
                 Some(_) => {}
                 None => return Err(stale(dir, "assigns an identifier it does not list")),
             }
@@ -542,6 +599,8 @@ pub async fn previous(
         })
         .await?;
     }
+    // Ids only nodes missing from this graph held are no previous ids.
+    previous.finish();
     Ok(previous)
 }
 
@@ -646,21 +705,38 @@ async fn load_edges(lake: &Lake, dir: &Path, capacity: usize) -> Result<Vec<Edge
     Ok(edges)
 }
 
-/// The assignments of layer `dir`, in order.
+/// The assignment of layer `dir`: `each` is called with every listed
+/// identifier and the number of its profile in `previous` (`None`: none),
+/// the layer's ids numbered there first.
 async fn load_assignment(
     lake: &Lake,
     dir: &Path,
-    mut each: impl FnMut(NodeId, Option<Uuid>) -> Result<()>,
+    previous: &mut Previous,
+    mut each: impl FnMut(&mut Previous, NodeId, Option<u32>) -> Result<()>,
 ) -> Result<()> {
+    let mut numbers: Vec<u32> = Vec::new();
+    read(lake, dir, "profile_ids.parquet", (0, 1), |b| {
+        let ids: &FixedSizeBinaryArray = b.column(0).as_fixed_size_binary();
+        for row in 0..b.num_rows() {
+            let id = Uuid::from_slice(ids.value(row))
+                .map_err(|e| stale(dir, format!("has a profile id that is not a UUID ({e})")))?;
+            numbers.push(previous.number(id));
+        }
+        Ok(())
+    })
+    .await?;
     read(lake, dir, "assignment.parquet", (0, 1), |b| {
         let nodes = b.column(0).as_primitive::<UInt32Type>();
-        let ids: &FixedSizeBinaryArray = b.column(1).as_fixed_size_binary();
+        let profiles = b.column(1).as_primitive::<UInt32Type>();
         for row in 0..b.num_rows() {
-            let id = (!ids.is_null(row))
-                .then(|| Uuid::from_slice(ids.value(row)))
-                .transpose()
-                .map_err(|e| stale(dir, format!("has a profile id that is not a UUID ({e})")))?;
-            each(nodes.value(row), id)?;
+            let number = match profiles.is_null(row) {
+                true => None,
+                false => match numbers.get(profiles.value(row) as usize) {
+                    Some(&number) => Some(number),
+                    None => return Err(stale(dir, "assigns a profile it does not list")),
+                },
+            };
+            each(previous, nodes.value(row), number)?;
         }
         Ok(())
     })
