@@ -453,24 +453,6 @@ async fn run(
             _ => report.blocked_values += 1,
         }
     }
-    if let Some(b) = &before {
-        // The stored cells of the keys whose profiles are written (all of
-        // them for whole views).
-        progress("reading the stored facts of the changed profiles");
-        let facts = Arc::get_mut(&mut facts).ok_or_else(|| {
-            Error::Config("the stored facts are being written while topped up".into())
-        })?;
-        match (&changes, prefetched) {
-            (Some(c), Some(kept)) => state::fold_cells(&b.layers, &kept, facts, &c.wanted_keys)?,
-            _ => {
-                let wanted = match &changes {
-                    Some(c) => c.wanted_keys.clone(),
-                    None => vec![true; b.keys],
-                };
-                state::load_cells(lake, &b.layers, facts, &wanted).await?;
-            }
-        }
-    }
     report.graph_ms = phase.elapsed().as_millis() as u64;
     let phase = std::time::Instant::now();
 
@@ -480,7 +462,6 @@ async fn run(
         config,
         graph: &graph,
         resolution: &resolution,
-        facts: &facts,
         blocked: &blocked,
         now_micros,
     };
@@ -521,6 +502,9 @@ async fn run(
         .as_ref()
         .map_or(resolution.profiles, |c| c.rewritten());
     let removed = |table: &str| removed_dir(table, version, &run);
+    if before.is_some() {
+        progress("reading the stored facts of the changed profiles");
+    }
     let all_linked: Vec<NodeId>;
     let (linked, select, layer) = match delta {
         Some((c, b, _)) => {
@@ -572,24 +556,49 @@ async fn run(
         views::rejections(&sources, &rejections_dir).await?;
         views::merges(&sources, old_merges, version, &merges_dir).await
     };
-    let profiles_work = async {
-        views::profiles(&sources, select, &profiles_dir).await?;
-        match delta {
-            Some((c, _, _)) => {
-                views::removed_profiles(lake, &c.removed_profiles, &removed("profiles")).await
-            }
-            None => Ok(()),
-        }
-    };
     let (layer, assignment) = layer;
-    let state_work = async {
-        match saving {
-            Some(saving) => {
-                state::save_assignment(lake, &state_dir, &assignment).await?;
-                saving.done().await
+    // The profiles and the state need the facts, topped up first (after
+    // an incremental refresh) with the stored cells of the keys whose
+    // profiles are written (all of them for whole views): that runs while
+    // the links are written.
+    let facts_work = async {
+        if let Some(b) = &before {
+            let facts = Arc::get_mut(&mut facts).ok_or_else(|| {
+                Error::Config("the stored facts are being written while topped up".into())
+            })?;
+            match (&changes, prefetched) {
+                (Some(c), Some(kept)) => {
+                    state::fold_cells(&b.layers, &kept, facts, &c.wanted_keys)?
+                }
+                _ => {
+                    let wanted = match &changes {
+                        Some(c) => c.wanted_keys.clone(),
+                        None => vec![true; b.keys],
+                    };
+                    state::load_cells(lake, &b.layers, facts, &wanted).await?;
+                }
             }
-            None => state::save(lake, &state_dir, &graph, &facts, layer, &assignment).await,
         }
+        let facts: &Facts = &facts;
+        let profiles_work = async {
+            views::profiles(&sources, facts, select, &profiles_dir).await?;
+            match delta {
+                Some((c, _, _)) => {
+                    views::removed_profiles(lake, &c.removed_profiles, &removed("profiles")).await
+                }
+                None => Ok(()),
+            }
+        };
+        let state_work = async {
+            match saving {
+                Some(saving) => {
+                    state::save_assignment(lake, &state_dir, &assignment).await?;
+                    saving.done().await
+                }
+                None => state::save(lake, &state_dir, &graph, facts, layer, &assignment).await,
+            }
+        };
+        both(profiles_work, state_work).await.map(|_| ())
     };
     // Old versions the committed one does not use go meanwhile: deleting
     // files is mostly waiting on the disk (a second for a whole version on
@@ -604,11 +613,7 @@ async fn run(
     };
     let (main_done, side_done) = alongside(
         main_work,
-        vec![
-            Box::pin(profiles_work),
-            Box::pin(state_work),
-            Box::pin(early_garbage),
-        ],
+        vec![Box::pin(facts_work), Box::pin(early_garbage)],
     )
     .await;
     main_done?;

@@ -29,7 +29,6 @@ pub struct Sources<'a> {
     pub config: &'a IdentityConfig,
     pub graph: &'a Graph,
     pub resolution: &'a Resolution,
-    pub facts: &'a Facts,
     /// The configured blocked values (lower-cased).
     pub blocked: &'a HashSet<String>,
     pub now_micros: i64,
@@ -243,20 +242,15 @@ pub async fn merges(s: &Sources<'_>, old: Option<&str>, version: u64, dir: &Path
     Ok(())
 }
 
-/// `cdp.profiles` rows in `dir`: every profile, or those `select` marks.
+/// `cdp.profiles` rows in `dir` (their facts in `facts`): every profile,
+/// or those `select` marks.
 pub async fn profiles(
     s: &Sources<'_>,
+    facts: &Facts,
     select: Option<profiles::Selection<'_>>,
     dir: &Path,
 ) -> Result<()> {
-    let assembled = profiles::build(
-        s.config,
-        s.graph,
-        s.resolution,
-        s.facts,
-        s.now_micros,
-        select,
-    )?;
+    let assembled = profiles::build(s.config, s.graph, s.resolution, facts, s.now_micros, select)?;
     // Merging each profile's facts is most of the work: two files, each
     // built on a thread of its own, once there are enough profiles.
     let n = assembled.len();
