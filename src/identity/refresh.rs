@@ -257,9 +257,22 @@ async fn run(
 
     // 1. Which raw files to read: all, or those landed since the last commit.
     let probe = Scan::new(config, Interner::default(), Facts::default())?;
+    // The tables listed together: on a local disk whose metadata the
+    // kernel no longer caches (after a full refresh, say), each listing
+    // mostly waits on the disk, for a second or more at scale 1,000.
+    let tables: Vec<RawTable> = RawTable::ALL
+        .into_iter()
+        .filter(|&t| probe.reads(t))
+        .collect();
+    let listed = futures::future::try_join_all(
+        tables
+            .iter()
+            .map(|&table| async move { lake.list(&paths::raw_table_dir(table)).await }),
+    )
+    .await?;
     let mut files: BTreeMap<String, RawFile> = BTreeMap::new();
-    for table in RawTable::ALL.into_iter().filter(|&t| probe.reads(t)) {
-        for meta in lake.list(&paths::raw_table_dir(table)).await? {
+    for (&table, metas) in tables.iter().zip(listed) {
+        for meta in metas {
             if meta.location.as_ref().ends_with(".parquet") {
                 let path = lake.relative(&meta.location).to_string();
                 files.insert(path, RawFile { table, meta });
