@@ -424,6 +424,42 @@ impl Facts {
         k
     }
 
+    /// The nodes of the keys `from..` end to end (what a layer of the
+    /// state stores flat).
+    pub fn key_nodes_from(&self, from: usize) -> &[u32] {
+        let start = match from {
+            0 => 0,
+            k => self.ends[k - 1] as usize,
+        };
+        &self.nodes[start..]
+    }
+
+    /// Append nodes of keys stored flat, before the keys themselves
+    /// ([`Facts::push_stored_key`]).
+    pub fn extend_key_nodes(&mut self, nodes: &[u32]) {
+        self.nodes.extend_from_slice(nodes);
+    }
+
+    /// Append a key whose `size` nodes follow the last key's among those
+    /// added by [`Facts::extend_key_nodes`]; `false` (nothing appended)
+    /// when fewer were added.
+    pub fn push_stored_key(&mut self, size: u32, stats: KeyStats) -> bool {
+        let end = u64::from(self.ends.last().copied().unwrap_or(0)) + u64::from(size);
+        if end > self.nodes.len() as u64 {
+            return false;
+        }
+        self.ends.push(end as u32);
+        self.slots.push(NO_CELLS);
+        self.stats.push(stats);
+        true
+    }
+
+    /// Whether every node added by [`Facts::extend_key_nodes`] belongs to a
+    /// key.
+    pub fn keys_hold_every_node(&self) -> bool {
+        self.ends.last().copied().unwrap_or(0) as usize == self.nodes.len()
+    }
+
     /// Forget every key, keeping the allocated capacity.
     pub fn clear(&mut self) {
         self.fields = Fields::default();

@@ -3,12 +3,15 @@
 //! (`cdp/_state/v=…/`), in layers like the views: a full refresh writes a
 //! base, each incremental refresh a layer of what it added or changed.
 //!
-//! A layer holds six files:
+//! A layer holds seven files:
 //! - `nodes.parquet`: identifiers interned since the layer below (node
 //!   numbers continue from it), type and value;
 //! - `keys.parquet`: the row keys read since (identifiers seen together on a
-//!   row, with first and last time and event counts); key numbers continue
-//!   too, and a key may repeat an older one: their facts add up;
+//!   row): the number of their identifiers, first and last time and event
+//!   counts; key numbers continue too, and a key may repeat an older one:
+//!   their facts add up;
+//! - `key_nodes.parquet`: those keys' identifiers, end to end (flat, not a
+//!   list column: a list's levels cost a third of reading the keys);
 //! - `cells.parquet`: the other profile facts of those keys;
 //! - `edges.parquet`: links new since, or seen earlier than recorded;
 //! - `profile_ids.parquet`: the profile ids the layer's assignment names,
@@ -24,8 +27,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, FixedSizeBinaryArray, FixedSizeListArray, Int32Array,
-    Int64Array, ListBuilder, RecordBatch, StringArray, UInt32Array, UInt32Builder,
+    Array, ArrayRef, AsArray, BooleanArray, FixedSizeBinaryArray, Int32Array, Int64Array,
+    RecordBatch, StringArray, UInt32Array,
 };
 use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::filter_record_batch;
@@ -44,7 +47,7 @@ use crate::lake::Lake;
 use crate::lake::parquet::{self, ParquetFileWriter, bulk_properties_ascending};
 
 /// Version of the layout below; a refresh that finds another rebuilds.
-pub const FORMAT: u32 = 6;
+pub const FORMAT: u32 = 7;
 
 /// Name of the state in the manifest's table map.
 pub const STATE_TABLE: &str = "_state";
@@ -61,29 +64,29 @@ fn nodes_schema() -> SchemaRef {
     ]))
 }
 
+/// The columns of a key's counts of fields `0..COUNTED`.
+const COUNT_COLUMNS: [&str; COUNTED] = ["events", "page_views", "tracks", "identifies"];
+
 fn keys_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("nodes", DataType::List(key_node_item()), false),
+    let mut fields = vec![
+        Field::new("size", DataType::UInt32, false),
         Field::new("first_seen", DataType::Int64, false),
         Field::new("last_seen", DataType::Int64, false),
-        Field::new(
-            "counts",
-            DataType::FixedSizeList(count_item(), COUNTED as i32),
-            false,
-        ),
-    ]))
+    ];
+    fields.extend(
+        COUNT_COLUMNS
+            .iter()
+            .map(|name| Field::new(*name, DataType::UInt32, false)),
+    );
+    Arc::new(Schema::new(fields))
 }
 
-/// The item of a key's `nodes` list: never null, which spares the reader
-/// a validity pass over every node (files of older builds, whose items
-/// are nullable, read the same).
-fn key_node_item() -> Arc<Field> {
-    Arc::new(Field::new("item", DataType::UInt32, false))
-}
-
-/// The item of a key's `counts` list.
-fn count_item() -> Arc<Field> {
-    Arc::new(Field::new("item", DataType::UInt32, false))
+fn key_nodes_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "node",
+        DataType::UInt32,
+        false,
+    )]))
 }
 
 fn cells_schema() -> SchemaRef {
@@ -254,33 +257,33 @@ pub async fn save_graph(
     w.finish().await?;
 
     let schema = keys_schema();
-    // Event counts are mostly zero: runs of a dictionary.
-    let mut w = file("keys.parquet", &schema, &["counts.list.item"], &[])?;
+    // Key sizes and event counts are mostly small and repeat: runs of a
+    // dictionary.
+    let repeated: Vec<&str> = std::iter::once("size").chain(COUNT_COLUMNS).collect();
+    let mut w = file("keys.parquet", &schema, &repeated, &[])?;
     for start in (layer.keys_from..facts.len()).step_by(CHUNK) {
         let end = (start + CHUNK).min(facts.len());
         let stats = &facts.stats[start..end];
-        let mut list = ListBuilder::new(UInt32Builder::new()).with_field(key_node_item());
-        for key in (start..end).map(|k| facts.key_nodes(k)) {
-            list.values().append_slice(key);
-            list.append(true);
-        }
-        let b = batch(
-            &schema,
-            vec![
-                Arc::new(list.finish()),
-                Arc::new(Int64Array::from_iter_values(stats.iter().map(|s| s.first))),
-                Arc::new(Int64Array::from_iter_values(stats.iter().map(|s| s.last))),
-                Arc::new(FixedSizeListArray::new(
-                    count_item(),
-                    COUNTED as i32,
-                    Arc::new(UInt32Array::from_iter_values(
-                        stats.iter().flat_map(|s| s.counts),
-                    )),
-                    None,
-                )),
-            ],
-        )?;
-        w.write(&b).await?;
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from_iter_values(
+                (start..end).map(|k| facts.key_nodes(k).len() as u32),
+            )),
+            Arc::new(Int64Array::from_iter_values(stats.iter().map(|s| s.first))),
+            Arc::new(Int64Array::from_iter_values(stats.iter().map(|s| s.last))),
+        ];
+        columns.extend((0..COUNTED).map(|c| {
+            Arc::new(UInt32Array::from_iter_values(
+                stats.iter().map(|s| s.counts[c]),
+            )) as ArrayRef
+        }));
+        w.write(&batch(&schema, columns)?).await?;
+    }
+    w.finish().await?;
+    let schema = key_nodes_schema();
+    let mut w = file("key_nodes.parquet", &schema, &[], &[])?;
+    for chunk in facts.key_nodes_from(layer.keys_from).chunks(CHUNK) {
+        let nodes = UInt32Array::from_iter_values(chunk.iter().copied());
+        w.write(&batch(&schema, vec![Arc::new(nodes)])?).await?;
     }
     w.finish().await?;
 
@@ -451,9 +454,10 @@ async fn footers(lake: &Lake, layers: &[Path], name: &str) -> Result<(usize, Vec
 /// The vectors have room for `probe` and `new_keys` (keys and their node
 /// numbers) to be appended without moving them.
 ///
-/// Two tasks of about equal work: one reads the identifiers, their
-/// assignments (numbering the previous ids) and the links; the other reads
-/// the keys and derives every identifier's first and last sighting.
+/// Two tasks of about equal work: one reads the identifiers and their
+/// assignments (numbering the previous ids); the other reads the keys,
+/// derives every identifier's first and last sighting, and reads the
+/// links.
 pub async fn load(
     lake: &Lake,
     layers: &[Path],
@@ -463,9 +467,10 @@ pub async fn load(
 ) -> Result<(Stored, Vec<Option<NodeId>>)> {
     // Every vector sized once from the footers: growing them by doubling
     // would write (and fault in) about twice the memory.
-    let ((n, node_columns), (key_count, key_columns), (edge_count, _)) = futures::try_join!(
+    let ((n, node_columns), (key_count, _), (key_nodes, _), (edge_count, _)) = futures::try_join!(
         footers(lake, layers, "nodes.parquet"),
         footers(lake, layers, "keys.parquet"),
+        footers(lake, layers, "key_nodes.parquet"),
         footers(lake, layers, "edges.parquet"),
     )?;
     let dir = layers.last().cloned().unwrap_or_default();
@@ -508,7 +513,25 @@ pub async fn load(
             .await?;
         }
         previous.finish();
-        // The links here: the keys' side has their times to fold as well.
+        Ok::<_, Error>((nodes, found, previous))
+    };
+    let rest = async {
+        let mut facts = Facts::new();
+        facts.reserve(key_count + new_keys.0, key_nodes + new_keys.1);
+        let mut highest: Option<u32> = None;
+        for dir in layers {
+            load_keys(lake, dir, &mut facts, &mut highest).await?;
+        }
+        if highest.is_some_and(|h| h as usize >= n) {
+            return Err(stale(&dir, "refers to an identifier it does not list"));
+        }
+        let room = n + probe.len();
+        let (mut first_seen, mut last_seen) = (Vec::with_capacity(room), Vec::with_capacity(room));
+        first_seen.resize(n, i64::MAX);
+        last_seen.resize(n, i64::MIN);
+        facts.fold_node_times(0, &mut first_seen, &mut last_seen);
+        // The links here: the identifiers' side, which numbers every
+        // identifier and id, is the longer one.
         let mut edges: Vec<Edge> = Vec::new();
         for dir in layers {
             // The base with room for every layer's links and the new
@@ -527,27 +550,9 @@ pub async fn load(
         if edges.iter().any(|e| e.b as usize >= n) {
             return Err(stale(&dir, "links an identifier it does not list"));
         }
-        Ok::<_, Error>((nodes, found, previous, edges))
+        Ok::<_, Error>((facts, first_seen, last_seen, edges))
     };
-    let rest = async {
-        let mut facts = Facts::new();
-        let key_nodes = key_columns.first().map_or(0, |c| c.0);
-        facts.reserve(key_count + new_keys.0, key_nodes + new_keys.1);
-        let mut highest: Option<u32> = None;
-        for dir in layers {
-            load_keys(lake, dir, &mut facts, &mut highest).await?;
-        }
-        if highest.is_some_and(|h| h as usize >= n) {
-            return Err(stale(&dir, "refers to an identifier it does not list"));
-        }
-        let room = n + probe.len();
-        let (mut first_seen, mut last_seen) = (Vec::with_capacity(room), Vec::with_capacity(room));
-        first_seen.resize(n, i64::MAX);
-        last_seen.resize(n, i64::MIN);
-        facts.fold_node_times(0, &mut first_seen, &mut last_seen);
-        Ok::<_, Error>((facts, first_seen, last_seen))
-    };
-    let ((nodes, found, previous, edges), (facts, first_seen, last_seen)) =
+    let ((nodes, found, previous), (facts, first_seen, last_seen, edges)) =
         super::refresh::both(nodes, rest).await?;
     Ok((
         Stored {
@@ -650,35 +655,44 @@ async fn load_keys(
     facts: &mut Facts,
     highest: &mut Option<u32>,
 ) -> Result<()> {
-    read(lake, dir, "keys.parquet", (0, 1), |b| {
-        let lists = b.column(0).as_list::<i32>();
-        let offsets = lists.offsets();
-        let members = lists.values().as_primitive::<UInt32Type>().values();
-        let first = b.column(1).as_primitive::<Int64Type>();
-        let last = b.column(2).as_primitive::<Int64Type>();
-        let counts = b.column(3).as_fixed_size_list();
-        let counts = counts.values().as_primitive::<UInt32Type>().values();
-        if counts.len() != b.num_rows() * COUNTED {
-            return Err(stale(dir, "has keys without their counts"));
+    read(lake, dir, "key_nodes.parquet", (0, 1), |b| {
+        let nodes = b.column(0).as_primitive::<UInt32Type>().values();
+        if let Some(&h) = nodes.iter().max() {
+            *highest = (*highest).max(Some(h));
         }
+        facts.extend_key_nodes(nodes);
+        Ok(())
+    })
+    .await?;
+    read(lake, dir, "keys.parquet", (0, 1), |b| {
+        let size = b.column(0).as_primitive::<UInt32Type>().values();
+        let first = b.column(1).as_primitive::<Int64Type>().values();
+        let last = b.column(2).as_primitive::<Int64Type>().values();
+        let counts: Vec<&[u32]> = (0..COUNTED)
+            .map(|c| {
+                b.column(3 + c)
+                    .as_primitive::<UInt32Type>()
+                    .values()
+                    .as_ref()
+            })
+            .collect();
         for row in 0..b.num_rows() {
-            let nodes = &members[offsets[row] as usize..offsets[row + 1] as usize];
-            if let Some(&h) = nodes.iter().max() {
-                *highest = (*highest).max(Some(h));
-            }
-            let mut stats = KeyStats {
-                first: first.value(row),
-                last: last.value(row),
-                counts: [0; COUNTED],
+            let stats = KeyStats {
+                first: first[row],
+                last: last[row],
+                counts: std::array::from_fn(|c| counts[c][row]),
             };
-            stats
-                .counts
-                .copy_from_slice(&counts[row * COUNTED..(row + 1) * COUNTED]);
-            facts.push_key(nodes, stats);
+            if !facts.push_stored_key(size[row], stats) {
+                return Err(stale(dir, "lists keys with more identifiers than it holds"));
+            }
         }
         Ok(())
     })
-    .await
+    .await?;
+    match facts.keys_hold_every_node() {
+        true => Ok(()),
+        false => Err(stale(dir, "lists identifiers of no key")),
+    }
 }
 
 /// The links of layer `dir` (room made for `capacity`).
