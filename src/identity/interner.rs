@@ -245,7 +245,8 @@ pub struct Probe<'a> {
 impl Interner {
     /// A [`Probe`] of these entries.
     pub fn probe(&self) -> Probe<'_> {
-        // About 16 bits per entry: a few percent of misses pass the filter.
+        // About 16 bits per entry, two per entry: under 2 % of misses pass
+        // the filter (6 % with one bit, each a lookup in the index).
         let buckets = (self.len() * 16).next_power_of_two().max(64);
         let mut probe = Probe {
             of: self,
@@ -253,25 +254,32 @@ impl Interner {
             shift: 64 - buckets.trailing_zeros(),
         };
         for n in 0..self.len() as u32 {
-            let bucket = probe.bucket(self.hash(self.kind(n), self.get(n)));
-            probe.bits[bucket / 64] |= 1 << (bucket % 64);
+            for bucket in probe.buckets(self.hash(self.kind(n), self.get(n))) {
+                probe.bits[bucket / 64] |= 1 << (bucket % 64);
+            }
         }
         probe
     }
 }
 
 impl Probe<'_> {
-    fn bucket(&self, hash: u64) -> usize {
-        (hash >> self.shift) as usize
+    /// The two bits of `hash`: from its highest bits and its lowest.
+    fn buckets(&self, hash: u64) -> [usize; 2] {
+        let mask = (1u64 << (64 - self.shift)) - 1;
+        [(hash >> self.shift) as usize, (hash & mask) as usize]
+    }
+
+    fn has(&self, bucket: usize) -> bool {
+        self.bits[bucket / 64] & (1 << (bucket % 64)) != 0
     }
 
     /// The number of `(kind, text)`, if the interner holds it.
     pub fn find(&self, kind: u16, text: &str) -> Option<u32> {
         let hash = self.of.hash(kind, text);
-        let bucket = self.bucket(hash);
-        match self.bits[bucket / 64] & (1 << (bucket % 64)) {
-            0 => None,
-            _ => self.of.lookup(hash, kind, text),
+        let [a, b] = self.buckets(hash);
+        match self.has(a) && self.has(b) {
+            false => None,
+            true => self.of.lookup(hash, kind, text),
         }
     }
 }
