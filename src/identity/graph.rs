@@ -885,14 +885,34 @@ pub(super) fn in_two_halves<T: Send, R: Send>(
     items: &mut [T],
     work: impl Fn(&mut [T], usize) -> R + Sync,
 ) -> (R, R) {
-    let half = match items.len() >= 1 << 16 {
-        true => items.len() / 2,
-        false => items.len(),
-    };
+    let half = half_of(items.len());
     let (low, high) = items.split_at_mut(half);
+    on_two_cores(|| work(low, 0), || work(high, half))
+}
+
+/// [`in_two_halves`] for items read, not written.
+pub(super) fn over_two_halves<T: Sync, R: Send>(
+    items: &[T],
+    work: impl Fn(&[T], usize) -> R + Sync,
+) -> (R, R) {
+    let half = half_of(items.len());
+    let (low, high) = items.split_at(half);
+    on_two_cores(|| work(low, 0), || work(high, half))
+}
+
+/// Where [`in_two_halves`] splits `len` items.
+fn half_of(len: usize) -> usize {
+    match len >= 1 << 16 {
+        true => len / 2,
+        false => len,
+    }
+}
+
+/// `here` on this thread and `there` on another, together.
+fn on_two_cores<R: Send>(here: impl FnOnce() -> R, there: impl FnOnce() -> R + Send) -> (R, R) {
     std::thread::scope(|s| {
-        let other = s.spawn(|| work(high, half));
-        let here = work(low, 0);
+        let other = s.spawn(there);
+        let here = here();
         let there = other
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));

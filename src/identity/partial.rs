@@ -18,10 +18,13 @@
 //! sequential passes over the links and nodes and a resolution of the part.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::facts::Facts;
 use super::graph::{
     Edge, Graph, NONE, NodeId, Previous, Rejection, Resolution, Usable, in_two_halves,
+    over_two_halves,
 };
 use super::interner::Interner;
 
@@ -204,32 +207,45 @@ fn grow_part(
     drop(broken);
     // Links refused by a limit, and the growth along usable links: the
     // first pass takes both, later ones only the growth, alternating
-    // directions, until nothing is added.
+    // directions, until nothing is added. Each half of the links on a core
+    // of its own, adding to one shared set: what one half adds, the other
+    // may see at once or in the next pass (the part only grows, so it
+    // ends the same).
+    let words: Vec<AtomicU64> = part.0.into_iter().map(AtomicU64::new).collect();
+    let has = |i: usize| (words[i / 64].load(Relaxed) >> (i % 64)) & 1 == 1;
+    let add = |i: usize| {
+        let mask = 1u64 << (i % 64);
+        words[i / 64].fetch_or(mask, Relaxed) & mask == 0
+    };
     let mut passes = 0;
     loop {
-        let mut grew = false;
-        let mut step = |&Edge { a, b, .. }: &Edge| {
-            let (ia, ib) = (part.get(a as usize), part.get(b as usize));
-            let refused = passes == 0
-                && !(ia && ib)
-                && previous.numbers()[a as usize] != previous.numbers()[b as usize];
-            if (ia != ib || refused) && usable.link(a, b) {
-                grew |= part.set(a as usize) | part.set(b as usize);
+        let pass = |edges: &[Edge], _: usize| {
+            let mut grew = false;
+            let mut step = |&Edge { a, b, .. }: &Edge| {
+                let (ia, ib) = (has(a as usize), has(b as usize));
+                let refused = passes == 0
+                    && !(ia && ib)
+                    && previous.numbers()[a as usize] != previous.numbers()[b as usize];
+                if (ia != ib || refused) && usable.link(a, b) {
+                    grew |= add(a as usize) | add(b as usize);
+                }
+            };
+            match passes % 2 {
+                0 => edges.iter().for_each(&mut step),
+                _ => edges.iter().rev().for_each(&mut step),
             }
+            grew
         };
-        if passes % 2 == 0 {
-            graph.edges.iter().for_each(&mut step);
-        } else {
-            graph.edges.iter().rev().for_each(&mut step);
-        }
+        let (low, high) = over_two_halves(&graph.edges, pass);
         passes += 1;
-        if !grew {
+        if !(low || high) {
             break;
         }
         if passes == MAX_PASSES {
             return None;
         }
     }
+    let part = Bits(words.into_iter().map(AtomicU64::into_inner).collect());
     let scope = Scope::of(part);
     (scope.nodes.len() <= most).then_some(scope)
 }
