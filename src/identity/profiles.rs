@@ -42,18 +42,32 @@ pub struct Selection<'s> {
     pub owners: &'s [u32],
 }
 
+/// Which profiles are written, and where each key's facts go.
+#[derive(Debug, Clone, Copy)]
+pub enum Keys<'s> {
+    /// Every profile: a key's facts go to the profile of its strongest
+    /// identifier that has one (the keys of these facts).
+    All(&'s Facts),
+    /// Only the profiles a selection marks, its keys' owners as it says.
+    Selected(Selection<'s>),
+}
+
 /// The profiles of a resolution, in profile id order, ready to be written
-/// as `cdp.profiles`; anonymous-only profiles idle since before
-/// `now - anonymous_idle_days` are left out. With `select`, only the
-/// profiles it marks, and only their keys' facts are read.
-pub fn build<'a>(
+/// as `cdp.profiles` once their facts are there ([`Planned::with`]);
+/// anonymous-only profiles idle since before `now - anonymous_idle_days`
+/// are left out. A selection needs no facts yet: the plan can be made
+/// while its keys' stored facts are read.
+pub fn plan<'a>(
     config: &'a IdentityConfig,
     graph: &'a Graph,
     resolution: &Resolution,
-    facts: &'a Facts,
     now_micros: i64,
-    select: Option<Selection<'_>>,
-) -> Result<Assembled<'a>> {
+    keys: Keys<'_>,
+) -> Result<Planned<'a>> {
+    let select = match keys {
+        Keys::Selected(s) => Some(s),
+        Keys::All(_) => None,
+    };
     let mut profiles: Vec<Profile> = Vec::new();
     // Each component's place in `profiles`; `SKIPPED` for a profile not
     // selected (its keys' facts are not read).
@@ -80,8 +94,8 @@ pub fn build<'a>(
     // in memory. A selection brings the keys' owners along; otherwise a
     // key's facts go to the profile of its strongest identifier that has
     // one.
-    let key_place: Vec<u32> = match select {
-        Some(s) => s
+    let key_place: Vec<u32> = match keys {
+        Keys::Selected(s) => s
             .owners
             .iter()
             .map(|&c| match place_of.get(c as usize) {
@@ -89,7 +103,7 @@ pub fn build<'a>(
                 _ => u32::MAX,
             })
             .collect(),
-        None => {
+        Keys::All(facts) => {
             let mut place_of_node = vec![u32::MAX; graph.len()];
             for ((_, members), &place) in resolution.components().zip(&place_of) {
                 for &n in members {
@@ -155,10 +169,9 @@ pub fn build<'a>(
     }
 
     let type_names: Vec<String> = config.types.iter().map(|t| t.name.clone()).collect();
-    Ok(Assembled {
+    Ok(Planned {
         config,
         graph,
-        facts,
         now_micros,
         schema: cdp::profiles(&type_names),
         profiles,
@@ -167,12 +180,11 @@ pub fn build<'a>(
     })
 }
 
-/// The profiles of a resolution, merged and sorted, turned into batches
-/// of `cdp.profiles` one at a time (never all in memory).
-pub struct Assembled<'a> {
+/// The profiles of a resolution, sorted, with the keys whose facts each
+/// merges ([`plan`]).
+pub struct Planned<'a> {
     config: &'a IdentityConfig,
     graph: &'a Graph,
-    facts: &'a Facts,
     now_micros: i64,
     schema: SchemaRef,
     profiles: Vec<Profile>,
@@ -181,14 +193,31 @@ pub struct Assembled<'a> {
     keys: Vec<u32>,
 }
 
+impl<'a> Planned<'a> {
+    /// The plan with its keys' facts: ready to be written.
+    pub fn with<'f>(self, facts: &'f Facts) -> Assembled<'f>
+    where
+        'a: 'f,
+    {
+        Assembled { plan: self, facts }
+    }
+}
+
+/// The profiles of a resolution, merged and sorted, turned into batches
+/// of `cdp.profiles` one at a time (never all in memory).
+pub struct Assembled<'a> {
+    plan: Planned<'a>,
+    facts: &'a Facts,
+}
+
 impl Assembled<'_> {
     pub fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+        self.plan.schema.clone()
     }
 
     /// Number of profiles to write.
     pub fn len(&self) -> usize {
-        self.profiles.len()
+        self.plan.profiles.len()
     }
 
     /// The batches of `cdp.profiles` of the profiles `range` (places in
@@ -205,9 +234,10 @@ impl Assembled<'_> {
             let end = (start + BATCH).min(range.end);
             cells.clear();
             ends.clear();
+            let plan = &self.plan;
             for p in start..end {
-                let keys = self.key_start[p] as usize..self.key_start[p + 1] as usize;
-                self.facts.merge_keys_into(&self.keys[keys], &mut scratch);
+                let keys = plan.key_start[p] as usize..plan.key_start[p + 1] as usize;
+                self.facts.merge_keys_into(&plan.keys[keys], &mut scratch);
                 cells.extend_from_slice(&scratch);
                 ends.push(cells.len());
             }
@@ -219,14 +249,14 @@ impl Assembled<'_> {
                     Some(m)
                 })
                 .collect();
-            self.batch(&self.profiles[start..end], &merged)
+            self.batch(&plan.profiles[start..end], &merged)
         })
     }
 
     /// The rows of the profiles `chunk`, whose merged facts are `merged`.
     fn batch(&self, chunk: &[Profile], merged: &[&[Cell]]) -> Result<RecordBatch> {
-        let (config, graph, facts) = (self.config, self.graph, self.facts);
-        let now_micros = self.now_micros;
+        let (config, graph, facts) = (self.plan.config, self.plan.graph, self.facts);
+        let now_micros = self.plan.now_micros;
         let mut columns: Vec<ArrayRef> =
             vec![Arc::new(profile_id_array(chunk.iter().map(|p| Some(p.id))))];
         // One pass over each profile's identifiers (sorted by type, so each
@@ -255,14 +285,25 @@ impl Assembled<'_> {
             last_seen.push(Some(if empty { 0 } else { last }));
         }
         columns.extend(lists.iter_mut().map(|l| Arc::new(l.finish()) as ArrayRef));
+        // Where each profile's cell of each fixed field is: one pass over
+        // its cells, not a search per column.
+        let slots: Vec<[u8; FIXED]> = merged.iter().map(|m| fixed_slots(m)).collect();
+        let cells = |f: u16| {
+            merged
+                .iter()
+                .zip(&slots)
+                .map(move |(m, s)| match s[f as usize] {
+                    NO_SLOT => None,
+                    i => Some(&m[i as usize]),
+                })
+        };
         let text = |f: u16| -> ArrayRef {
-            Arc::new(StringArray::from_iter(merged.iter().map(|m| {
-                get(m, f)
-                    .filter(|c| c.text != NO_TEXT)
+            Arc::new(StringArray::from_iter(cells(f).map(|c| {
+                c.filter(|c| c.text != NO_TEXT)
                     .map(|c| facts.texts.get(c.text))
             })))
         };
-        let num = |f: u16| merged.iter().map(move |m| get(m, f).map(|c| c.num));
+        let num = |f: u16| cells(f).map(|c| c.map(|c| c.num));
         let count = |f: u16| -> ArrayRef {
             Arc::new(Int64Array::from_iter_values(num(f).map(|n| n.unwrap_or(0))))
         };
@@ -330,9 +371,7 @@ impl Assembled<'_> {
             field::LAST_ORDER_AT,
             field::LAST_NET_ORDER_AT,
         ] {
-            columns.push(time(
-                merged.iter().map(|m| get(m, f).map(|c| c.at)).collect(),
-            ));
+            columns.push(time(cells(f).map(|c| c.map(|c| c.at)).collect()));
         }
         columns.push(Arc::new(StringArray::from_iter(
             merged.iter().map(|m| preferred_channel(facts, m)),
@@ -340,19 +379,36 @@ impl Assembled<'_> {
         for s in 0..field::SURVEYS.len() as u16 {
             columns.push(Arc::new(Int64Array::from_iter(num(field::SURVEY + s))));
             columns.push(time(
-                merged
-                    .iter()
-                    .map(|m| get(m, field::SURVEY + s).map(|c| c.at))
-                    .collect(),
+                cells(field::SURVEY + s).map(|c| c.map(|c| c.at)).collect(),
             ));
         }
         for c in 0..field::PURPOSES.len() as u16 {
             columns.push(text(field::CONSENT + c));
         }
         columns.push(time(vec![Some(now_micros); chunk.len()]));
-        RecordBatch::try_new(self.schema.clone(), columns)
+        RecordBatch::try_new(self.schema(), columns)
             .map_err(|e| Error::arrow("building cdp.profiles", e))
     }
+}
+
+/// Fields with a column of their own (the channels' counts, after them,
+/// make the preferred channel).
+const FIXED: usize = field::FIRST_CHANNEL as usize;
+
+/// No cell of a field in [`fixed_slots`].
+const NO_SLOT: u8 = u8::MAX;
+
+/// The place of the cell of each of the fields `0..FIXED` in `partial`
+/// (sorted by field), or [`NO_SLOT`].
+fn fixed_slots(partial: &[Cell]) -> [u8; FIXED] {
+    let mut slots = [NO_SLOT; FIXED];
+    for (i, c) in partial.iter().enumerate().take(FIXED) {
+        match slots.get_mut(c.field as usize) {
+            Some(slot) => *slot = i as u8,
+            None => break,
+        }
+    }
+    slots
 }
 
 /// Microseconds before which an anonymous-only profile is idle too long

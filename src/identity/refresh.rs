@@ -573,28 +573,32 @@ async fn run(
     // The profiles and the state need the facts, topped up first (after
     // an incremental refresh) with the stored cells of the keys whose
     // profiles are written (all of them for whole views): that runs while
-    // the links are written.
+    // the links are written, and while the profiles written again are
+    // sorted and their keys gathered.
     let facts_work = async {
-        if let Some(b) = &before {
-            let facts = Arc::get_mut(&mut facts).ok_or_else(|| {
-                Error::Config("the stored facts are being written while topped up".into())
-            })?;
-            match (&changes, prefetched) {
-                (Some(c), Some(kept)) => {
-                    state::fold_cells(&b.layers, &kept, facts, &c.wanted_keys)?
-                }
-                _ => {
-                    let wanted = match &changes {
-                        Some(c) => c.wanted_keys.clone(),
-                        None => vec![true; b.keys],
-                    };
-                    state::load_cells(lake, &b.layers, facts, &wanted).await?;
+        let plan = |keys| profiles::plan(config, &graph, &resolution, now_micros, keys);
+        let planned = match (&before, select) {
+            (Some(b), select) => {
+                let stored = Arc::get_mut(&mut facts).ok_or_else(|| {
+                    Error::Config("the stored facts are being written while topped up".into())
+                })?;
+                let top_up = top_up(lake, b, stored, changes.as_ref(), prefetched);
+                match select {
+                    Some(select) => {
+                        let selected = async { plan(profiles::Keys::Selected(select)) };
+                        both(selected, top_up).await?.0
+                    }
+                    None => {
+                        top_up.await?;
+                        plan(profiles::Keys::All(&facts))?
+                    }
                 }
             }
-        }
+            (None, _) => plan(profiles::Keys::All(&facts))?,
+        };
         let facts: &Facts = &facts;
         let profiles_work = async {
-            views::profiles(&sources, facts, select, &profiles_dir).await?;
+            views::profiles(&sources, planned.with(facts), &profiles_dir).await?;
             match delta {
                 Some((c, _, _)) => {
                     views::removed_profiles(lake, &c.removed_profiles, &removed("profiles")).await
@@ -875,6 +879,28 @@ async fn read_previous(
 
 /// Run `a` here and `b` on a thread of its own, both to completion; the
 /// first error of either.
+/// Top up the stored `facts` with the cells of the keys whose profiles are
+/// written: those of `changes`, from the batches `prefetched` for them if
+/// any, or every key's (whole views).
+async fn top_up(
+    lake: &Lake,
+    before: &Stored,
+    facts: &mut Facts,
+    changes: Option<&changes::Changes>,
+    prefetched: Option<Vec<(usize, RecordBatch)>>,
+) -> Result<()> {
+    match (changes, prefetched) {
+        (Some(c), Some(kept)) => state::fold_cells(&before.layers, &kept, facts, &c.wanted_keys),
+        _ => {
+            let wanted = match changes {
+                Some(c) => c.wanted_keys.clone(),
+                None => vec![true; before.keys],
+            };
+            state::load_cells(lake, &before.layers, facts, &wanted).await
+        }
+    }
+}
+
 pub(super) async fn both<A, B, E>(
     a: impl std::future::Future<Output = std::result::Result<A, E>>,
     b: impl std::future::Future<Output = std::result::Result<B, E>> + Send,

@@ -13,7 +13,6 @@ use object_store::path::Path;
 use uuid::Uuid;
 
 use super::config::IdentityConfig;
-use super::facts::Facts;
 use super::graph::{Graph, NodeId, Rejection, Resolution, profile_id_array};
 use super::profiles;
 use crate::error::{Error, Result};
@@ -242,15 +241,12 @@ pub async fn merges(s: &Sources<'_>, old: Option<&str>, version: u64, dir: &Path
     Ok(())
 }
 
-/// `cdp.profiles` rows in `dir` (their facts in `facts`): every profile,
-/// or those `select` marks.
+/// `cdp.profiles` rows of `assembled` in `dir`.
 pub async fn profiles(
     s: &Sources<'_>,
-    facts: &Facts,
-    select: Option<profiles::Selection<'_>>,
+    assembled: profiles::Assembled<'_>,
     dir: &Path,
 ) -> Result<()> {
-    let assembled = profiles::build(s.config, s.graph, s.resolution, facts, s.now_micros, select)?;
     // Merging each profile's facts is most of the work: two files, each
     // built on a thread of its own, once there are enough profiles.
     let n = assembled.len();
