@@ -573,6 +573,26 @@ impl Facts {
         }
     }
 
+    /// Fold the cells `run` (their texts of [`Facts::texts`]) into key
+    /// `key`. A stored key's cells, read back in field order with one cell
+    /// a field, become its partial as they are (no search, no growing);
+    /// anything else is folded cell by cell.
+    pub fn add_run(&mut self, key: u32, run: &[Cell]) {
+        let stored = run.first().is_some_and(|c| c.field as usize >= COUNTED)
+            && run.windows(2).all(|w| w[0].field < w[1].field);
+        match (stored, self.slots[key as usize]) {
+            (true, NO_CELLS) => {
+                self.slots[key as usize] = self.partials.len() as u32;
+                self.partials.push(run.to_vec());
+            }
+            _ => {
+                for &cell in run {
+                    self.add(key, cell);
+                }
+            }
+        }
+    }
+
     /// The text number of `text` in these facts' texts.
     pub fn text(&mut self, text: &str) -> u32 {
         self.texts.intern(0, text)
@@ -684,6 +704,32 @@ mod tests {
 
     fn text_of<'a>(texts: &'a Interner, cell: Option<&Cell>) -> Option<&'a str> {
         cell.map(|c| texts.get(c.text))
+    }
+
+    #[test]
+    fn a_run_of_cells_folds_as_its_cells_one_by_one() {
+        let key = |facts: &mut Facts| facts.push_key(&[0], KeyStats::default());
+        let sum = |field: u16, num: i64| Cell::sum(field, num);
+        let runs: [&[Cell]; 3] = [
+            // A stored key's cells: taken as they are.
+            &[sum(field::ORDERS, 2), sum(field::GROSS_CENTS, 500)],
+            // A field twice, and a counted field: folded cell by cell.
+            &[sum(field::ORDERS, 2), sum(field::ORDERS, 3)],
+            &[sum(field::EVENTS, 4), sum(field::ORDERS, 1)],
+        ];
+        for run in runs {
+            let (mut by_run, mut by_cell) = (Facts::new(), Facts::new());
+            let (a, b) = (key(&mut by_run), key(&mut by_cell));
+            // Twice: the second run meets the cells of the first.
+            for _ in 0..2 {
+                by_run.add_run(a, run);
+                for &cell in run {
+                    by_cell.add(b, cell);
+                }
+            }
+            assert_eq!(by_run.cells(a as usize), by_cell.cells(b as usize));
+            assert_eq!(by_run.stats[a as usize], by_cell.stats[b as usize]);
+        }
     }
 
     #[test]

@@ -908,14 +908,20 @@ fn fold_batch(dir: &Path, b: &RecordBatch, facts: &mut Facts, wanted: &[bool]) -
     // Each distinct field name and text looked up when first used.
     let mut fields = vec![None; name_values.len()];
     let mut text_numbers = vec![NO_TEXT; text_values.len()];
+    // The cells of one key come together, in field order: folded a key
+    // at a time.
+    let mut run: Vec<Cell> = Vec::new();
+    let mut run_key = 0;
     for row in 0..b.num_rows() {
-        if !wanted
-            .get(key.value(row) as usize)
-            .copied()
-            .unwrap_or(false)
-        {
+        let k = key.value(row);
+        if !wanted.get(k as usize).copied().unwrap_or(false) {
             continue;
         }
+        if k != run_key && !run.is_empty() {
+            facts.add_run(run_key, &run);
+            run.clear();
+        }
+        run_key = k;
         let name = names.keys().value(row) as usize;
         let field = match fields.get(name).copied().flatten() {
             Some(field) => field,
@@ -938,16 +944,16 @@ fn fold_batch(dir: &Path, b: &RecordBatch, facts: &mut Facts, wanted: &[bool]) -
                 text_numbers[t]
             }
         };
-        facts.add(
-            key.value(row),
-            Cell {
-                field,
-                rank: u16::try_from(rank.value(row)).unwrap_or(u16::MAX),
-                at: at.value(row),
-                num: num.value(row),
-                text,
-            },
-        );
+        run.push(Cell {
+            field,
+            rank: u16::try_from(rank.value(row)).unwrap_or(u16::MAX),
+            at: at.value(row),
+            num: num.value(row),
+            text,
+        });
+    }
+    if !run.is_empty() {
+        facts.add_run(run_key, &run);
     }
     Ok(())
 }
