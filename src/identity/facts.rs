@@ -516,6 +516,28 @@ impl Facts {
     /// Fold the times of the keys from number `from` on into the nodes'
     /// first and last sightings.
     pub fn fold_node_times(&self, from: usize, first_seen: &mut [i64], last_seen: &mut [i64]) {
+        // Keys holding more identifiers than there are (a whole state):
+        // each identifier's two times side by side while folding, one
+        // cache miss where two arrays cost two.
+        if self.key_nodes_from(from).len() > first_seen.len() {
+            let mut times: Vec<[i64; 2]> = first_seen
+                .iter()
+                .zip(last_seen.iter())
+                .map(|(&f, &l)| [f, l])
+                .collect();
+            for k in from..self.len() {
+                let KeyStats { first, last, .. } = self.stats[k];
+                for &n in self.key_nodes(k) {
+                    let t = &mut times[n as usize];
+                    t[0] = t[0].min(first);
+                    t[1] = t[1].max(last);
+                }
+            }
+            for ((f, l), t) in first_seen.iter_mut().zip(last_seen.iter_mut()).zip(times) {
+                (*f, *l) = (t[0], t[1]);
+            }
+            return;
+        }
         for k in from..self.len() {
             let KeyStats { first, last, .. } = self.stats[k];
             for &n in self.key_nodes(k) {
