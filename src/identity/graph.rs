@@ -509,18 +509,33 @@ impl Graph {
         // cache, where a count per node and type would not be), then their
         // links are counted by type.
         let cap = max_neighbours.min(u32::from(u8::MAX) - 1);
-        let mut degree = vec![0u8; n];
-        for &Edge { a, b, .. } in &self.edges {
-            if usable[a as usize] && usable[b as usize] {
-                for end in [a, b] {
-                    let d = &mut degree[end as usize];
-                    *d = d.saturating_add(1);
+        // Each half of the links counted on a core of its own.
+        let count = |edges: &[Edge], _: usize| {
+            let mut degree = vec![0u8; n];
+            for &Edge { a, b, .. } in edges {
+                if usable[a as usize] && usable[b as usize] {
+                    for end in [a, b] {
+                        let d = &mut degree[end as usize];
+                        *d = d.saturating_add(1);
+                    }
                 }
             }
+            degree
+        };
+        let (mut degree, other) = over_two_halves(&self.edges, count);
+        let mut any = false;
+        for (d, o) in degree.iter_mut().zip(other) {
+            *d = d.saturating_add(o);
+            any |= u32::from(*d) > cap;
         }
         let candidate = |i: NodeId| u32::from(degree[i as usize]) > cap;
         let mut by_type: HashMap<(NodeId, u16), u32> = HashMap::new();
-        for &Edge { a, b, .. } in &self.edges {
+        // No identifier with more links than the limit: none is guarded.
+        let edges = match any {
+            true => &self.edges[..],
+            false => &[],
+        };
+        for &Edge { a, b, .. } in edges {
             if usable[a as usize] && usable[b as usize] {
                 if candidate(a) {
                     *by_type.entry((a, types[b as usize])).or_default() += 1;
