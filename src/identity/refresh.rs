@@ -877,8 +877,6 @@ async fn read_previous(
     Ok(previous)
 }
 
-/// Run `a` here and `b` on a thread of its own, both to completion; the
-/// first error of either.
 /// Top up the stored `facts` with the cells of the keys whose profiles are
 /// written: those of `changes`, from the batches `prefetched` for them if
 /// any, or every key's (whole views).
@@ -901,6 +899,8 @@ async fn top_up(
     }
 }
 
+/// Run `a` here and `b` on a thread of its own, both to completion; the
+/// first error of either.
 pub(super) async fn both<A, B, E>(
     a: impl std::future::Future<Output = std::result::Result<A, E>>,
     b: impl std::future::Future<Output = std::result::Result<B, E>> + Send,
