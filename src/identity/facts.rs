@@ -519,31 +519,34 @@ impl Facts {
         // Keys holding more identifiers than there are (a whole state):
         // each identifier's two times side by side while folding, one
         // cache miss where two arrays cost two.
-        if self.key_nodes_from(from).len() > first_seen.len() {
-            let mut times: Vec<[i64; 2]> = first_seen
-                .iter()
-                .zip(last_seen.iter())
-                .map(|(&f, &l)| [f, l])
-                .collect();
-            for k in from..self.len() {
-                let KeyStats { first, last, .. } = self.stats[k];
-                for &n in self.key_nodes(k) {
-                    let t = &mut times[n as usize];
-                    t[0] = t[0].min(first);
-                    t[1] = t[1].max(last);
-                }
-            }
-            for ((f, l), t) in first_seen.iter_mut().zip(last_seen.iter_mut()).zip(times) {
-                (*f, *l) = (t[0], t[1]);
-            }
+        if self.key_nodes_from(from).len() <= first_seen.len() {
+            self.for_each_place(from, |n, first, last| {
+                first_seen[n] = first_seen[n].min(first);
+                last_seen[n] = last_seen[n].max(last);
+            });
             return;
         }
+        let mut times: Vec<[i64; 2]> = first_seen
+            .iter()
+            .zip(last_seen.iter())
+            .map(|(&f, &l)| [f, l])
+            .collect();
+        self.for_each_place(from, |n, first, last| {
+            let t = &mut times[n];
+            (t[0], t[1]) = (t[0].min(first), t[1].max(last));
+        });
+        for ((f, l), t) in first_seen.iter_mut().zip(last_seen.iter_mut()).zip(times) {
+            (*f, *l) = (t[0], t[1]);
+        }
+    }
+
+    /// `each` identifier place of the keys from number `from` on, with its
+    /// key's first and last time.
+    fn for_each_place(&self, from: usize, mut each: impl FnMut(usize, i64, i64)) {
         for k in from..self.len() {
             let KeyStats { first, last, .. } = self.stats[k];
             for &n in self.key_nodes(k) {
-                let (f, l) = (&mut first_seen[n as usize], &mut last_seen[n as usize]);
-                *f = (*f).min(first);
-                *l = (*l).max(last);
+                each(n as usize, first, last);
             }
         }
     }

@@ -64,17 +64,16 @@ pub fn plan<'a>(
     now_micros: i64,
     keys: Keys<'_>,
 ) -> Result<Planned<'a>> {
-    let select = match keys {
-        Keys::Selected(s) => Some(s),
-        Keys::All(_) => None,
-    };
     let mut profiles: Vec<Profile> = Vec::new();
     // Each component's place in `profiles`; `SKIPPED` for a profile not
     // selected (its keys' facts are not read).
     const SKIPPED: u32 = u32::MAX - 1;
     let mut place_of: Vec<u32> = Vec::with_capacity(resolution.profiles);
     for (c, (id, members)) in resolution.components().enumerate() {
-        let chosen = select.is_none_or(|s| s.profiles[c]);
+        let chosen = match keys {
+            Keys::Selected(s) => s.profiles[c],
+            Keys::All(_) => true,
+        };
         let place = if chosen {
             profiles.len() as u32
         } else {

@@ -578,23 +578,29 @@ async fn run(
     let facts_work = async {
         let plan = |keys| profiles::plan(config, &graph, &resolution, now_micros, keys);
         let planned = match (&before, select) {
-            (Some(b), select) => {
-                let stored = Arc::get_mut(&mut facts).ok_or_else(|| {
-                    Error::Config("the stored facts are being written while topped up".into())
-                })?;
-                let top_up = top_up(lake, b, stored, changes.as_ref(), prefetched);
-                match select {
-                    Some(select) => {
-                        let selected = async { plan(profiles::Keys::Selected(select)) };
-                        both(selected, top_up).await?.0
-                    }
-                    None => {
-                        top_up.await?;
-                        plan(profiles::Keys::All(&facts))?
-                    }
-                }
-            }
             (None, _) => plan(profiles::Keys::All(&facts))?,
+            (Some(b), Some(select)) => {
+                let top_up = top_up(
+                    lake,
+                    b,
+                    only_owner(&mut facts)?,
+                    changes.as_ref(),
+                    prefetched,
+                );
+                let selected = async { plan(profiles::Keys::Selected(select)) };
+                both(selected, top_up).await?.0
+            }
+            (Some(b), None) => {
+                top_up(
+                    lake,
+                    b,
+                    only_owner(&mut facts)?,
+                    changes.as_ref(),
+                    prefetched,
+                )
+                .await?;
+                plan(profiles::Keys::All(&facts))?
+            }
         };
         let facts: &Facts = &facts;
         let profiles_work = async {
@@ -875,6 +881,12 @@ async fn read_previous(
         previous.set(node, id);
     }
     Ok(previous)
+}
+
+/// The facts to top up, which nothing else may hold meanwhile.
+fn only_owner(facts: &mut Arc<Facts>) -> Result<&mut Facts> {
+    Arc::get_mut(facts)
+        .ok_or_else(|| Error::Config("the stored facts are being written while topped up".into()))
 }
 
 /// Top up the stored `facts` with the cells of the keys whose profiles are
