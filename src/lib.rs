@@ -1,13 +1,16 @@
 //! Panorama: an open-source Customer Data Platform on Apache DataFusion.
 //!
-//! The crate follows the data flow of `DESIGN.md`, one module per box:
-//! sources land as Parquet in the [`lake`] (object storage) with the
-//! [`schema`] of each raw table; the [`catalog`] exposes the lake's tables to
-//! a DataFusion session built in one place by [`engine`]; the [`pgwire`]
-//! front end serves that session to any PostgreSQL client. [`generate`]
-//! writes a deterministic synthetic CDP and [`seed`] fills an empty lake with
-//! the bundled sample. Dependencies point down that flow: the lake knows
-//! nothing of SQL, the catalog nothing of the wire protocol.
+//! The crate follows the data flow of `docs/architecture.md`, one module
+//! per box: sources land as Parquet in the [`lake`] (object storage) with
+//! the [`schema`] of each raw table, through [`ingest`] (files) or
+//! [`collect`] (the HTTP collector); [`identity`] refreshes the unified
+//! profiles; [`jobs`] write scoring tables into [`analytics`]; the
+//! [`catalog`] exposes the lake's tables to a DataFusion session built in
+//! one place by [`engine`]; the [`pgwire`] front end serves that session to
+//! any PostgreSQL client. [`generate`] writes a deterministic synthetic CDP
+//! and [`seed`] fills an empty lake with the bundled sample. Dependencies
+//! point down that flow: the lake knows nothing of SQL, the catalog nothing
+//! of the wire protocol.
 
 pub mod analytics;
 pub mod catalog;
