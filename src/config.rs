@@ -35,6 +35,8 @@ pub struct Config {
     pub tls: Option<crate::pgwire::tls::TlsConfig>,
     /// `[lookup]`: raw-table key columns indexed for point lookups.
     pub lookup: crate::catalog::lookup::LookupConfig,
+    /// `[masking]`: what analysts may read inside JSON columns.
+    pub masking: crate::catalog::masking::MaskingConfig,
 }
 
 /// How files for one raw table are read by `panorama ingest`.

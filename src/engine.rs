@@ -34,6 +34,8 @@ pub struct EngineOptions {
     pub mask_personal_data: bool,
     /// Raw-table key columns indexed for point lookups.
     pub lookup: crate::catalog::lookup::LookupConfig,
+    /// What analysts may read inside JSON columns.
+    pub masking: crate::catalog::masking::MaskingConfig,
 }
 
 impl Default for EngineOptions {
@@ -46,22 +48,73 @@ impl Default for EngineOptions {
             identity: IdentityConfig::default(),
             mask_personal_data: false,
             lookup: Default::default(),
+            masking: Default::default(),
         }
     }
 }
 
-/// Build a session over `lake` with every Panorama schema and function.
+/// Build a session over `lake` with every Panorama schema and function;
+/// with `mask_personal_data`, the analysts' session (see [`analyst_session`]).
 pub fn session(lake: &Lake, options: &EngineOptions) -> Result<SessionContext> {
+    let admin = build(lake, options, None)?;
+    if options.mask_personal_data {
+        analyst_session(lake, options, &admin)
+    } else {
+        Ok(admin)
+    }
+}
+
+/// The analysts' session beside `admin`: every table's personal columns
+/// masked at the scan, and the `analytics` views run with their definer's
+/// rights — planned over `admin`'s unmasked tables, their results masked
+/// by lineage ([`catalog::lineage`]), so a view that joins on an email
+/// still finds its rows and never shows the email. Both sessions share one
+/// runtime, so their queries draw on one memory pool.
+pub fn analyst_session(
+    lake: &Lake,
+    options: &EngineOptions,
+    admin: &SessionContext,
+) -> Result<SessionContext> {
+    let ctx = build(lake, options, Some(admin.runtime_env()))?;
+    let policy = Arc::new(catalog::masking::MaskPolicy::new(&options.masking));
+    let catalog = ctx
+        .catalog(CATALOG)
+        .ok_or_else(|| Error::Config("the panorama catalog is missing".into()))?;
+    for name in ["raw", "cdp", "system"] {
+        if let Some(schema) = catalog.schema(name) {
+            let masked = catalog::masking::MaskedSchema::new(schema, Arc::clone(&policy));
+            catalog.register_schema(name, Arc::new(masked))?;
+        }
+    }
+    let definer = AnalyticsSchema::new(lake.clone(), admin.state());
+    let masked = catalog::masking::MaskedSchema::new(Arc::new(definer), policy);
+    catalog.register_schema("analytics", Arc::new(masked))?;
+    Ok(ctx)
+}
+
+fn build(
+    lake: &Lake,
+    options: &EngineOptions,
+    runtime: Option<Arc<datafusion::execution::runtime_env::RuntimeEnv>>,
+) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema(CATALOG, "public")
         .with_create_default_catalog_and_schema(false)
-        .with_target_partitions(options.target_partitions);
-    let cache = CacheManagerConfig::default().with_list_files_cache_limit(0);
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(options.memory_limit)))
-        .with_cache_manager(cache)
-        .build_arc()?;
+        .with_target_partitions(options.target_partitions)
+        .with_extension(Arc::new(catalog::masking::MaskPolicy::new(
+            &options.masking,
+        )));
+    let runtime = match runtime {
+        Some(shared) => shared,
+        None => {
+            let cache = CacheManagerConfig::default().with_list_files_cache_limit(0);
+            RuntimeEnvBuilder::new()
+                .with_memory_pool(Arc::new(FairSpillPool::new(options.memory_limit)))
+                .with_cache_manager(cache)
+                .build_arc()?
+        }
+    };
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     ctx.register_object_store(lake.store_url().as_ref(), Arc::clone(lake.store()));
     let id_types: Vec<String> = options
@@ -81,8 +134,9 @@ pub fn session(lake: &Lake, options: &EngineOptions) -> Result<SessionContext> {
         ))
     })?;
     functions::register_all(&ctx, country);
-    setup_pg_catalog(&ctx, CATALOG, Arc::new(AuthManager::default()))
-        .map_err(|e| Error::DataFusion(*e))?;
+    // Not in an `Arc`: datafusion-pg-catalog 0.19's provider impl for
+    // `Arc<T>` calls itself, and reading `pg_roles` overflowed the stack.
+    setup_pg_catalog(&ctx, CATALOG, AuthManager::default()).map_err(|e| Error::DataFusion(*e))?;
     ctx.register_udf(functions::version());
     crate::pgwire::pg_catalog::install(&ctx, CATALOG)?;
     for udf in functions::session::functions() {
@@ -94,15 +148,5 @@ pub fn session(lake: &Lake, options: &EngineOptions) -> Result<SessionContext> {
     ctx.catalog(CATALOG)
         .ok_or_else(|| Error::Config("the panorama catalog is missing".into()))?
         .register_schema("analytics", Arc::new(analytics))?;
-    if options.mask_personal_data {
-        let catalog = ctx
-            .catalog(CATALOG)
-            .ok_or_else(|| Error::Config("the panorama catalog is missing".into()))?;
-        for name in ["raw", "cdp", "system", "analytics"] {
-            if let Some(schema) = catalog.schema(name) {
-                catalog.register_schema(name, Arc::new(catalog::masking::MaskedSchema(schema)))?;
-            }
-        }
-    }
     Ok(ctx)
 }

@@ -217,8 +217,18 @@ struct ServeArgs {
     no_collect: bool,
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    // Large stacks: deeply nested SQL is parsed and planned on these
+    // threads (see panorama::executor).
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(panorama::executor::THREAD_STACK_BYTES)
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -287,6 +297,7 @@ fn engine_options(settings: &config::Config) -> EngineOptions {
     EngineOptions {
         identity: settings.identity.clone(),
         lookup: settings.lookup.clone(),
+        masking: settings.masking.clone(),
         ..EngineOptions::default()
     }
 }
@@ -465,6 +476,15 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
             "built the unified profiles (cdp.profiles); REFRESH MATERIALIZED VIEW cdp.profiles updates them"
         );
     }
+    let interrupted = panorama::identity::record_interrupted(&lake)
+        .await
+        .context("recording refreshes an earlier process left unfinished")?;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            "earlier refreshes stopped before committing: recorded as interrupted in system.refreshes"
+        );
+    }
     let options = EngineOptions {
         memory_limit: args.memory_limit_mb << 20,
         ..engine_options(settings)
@@ -538,16 +558,17 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
     ));
     let collector = start_collector(&lake, settings, &args).await?;
     // Analysts query a session whose scans mask personal data.
-    let analyst = EngineOptions {
-        mask_personal_data: true,
-        ..options.clone()
-    };
+    let analyst = engine::analyst_session(&lake, &options, &ctx)
+        .context("building the analysts' SQL session")?;
+    // Queries run on their own runtime, so a heavy one never holds up the
+    // protocol (logins, cancels, other clients' small queries).
+    let queries = panorama::executor::QueryRuntime::new().context("starting the query runtime")?;
     let access = pgwire::Access {
         users,
-        analyst: Some(Arc::new(
-            engine::session(&lake, &analyst).context("building the analysts' SQL session")?,
-        )),
+        analyst: Some(Arc::new(analyst)),
+        tls_required: settings.tls.as_ref().is_some_and(|t| t.require),
         tls,
+        query_runtime: Some(queries.handle()),
     };
     let served = pgwire::serve_secure(listener, ctx, actions, access, shutdown).await;
     let _ = stop_jobs.send(());

@@ -732,3 +732,73 @@ async fn a_value_added_to_the_blocked_list_unlinks_on_the_next_incremental_refre
     );
     assert_eq!(report.blocked_values, 0);
 }
+
+/// A custom identifier read from a column that also feeds a profile fact
+/// (a loyalty id kept in `customers.postal_code`, an order's `channel`):
+/// the column is read as a dictionary for identity and as text for the
+/// fact. Every such column, in every table that feeds facts, refreshes
+/// and keeps the fact (this used to panic in the scan).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_identifier_column_may_also_feed_profile_facts() {
+    use panorama::identity::config::{IdentifierSource, IdentifierType};
+    use panorama::identity::normalize::Normalize;
+    let fact_columns = [
+        ("customers", "first_name"),
+        ("customers", "last_name"),
+        ("customers", "city"),
+        ("customers", "postal_code"),
+        ("customers", "country"),
+        ("customers", "loyalty_tier"),
+        ("customers", "source"),
+        ("orders", "status"),
+        ("orders", "channel"),
+    ];
+    for (table, column) in fact_columns {
+        let (_dir, lake) = temp_lake();
+        land_fixture(&lake).await;
+        let mut config = IdentityConfig::default();
+        config.types.push(IdentifierType {
+            name: "probe".into(),
+            normalize: Normalize::Text,
+            max_per_profile: None,
+            priority: 9,
+        });
+        config.sources.push(IdentifierSource {
+            table: table.into(),
+            column: column.into(),
+            id_type: "probe".into(),
+            json_path: None,
+        });
+        identity::refresh(
+            &lake,
+            &config,
+            identity::Mode::Full,
+            chrono::DateTime::from_timestamp_micros(JAN_15 + 30 * DAY).expect("time"),
+            |_| {},
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{table}.{column}: {e}"));
+        let ctx = panorama::engine::session(
+            &lake,
+            &panorama::engine::EngineOptions {
+                identity: config.clone(),
+                ..Default::default()
+            },
+        )
+        .expect("session");
+        let batches = ctx
+            .sql("SELECT city, loyalty_tier, orders FROM cdp.profiles WHERE array_has(customer_ids, 'C1')")
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .expect("format")
+            .to_string();
+        assert!(
+            text.contains("Paris") && text.contains("gold"),
+            "{table}.{column}: the facts are kept\n{text}"
+        );
+    }
+}

@@ -8,12 +8,14 @@ mod postgres;
 mod support;
 
 mod analytics;
+mod attack;
 mod auth;
 mod bad_input;
 mod catalog_live;
 mod cli;
 mod clients;
 mod collect;
+mod corpus;
 mod generator;
 mod identity;
 mod incremental;

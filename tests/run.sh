@@ -44,6 +44,52 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]
     echo "$wanted" >"$stamp"
 fi
 export PANORAMA_TEST_PYTHON="$venv/bin/python"
+# Public SQL corpora for tests/corpus.rs (no SQL text may crash the server),
+# unpacked next to the build cache, never committed: DataFusion's
+# sqllogictest files from the datafusion-sqllogictest crate of the
+# DataFusion version in Cargo.lock (cargo fetch of a throwaway package), and
+# PostgreSQL's regression SQL from the copy of libpg_query that pglast's
+# source archive on PyPI bundles. Each is fetched once per version.
+corpora="$CARGO_TARGET_DIR/sql-corpora"
+datafusion_version="$(awk '$0 == "name = \"datafusion\"" { getline; split($0, v, "\""); print v[2]; exit }' Cargo.lock)"
+if [ ! -e "$corpora/datafusion/.fetched-$datafusion_version" ]; then
+    echo "fetching DataFusion $datafusion_version's sqllogictest files into $corpora/datafusion"
+    scratch="$(mktemp -d)"
+    mkdir "$scratch/src"
+    : >"$scratch/src/lib.rs"
+    cat >"$scratch/Cargo.toml" <<EOF
+[package]
+name = "sql-corpora"
+version = "0.0.0"
+edition = "2021"
+publish = false
+
+[dependencies]
+datafusion-sqllogictest = { version = "=$datafusion_version", default-features = false }
+EOF
+    (cd "$scratch" && cargo fetch --quiet)
+    crates=("${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/"datafusion-sqllogictest-$datafusion_version.crate")
+    rm -rf "$corpora/datafusion"
+    mkdir -p "$corpora/datafusion"
+    tar -xzf "${crates[0]}" -C "$corpora/datafusion" --strip-components=2 \
+        "datafusion-sqllogictest-$datafusion_version/test_files"
+    touch "$corpora/datafusion/.fetched-$datafusion_version"
+    rm -rf "$scratch"
+fi
+pglast_version=8.8  # bundles libpg_query 18, PostgreSQL 18.6's regression SQL
+if [ ! -e "$corpora/postgres/.fetched-$pglast_version" ]; then
+    echo "fetching PostgreSQL's regression SQL (pglast $pglast_version) into $corpora/postgres"
+    scratch="$(mktemp -d)"
+    "$venv/bin/pip" download --quiet --no-deps --no-binary :all: "pglast==$pglast_version" -d "$scratch"
+    rm -rf "$corpora/postgres"
+    mkdir -p "$corpora/postgres"
+    tar -xzf "$scratch/pglast-$pglast_version.tar.gz" -C "$corpora/postgres" --strip-components=5 \
+        "pglast-$pglast_version/libpg_query/test/sql/postgres_regress"
+    touch "$corpora/postgres/.fetched-$pglast_version"
+    rm -rf "$scratch"
+fi
+export PANORAMA_SQL_CORPORA="$corpora"
+
 PSQLODBC_DRIVER="$(dpkg -L odbc-postgresql | grep '/psqlodbcw\.so$' | head -n1)"
 export PSQLODBC_DRIVER
 

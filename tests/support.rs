@@ -22,6 +22,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
+    /// Where its queries run, as in `panorama serve`.
+    _queries: panorama::executor::QueryRuntime,
 }
 
 impl TestServer {
@@ -96,15 +98,16 @@ impl TestServer {
         options: EngineOptions,
         users: panorama::pgwire::auth::Users,
     ) -> TestServer {
-        let ctx = Arc::new(engine::session(lake, &options).expect("session"));
-        let masked = EngineOptions {
-            mask_personal_data: true,
-            ..options.clone()
-        };
+        let admin = engine::session(lake, &options).expect("session");
+        let analyst = engine::analyst_session(lake, &options, &admin).expect("session");
+        let ctx = Arc::new(admin);
+        let queries = panorama::executor::QueryRuntime::new().expect("query runtime");
         let access = panorama::pgwire::Access {
             users,
-            analyst: Some(Arc::new(engine::session(lake, &masked).expect("session"))),
+            analyst: Some(Arc::new(analyst)),
             tls: None,
+            tls_required: false,
+            query_runtime: Some(queries.handle()),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -122,6 +125,7 @@ impl TestServer {
             addr,
             stop: Some(stop),
             task: Some(task),
+            _queries: queries,
         }
     }
 

@@ -17,6 +17,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::folders_config;
+use crate::catalog::masking::Classified;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::schema::cdp;
@@ -36,6 +37,11 @@ pub struct Current {
     pub version: u64,
     /// Folders (relative to the lake root) whose files make up the table.
     pub folders: Vec<String>,
+    /// Columns that hold personal data, by lineage from the query that
+    /// wrote them (`email AS contact_email` is personal here too):
+    /// analysts read them masked.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub masks: std::collections::BTreeMap<String, crate::catalog::masking::Mask>,
 }
 
 /// Tables with a fixed schema that exist (empty) before their first write,
@@ -97,5 +103,12 @@ pub async fn table(
         Some(schema) => config.with_schema(schema),
         None => config.infer_schema(state).await?,
     };
-    Ok(Some(Arc::new(ListingTable::try_new(config)?)))
+    let table = Arc::new(ListingTable::try_new(config)?);
+    let masks = table
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| current.masks.get(f.name()).copied())
+        .collect();
+    Ok(Some(Arc::new(Classified::new(table, masks))))
 }

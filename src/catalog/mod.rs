@@ -20,6 +20,7 @@ use datafusion::datasource::listing::{
 
 mod key_index;
 mod layers;
+pub mod lineage;
 pub mod lookup;
 mod lookup_exec;
 pub mod masking;

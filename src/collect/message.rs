@@ -296,12 +296,8 @@ fn time(value: &Value, field: &'static str) -> Result<i64, Refusal> {
         .ok_or_else(|| Refusal::new(field, "must be an ISO 8601 string"))?;
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_micros())
-        .map_err(|e| {
-            Refusal::new(
-                field,
-                format!("'{text}' is not an ISO 8601 time with a zone ({e})"),
-            )
-        })
+        // chrono's reason names the problem, not the text.
+        .map_err(|e| Refusal::new(field, format!("not an ISO 8601 time with a zone ({e})")))
 }
 
 #[cfg(test)]
@@ -371,7 +367,7 @@ mod tests {
         );
         assert!(
             refuse(json!({"type": "page", "userId": "u", "timestamp": "yesterday"}))
-                .starts_with("timestamp: 'yesterday' is not an ISO 8601 time")
+                .starts_with("timestamp: not an ISO 8601 time")
         );
         assert!(
             refuse(json!({"type": "page", "userId": "u", "properties": {"x": "y".repeat(33_000)}}))

@@ -73,7 +73,7 @@ pub fn version() -> ScalarUDF {
 /// missing. Written here with `serde_json` rather than taken from
 /// `datafusion-functions-json`, whose dependencies change the feature set
 /// Arrow is built with (see README).
-fn json_get_str() -> ScalarUDF {
+pub fn json_get_str() -> ScalarUDF {
     create_udf(
         "json_get_str",
         vec![DataType::Utf8, DataType::Utf8],

@@ -25,9 +25,6 @@ use super::table::TagTable;
 /// Index of an interned identifier.
 pub type NodeId = u32;
 
-/// Namespace of profile ids (UUID v5 of the founding identifier).
-const PROFILE_NAMESPACE: Uuid = Uuid::from_u128(0x7061_6e6f_7261_6d61_2d70_726f_6669_6c65);
-
 /// One identifier type as the graph sees it.
 #[derive(Debug, Clone)]
 pub struct TypeRule {
@@ -88,6 +85,8 @@ pub struct Graph {
     pub last_seen: Vec<i64>,
     /// Distinct links, sorted by `(a, b)` once [`Graph::settle_edges`] ran.
     pub edges: Vec<Edge>,
+    /// The lake's key for new profile ids ([`founding_id`]).
+    pub id_key: [u8; 32],
 }
 
 /// "Which is older" of an identifier: first seen, type priority, value, type.
@@ -337,6 +336,7 @@ impl Graph {
             first_seen: vec![i64::MAX; n],
             last_seen: vec![i64::MIN; n],
             edges: Vec::new(),
+            id_key: [0; 32],
         }
     }
 
@@ -818,10 +818,10 @@ impl Graph {
                     // founder met older data and now sits in another part).
                     let name = &self.types[types[f as usize] as usize].name;
                     let value = self.value(f);
-                    let mut id = founding_id(name, value);
+                    let mut id = founding_id(&self.id_key, name, value);
                     let mut n = 1;
                     while in_use(&taken, &id) {
-                        id = founding_id(name, &format!("{value}#{n}"));
+                        id = founding_id(&self.id_key, name, &format!("{value}#{n}"));
                         n += 1;
                     }
                     taken.insert(id);
@@ -979,9 +979,18 @@ fn stable_hash(id_type: u16, value: &str) -> u64 {
     h
 }
 
-/// The id of a profile founded by identifier `type:value`.
-pub fn founding_id(id_type: &str, value: &str) -> Uuid {
-    Uuid::new_v5(&PROFILE_NAMESPACE, format!("{id_type}:{value}").as_bytes())
+/// The id of a profile founded by identifier `type:value`: a keyed hash
+/// (HMAC-SHA-256 under the lake's `profile_ids` secret) laid out as a
+/// UUID (version 8, "custom"). The same identifier gives the same id in
+/// every refresh and rebuild of the lake, and nobody without the key can
+/// confirm a guessed email by computing its id.
+pub fn founding_id(key: &[u8; 32], id_type: &str, value: &str) -> Uuid {
+    let mac = crate::keyed::hmac_sha256(key, format!("{id_type}:{value}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&mac[..16]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    Uuid::from_bytes(bytes)
 }
 
 /// Profile ids as text (`cdp.*` columns), without a `String` per id.
@@ -1184,7 +1193,7 @@ pub(super) mod tests {
         // cookie-laptop and u1 were first seen together: the stronger type wins the tie.
         assert_eq!(
             p,
-            Some(founding_id("user_id", "u1")),
+            Some(founding_id(&[0; 32], "user_id", "u1")),
             "the oldest identifier founds the id"
         );
     }

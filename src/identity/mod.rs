@@ -24,10 +24,11 @@ pub mod normalize;
 mod partial;
 mod profiles;
 mod refresh;
+mod running;
 mod scan;
 mod state;
 mod table;
 mod views;
 
 pub use config::IdentityConfig;
-pub use refresh::{Mode, RefreshReport, refresh};
+pub use refresh::{Mode, RefreshReport, record_interrupted, refresh};

@@ -275,6 +275,7 @@ pub fn resolve_within(
             .collect(),
         last_seen: nodes.iter().map(|&g| graph.last_seen[g as usize]).collect(),
         edges: Vec::new(),
+        id_key: graph.id_key,
     };
     for &g in &nodes {
         sub.nodes.push(graph.id_type(g), graph.value(g));

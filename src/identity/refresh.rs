@@ -96,12 +96,10 @@ pub async fn refresh(
     mut progress: impl FnMut(&str),
 ) -> Result<RefreshReport> {
     config.validate()?;
-    // One refresh at a time in this process (a REFRESH from two clients, a
-    // job asking for one): the second waits and then sees the first's
-    // commit, instead of both building version n+1.
-    static RUNNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _one_at_a_time = RUNNING.lock().await;
+    record_abandoned(lake).await?;
     let started = now;
+    let marker = super::running::Marker::start(lake, started, mode == Mode::Full).await?;
     let outcome = run(lake, config, mode, now, &mut progress).await;
     let finished = Utc::now().max(started);
     let (report, status, error) = match &outcome {
@@ -112,11 +110,48 @@ pub async fn refresh(
                 ..RefreshReport::default()
             },
             "failed",
-            Some(e.to_string()),
+            // What failed, never a value of the data it failed on.
+            Some(crate::redact::values(&e.to_string())),
         ),
     };
     record(lake, &report, started, finished, status, error.as_deref()).await?;
+    marker.finish(lake).await?;
     outcome
+}
+
+/// One refresh at a time in this process (a REFRESH from two clients, a
+/// job asking for one): the second waits and then sees the first's commit,
+/// instead of both building version n+1.
+static RUNNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Give every refresh whose process died before it finished its row in
+/// `system.refreshes` (status `interrupted`); how many. `serve` calls it at
+/// start.
+pub async fn record_interrupted(lake: &Lake) -> Result<usize> {
+    let _one_at_a_time = RUNNING.lock().await;
+    record_abandoned(lake).await
+}
+
+async fn record_abandoned(lake: &Lake) -> Result<usize> {
+    let now = Utc::now();
+    let abandoned = super::running::abandoned_markers(lake, now).await?;
+    for marker in &abandoned {
+        let report = RefreshReport {
+            full: marker.full,
+            ..RefreshReport::default()
+        };
+        record(
+            lake,
+            &report,
+            marker.started,
+            now.max(marker.started),
+            "interrupted",
+            Some("the process stopped before the refresh committed; the previous version stayed in place"),
+        )
+        .await?;
+        marker.clone().finish(lake).await?;
+    }
+    Ok(abandoned.len())
 }
 
 /// The identity settings that shape the stored state (the rest apply at
@@ -124,6 +159,7 @@ pub async fn refresh(
 fn state_settings(config: &IdentityConfig) -> String {
     serde_json::json!({
         "state_format": state::FORMAT,
+        "profile_ids": PROFILE_ID_SCHEME,
         "views_format": VIEWS_FORMAT,
         "default_country": config.default_country,
         "source_priority": config.source_priority,
@@ -131,6 +167,22 @@ fn state_settings(config: &IdentityConfig) -> String {
         "sources": config.sources,
     })
     .to_string()
+}
+
+/// The lake secret profile ids are derived with ([`graph::founding_id`]).
+const PROFILE_ID_KEY: &str = "profile_ids";
+/// How profile ids are made, recorded with the stored state. A lake whose
+/// ids were made otherwise (UUID v5 of the identifier under a namespace
+/// fixed in the source, before this release: anyone could recompute them)
+/// is rebuilt once without its previous ids, so every profile gets a keyed
+/// id; from then on ids are stable again.
+const PROFILE_ID_SCHEME: &str = "hmac-sha256-v1";
+
+/// Whether the profile ids stored with `m` are keyed ones worth keeping.
+fn keyed_ids(m: &Manifest) -> bool {
+    m.identity_settings
+        .as_deref()
+        .is_some_and(|s| s.contains(PROFILE_ID_SCHEME))
 }
 
 /// Why the stored state cannot be topped up, if it cannot.
@@ -714,11 +766,16 @@ async fn load_full(
     // Keys are looked up only while reading: free their index now.
     facts.drop_key_index();
     let mut graph = Graph::new(type_rules(config), nodes);
+    graph.id_key = lake.secret(PROFILE_ID_KEY).await?;
     // Node times and links come from the keys, on a thread of their own
     // while the previous ids are looked up by value.
     let derive = async { Ok(facts.derive_graph(graph.len())) };
     let reading = async {
         match previous {
+            Some(m) if !keyed_ids(m) => {
+                progress("giving every profile a keyed id (once, for this lake)");
+                Ok(Previous::new(graph.len()))
+            }
             Some(m) if stored_format(m) == Some(u64::from(state::FORMAT)) => {
                 progress("reading the previous profile ids");
                 state::previous(lake, &state_layers(m), &graph.types, &graph).await
@@ -812,6 +869,7 @@ async fn load_incremental(
         first_seen,
         last_seen,
         edges: merged,
+        id_key: lake.secret(PROFILE_ID_KEY).await?,
     };
     Ok(Loaded {
         graph: Arc::new(graph),

@@ -674,10 +674,7 @@ fn fold_facts(
     key: u32,
 ) {
     {
-        let text = |i: usize| {
-            let a = batch.column(i).as_string::<i32>();
-            (!a.is_null(row)).then(|| a.value(row))
-        };
+        let text = |i: usize| text_at(batch.column(i), row);
         let count = |facts: &mut Facts, f: u16| facts.add(key, Cell::sum(f, 1));
         match table {
             RawTable::Events => {
@@ -743,7 +740,10 @@ fn fold_facts(
                             NO_TEXT,
                         ),
                         "newsletter" => (i64::from(column.as_boolean().value(row)), NO_TEXT),
-                        _ => (0, facts.text(column.as_string::<i32>().value(row))),
+                        _ => match text_at(column, row) {
+                            Some(value) => (0, facts.text(value)),
+                            None => continue,
+                        },
                     };
                     facts.add(
                         key,
@@ -789,6 +789,27 @@ fn fold_facts(
             }
             RawTable::OrderItems | RawTable::Products => {}
         }
+    }
+}
+
+/// The text at `row` of a text column, whether the file stored it plain or
+/// it was read as a dictionary: a column that is an identifier source is
+/// read as a dictionary (see `read_file`), and the same column may also
+/// feed a profile fact (a loyalty id kept in `postal_code`, say).
+fn text_at(column: &ArrayRef, row: usize) -> Option<&str> {
+    if column.is_null(row) {
+        return None;
+    }
+    match column.as_dictionary_opt::<Int32Type>() {
+        Some(dict) => {
+            let key = dict.keys().value(row);
+            let values = dict.values().as_string_opt::<i32>()?;
+            usize::try_from(key)
+                .ok()
+                .filter(|k| *k < values.len())
+                .map(|k| values.value(k))
+        }
+        None => Some(column.as_string_opt::<i32>()?.value(row)),
     }
 }
 

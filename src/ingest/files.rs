@@ -451,12 +451,10 @@ fn append(
         if v.is_none() && !f.is_nullable() {
             return Err((name.into(), "required, but missing".into()));
         }
-        let bad = |what: &str| {
-            (
-                name.to_string(),
-                format!("'{}' is not {what}", v.clone().unwrap_or_default()),
-            )
-        };
+        // The reason names the field and what it must hold, never the
+        // value: the value may be personal, and reasons outlive rejected
+        // rows' masking (`system.rejects.raw` keeps the row as sent).
+        let bad = |what: &str| (name.to_string(), format!("not {what}"));
         typed.push(match f.data_type() {
             DataType::Utf8 => match (&v, options.normalize.get(name)) {
                 (Some(raw), Some((kind, country))) => {
@@ -464,10 +462,14 @@ fn append(
                 }
                 _ => Typed::Text(v),
             },
-            DataType::Timestamp(_, _) => match &v {
-                None => Typed::Time(None),
-                Some(s) => Typed::Time(Some(parse_time(s).ok_or_else(|| bad("a time"))?)),
-            },
+            DataType::Timestamp(_, _) => {
+                match &v {
+                    None => Typed::Time(None),
+                    Some(s) => Typed::Time(Some(parse_time(s).ok_or_else(|| {
+                        bad("a time (RFC 3339, YYYY-MM-DD HH:MM:SS or YYYY-MM-DD)")
+                    })?)),
+                }
+            }
             DataType::Int64 => match &v {
                 None => Typed::Int(None),
                 Some(s) => Typed::Int(Some(s.trim().parse().map_err(|_| bad("an integer"))?)),

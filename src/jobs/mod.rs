@@ -228,7 +228,13 @@ pub async fn run(
     let outcome = execute(ctx, lake, identity, job, started_at).await;
     let (status, rows, version, error) = match outcome {
         Ok((rows, version)) => ("succeeded", rows, Some(version), None),
-        Err(e) => ("failed", 0, None, Some(e.to_string())),
+        // The error names what failed, never a value of the data.
+        Err(e) => (
+            "failed",
+            0,
+            None,
+            Some(crate::redact::values(&e.to_string())),
+        ),
     };
     let run = Run {
         job: job.name.clone(),
@@ -263,10 +269,21 @@ async fn execute(
         &Uuid::new_v4().simple().to_string()[..8]
     ));
     let file = folder.clone().join("part-0.parquet");
+    let mut masks = std::collections::BTreeMap::new();
     let rows = match &job.work {
         Work::Sql(sql) => {
             let df = ctx.sql(sql).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
+            // A column computed from personal data is personal in the
+            // table it is written to, whatever its name.
+            let policy = crate::catalog::masking::MaskPolicy::of_session(&ctx.state());
+            let lineage = crate::catalog::lineage::plan_masks(df.logical_plan(), &policy);
+            masks = schema
+                .fields()
+                .iter()
+                .zip(lineage)
+                .filter_map(|(field, mask)| Some((field.name().clone(), mask?)))
+                .collect();
             let mut stream = df.execute_stream().await?;
             let mut writer = ParquetFileWriter::create(lake, &file, schema)?;
             while let Some(batch) = stream.next().await {
@@ -284,7 +301,12 @@ async fn execute(
         _ => Vec::new(),
     };
     folders.push(folder.to_string());
-    tables::switch(lake, &job.target, &tables::Current { version, folders }).await?;
+    let current = tables::Current {
+        version,
+        folders,
+        masks,
+    };
+    tables::switch(lake, &job.target, &current).await?;
     Ok((rows as u64, version))
 }
 

@@ -10,6 +10,7 @@
 pub mod manifest;
 pub mod parquet;
 pub mod paths;
+mod secret;
 
 use std::sync::Arc;
 

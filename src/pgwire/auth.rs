@@ -34,8 +34,13 @@ use sha2::{Digest, Sha256};
 
 use crate::functions;
 
-/// Client metadata key holding the connection's role.
-pub const ROLE_KEY: &str = "panorama.role";
+/// Who a connection authenticated as. Kept in the connection's typed
+/// extensions, which nothing a client sends can write (start-up
+/// parameters, `SET`, `RESET` and `DISCARD` only reach its text metadata).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub role: Role,
+}
 
 /// The built-in roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -63,12 +68,14 @@ impl Role {
         }
     }
 
-    /// The role of a connected client (admin when no users are configured).
+    /// The role a connected client authenticated as (admin when no users
+    /// are configured). A connection without one fails closed: it gets
+    /// the least privileged role.
     pub fn of(client: &(impl ClientInfo + ?Sized)) -> Role {
-        match client.metadata().get(ROLE_KEY).map(String::as_str) {
-            Some("analyst") => Role::Analyst,
-            _ => Role::Admin,
-        }
+        client
+            .session_extensions()
+            .get::<Authenticated>()
+            .map_or(Role::Analyst, |a| a.role)
     }
 }
 
@@ -140,27 +147,7 @@ impl Verifier {
     }
 }
 
-/// HMAC-SHA-256 (RFC 2104).
-fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| block.map(|b| b ^ byte);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    let outer = Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize();
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&outer);
-    out
-}
+use crate::keyed::hmac_sha256 as hmac;
 
 /// `Hi()` of RFC 5802: PBKDF2 with HMAC-SHA-256, one block.
 fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
@@ -259,6 +246,104 @@ fn fatal(code: &str, message: String) -> PgWireError {
     )))
 }
 
+/// Start-up parameters a client may send that mean something here (what
+/// libpq, pgjdbc, Npgsql, psycopg and ODBC send). Every other one is
+/// dropped before the connection's metadata is used: nothing a client
+/// names at start-up may reach Panorama's own per-connection state.
+const STARTUP_PARAMETERS: &[&str] = &[
+    "user",
+    "database",
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "timezone",
+    "extra_float_digits",
+    "intervalstyle",
+    "bytea_output",
+    "search_path",
+];
+
+fn keep_known_startup_parameters(client: &mut (impl ClientInfo + ?Sized)) {
+    client.metadata_mut().retain(|key, _| {
+        let known = STARTUP_PARAMETERS.contains(&key.to_ascii_lowercase().as_str());
+        if !known {
+            tracing::debug!(parameter = %key, "ignored an unknown start-up parameter");
+        }
+        known
+    });
+}
+
+/// How logins are policed: TLS required or not, and the throttle of
+/// failed password attempts.
+#[derive(Debug, Default)]
+pub struct LoginPolicy {
+    /// Refuse connections that did not negotiate TLS (`[tls] require`).
+    pub tls_required: bool,
+    pub throttle: Throttle,
+}
+
+/// Failed logins per client address. After a failure, every further
+/// attempt from that address waits before its password is checked: 100 ms
+/// after one failure, doubling with each one up to 10 s, forgotten 10
+/// minutes after the last failure or at a successful login. Connections in
+/// parallel share the wait, so one address tries a few passwords a second
+/// at most, not hundreds.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    failures:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+}
+
+impl Throttle {
+    const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+    const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+    /// Addresses remembered at most (the oldest are forgotten first).
+    const MAX_ADDRESSES: usize = 100_000;
+
+    /// How long the next attempt from `ip` waits.
+    pub fn penalty(&self, ip: std::net::IpAddr) -> std::time::Duration {
+        let Ok(failures) = self.failures.lock() else {
+            return Self::MAX_WAIT;
+        };
+        match failures.get(&ip) {
+            Some((n, at)) if at.elapsed() < Self::FORGET_AFTER && *n > 0 => {
+                let exponent = (*n - 1).min(10);
+                (std::time::Duration::from_millis(100) * (1 << exponent)).min(Self::MAX_WAIT)
+            }
+            _ => std::time::Duration::ZERO,
+        }
+    }
+
+    pub fn failed(&self, ip: std::net::IpAddr) {
+        let Ok(mut failures) = self.failures.lock() else {
+            return;
+        };
+        if failures.len() >= Self::MAX_ADDRESSES {
+            failures.retain(|_, (_, at)| at.elapsed() < Self::FORGET_AFTER);
+        }
+        if failures.len() >= Self::MAX_ADDRESSES
+            && let Some(oldest) = failures
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| *k)
+        {
+            failures.remove(&oldest);
+        }
+        let entry = failures.entry(ip).or_insert((0, std::time::Instant::now()));
+        if entry.1.elapsed() >= Self::FORGET_AFTER {
+            entry.0 = 0;
+        }
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = std::time::Instant::now();
+    }
+
+    pub fn succeeded(&self, ip: std::net::IpAddr) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(&ip);
+        }
+    }
+}
+
 /// Where one connection's SCRAM exchange stands.
 enum Exchange {
     Start,
@@ -275,6 +360,7 @@ enum Exchange {
 /// The start-up of one connection: trust (no users) or SCRAM-SHA-256.
 pub struct Startup {
     users: Arc<Users>,
+    policy: Arc<LoginPolicy>,
     connections: Arc<ConnectionManager>,
     pids: Arc<RandomPidSecretKeyGenerator>,
     exchange: tokio::sync::Mutex<Exchange>,
@@ -283,11 +369,13 @@ pub struct Startup {
 impl Startup {
     pub fn new(
         users: Arc<Users>,
+        policy: Arc<LoginPolicy>,
         connections: Arc<ConnectionManager>,
         pids: Arc<RandomPidSecretKeyGenerator>,
     ) -> Startup {
         Startup {
             users,
+            policy,
             connections,
             pids,
             exchange: tokio::sync::Mutex::new(Exchange::Start),
@@ -301,9 +389,7 @@ impl Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        client
-            .metadata_mut()
-            .insert(ROLE_KEY.into(), role.name().into());
+        client.session_extensions().insert(Authenticated { role });
         let (pid, secret_key) = self.pids.generate(client);
         client.set_pid_and_secret_key(pid, secret_key.clone());
         let user = client.metadata().get("user").cloned();
@@ -337,7 +423,15 @@ impl StartupHandler for Startup {
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
                 protocol_negotiation(client, startup).await?;
+                if self.policy.tls_required && !client.is_secure() {
+                    return Err(fatal(
+                        "28000",
+                        "this server accepts TLS connections only: connect with sslmode=require"
+                            .into(),
+                    ));
+                }
                 save_startup_parameters_to_metadata(client, startup);
+                keep_known_startup_parameters(client);
                 if self.users.is_empty() {
                     return self.admit(client, Role::Admin).await;
                 }
@@ -429,6 +523,14 @@ impl StartupHandler for Startup {
                         {
                             return Err(refused());
                         }
+                        // Every guess from an address that failed lately
+                        // waits, so passwords cannot be tried at speed.
+                        let ip = client.socket_addr().ip();
+                        tokio::time::sleep(self.policy.throttle.penalty(ip)).await;
+                        let refused = || {
+                            self.policy.throttle.failed(ip);
+                            refused()
+                        };
                         let proof = STANDARD.decode(proof).map_err(|_| refused())?;
                         let auth_message = format!("{auth_message},{without_proof}");
                         let signature = hmac(&verifier.stored_key, auth_message.as_bytes());
@@ -441,6 +543,7 @@ impl StartupHandler for Startup {
                         if !known || Sha256::digest(&client_key).as_slice() != verifier.stored_key {
                             return Err(refused());
                         }
+                        self.policy.throttle.succeeded(ip);
                         let server_signature = hmac(&verifier.server_key, auth_message.as_bytes());
                         client
                             .send(PgWireBackendMessage::Authentication(

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion_postgres::DfSessionService;
 use datafusion_postgres::pgwire::api::PgWireConnectionState;
 use datafusion_postgres::pgwire::api::Type;
 use datafusion_postgres::pgwire::api::portal::Format;
@@ -32,10 +33,9 @@ use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::pgwire::messages::data::DataRow;
 use datafusion_postgres::pgwire::messages::extendedquery::Execute;
 use datafusion_postgres::pgwire::messages::response::EmptyQueryResponse;
-use datafusion_postgres::{DfSessionService, Parser};
 use futures::stream::{BoxStream, StreamExt};
 
-use super::execute::Executor;
+use super::connection::ConnectionSessions;
 use super::statements::error;
 
 /// The connection's `statement_timeout` (as `datafusion-postgres` stores it).
@@ -48,8 +48,14 @@ fn timeout(client: &(impl ClientInfo + ?Sized)) -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
-/// Wrap a response's rows with the connection's deadline and cancel.
-pub fn guard(response: Response, client: &(impl ClientInfo + ?Sized)) -> Response {
+/// Wrap a response's rows with the connection's deadline and cancel; the
+/// rows are produced on the query runtime (`runtime`), the deadline and
+/// the cancel are watched here, on the protocol's.
+pub fn guard(
+    response: Response,
+    client: &(impl ClientInfo + ?Sized),
+    runtime: Option<&tokio::runtime::Handle>,
+) -> Response {
     let Response::Query(mut query) = response else {
         return response;
     };
@@ -59,7 +65,9 @@ pub fn guard(response: Response, client: &(impl ClientInfo + ?Sized)) -> Respons
         .map(|h| Arc::clone(&*h));
     let timeout = timeout(client);
     let tag = query.command_tag().to_string();
-    let mut rows = std::mem::replace(query.data_rows(), Box::pin(futures::stream::empty()));
+    let rows = std::mem::replace(query.data_rows(), Box::pin(futures::stream::empty()));
+    let mut rows: BoxStream<'static, PgWireResult<DataRow>> =
+        Box::pin(crate::executor::stream(runtime, rows));
     let zone = client.metadata().get(super::session::TIME_ZONE_KEY);
     let respelled = super::text_values::columns(&query.row_schema(), zone.map(String::as_str));
     if !respelled.is_empty() {
@@ -143,32 +151,19 @@ fn guarded(
 }
 
 /// The extended protocol of `datafusion-postgres`, with guarded results,
-/// each role on its own session (statements are planned by the session of
-/// the role that runs them).
+/// each role on its own session of this connection (statements are
+/// planned by the session of the role that runs them).
 pub struct Guarded {
-    admin: Arc<DfSessionService>,
-    analyst: Arc<DfSessionService>,
+    sessions: Arc<ConnectionSessions>,
     parser: Arc<RoleParser>,
-    /// Queries of each role, planned once ([`super::execute`]).
-    executors: (Executor, Executor),
 }
 
 impl Guarded {
-    pub fn new(
-        admin: Arc<DfSessionService>,
-        analyst: Arc<DfSessionService>,
-        executors: (Executor, Executor),
-    ) -> Self {
+    pub fn new(sessions: Arc<ConnectionSessions>) -> Self {
         let parser = Arc::new(RoleParser {
-            admin: admin.query_parser(),
-            analyst: analyst.query_parser(),
+            sessions: Arc::clone(&sessions),
         });
-        Guarded {
-            admin,
-            analyst,
-            parser,
-            executors,
-        }
+        Guarded { sessions, parser }
     }
 }
 
@@ -176,8 +171,7 @@ type DfStatement = <DfSessionService as ExtendedQueryHandler>::Statement;
 
 /// Plans with the session of the client's role.
 pub struct RoleParser {
-    admin: Arc<Parser>,
-    analyst: Arc<Parser>,
+    sessions: Arc<ConnectionSessions>,
 }
 
 #[async_trait]
@@ -193,14 +187,23 @@ impl QueryParser for RoleParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        super::complexity::check(sql)?;
         let rewritten = super::rewrite::rewrite(sql, types);
         let sql = rewritten.as_deref().unwrap_or(sql);
         let renamed = super::naming::rename(sql);
         let sql = renamed.as_deref().unwrap_or(sql);
-        let parsed = super::auth::Role::of(client)
-            .pick(&self.admin, &self.analyst)
-            .parse_sql(client, sql, types)
-            .await?;
+        let role = super::auth::Role::of(client);
+        if role == super::auth::Role::Analyst {
+            // Refused at Parse, before anything is planned.
+            super::statements::check_analyst_query(sql)?;
+        }
+        let session = self.sessions.of(role);
+        let parser = session.service.query_parser();
+        let parsed = crate::executor::run(
+            self.sessions.runtime(),
+            parser.parse_sql(client, sql, types),
+        )
+        .await?;
         Ok(match parsed {
             // Only a statement with parameters can have untyped ones.
             Some((text, Some((statement, plan)))) if sql.contains('$') => {
@@ -213,7 +216,11 @@ impl QueryParser for RoleParser {
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
-        self.admin.get_parameter_types(stmt)
+        self.sessions
+            .any()
+            .service
+            .query_parser()
+            .get_parameter_types(stmt)
     }
 
     fn get_result_schema(
@@ -221,7 +228,11 @@ impl QueryParser for RoleParser {
         stmt: &Self::Statement,
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        self.admin.get_result_schema(stmt, column_format)
+        self.sessions
+            .any()
+            .service
+            .query_parser()
+            .get_result_schema(stmt, column_format)
     }
 }
 
@@ -377,13 +388,22 @@ impl ExtendedQueryHandler for Guarded {
             let wire_types = self
                 .parser
                 .get_parameter_types(&portal.statement.statement)?;
-            let executor = role.pick(&self.executors.0, &self.executors.1);
-            if let Some(answer) = executor.query(client, portal, &wire_types).await {
-                return Ok(guard(answer?, client));
+            let executor = &self.sessions.of(role).executor;
+            let answer = crate::executor::run(
+                self.sessions.runtime(),
+                executor.query(client, portal, &wire_types),
+            )
+            .await;
+            if let Some(answer) = answer {
+                return Ok(guard(answer?, client, self.sessions.runtime()));
             }
         }
-        let service = role.pick(&self.admin, &self.analyst);
-        let response = service.do_query(client, portal, max_rows).await?;
-        Ok(guard(response, client))
+        let service = &self.sessions.of(role).service;
+        let response = crate::executor::run(
+            self.sessions.runtime(),
+            service.do_query(client, portal, max_rows),
+        )
+        .await?;
+        Ok(guard(response, client, self.sessions.runtime()))
     }
 }

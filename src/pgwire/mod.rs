@@ -8,6 +8,8 @@
 //! It knows the SQL session only: nothing of the lake or its layout.
 
 pub mod auth;
+mod complexity;
+mod connection;
 mod copy;
 mod cursors;
 pub mod errors;
@@ -30,7 +32,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use datafusion::prelude::SessionContext;
-use datafusion_postgres::DfSessionService;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -43,15 +44,37 @@ use tokio::task::JoinSet;
 
 use crate::functions;
 
-/// The handlers of one server: one session service shared by every
-/// connection (per-connection state lives in pgwire's client metadata).
-struct Handlers {
-    session: Arc<limits::Guarded>,
-    simple: Arc<statements::PanoramaStatements>,
+/// What every connection of one server shares.
+struct Shared {
+    bases: connection::RoleBases,
+    actions: Actions,
     users: Arc<auth::Users>,
+    policy: Arc<auth::LoginPolicy>,
     connections: Arc<ConnectionManager>,
     pids: Arc<RandomPidSecretKeyGenerator>,
     cancel: Arc<DefaultCancelHandler>,
+}
+
+/// The handlers of one connection: its own sessions
+/// ([`connection::ConnectionSessions`]), the server's users and actions.
+struct Handlers {
+    shared: Arc<Shared>,
+    simple: Arc<statements::PanoramaStatements>,
+    session: Arc<limits::Guarded>,
+}
+
+impl Handlers {
+    fn new(shared: Arc<Shared>) -> Handlers {
+        let sessions = Arc::new(connection::ConnectionSessions::new(shared.bases.clone()));
+        Handlers {
+            simple: Arc::new(statements::PanoramaStatements::new(
+                Arc::clone(&sessions),
+                shared.actions.clone(),
+            )),
+            session: Arc::new(limits::Guarded::new(sessions)),
+            shared,
+        }
+    }
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -66,9 +89,10 @@ impl PgWireServerHandlers for Handlers {
     /// Called once per connection: each has its own SCRAM exchange.
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         Arc::new(auth::Startup::new(
-            Arc::clone(&self.users),
-            Arc::clone(&self.connections),
-            Arc::clone(&self.pids),
+            Arc::clone(&self.shared.users),
+            Arc::clone(&self.shared.policy),
+            Arc::clone(&self.shared.connections),
+            Arc::clone(&self.shared.pids),
         ))
     }
 
@@ -77,7 +101,7 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
-        Arc::clone(&self.cancel)
+        Arc::clone(&self.shared.cancel)
     }
 }
 
@@ -105,7 +129,7 @@ async fn serve_connection(
     socket: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     tls: Option<datafusion_postgres::pgwire::tokio::TlsAcceptor>,
-    handlers: Arc<Handlers>,
+    handlers: Handlers,
 ) {
     use futures::FutureExt;
     // A second handle on the socket, to answer after a panic.
@@ -120,7 +144,7 @@ async fn serve_connection(
         }
     };
     let encrypted = tls.is_some();
-    let served = std::panic::AssertUnwindSafe(process_socket(socket, tls, handlers))
+    let served = std::panic::AssertUnwindSafe(process_socket(socket, tls, Arc::new(handlers)))
         .catch_unwind()
         .await;
     match served {
@@ -191,6 +215,11 @@ pub struct Access {
     pub analyst: Option<Arc<SessionContext>>,
     /// TLS for clients that ask for it.
     pub tls: Option<datafusion_postgres::pgwire::tokio::TlsAcceptor>,
+    /// Refuse clients that do not negotiate TLS.
+    pub tls_required: bool,
+    /// The runtime queries run on ([`crate::executor::QueryRuntime`]);
+    /// `None`: the runtime `serve` is called on.
+    pub query_runtime: Option<tokio::runtime::Handle>,
 }
 
 /// Like [`serve_with`], with users, roles and the analysts' session.
@@ -203,32 +232,18 @@ pub async fn serve_secure(
 ) -> std::io::Result<()> {
     let connections = Arc::new(ConnectionManager::new());
     let tls = access.tls;
-    let analyst_ctx = access.analyst.unwrap_or_else(|| Arc::clone(&ctx));
-    let admin = Arc::new(DfSessionService::new_with_hooks(Arc::clone(&ctx), hooks()));
-    let analyst = Arc::new(DfSessionService::new_with_hooks(
-        Arc::clone(&analyst_ctx),
-        hooks(),
-    ));
-    let executors = (
-        execute::Executor {
-            ctx: Arc::clone(&ctx),
-            hooks: hooks(),
+    let shared = Arc::new(Shared {
+        bases: connection::RoleBases {
+            analyst: access.analyst.unwrap_or_else(|| Arc::clone(&ctx)),
+            admin: ctx,
+            runtime: access.query_runtime,
         },
-        execute::Executor {
-            ctx: Arc::clone(&analyst_ctx),
-            hooks: hooks(),
-        },
-    );
-    let handlers = Arc::new(Handlers {
-        simple: Arc::new(statements::PanoramaStatements::new(
-            statements::Sessions {
-                admin: (Arc::clone(&admin), ctx),
-                analyst: (Arc::clone(&analyst), analyst_ctx),
-            },
-            actions,
-        )),
-        session: Arc::new(limits::Guarded::new(admin, analyst, executors)),
+        actions,
         users: Arc::new(access.users),
+        policy: Arc::new(auth::LoginPolicy {
+            tls_required: access.tls_required,
+            throttle: Default::default(),
+        }),
         connections: Arc::clone(&connections),
         pids: Arc::new(RandomPidSecretKeyGenerator::default()),
         cancel: Arc::new(DefaultCancelHandler::new(connections)),
@@ -239,7 +254,7 @@ pub async fn serve_secure(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    let handlers = Arc::clone(&handlers);
+                    let handlers = Handlers::new(Arc::clone(&shared));
                     let tls = tls.clone();
                     let connection = functions::session::ConnectionCell::default();
                     tasks.spawn(functions::session::CONNECTION.scope(

@@ -37,6 +37,7 @@ use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::pgwire::messages::response::TransactionStatus;
 use datafusion_postgres::pgwire::messages::startup::ParameterStatus;
 
+use super::auth::Role;
 use super::statements::error;
 
 use crate::functions::{
@@ -163,6 +164,12 @@ enum Route {
     /// `RESET name` (the metadata key) or `RESET ALL` (`None`): back to the
     /// start-up value.
     Reset(Option<String>),
+    /// `SET datafusion.<key> = value`, for this connection only.
+    Engine(String, String),
+    /// `SHOW datafusion.<key>`: this connection's value.
+    ShowEngine(String),
+    /// `RESET datafusion.<key>`.
+    ResetEngine(String),
     /// Left to datafusion-postgres (or DataFusion).
     Delegate,
 }
@@ -171,6 +178,10 @@ fn route(statement: &Statement, client: &(dyn ClientInfo + Send + Sync)) -> Rout
     match statement {
         Statement::ShowVariable { variable } => {
             let words: Vec<String> = variable.iter().map(|v| v.value.to_lowercase()).collect();
+            let dotted = words.join(".");
+            if dotted.starts_with("datafusion.") {
+                return Route::ShowEngine(dotted);
+            }
             let name = match words
                 .iter()
                 .map(String::as_str)
@@ -221,6 +232,12 @@ fn route(statement: &Statement, client: &(dyn ClientInfo + Send + Sync)) -> Rout
                 } else {
                     name
                 };
+                if name.starts_with("datafusion.") {
+                    return match engine_permission(&name, Role::of(client)) {
+                        Ok(()) => Route::ResetEngine(name),
+                        Err(e) => Route::Refuse(e),
+                    };
+                }
                 if name == "timezone"
                     || KEPT.contains(&name.as_str())
                     || DELEGATED.contains(&name.as_str())
@@ -239,7 +256,18 @@ fn route(statement: &Statement, client: &(dyn ClientInfo + Send + Sync)) -> Rout
                 let value = values.iter().map(|v| v.to_string()).collect::<Vec<_>>();
                 return time_zone(&value.join(", "));
             }
-            if DELEGATED.contains(&name.as_str()) || name.starts_with("datafusion.") {
+            if name.starts_with("datafusion.") {
+                let value = values
+                    .iter()
+                    .map(|v| v.to_string().trim_matches('\'').to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                return match engine_permission(&name, Role::of(client)) {
+                    Ok(()) => Route::Engine(name, value),
+                    Err(e) => Route::Refuse(e),
+                };
+            }
+            if DELEGATED.contains(&name.as_str()) {
                 return Route::Delegate;
             }
             if !KEPT.contains(&name.as_str()) {
@@ -262,6 +290,72 @@ fn route(statement: &Statement, client: &(dyn ClientInfo + Send + Sync)) -> Rout
         }
         _ => Route::Delegate,
     }
+}
+
+/// Whether `role` may change the engine setting `name` on its connection.
+/// `datafusion.runtime.*` (memory pool, spill space) is the server's, for
+/// nobody to change over SQL; analysts may change only how plans and
+/// values are shown (`datafusion.explain.*`, `datafusion.format.*`).
+fn engine_permission(name: &str, role: Role) -> PgWireResult<()> {
+    if name.starts_with("datafusion.runtime.") {
+        return Err(error(
+            "42501",
+            format!(
+                "permission denied to set parameter \"{name}\": it is server-wide; \
+                 set it where the server starts (for the memory limit, --memory-limit-mb)"
+            ),
+        ));
+    }
+    let shown = ["datafusion.explain.", "datafusion.format."];
+    if role == Role::Analyst && !shown.iter().any(|p| name.starts_with(p)) {
+        return Err(error(
+            "42501",
+            format!(
+                "permission denied to set parameter \"{name}\" (the analyst role may set datafusion.explain.* and datafusion.format.*)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Set engine setting `name` on this connection's session only.
+fn set_engine(ctx: &SessionContext, name: &str, value: Option<&str>) -> PgWireResult<()> {
+    let key = name.trim_start_matches("datafusion.");
+    let known = ctx
+        .state()
+        .config()
+        .options()
+        .entries()
+        .iter()
+        .any(|entry| entry.key == name);
+    if !known {
+        return Err(unknown(name));
+    }
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    let value = match value {
+        Some(v) => v.to_string(),
+        None => {
+            // RESET: the value the connection started with.
+            let base = super::connection::base_value(&state, name);
+            match base {
+                Some(v) => v,
+                None => return Ok(()),
+            }
+        }
+    };
+    state
+        .config_mut()
+        .options_mut()
+        .set(name, &value)
+        .map_err(|_| {
+            error(
+                "22023",
+                format!(
+                    "invalid value for parameter \"{name}\" ({key} takes another kind of value)"
+                ),
+            )
+        })
 }
 
 /// A time zone PostgreSQL would accept and Arrow can render: an IANA name
@@ -423,8 +517,15 @@ impl QueryHook for SessionHook {
         client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
         let fields = match route(statement, client) {
-            Route::Show(name, _) => vec![Field::new(name, DataType::Utf8, false)],
-            Route::Set(..) | Route::TimeZone(_) | Route::DiscardAll | Route::Reset(_) => vec![],
+            Route::Show(name, _) | Route::ShowEngine(name) => {
+                vec![Field::new(name, DataType::Utf8, false)]
+            }
+            Route::Set(..)
+            | Route::TimeZone(_)
+            | Route::DiscardAll
+            | Route::Reset(_)
+            | Route::Engine(..)
+            | Route::ResetEngine(_) => vec![],
             Route::Refuse(e) => return Some(Err(e)),
             Route::Delegate => return None,
         };
@@ -461,11 +562,12 @@ async fn handle(
     if let Some(tag) = ddl_tag(statement) {
         return Some(run_ddl(ctx, &statement.to_string(), tag).await);
     }
-    answer(statement, client).await
+    answer(statement, ctx, client).await
 }
 
 async fn answer(
     statement: &Statement,
+    ctx: &SessionContext,
     client: &mut dyn HookClient,
 ) -> Option<PgWireResult<Response>> {
     // An aborted transaction refuses everything but its end, or a
@@ -502,9 +604,33 @@ async fn answer(
         }
         Route::DiscardAll => {
             discard_all(client);
+            super::connection::reset_options(ctx);
             Some(Ok(Response::Execution(Tag::new("DISCARD ALL"))))
         }
+        Route::ShowEngine(name) => {
+            let value = ctx
+                .state()
+                .config()
+                .options()
+                .entries()
+                .into_iter()
+                .find(|entry| entry.key == name)
+                .map(|entry| entry.value.unwrap_or_default());
+            Some(match value {
+                Some(value) => show_response(&name, &value),
+                None => Err(unknown(&name)),
+            })
+        }
+        Route::Engine(name, value) => Some(
+            set_engine(ctx, &name, Some(&value)).map(|()| Response::Execution(Tag::new("SET"))),
+        ),
+        Route::ResetEngine(name) => {
+            Some(set_engine(ctx, &name, None).map(|()| Response::Execution(Tag::new("RESET"))))
+        }
         Route::Reset(key) => {
+            if key.is_none() {
+                super::connection::reset_options(ctx);
+            }
             reset(client, key.as_deref());
             if key.as_deref().is_none_or(|k| k == TIME_ZONE_KEY)
                 && let Err(e) = announce_time_zone(client).await

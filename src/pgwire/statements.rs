@@ -12,10 +12,10 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
+use super::connection::ConnectionSessions;
 use async_trait::async_trait;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-use datafusion_postgres::DfSessionService;
 use datafusion_postgres::pgwire::api::query::SimpleQueryHandler;
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
 use datafusion_postgres::pgwire::api::store::PortalStore;
@@ -98,27 +98,15 @@ pub fn call_target(sql: &str) -> Option<Result<(String, Vec<String>), String>> {
     Some(Ok((procedure, args)))
 }
 
-/// The simple-query handler: Panorama's statements, then datafusion-postgres.
+/// The simple-query handler of one connection: Panorama's statements,
+/// then datafusion-postgres.
 pub struct PanoramaStatements {
-    sessions: Sessions,
+    sessions: Arc<ConnectionSessions>,
     actions: Actions,
 }
 
-/// The protocol service and session of each role.
-pub struct Sessions {
-    pub admin: (
-        Arc<DfSessionService>,
-        Arc<datafusion::prelude::SessionContext>,
-    ),
-    /// Personal data masked at the scan.
-    pub analyst: (
-        Arc<DfSessionService>,
-        Arc<datafusion::prelude::SessionContext>,
-    ),
-}
-
 impl PanoramaStatements {
-    pub fn new(sessions: Sessions, actions: Actions) -> Self {
+    pub fn new(sessions: Arc<ConnectionSessions>, actions: Actions) -> Self {
         PanoramaStatements { sessions, actions }
     }
 }
@@ -144,10 +132,10 @@ pub fn refresh_target(sql: &str) -> Option<String> {
     }
 }
 
-/// Refuse (42501) a simple query of the analyst role unless every
-/// statement in it is one the role may run; what cannot be parsed is
-/// refused too (fail closed).
-fn check_analyst_query(query: &str) -> PgWireResult<()> {
+/// Refuse (42501) a query of the analyst role (simple, or a Parse of the
+/// extended protocol) unless every statement in it is one the role may
+/// run; what cannot be parsed is refused too (fail closed).
+pub(super) fn check_analyst_query(query: &str) -> PgWireResult<()> {
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
     if refresh_target(query).is_some() {
@@ -260,14 +248,19 @@ impl PanoramaStatements {
         C::Error: Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
+        super::complexity::check(query)?;
         let role = super::auth::Role::of(client);
         if role == super::auth::Role::Analyst {
             check_analyst_query(query)?;
         }
-        let (inner, ctx) = role.pick(&self.sessions.admin, &self.sessions.analyst);
+        let session = self.sessions.of(role);
+        let runtime = self.sessions.runtime();
         if let Some(copy) = super::copy::copy_to_stdout(query) {
             let (query, format) = copy?;
-            return Ok(vec![super::copy::run(ctx, &query, format).await?]);
+            let response =
+                crate::executor::run(runtime, super::copy::run(&session.ctx, &query, format))
+                    .await?;
+            return Ok(vec![super::limits::guard(response, client, runtime)]);
         }
         if let Some(call) = call_target(query) {
             let (procedure, args) = call.map_err(|e| error("42601", e))?;
@@ -290,10 +283,11 @@ impl PanoramaStatements {
             let query = rewritten.as_deref().unwrap_or(query);
             let renamed = super::naming::rename(query);
             let query = renamed.as_deref().unwrap_or(query);
-            let responses = inner.do_query(client, query).await?;
+            let responses =
+                crate::executor::run(runtime, session.service.do_query(client, query)).await?;
             return Ok(responses
                 .into_iter()
-                .map(|r| super::limits::guard(r, client))
+                .map(|r| super::limits::guard(r, client, runtime))
                 .collect());
         };
         if !view.starts_with("cdp.") {

@@ -1,6 +1,7 @@
 //! Optional TLS for the Postgres front end, from a PEM certificate chain
 //! and private key named in `panorama.toml` (`[tls] cert`, `key`). Clients
-//! ask for it with `sslmode=require` (libpq) or `ssl=true` (JDBC); a
+//! ask for it with `sslmode=require` (libpq) or `ssl=true` (JDBC); with
+//! `require = true` a client that does not is refused (`28000`); a
 //! configuration that cannot be loaded stops the server — it never falls
 //! back to plaintext.
 
@@ -21,6 +22,11 @@ pub struct TlsConfig {
     pub cert: std::path::PathBuf,
     /// PEM file with the private key.
     pub key: std::path::PathBuf,
+    /// Refuse clients that do not negotiate TLS (`sslmode=disable` or
+    /// `prefer` against a server without it) instead of serving them in
+    /// plain text.
+    #[serde(default)]
+    pub require: bool,
 }
 
 /// The acceptor for `config`, or why it cannot be made.

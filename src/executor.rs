@@ -1,0 +1,168 @@
+//! Where query work runs: a dedicated runtime for the CPU-heavy part of
+//! queries, apart from the runtime that accepts connections, speaks the
+//! protocols and keeps time (as InfluxDB IOx's `DedicatedExecutor` does).
+//!
+//! DataFusion spawns a task per partition with `tokio::spawn`, onto
+//! whichever runtime is current. [`QueryRuntime::run`] and
+//! [`QueryRuntime::stream`] make the query runtime current while a query's
+//! future or result stream is polled, so every task the query spawns lands
+//! there, while the statement itself — its deadline, its cancel, the socket
+//! — stays on the protocol runtime. The query runtime's threads run at a
+//! lower scheduling priority (nice 10): when a heavy query keeps both cores
+//! busy, a `SELECT 1` or a new login on the protocol runtime still gets a
+//! core within milliseconds. Both runtimes' threads have large stacks, so
+//! deeply nested SQL is planned without overflowing a thread's stack.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use tokio::runtime::{Handle, Runtime};
+
+/// Stack of every thread that plans or runs queries: deeply nested SQL
+/// recurses in the parser, the planner and the optimizer. Only the pages
+/// touched are ever backed by memory.
+pub const THREAD_STACK_BYTES: usize = 256 << 20;
+
+/// Scheduling priority (nice) of the query threads: below the protocol's.
+const QUERY_NICE: i32 = 10;
+
+/// The dedicated runtime queries run on. Dropping it stops its threads
+/// without waiting for them.
+#[derive(Debug)]
+pub struct QueryRuntime {
+    runtime: Option<Runtime>,
+    handle: Handle,
+}
+
+impl QueryRuntime {
+    /// A runtime with one worker per core.
+    pub fn new() -> std::io::Result<QueryRuntime> {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("panorama-query")
+            .thread_stack_size(THREAD_STACK_BYTES)
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        Ok(QueryRuntime {
+            runtime: Some(runtime),
+            handle,
+        })
+    }
+
+    /// The handle to give the protocol front end.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Lower the calling thread's priority (Linux: nice applies per thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `gettid` has no preconditions; `setpriority` on our own
+    // thread id only changes this thread's scheduling priority.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, QUERY_NICE) != 0 {
+            tracing::debug!("could not lower the query threads' priority");
+        }
+    }
+}
+
+/// Run `future` — the parsing and planning of a statement, which can take
+/// seconds of one core for pathological SQL and cannot be interrupted — to
+/// completion on the query runtime (when there is one): what it spawns runs
+/// there, and on a multi-threaded protocol runtime the thread it blocks is
+/// handed over (`block_in_place`), so the protocol's other connections are
+/// served meanwhile.
+pub async fn run<F: Future>(runtime: Option<&Handle>, future: F) -> F::Output {
+    let Some(handle) = runtime else {
+        return future.await;
+    };
+    let multi_threaded = Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_threaded {
+        tokio::task::block_in_place(|| handle.block_on(future))
+    } else {
+        OnRuntime {
+            handle: Some(handle.clone()),
+            inner: future,
+        }
+        .await
+    }
+}
+
+/// `stream`, polled with the query runtime current (when there is one).
+pub fn stream<S: Stream>(runtime: Option<&Handle>, stream: S) -> OnRuntime<S> {
+    OnRuntime {
+        handle: runtime.cloned(),
+        inner: stream,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future or stream polled inside another runtime's context.
+    pub struct OnRuntime<T> {
+        handle: Option<Handle>,
+        #[pin]
+        inner: T,
+    }
+}
+
+impl<F: Future> Future for OnRuntime<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _entered = this.handle.as_ref().map(Handle::enter);
+        this.inner.poll(cx)
+    }
+}
+
+impl<S: Stream> Stream for OnRuntime<S> {
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let this = self.project();
+        let _entered = this.handle.as_ref().map(Handle::enter);
+        this.inner.poll_next(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_spawned_inside_run_on_the_query_runtime() {
+        let queries = QueryRuntime::new().expect("runtime");
+        let protocol = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let handle = queries.handle();
+        let names = protocol.block_on(run(Some(&handle), async {
+            let spawned = tokio::spawn(async { std::thread::current().name().map(str::to_string) });
+            let here = std::thread::current().name().map(str::to_string);
+            (here, spawned.await.expect("task"))
+        }));
+        assert_ne!(names.0.as_deref(), Some("panorama-query"));
+        assert_eq!(names.1.as_deref(), Some("panorama-query"));
+    }
+}
