@@ -104,11 +104,43 @@ pub async fn run<F: Future>(runtime: Option<&Handle>, future: F) -> F::Output {
     }
 }
 
-/// `stream`, polled with the query runtime current (when there is one).
-pub fn stream<S: Stream>(runtime: Option<&Handle>, stream: S) -> OnRuntime<S> {
-    OnRuntime {
-        handle: runtime.cloned(),
-        inner: stream,
+/// `stream`, driven by a task of its own on the query runtime (when there
+/// is one) and handed over in chunks of what is ready. The caller's side
+/// only waits for chunks, so a deadline or a cancel it selects on fires on
+/// time even while an operator computes for seconds without yielding; the
+/// task is aborted when the returned stream is dropped.
+pub fn stream<T: Send + 'static>(
+    runtime: Option<&Handle>,
+    stream: futures::stream::BoxStream<'static, T>,
+) -> futures::stream::BoxStream<'static, T> {
+    use futures::StreamExt;
+    let Some(handle) = runtime else {
+        return stream;
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<T>>(4);
+    let task = handle.spawn(async move {
+        let mut chunks = stream.ready_chunks(1024);
+        while let Some(chunk) = chunks.next().await {
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    let aborts = AbortOnDrop(task.abort_handle());
+    futures::stream::unfold((rx, aborts), |(mut rx, aborts)| async move {
+        let chunk = rx.recv().await?;
+        Some((futures::stream::iter(chunk), (rx, aborts)))
+    })
+    .flatten()
+    .boxed()
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

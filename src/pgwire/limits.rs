@@ -48,6 +48,29 @@ fn timeout(client: &(impl ClientInfo + ?Sized)) -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
+/// `work` (the handler part of a statement: planning, and whatever a
+/// handler runs before its rows stream), stopped with 57014 when the
+/// connection's `statement_timeout` passes.
+pub(super) async fn within_timeout<T>(
+    limit: Option<Duration>,
+    work: impl std::future::Future<Output = PgWireResult<T>>,
+) -> PgWireResult<T> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(error(
+                "57014",
+                "canceling statement due to statement timeout".into(),
+            ))
+        }),
+        None => work.await,
+    }
+}
+
+/// The connection's `statement_timeout`, if any.
+pub(super) fn statement_timeout(client: &(impl ClientInfo + ?Sized)) -> Option<Duration> {
+    timeout(client)
+}
+
 /// Wrap a response's rows with the connection's deadline and cancel; the
 /// rows are produced on the query runtime (`runtime`), the deadline and
 /// the cancel are watched here, on the protocol's.
@@ -67,7 +90,7 @@ pub fn guard(
     let tag = query.command_tag().to_string();
     let rows = std::mem::replace(query.data_rows(), Box::pin(futures::stream::empty()));
     let mut rows: BoxStream<'static, PgWireResult<DataRow>> =
-        Box::pin(crate::executor::stream(runtime, rows));
+        crate::executor::stream(runtime, rows);
     let zone = client.metadata().get(super::session::TIME_ZONE_KEY);
     let respelled = super::text_values::columns(&query.row_schema(), zone.map(String::as_str));
     if !respelled.is_empty() {
@@ -389,11 +412,14 @@ impl ExtendedQueryHandler for Guarded {
                 .parser
                 .get_parameter_types(&portal.statement.statement)?;
             let executor = &self.sessions.of(role).executor;
+            let limit = timeout(client);
             let answer = crate::executor::run(
                 self.sessions.runtime(),
-                executor.query(client, portal, &wire_types),
+                within_timeout(limit, async {
+                    Ok(executor.query(client, portal, &wire_types).await)
+                }),
             )
-            .await;
+            .await?;
             if let Some(answer) = answer {
                 return Ok(guard(answer?, client, self.sessions.runtime()));
             }

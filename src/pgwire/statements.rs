@@ -283,8 +283,12 @@ impl PanoramaStatements {
             let query = rewritten.as_deref().unwrap_or(query);
             let renamed = super::naming::rename(query);
             let query = renamed.as_deref().unwrap_or(query);
-            let responses =
-                crate::executor::run(runtime, session.service.do_query(client, query)).await?;
+            let limit = super::limits::statement_timeout(client);
+            let responses = crate::executor::run(
+                runtime,
+                super::limits::within_timeout(limit, session.service.do_query(client, query)),
+            )
+            .await?;
             return Ok(responses
                 .into_iter()
                 .map(|r| super::limits::guard(r, client, runtime))
