@@ -23,7 +23,7 @@ use datafusion::logical_expr::utils::grouping_set_to_exprlist;
 use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
 use datafusion::scalar::ScalarValue;
 
-use super::masking::{Mask, MaskPolicy, Masks, masks_of, name_masks};
+use super::masking::{Mask, MaskPolicy, Masks, masks_of, name_masks, projected};
 
 /// Aggregates and window functions whose result is a count or a rank,
 /// never one of the values they read.
@@ -51,13 +51,7 @@ pub fn plan_masks(plan: &LogicalPlan, policy: &MaskPolicy) -> Masks {
                 Ok(provider) => masks_of(provider.as_ref(), policy),
                 Err(_) => name_masks(&scan.source.schema()),
             };
-            match &scan.projection {
-                Some(indices) => indices
-                    .iter()
-                    .map(|i| base.get(*i).copied().flatten())
-                    .collect(),
-                None => base,
-            }
+            projected(&base, scan.projection.as_ref())
         }
         P::Projection(p) => {
             let input = plan_masks(&p.input, policy);

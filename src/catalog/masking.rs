@@ -96,6 +96,17 @@ fn mask_of(field: &Field) -> Option<Mask> {
     }
 }
 
+/// `masks` of a table, for the columns a scan `projection` reads.
+pub fn projected(masks: &[Option<Mask>], projection: Option<&Vec<usize>>) -> Masks {
+    match projection {
+        Some(indices) => indices
+            .iter()
+            .map(|i| masks.get(*i).copied().flatten())
+            .collect(),
+        None => masks.to_vec(),
+    }
+}
+
 /// The masks of `schema`'s columns by their names.
 pub fn name_masks(schema: &Schema) -> Masks {
     schema.fields().iter().map(|f| mask_of(f)).collect()
@@ -464,13 +475,7 @@ impl TableProvider for MaskedTable {
             .cloned()
             .collect();
         let input = self.inner.scan(state, projection, &unmasked, limit).await?;
-        let masks = match projection {
-            Some(indices) => indices
-                .iter()
-                .map(|i| self.masks.get(*i).copied().flatten())
-                .collect(),
-            None => self.masks.clone(),
-        };
+        let masks = projected(&self.masks, projection);
         Ok(Arc::new(MaskExec::new(
             input,
             masks,

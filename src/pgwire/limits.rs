@@ -39,7 +39,7 @@ use super::connection::ConnectionSessions;
 use super::statements::error;
 
 /// The connection's `statement_timeout` (as `datafusion-postgres` stores it).
-fn timeout(client: &(impl ClientInfo + ?Sized)) -> Option<Duration> {
+pub(super) fn timeout(client: &(impl ClientInfo + ?Sized)) -> Option<Duration> {
     client
         .metadata()
         .get("statement_timeout_ms")
@@ -64,11 +64,6 @@ pub(super) async fn within_timeout<T>(
         }),
         None => work.await,
     }
-}
-
-/// The connection's `statement_timeout`, if any.
-pub(super) fn statement_timeout(client: &(impl ClientInfo + ?Sized)) -> Option<Duration> {
-    timeout(client)
 }
 
 /// Wrap a response's rows with the connection's deadline and cancel; the

@@ -283,7 +283,7 @@ impl PanoramaStatements {
             let query = rewritten.as_deref().unwrap_or(query);
             let renamed = super::naming::rename(query);
             let query = renamed.as_deref().unwrap_or(query);
-            let limit = super::limits::statement_timeout(client);
+            let limit = super::limits::timeout(client);
             let responses = crate::executor::run(
                 runtime,
                 super::limits::within_timeout(limit, session.service.do_query(client, query)),
