@@ -10,8 +10,12 @@
 //! — stays on the protocol runtime. The query runtime's threads run at a
 //! lower scheduling priority (nice 10): when a heavy query keeps both cores
 //! busy, a `SELECT 1` or a new login on the protocol runtime still gets a
-//! core within milliseconds. Both runtimes' threads have large stacks, so
-//! deeply nested SQL is planned without overflowing a thread's stack.
+//! core within milliseconds. A result stream is driven by a task on a
+//! third, small pool of normal-priority "driver" threads: the partitions it
+//! spawns still land on the query runtime, but a cheap query's stream is
+//! never queued behind a heavy query's partition tasks. All these threads
+//! have large stacks, so deeply nested SQL is planned without overflowing a
+//! thread's stack.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,41 +32,64 @@ pub const THREAD_STACK_BYTES: usize = 256 << 20;
 /// Scheduling priority (nice) of the query threads: below the protocol's.
 const QUERY_NICE: i32 = 10;
 
-/// The dedicated runtime queries run on. Dropping it stops its threads
+/// Threads that drive result streams: each polls one statement's plan
+/// root (the partitions below it run on the query runtime), so a handful
+/// serve many cheap statements while a few heavy single-partition ones run.
+const DRIVER_THREADS: usize = 4;
+
+/// The dedicated runtimes queries run on. Dropping it stops their threads
 /// without waiting for them.
 #[derive(Debug)]
 pub struct QueryRuntime {
-    runtime: Option<Runtime>,
-    handle: Handle,
+    runtimes: Vec<Runtime>,
+    handle: QueryHandle,
+}
+
+/// Where a statement's work goes: `cpu` (nice 10, one worker per core) for
+/// planning and partitions, `drivers` for the tasks that pull a result
+/// stream and hand its rows to the protocol.
+#[derive(Debug, Clone)]
+pub struct QueryHandle {
+    cpu: Handle,
+    drivers: Handle,
 }
 
 impl QueryRuntime {
-    /// A runtime with one worker per core.
+    /// The query runtime (one worker per core) and its stream drivers.
     pub fn new() -> std::io::Result<QueryRuntime> {
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        let cpu = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .thread_name("panorama-query")
             .thread_stack_size(THREAD_STACK_BYTES)
             .on_thread_start(lower_priority)
             .enable_all()
             .build()?;
-        let handle = runtime.handle().clone();
+        let drivers = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(DRIVER_THREADS)
+            .thread_name("panorama-rows")
+            .thread_stack_size(THREAD_STACK_BYTES)
+            .enable_all()
+            .build()?;
+        let handle = QueryHandle {
+            cpu: cpu.handle().clone(),
+            drivers: drivers.handle().clone(),
+        };
         Ok(QueryRuntime {
-            runtime: Some(runtime),
+            runtimes: vec![cpu, drivers],
             handle,
         })
     }
 
     /// The handle to give the protocol front end.
-    pub fn handle(&self) -> Handle {
+    pub fn handle(&self) -> QueryHandle {
         self.handle.clone()
     }
 }
 
 impl Drop for QueryRuntime {
     fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
+        for runtime in self.runtimes.drain(..) {
             runtime.shutdown_background();
         }
     }
@@ -87,8 +114,8 @@ fn lower_priority() {
 /// there, and on a multi-threaded protocol runtime the thread it blocks is
 /// handed over (`block_in_place`), so the protocol's other connections are
 /// served meanwhile.
-pub async fn run<F: Future>(runtime: Option<&Handle>, future: F) -> F::Output {
-    let Some(handle) = runtime else {
+pub async fn run<F: Future>(runtime: Option<&QueryHandle>, future: F) -> F::Output {
+    let Some(QueryHandle { cpu: handle, .. }) = runtime else {
         return future.await;
     };
     let multi_threaded = Handle::try_current()
@@ -104,21 +131,26 @@ pub async fn run<F: Future>(runtime: Option<&Handle>, future: F) -> F::Output {
     }
 }
 
-/// `stream`, driven by a task of its own on the query runtime (when there
-/// is one) and handed over in chunks of what is ready. The caller's side
-/// only waits for chunks, so a deadline or a cancel it selects on fires on
-/// time even while an operator computes for seconds without yielding; the
-/// task is aborted when the returned stream is dropped.
+/// `stream`, driven by a task of its own on a driver thread (when there is
+/// a query runtime; what the stream spawns lands on the query runtime) and
+/// handed over in chunks of what is ready. The caller's side only waits for
+/// chunks, so a deadline or a cancel it selects on fires on time even while
+/// an operator computes for seconds without yielding; the task is aborted
+/// when the returned stream is dropped.
 pub fn stream<T: Send + 'static>(
-    runtime: Option<&Handle>,
+    runtime: Option<&QueryHandle>,
     stream: futures::stream::BoxStream<'static, T>,
 ) -> futures::stream::BoxStream<'static, T> {
     use futures::StreamExt;
-    let Some(handle) = runtime else {
+    let Some(QueryHandle { cpu, drivers }) = runtime else {
         return stream;
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<T>>(4);
-    let task = handle.spawn(async move {
+    let stream = OnRuntime {
+        handle: Some(cpu.clone()),
+        inner: stream,
+    };
+    let task = drivers.spawn(async move {
         let mut chunks = stream.ready_chunks(1024);
         while let Some(chunk) = chunks.next().await {
             if tx.send(chunk).await.is_err() {

@@ -9,10 +9,10 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::executor::QueryHandle;
 use datafusion::config::ConfigOptions;
 use datafusion::prelude::SessionContext;
 use datafusion_postgres::DfSessionService;
-use tokio::runtime::Handle;
 
 use super::auth::Role;
 use super::execute::Executor;
@@ -25,7 +25,7 @@ pub struct RoleBases {
     pub analyst: Arc<SessionContext>,
     /// Where queries run ([`crate::executor`]); `None`: on the caller's
     /// runtime.
-    pub runtime: Option<Handle>,
+    pub runtime: Option<QueryHandle>,
 }
 
 /// One role's session on one connection.
@@ -100,7 +100,7 @@ impl ConnectionSessions {
     }
 
     /// The query runtime, if queries run apart from the protocol.
-    pub fn runtime(&self) -> Option<&Handle> {
+    pub fn runtime(&self) -> Option<&QueryHandle> {
         self.bases.runtime.as_ref()
     }
 }

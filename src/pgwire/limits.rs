@@ -72,7 +72,7 @@ pub(super) async fn within_timeout<T>(
 pub fn guard(
     response: Response,
     client: &(impl ClientInfo + ?Sized),
-    runtime: Option<&tokio::runtime::Handle>,
+    runtime: Option<&crate::executor::QueryHandle>,
 ) -> Response {
     let Response::Query(mut query) = response else {
         return response;

@@ -219,7 +219,7 @@ pub struct Access {
     pub tls_required: bool,
     /// The runtime queries run on ([`crate::executor::QueryRuntime`]);
     /// `None`: the runtime `serve` is called on.
-    pub query_runtime: Option<tokio::runtime::Handle>,
+    pub query_runtime: Option<crate::executor::QueryHandle>,
 }
 
 /// Like [`serve_with`], with users, roles and the analysts' session.
