@@ -5,15 +5,20 @@
 //! `Int64(1)`, `x + Int64(1)`.
 //!
 //! The select list of a query is given PostgreSQL's name as an alias
-//! before DataFusion plans it (PostgreSQL's `FigureColname`). Items that
-//! already have an alias or are plain columns keep theirs; a name that would
-//! clash with another item's is left to DataFusion, which needs unique
-//! names. A text that does not parse is passed on untouched, and so are
-//! catalog queries (`pg_catalog`, `information_schema`), which
-//! datafusion-postgres rewrites itself.
+//! before DataFusion plans it (PostgreSQL's `FigureColname`), catalog
+//! queries included: psql's `\d` asks for `pg_catalog.format_type(…)`,
+//! which PostgreSQL names `format_type`, and for `''`, which it names
+//! `?column?`. Items that already have an alias or are plain columns keep
+//! theirs; a name that would clash with another item's is left to
+//! DataFusion, which needs unique names. A text that does not parse is
+//! passed on untouched, and so is a query whose top-level `FROM` reads only
+//! catalogs that are always empty here (psql's row policies and extended
+//! statistics): datafusion-postgres answers those with a stand-in query it
+//! recognizes by their text.
 
 use datafusion::sql::sqlparser::ast::{
-    DataType, Expr, Ident, SelectItem, SetExpr, Spanned, Statement,
+    AccessExpr, DataType, Expr, Ident, Select, SelectItem, SetExpr, Spanned, Statement,
+    TableFactor, Value,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -26,15 +31,6 @@ use datafusion::sql::sqlparser::tokenizer::Location;
 /// again, which would not always read back the same in DataFusion; the new
 /// text is used only if it parses to exactly the intended statement.
 pub fn rename(sql: &str) -> Option<String> {
-    // Catalog queries (psql's \d, drivers' metadata) go through
-    // datafusion-postgres' own rewrites, which expect their text as sent.
-    let lower = sql.to_lowercase();
-    if ["pg_catalog", "information_schema", "array("]
-        .iter()
-        .any(|s| lower.contains(s))
-    {
-        return None;
-    }
     let original = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
     let single = original.len() == 1;
     let mut intended = original.clone();
@@ -42,6 +38,7 @@ pub fn rename(sql: &str) -> Option<String> {
     for statement in &mut intended {
         if let Statement::Query(query) = statement
             && let SetExpr::Select(select) = query.body.as_mut()
+            && !reads_only_empty_catalogs(select)
         {
             // Where each item starts; an item ends where the next one
             // starts (less the comma), the last where FROM starts.
@@ -102,18 +99,7 @@ fn offset(sql: &str, at: Location) -> Option<usize> {
 /// Give the unnamed items their PostgreSQL name (in the AST); returns the
 /// positions of the items named and their names.
 fn name_items(items: &mut [SelectItem]) -> Vec<(usize, String)> {
-    let names: Vec<Option<String>> = items
-        .iter()
-        .map(|item| match item {
-            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_lowercase()),
-            SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(i.value.to_lowercase()),
-            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
-                parts.last().map(|i| i.value.to_lowercase())
-            }
-            SelectItem::UnnamedExpr(expr) => Some(figure(expr)),
-            _ => None,
-        })
-        .collect();
+    let names: Vec<Option<String>> = items.iter().map(item_name).collect();
     let mut added = Vec::new();
     for (i, item) in items.iter_mut().enumerate() {
         let SelectItem::UnnamedExpr(expr) = item else {
@@ -146,6 +132,34 @@ fn name_items(items: &mut [SelectItem]) -> Vec<(usize, String)> {
     added
 }
 
+/// Whether every relation the top-level `FROM` of `select` names is a
+/// `pg_catalog` table that is always empty here.
+fn reads_only_empty_catalogs(select: &Select) -> bool {
+    let mut relations = select
+        .from
+        .iter()
+        .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)))
+        .peekable();
+    relations.peek().is_some()
+        && relations.all(|r| match r {
+            TableFactor::Table { name, .. } => {
+                name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                    super::rewrite::EMPTY_CATALOGS.contains(&i.value.to_lowercase().as_str())
+                })
+            }
+            _ => false,
+        })
+}
+
+/// The name of a select item, as [`figure`] gives it.
+fn item_name(item: &SelectItem) -> Option<String> {
+    match item {
+        SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_lowercase()),
+        SelectItem::UnnamedExpr(expr) => Some(figure(expr)),
+        _ => None,
+    }
+}
+
 /// PostgreSQL's name for an unnamed select-list expression.
 fn figure(expr: &Expr) -> String {
     match expr {
@@ -153,7 +167,12 @@ fn figure(expr: &Expr) -> String {
             .name
             .0
             .last()
-            .map(|p| p.to_string().trim_matches('"').to_lowercase())
+            .and_then(|p| p.as_ident())
+            .map(|i| match i.value.to_lowercase().as_str() {
+                // SQL-standard spellings PostgreSQL names by their function.
+                "user" => "current_user".to_string(),
+                other => other.to_string(),
+            })
             .unwrap_or_else(|| "?column?".into()),
         Expr::Cast {
             expr, data_type, ..
@@ -161,15 +180,40 @@ fn figure(expr: &Expr) -> String {
             "?column?" => type_name(data_type),
             inner => inner.to_string(),
         },
-        Expr::Nested(inner) => figure(inner),
+        Expr::Nested(inner) | Expr::Collate { expr: inner, .. } => figure(inner),
         Expr::Identifier(i) => i.value.to_lowercase(),
         Expr::CompoundIdentifier(parts) => parts
             .last()
             .map(|i| i.value.to_lowercase())
             .unwrap_or_default(),
+        // `(keys).x` is `x`; `(current_schemas(true))[1]` is named by its
+        // array.
+        Expr::CompoundFieldAccess { root, access_chain } => match access_chain.last() {
+            Some(AccessExpr::Dot(Expr::Identifier(field))) => field.value.to_lowercase(),
+            _ => figure(root),
+        },
+        // A scalar subquery is named by its one column.
+        Expr::Subquery(query) => match query.body.as_ref() {
+            SetExpr::Select(select) if select.projection.len() == 1 => {
+                item_name(&select.projection[0]).unwrap_or_else(|| "?column?".into())
+            }
+            _ => "?column?".into(),
+        },
+        // `true` and `false` are typed literals to PostgreSQL.
+        Expr::Value(v) if matches!(v.value, Value::Boolean(_)) => "bool".into(),
+        Expr::TypedString(typed) => type_name(&typed.data_type),
         Expr::Case { .. } => "case".into(),
         Expr::Exists { .. } => "exists".into(),
         Expr::Array(_) => "array".into(),
+        Expr::Extract { .. } => "extract".into(),
+        Expr::Substring { .. } => "substring".into(),
+        Expr::Position { .. } => "position".into(),
+        Expr::Overlay { .. } => "overlay".into(),
+        Expr::Trim { .. } => "btrim".into(),
+        Expr::Ceil { .. } => "ceil".into(),
+        Expr::Floor { .. } => "floor".into(),
+        Expr::AtTimeZone { .. } => "timezone".into(),
+        Expr::Interval(_) => "interval".into(),
         _ => "?column?".into(),
     }
 }
@@ -178,6 +222,10 @@ fn figure(expr: &Expr) -> String {
 fn type_name(data_type: &DataType) -> String {
     let text = data_type.to_string().to_lowercase();
     let base = text.split('(').next().unwrap_or(&text).trim().to_string();
+    let base = base
+        .strip_prefix("pg_catalog.")
+        .unwrap_or(&base)
+        .to_string();
     match base.as_str() {
         "int" | "integer" | "int4" => "int4",
         "bigint" | "int8" => "int8",
@@ -189,6 +237,8 @@ fn type_name(data_type: &DataType) -> String {
         "character varying" | "varchar" => "varchar",
         "timestamp with time zone" | "timestamptz" => "timestamptz",
         "timestamp" | "timestamp without time zone" => "timestamp",
+        "character" | "char" => "bpchar",
+        "text" => "text",
         other => return other.to_string(),
     }
     .to_string()
@@ -219,5 +269,31 @@ mod tests {
             Some("SELECT count(*)::int AS \"count\" FROM t")
         );
         assert_eq!(rename("not sql at all"), None);
+    }
+
+    #[test]
+    fn catalog_queries_get_postgresql_names_too() {
+        assert_eq!(
+            rename(
+                "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), '', \
+                 (SELECT c.collname FROM pg_catalog.pg_collation c WHERE c.oid = a.attcollation), \
+                 true, c.oid::pg_catalog.regclass FROM pg_catalog.pg_attribute a"
+            )
+            .as_deref(),
+            Some(
+                "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS \"format_type\", \
+                 '' AS \"?column?\", \
+                 (SELECT c.collname FROM pg_catalog.pg_collation c WHERE c.oid = a.attcollation) \
+                 AS \"collname\", true AS \"bool\", c.oid::pg_catalog.regclass AS \"oid\" \
+                 FROM pg_catalog.pg_attribute a"
+            )
+        );
+        // Read only from always-empty catalogs: left to datafusion-postgres.
+        assert_eq!(
+            rename(
+                "SELECT pol.polname, CASE pol.polcmd WHEN 'r' THEN 'SELECT' END FROM pg_catalog.pg_policy pol"
+            ),
+            None
+        );
     }
 }

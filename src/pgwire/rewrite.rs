@@ -36,7 +36,8 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, LimitClause, ObjectName, Query, SelectItem, SetExpr, Value, VisitMut, VisitorMut,
+    Expr, LimitClause, ObjectName, Query, SelectItem, SetExpr, TableFactor, Value, VisitMut,
+    VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -50,14 +51,15 @@ use datafusion_postgres::pgwire::api::Type;
 /// The statement `sql` rewritten, if any rule applies; `types` are the
 /// parameter types the client declared (`None` or `unknown`: undeclared).
 pub fn rewrite(sql: &str, types: &[Option<Type>]) -> Option<String> {
-    // Most statements meet no rule: skip the parse unless a word of one is
-    // there (or a declared parameter type).
-    const WORDS: &[&str] = &["escape", "pg_", "any", "all", "date", "generate_subscripts"];
-    let declared = types.iter().flatten().any(|t| sql_type(t).is_some());
-    let lower = sql.to_ascii_lowercase();
-    if !declared && !WORDS.iter().any(|w| lower.contains(w)) {
-        return None;
-    }
+    // Names first (`super::naming`), from the statement as the client wrote
+    // it: a rule below may replace an item (an always-empty subquery by
+    // NULL) whose name PostgreSQL takes from what was written.
+    let renamed = super::naming::rename(sql);
+    let named = renamed.as_deref().unwrap_or(sql);
+    apply_rules(named, types).or(renamed)
+}
+
+fn apply_rules(sql: &str, types: &[Option<Type>]) -> Option<String> {
     let dialect = PostgreSqlDialect {};
     let mut statements = Parser::parse_sql(&dialect, sql).ok()?;
     let [statement] = statements.as_mut_slice() else {
@@ -67,31 +69,93 @@ pub fn rewrite(sql: &str, types: &[Option<Type>]) -> Option<String> {
         types,
         on_catalog: false,
         limit_params: HashSet::new(),
+        catalog_names: HashSet::new(),
         changed: false,
     };
     // A first pass finds catalog relations and LIMIT parameters.
     let _ = statement.visit(&mut Survey(&mut rules));
     let _ = statement.visit(&mut rules);
+    rules.changed |= int4_literals(statement);
     rules.changed.then(|| statement.to_string())
+}
+
+/// An integer literal standing as a select item of the statement's query
+/// is `integer` to PostgreSQL when it fits (`SELECT 1` is `int4`), where
+/// DataFusion makes every integer literal `bigint`.
+fn int4_literals(statement: &mut datafusion::sql::sqlparser::ast::Statement) -> bool {
+    let datafusion::sql::sqlparser::ast::Statement::Query(query) = statement else {
+        return false;
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return false;
+    };
+    let mut changed = false;
+    for item in &mut select.projection {
+        let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) = item else {
+            continue;
+        };
+        if let Expr::Value(v) = e
+            && let Value::Number(n, false) = &v.value
+            && n.parse::<i32>().is_ok()
+            && let Some(cast) = expr(&format!("CAST({n} AS INTEGER)"))
+        {
+            *e = cast;
+            changed = true;
+        }
+    }
+    changed
 }
 
 struct Rules<'a> {
     types: &'a [Option<Type>],
     on_catalog: bool,
     limit_params: HashSet<String>,
+    /// The names by which the statement refers to `pg_catalog` relations
+    /// (their aliases, or their own names), lower case.
+    catalog_names: HashSet<String>,
     changed: bool,
 }
 
 struct Survey<'r, 'a>(&'r mut Rules<'a>);
 
+/// The last part of a relation's name, unquoted, lower case.
+fn last_part(name: &ObjectName) -> String {
+    name.0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(|i| i.value.to_lowercase())
+        .unwrap_or_default()
+}
+
+/// `pg_catalog.x` or an unqualified `pg_x`.
+fn is_catalog_relation(name: &ObjectName) -> bool {
+    let first = name.0.first().and_then(|p| p.as_ident());
+    match name.0.len() {
+        1 => last_part(name).starts_with("pg_"),
+        2 => first.is_some_and(|i| i.value.eq_ignore_ascii_case("pg_catalog")),
+        _ => false,
+    }
+}
+
 impl VisitorMut for Survey<'_, '_> {
     type Break = ();
 
     fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
-        let name = relation.to_string().to_lowercase();
-        let last = name.rsplit('.').next().unwrap_or_default();
-        if name.starts_with("pg_catalog.") || last.starts_with("pg_") {
+        if is_catalog_relation(relation) {
             self.0.on_catalog = true;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table { name, alias, .. } = factor
+            && is_catalog_relation(name)
+        {
+            let referred = match alias {
+                Some(alias) => alias.name.value.to_lowercase(),
+                None => last_part(name),
+            };
+            self.0.catalog_names.insert(referred);
         }
         ControlFlow::Continue(())
     }
@@ -217,6 +281,63 @@ fn array_literal(text: &str) -> Option<Expr> {
         })
         .collect();
     expr(&format!("ARRAY[{}]", items.join(", ")))
+}
+
+/// The query of an `ARRAY(SELECT …)` constructor.
+fn array_subquery(e: &Expr) -> Option<&Query> {
+    match e {
+        Expr::Nested(inner) => array_subquery(inner),
+        Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("array") => match &f.args {
+            datafusion::sql::sqlparser::ast::FunctionArguments::Subquery(query) => Some(query),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `(SELECT array_agg(e ORDER BY …) FROM …)` for `SELECT e FROM … ORDER BY
+/// …` (an `ORDER BY` by position is by `e`).
+fn array_agg(query: &Query) -> Option<Expr> {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
+        select.projection.as_slice()
+    else {
+        return None;
+    };
+    let order = match &query.order_by {
+        Some(order_by) => match &order_by.kind {
+            datafusion::sql::sqlparser::ast::OrderByKind::Expressions(exprs) => {
+                let keys: Vec<String> = exprs
+                    .iter()
+                    .map(|o| {
+                        let key = match &o.expr {
+                            Expr::Value(v) if matches!(v.value, Value::Number(..)) => {
+                                item.to_string()
+                            }
+                            other => other.to_string(),
+                        };
+                        format!("{key}{}", o.options)
+                    })
+                    .collect();
+                format!(" ORDER BY {}", keys.join(", "))
+            }
+            _ => return None,
+        },
+        None => String::new(),
+    };
+    if query.limit_clause.is_some() || query.fetch.is_some() {
+        return None;
+    }
+    let mut aggregated = query.clone();
+    aggregated.order_by = None;
+    if let SetExpr::Select(select) = aggregated.body.as_mut() {
+        select.projection = vec![SelectItem::UnnamedExpr(expr(&format!(
+            "array_agg({item}{order})"
+        ))?)];
+    }
+    Some(Expr::Subquery(Box::new(aggregated)))
 }
 
 /// `pg_catalog` tables that have no rows in Panorama (`tests/session.rs`
@@ -392,8 +513,133 @@ impl Rules<'_> {
     }
 }
 
+/// `information_schema` views about constraints, which DataFusion's
+/// `information_schema` lacks and which are empty here (Panorama's tables
+/// have no keys): their PostgreSQL columns, all text.
+const EMPTY_INFORMATION_SCHEMA: &[(&str, &[&str])] = &[
+    (
+        "table_constraints",
+        &[
+            "constraint_catalog",
+            "constraint_schema",
+            "constraint_name",
+            "table_catalog",
+            "table_schema",
+            "table_name",
+            "constraint_type",
+            "is_deferrable",
+            "initially_deferred",
+            "enforced",
+            "nulls_distinct",
+        ],
+    ),
+    (
+        "key_column_usage",
+        &[
+            "constraint_catalog",
+            "constraint_schema",
+            "constraint_name",
+            "table_catalog",
+            "table_schema",
+            "table_name",
+            "column_name",
+            "ordinal_position",
+            "position_in_unique_constraint",
+        ],
+    ),
+    (
+        "referential_constraints",
+        &[
+            "constraint_catalog",
+            "constraint_schema",
+            "constraint_name",
+            "unique_constraint_catalog",
+            "unique_constraint_schema",
+            "unique_constraint_name",
+            "match_option",
+            "update_rule",
+            "delete_rule",
+        ],
+    ),
+    (
+        "constraint_column_usage",
+        &[
+            "table_catalog",
+            "table_schema",
+            "table_name",
+            "column_name",
+            "constraint_catalog",
+            "constraint_schema",
+            "constraint_name",
+        ],
+    ),
+];
+
+/// An empty derived table with `columns` (text), named `alias`.
+fn empty_derived(columns: &[&str], alias: &str) -> Option<TableFactor> {
+    let items: Vec<String> = columns
+        .iter()
+        .map(|c| format!("CAST(NULL AS TEXT) AS {c}"))
+        .collect();
+    let sql = format!(
+        "SELECT * FROM (SELECT {} WHERE FALSE) AS {alias}",
+        items.join(", ")
+    );
+    let statement = Parser::parse_sql(&PostgreSqlDialect {}, &sql).ok()?.pop()?;
+    let datafusion::sql::sqlparser::ast::Statement::Query(query) = statement else {
+        return None;
+    };
+    let SetExpr::Select(select) = *query.body else {
+        return None;
+    };
+    select.from.into_iter().next().map(|t| t.relation)
+}
+
 impl VisitorMut for Rules<'_> {
     type Break = ();
+
+    /// `information_schema.table_constraints` and its kin
+    /// ([`EMPTY_INFORMATION_SCHEMA`]): an empty table of their columns
+    /// (Metabase's field sync joins them for primary keys).
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            name, alias, args, ..
+        } = factor
+            && args.is_none()
+            && name.0.len() == 2
+            && name.0[0]
+                .as_ident()
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("information_schema"))
+        {
+            let view = last_part(name);
+            if let Some((_, columns)) = EMPTY_INFORMATION_SCHEMA.iter().find(|(v, _)| *v == view) {
+                let alias = alias.as_ref().map(|a| a.name.to_string()).unwrap_or(view);
+                if let Some(derived) = empty_derived(columns, &alias) {
+                    *factor = derived;
+                    self.changed = true;
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// `pg_locks` and the other relations Panorama adds to `pg_catalog`
+    /// (`super::pg_catalog::EXTRA_TABLES`), named without their schema:
+    /// `datafusion-pg-catalog` qualifies only its own.
+    fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
+        if relation.0.len() == 1
+            && super::pg_catalog::EXTRA_TABLES.contains(&last_part(relation).as_str())
+        {
+            relation.0.insert(
+                0,
+                datafusion::sql::sqlparser::ast::ObjectNamePart::Identifier(
+                    datafusion::sql::sqlparser::ast::Ident::new("pg_catalog"),
+                ),
+            );
+            self.changed = true;
+        }
+        ControlFlow::Continue(())
+    }
 
     fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
         let replacement = match e {
@@ -418,6 +664,23 @@ impl VisitorMut for Rules<'_> {
                 }
                 return ControlFlow::Continue(());
             }
+            // `N.oid::bigint`: DataFusion's cast keeps the column's
+            // metadata, so the result was still announced as `oid`;
+            // `arrow_cast` makes a new, unmarked column.
+            Expr::Cast {
+                expr: inner,
+                data_type,
+                ..
+            } if self.on_catalog && !matches!(inner.as_ref(), Expr::Value(_)) => {
+                use datafusion::sql::sqlparser::ast::DataType as T;
+                let arrow = match data_type {
+                    T::BigInt(_) | T::Int8(_) => "Int64",
+                    T::Int(_) | T::Integer(_) | T::Int4(_) => "Int32",
+                    T::SmallInt(_) | T::Int2(_) => "Int16",
+                    _ => return ControlFlow::Continue(()),
+                };
+                expr(&format!("arrow_cast({inner}, '{arrow}')"))
+            }
             Expr::Cast {
                 expr: inner,
                 data_type: datafusion::sql::sqlparser::ast::DataType::Date,
@@ -431,6 +694,16 @@ impl VisitorMut for Rules<'_> {
                     self.changed = true;
                 }
                 None
+            }
+            // `x = ANY(ARRAY(SELECT …))` is `x IN (SELECT …)` (pgAdmin's
+            // role probe).
+            Expr::AnyOp {
+                left,
+                compare_op: datafusion::sql::sqlparser::ast::BinaryOperator::Eq,
+                right,
+                ..
+            } if self.on_catalog && array_subquery(right).is_some() => {
+                array_subquery(right).and_then(|query| expr(&format!("{left} IN ({query})")))
             }
             Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } => {
                 if let Some(array) = string_literal(right).and_then(array_literal) {
@@ -491,18 +764,54 @@ impl VisitorMut for Rules<'_> {
                     _ => None,
                 }
             }
+            // `ARRAY(SELECT e FROM … [ORDER BY …])`, which DataFusion cannot
+            // plan: the scalar subquery `(SELECT array_agg(e ORDER BY …)
+            // FROM …)` (psql's `\du`), NULL rather than `{}` for no rows.
+            Expr::Function(_) if self.on_catalog && array_subquery(e).is_some() => {
+                array_subquery(e).and_then(array_agg)
+            }
             Expr::Value(v) => match &v.value {
                 Value::Placeholder(name) => self.placeholder(name),
                 _ => None,
             },
+            // The system column `xmin` of a catalog row (DataGrip's
+            // `state_number`): Panorama's rows were all written at once, by
+            // the first transaction, as PostgreSQL's bootstrap rows are.
+            Expr::CompoundIdentifier(parts)
+                if parts.len() == 2
+                    && parts[1].value.eq_ignore_ascii_case("xmin")
+                    && self.catalog_names.contains(&parts[0].value.to_lowercase()) =>
+            {
+                expr("CAST(1 AS BIGINT)")
+            }
             Expr::Subquery(query) if self.on_catalog && reads_only_empty_catalogs(query) => {
                 let counts = matches!(query.body.as_ref(), SetExpr::Select(s)
                     if s.projection.iter().any(|p| p.to_string().to_lowercase().starts_with("count(")));
-                if counts {
-                    None
-                } else {
-                    null_keeping_placeholders(query)
+                let has_placeholders = null_keeping_placeholders(query) != expr("NULL");
+                match (counts, has_placeholders) {
+                    // Counting no rows: 0, a bigint (pgAdmin's trigger counts).
+                    (true, false) => expr("CAST(0 AS BIGINT)"),
+                    (true, true) => None,
+                    (false, _) => null_keeping_placeholders(query),
                 }
+            }
+            // psql's `\d` lists the relations a search path of `"$user",
+            // public` finds: those of `public` and `pg_catalog`.
+            Expr::Function(f)
+                if self.on_catalog
+                    && f.name
+                        .0
+                        .last()
+                        .and_then(|p| p.as_ident())
+                        .is_some_and(|i| i.value.eq_ignore_ascii_case("pg_table_is_visible")) =>
+            {
+                let args = f.args.to_string();
+                let relation = args.trim_start_matches('(').trim_end_matches(')');
+                expr(&format!(
+                    "{relation} IN (SELECT c.oid FROM pg_catalog.pg_class c \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname IN ('public', 'pg_catalog'))"
+                ))
             }
             Expr::Subquery(query) if self.on_catalog => self.aggregate(query),
             _ => None,
