@@ -829,16 +829,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn names_come_before_the_rules_and_literals_are_int4() {
+        // The always-empty subquery becomes NULL after it was named.
+        let out = rewrite(
+            "SELECT 1, (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_catalog.pg_attrdef d \
+             WHERE d.adrelid = a.attrelid) FROM pg_catalog.pg_attribute a",
+            &[],
+        )
+        .unwrap();
+        assert!(
+            out.starts_with("SELECT CAST(1 AS INTEGER) AS \"?column?\", NULL AS \"pg_get_expr\""),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn like_with_another_escape_character_is_translated() {
         let sql = "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE $1 || '%' ESCAPE '/'";
-        let out = rewrite(sql, &[]).unwrap();
+        let out = apply_rules(sql, &[]).unwrap();
         assert!(
             out.contains("NOT LIKE pg_like_escape($1 || '%', '/')"),
             "{out}"
         );
         assert!(!out.contains("ESCAPE"), "{out}");
         assert_eq!(
-            rewrite("SELECT 1 WHERE 'a' LIKE 'a' ESCAPE '\\'", &[]),
+            apply_rules("SELECT x FROM t WHERE 'a' LIKE 'a' ESCAPE '\\'", &[]),
             None
         );
     }
@@ -846,7 +861,7 @@ mod tests {
     #[test]
     fn declared_parameter_types_are_kept_except_in_limit() {
         let types = [Some(Type::FLOAT8), None, Some(Type::INT8)];
-        let out = rewrite(
+        let out = apply_rules(
             "SELECT * FROM raw.orders WHERE amount > $1 AND status = $2 LIMIT $3",
             &types,
         )
@@ -857,36 +872,39 @@ mod tests {
         );
         assert!(out.contains("status = $2"), "{out}");
         assert!(out.contains("LIMIT $3"), "{out}");
-        assert_eq!(rewrite("SELECT $1", &[None]), None);
+        assert_eq!(apply_rules("SELECT $1", &[None]), None);
     }
 
     #[test]
     fn pgjdbc_simple_mode_literals_read_as_postgres_reads_them() {
-        let out = rewrite(
+        let out = apply_rules(
             "SELECT CAST(('2024-02-29 +00') AS DATE) WHERE c = ANY(('{\"C1\",\"a,b\",NULL}'))",
             &[],
         )
         .unwrap();
         assert!(out.contains("CAST('2024-02-29' AS DATE)"), "{out}");
         assert!(out.contains("ANY(ARRAY['C1', 'a,b', NULL])"), "{out}");
-        let out = rewrite("SELECT 1 WHERE n = ANY('{1, 2}')", &[]).unwrap();
+        let out = apply_rules("SELECT 1 WHERE n = ANY('{1, 2}')", &[]).unwrap();
         assert!(out.contains("ANY(ARRAY[1, 2])"), "{out}");
-        assert_eq!(rewrite("SELECT CAST('2024-02-29' AS DATE)", &[]), None);
-        assert_eq!(rewrite("SELECT 1 WHERE n = ANY('{{1},{2}}')", &[]), None);
+        assert_eq!(apply_rules("SELECT CAST('2024-02-29' AS DATE)", &[]), None);
+        assert_eq!(
+            apply_rules("SELECT x FROM t WHERE n = ANY('{{1},{2}}')", &[]),
+            None
+        );
     }
 
     #[test]
     fn correlated_catalog_subqueries_take_max_and_others_are_left() {
         let sql = "SELECT t.typname FROM pg_catalog.pg_type t WHERE t.typrelid = 0 OR \
                    (SELECT c.relkind = 'c' FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid)";
-        let out = rewrite(sql, &[]).unwrap();
+        let out = apply_rules(sql, &[]).unwrap();
         assert!(
             out.contains("(SELECT max(c.relkind = 'c') FROM pg_catalog.pg_class"),
             "{out}"
         );
         // Not a catalog query: PostgreSQL's error for two rows stays.
         assert_eq!(
-            rewrite(
+            apply_rules(
                 "SELECT (SELECT o.amount FROM raw.orders o WHERE o.customer_id = c.customer_id) \
                  FROM raw.customers c",
                 &[]
@@ -895,7 +913,7 @@ mod tests {
         );
         // Only always-empty catalogs: NULL, which DataFusion cannot plan
         // under CASE.
-        let out = rewrite(
+        let out = apply_rules(
             "SELECT CASE WHEN a.atthasdef THEN (SELECT pg_get_expr(d.adbin, d.adrelid) \
              FROM pg_catalog.pg_attrdef d WHERE a.atthasdef AND d.adrelid = a.attrelid) \
              ELSE NULL END FROM pg_catalog.pg_attribute a",
@@ -905,7 +923,7 @@ mod tests {
         assert!(out.contains("THEN NULL ELSE NULL"), "{out}");
         // Already an aggregate.
         assert_eq!(
-            rewrite(
+            apply_rules(
                 "SELECT (SELECT count(*) FROM pg_class c WHERE c.relnamespace = n.oid) \
                  FROM pg_namespace n",
                 &[]
