@@ -134,7 +134,7 @@ fn name_items(items: &mut [SelectItem]) -> Vec<(usize, String)> {
 
 /// Whether every relation the top-level `FROM` of `select` names is a
 /// `pg_catalog` table that is always empty here.
-fn reads_only_empty_catalogs(select: &Select) -> bool {
+pub(super) fn reads_only_empty_catalogs(select: &Select) -> bool {
     let mut relations = select
         .from
         .iter()
