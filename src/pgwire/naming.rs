@@ -209,7 +209,15 @@ fn figure(expr: &Expr) -> String {
         Expr::Substring { .. } => "substring".into(),
         Expr::Position { .. } => "position".into(),
         Expr::Overlay { .. } => "overlay".into(),
-        Expr::Trim { .. } => "btrim".into(),
+        Expr::Trim { trim_where, .. } => {
+            use datafusion::sql::sqlparser::ast::TrimWhereField;
+            match trim_where {
+                Some(TrimWhereField::Leading) => "ltrim",
+                Some(TrimWhereField::Trailing) => "rtrim",
+                _ => "btrim",
+            }
+            .into()
+        }
         Expr::Ceil { .. } => "ceil".into(),
         Expr::Floor { .. } => "floor".into(),
         Expr::AtTimeZone { .. } => "timezone".into(),
