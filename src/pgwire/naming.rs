@@ -9,8 +9,10 @@
 //! queries included: psql's `\d` asks for `pg_catalog.format_type(…)`,
 //! which PostgreSQL names `format_type`, and for `''`, which it names
 //! `?column?`. Items that already have an alias or are plain columns keep
-//! theirs; a name that would clash with another item's is left to
-//! DataFusion, which needs unique names. A text that does not parse is
+//! theirs. PostgreSQL lets two columns have one name, DataFusion does not:
+//! a name that clashes with another item's gets a suffix that
+//! [`described`] takes off the row description again, with
+//! `datafusion-pg-catalog`'s `__alias_` prefix (`SELECT c.oid, c.*`). A text that does not parse is
 //! passed on untouched, and so is a query whose top-level `FROM` reads only
 //! catalogs that are always empty here (psql's row policies and extended
 //! statistics): datafusion-postgres answers those with a stand-in query it
@@ -23,6 +25,9 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Location;
+use datafusion_postgres::pgwire::api::Type;
+use datafusion_postgres::pgwire::api::results::FieldInfo;
+use std::sync::Arc;
 
 /// `sql` with PostgreSQL's column names as aliases, if that changes it.
 ///
@@ -116,17 +121,22 @@ fn name_items(items: &mut [SelectItem]) -> Vec<(usize, String)> {
         if name == "array" {
             continue;
         }
+        // DataFusion needs unique names where PostgreSQL allows the same
+        // one twice (`SELECT NULL, NULL`): a clashing name gets a suffix
+        // that [`described`] takes off the row description.
         let clashes = names
             .iter()
             .enumerate()
             .any(|(j, other)| j != i && other.as_deref() == Some(name.as_str()));
-        if clashes {
-            continue;
-        }
-        added.push((i, name.clone()));
+        let alias = if clashes {
+            format!("{name}{DUPLICATE}{i}")
+        } else {
+            name
+        };
+        added.push((i, alias.clone()));
         *item = SelectItem::ExprWithAlias {
             expr: expr.clone(),
-            alias: Ident::with_quote('"', name),
+            alias: Ident::with_quote('"', alias),
         };
     }
     added
@@ -162,6 +172,41 @@ fn item_name(item: &SelectItem) -> Option<String> {
 
 /// PostgreSQL's name for an unnamed select-list expression.
 fn figure(expr: &Expr) -> String {
+    figured(expr).0
+}
+
+/// The name and its strength, as PostgreSQL's `FigureColnameInternal`
+/// rates them: 2 for a name taken from a column or function, 1 for a
+/// fallback (a cast's type, `case`), 0 for none (`?column?`). A `CASE` is
+/// named by its `ELSE` when that name is strong (psql's `\d` gets
+/// `reloftype` from `CASE … ELSE c.reloftype::regtype::text END`).
+fn figured(expr: &Expr) -> (String, u8) {
+    let name = match expr {
+        Expr::Cast {
+            expr, data_type, ..
+        } => {
+            return match figured(expr) {
+                (_, 0) => (type_name(data_type), 1),
+                strong => strong,
+            };
+        }
+        Expr::Nested(inner) | Expr::Collate { expr: inner, .. } => return figured(inner),
+        Expr::Case { else_result, .. } => {
+            return match else_result.as_deref().map(figured) {
+                Some(strong @ (_, 2)) => strong,
+                _ => ("case".into(), 1),
+            };
+        }
+        Expr::Value(v) if matches!(v.value, Value::Boolean(_)) => return ("bool".into(), 1),
+        Expr::TypedString(typed) => return (type_name(&typed.data_type), 1),
+        other => figure_strong(other),
+    };
+    let strength = if name == "?column?" { 0 } else { 2 };
+    (name, strength)
+}
+
+/// The names PostgreSQL takes from the expression itself.
+fn figure_strong(expr: &Expr) -> String {
     match expr {
         Expr::Function(f) => f
             .name
@@ -174,13 +219,6 @@ fn figure(expr: &Expr) -> String {
                 other => other.to_string(),
             })
             .unwrap_or_else(|| "?column?".into()),
-        Expr::Cast {
-            expr, data_type, ..
-        } => match figure(expr).as_str() {
-            "?column?" => type_name(data_type),
-            inner => inner.to_string(),
-        },
-        Expr::Nested(inner) | Expr::Collate { expr: inner, .. } => figure(inner),
         Expr::Identifier(i) => i.value.to_lowercase(),
         Expr::CompoundIdentifier(parts) => parts
             .last()
@@ -199,10 +237,6 @@ fn figure(expr: &Expr) -> String {
             }
             _ => "?column?".into(),
         },
-        // `true` and `false` are typed literals to PostgreSQL.
-        Expr::Value(v) if matches!(v.value, Value::Boolean(_)) => "bool".into(),
-        Expr::TypedString(typed) => type_name(&typed.data_type),
-        Expr::Case { .. } => "case".into(),
         Expr::Exists { .. } => "exists".into(),
         Expr::Array(_) => "array".into(),
         Expr::Extract { .. } => "extract".into(),
@@ -224,6 +258,53 @@ fn figure(expr: &Expr) -> String {
         Expr::Interval(_) => "interval".into(),
         _ => "?column?".into(),
     }
+}
+
+/// What [`rename`] appends to a name another result column already has;
+/// [`described`] takes it off. A private-use character, which no client
+/// writes in an identifier.
+const DUPLICATE: char = '\u{E000}';
+
+/// `datafusion-pg-catalog`'s alias for a column a `*` beside it repeats
+/// (`SELECT c.oid, c.*` is `c.oid AS __alias_oid, c.*`).
+const PG_CATALOG_ALIAS: &str = "__alias_";
+
+/// A row description as PostgreSQL gives it: the names [`rename`] and
+/// `datafusion-pg-catalog` made unique back to the name PostgreSQL repeats,
+/// and a column of NULLs with no type (`SELECT NULL AS role`) `text`, as
+/// PostgreSQL resolves an unknown-typed output column. The values are
+/// unchanged: NULL encodes alike in every type.
+pub fn described(fields: &[FieldInfo]) -> Option<Vec<FieldInfo>> {
+    let rename = |name: &str| -> Option<String> {
+        if let Some((base, _)) = name.split_once(DUPLICATE) {
+            return Some(base.to_string());
+        }
+        name.strip_prefix(PG_CATALOG_ALIAS)
+            .filter(|base| !base.is_empty())
+            .map(str::to_string)
+    };
+    let changes = fields
+        .iter()
+        .any(|f| rename(f.name()).is_some() || *f.datatype() == Type::UNKNOWN);
+    if !changes {
+        return None;
+    }
+    Some(
+        fields
+            .iter()
+            .map(|f| {
+                let name = rename(f.name()).unwrap_or_else(|| f.name().to_string());
+                let datatype = match f.datatype() {
+                    t if *t == Type::UNKNOWN => Type::TEXT,
+                    t => t.clone(),
+                };
+                FieldInfo::new(name, f.table_id(), f.column_id(), datatype, f.format())
+                    .with_format_options(Arc::clone(f.format_options()))
+                    .with_type_size(f.type_size())
+                    .with_type_modifier(f.type_modifier())
+            })
+            .collect(),
+    )
 }
 
 /// The internal name PostgreSQL uses for a cast's type.
@@ -269,14 +350,51 @@ mod tests {
             rename("select\n  sum(é.a)\nfrom t é").as_deref(),
             Some("select\n  sum(é.a) AS \"sum\"\nfrom t é")
         );
-        // Clashing names stay DataFusion's; plain columns need nothing.
-        assert_eq!(rename("SELECT 1, 2"), None);
+        // Clashing names are made unique; plain columns need nothing.
+        assert_eq!(
+            rename("SELECT 1, 2").as_deref(),
+            Some("SELECT 1 AS \"?column?\u{E000}0\", 2 AS \"?column?\u{E000}1\"")
+        );
         assert_eq!(rename("SELECT a, b FROM t"), None);
         assert_eq!(
             rename("SELECT count(*)::int FROM t").as_deref(),
             Some("SELECT count(*)::int AS \"count\" FROM t")
         );
         assert_eq!(rename("not sql at all"), None);
+    }
+
+    #[test]
+    fn a_case_is_named_by_a_strong_else() {
+        assert_eq!(
+            rename(
+                "SELECT CASE WHEN c.reloftype = 0 THEN '' \
+                 ELSE c.reloftype::pg_catalog.regtype::pg_catalog.text END, \
+                 CASE WHEN x THEN 1 ELSE 2 END FROM pg_catalog.pg_class c"
+            )
+            .as_deref(),
+            Some(
+                "SELECT CASE WHEN c.reloftype = 0 THEN '' \
+                 ELSE c.reloftype::pg_catalog.regtype::pg_catalog.text END AS \"reloftype\", \
+                 CASE WHEN x THEN 1 ELSE 2 END AS \"case\" FROM pg_catalog.pg_class c"
+            )
+        );
+    }
+
+    #[test]
+    fn row_descriptions_lose_the_suffixes() {
+        use datafusion_postgres::pgwire::api::results::FieldFormat;
+        let field =
+            |name: &str, t: Type| FieldInfo::new(name.into(), None, None, t, FieldFormat::Text);
+        let fields = [
+            field("__alias_oid", Type::INT4),
+            field("oid", Type::OID),
+            field("?column?\u{E000}2", Type::UNKNOWN),
+        ];
+        let fixed = described(&fields).unwrap();
+        let names: Vec<&str> = fixed.iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["oid", "oid", "?column?"]);
+        assert_eq!(*fixed[2].datatype(), Type::TEXT);
+        assert!(described(&[field("x", Type::TEXT)]).is_none());
     }
 
     #[test]
