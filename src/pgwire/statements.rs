@@ -291,6 +291,7 @@ impl PanoramaStatements {
             .await?;
             return Ok(responses
                 .into_iter()
+                .map(|r| super::session::show_named(query, r))
                 .map(|r| super::limits::guard(r, client, runtime))
                 .collect());
         };
