@@ -22,8 +22,11 @@
 //!   `pg_is_wal_replay_paused()` (false), `txid_current()`, `age(xid)` (0),
 //!   `pg_tablespace_location(oid)` (''), `pg_function_is_visible` /
 //!   `pg_type_is_visible` (true), `current_setting(name [, missing_ok])`
-//!   (the settings `SHOW` answers), `format(fmt, …)` (`%s`, `%I`, `%L`),
-//!   `pg_size_pretty(bigint)`, `pg_table_size` (0), and NULL for what
+//!   (the settings `SHOW` answers), `set_config(name, value, is_local)` (only
+//!   to the value the setting has: a function cannot change the connection), `format(fmt, …)` (`%s`, `%I`, `%L`),
+//!   `pg_size_pretty(bigint)`, `pg_table_size`, `pg_relation_size`,
+//!   `pg_total_relation_size`, `pg_indexes_size` and `pg_stat_get_numscans`
+//!   (0, a `bigint` as in PostgreSQL), and NULL for what
 //!   Panorama has none of: `obj_description`, `col_description`,
 //!   `shobj_description`, `pg_get_viewdef`, `pg_get_ruledef`,
 //!   `pg_get_function_result` / `_arguments`.
@@ -31,7 +34,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{Array, ArrayRef, Int32Array, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{
@@ -65,10 +68,15 @@ pub fn functions() -> Vec<ScalarUDF> {
         Function::ColDescription,
         Function::ShobjDescription,
         Function::SizePretty,
-        Function::TableSize,
+        Function::Size("pg_table_size"),
+        Function::Size("pg_relation_size"),
+        Function::Size("pg_total_relation_size"),
+        Function::Size("pg_indexes_size"),
+        Function::Size("pg_stat_get_numscans"),
         Function::GetViewdef,
         Function::RuleDef,
         Function::CurrentSetting,
+        Function::SetConfig,
         Function::Format,
     ]
     .into_iter()
@@ -120,10 +128,17 @@ enum Function {
     ColDescription,
     ShobjDescription,
     SizePretty,
-    TableSize,
+    /// A relation's size or scan count: 0, a `bigint` (`datafusion-pg-catalog`
+    /// answers `pg_relation_size` and its kin as `integer`).
+    Size(&'static str),
     GetViewdef,
     RuleDef,
     CurrentSetting,
+    /// `set_config(name, value, is_local)`: the value, when it is the
+    /// setting's value already (pgAdmin asks for `bytea_output` `hex`); a
+    /// change is refused, since a function cannot reach the connection:
+    /// `SET` changes settings.
+    SetConfig,
     Format,
 }
 
@@ -237,10 +252,11 @@ impl ScalarUDFImpl for Udf {
             Function::ColDescription => "col_description",
             Function::ShobjDescription => "shobj_description",
             Function::SizePretty => "pg_size_pretty",
-            Function::TableSize => "pg_table_size",
+            Function::Size(name) => name,
             Function::GetViewdef => "pg_get_viewdef",
             Function::RuleDef => "pg_get_ruledef",
             Function::CurrentSetting => "current_setting",
+            Function::SetConfig => "set_config",
             Function::Format => "format",
         }
     }
@@ -258,7 +274,7 @@ impl ScalarUDFImpl for Udf {
             | Function::IsWalReplayPaused
             | Function::ProcIsVisible
             | Function::TypeIsVisible => DataType::Boolean,
-            Function::TxidCurrent | Function::TableSize => DataType::Int64,
+            Function::TxidCurrent | Function::Size(_) => DataType::Int64,
             Function::PostmasterStartTime => DataType::Timestamp(
                 datafusion::arrow::datatypes::TimeUnit::Microsecond,
                 Some("UTC".into()),
@@ -392,8 +408,8 @@ impl ScalarUDFImpl for Udf {
                 Arc::new(StringArray::new_null(n))
             }
             // The lake's files are not a relation's pages: no size to give.
-            Function::TableSize => {
-                arity(1, 1)?;
+            Function::Size(_) => {
+                arity(1, 2)?;
                 Arc::new(datafusion::arrow::array::Int64Array::from(vec![0; n]))
             }
             Function::SizePretty => {
@@ -434,6 +450,39 @@ impl ScalarUDFImpl for Udf {
                         Some(v) => out.push(Some(v)),
                         // `current_setting(name, true)`: NULL when unknown.
                         None if args.len() == 2 => out.push(None),
+                        None => {
+                            return Err(DataFusionError::Execution(format!(
+                                "unrecognized configuration parameter \"{name}\""
+                            )));
+                        }
+                    }
+                }
+                Arc::new(StringArray::from(out))
+            }
+            Function::SetConfig => {
+                arity(3, 3)?;
+                let arrays = ColumnarValue::values_to_arrays(&args)?;
+                let text = |a: &ArrayRef| datafusion::arrow::compute::cast(a, &DataType::Utf8);
+                let (names, values) = (text(&arrays[0])?, text(&arrays[1])?);
+                let (names, values) = (names.as_string::<i32>(), values.as_string::<i32>());
+                let settings = super::session::fixed_settings();
+                let mut out = Vec::with_capacity(n);
+                for (name, value) in names.iter().zip(values.iter()) {
+                    let (Some(name), Some(value)) = (name, value) else {
+                        out.push(None);
+                        continue;
+                    };
+                    let current = settings
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v.as_str());
+                    match current {
+                        Some(current) if current == value => out.push(Some(value.to_string())),
+                        Some(_) => {
+                            return Err(DataFusionError::Execution(format!(
+                                "set_config cannot change \"{name}\" here; use SET"
+                            )));
+                        }
                         None => {
                             return Err(DataFusionError::Execution(format!(
                                 "unrecognized configuration parameter \"{name}\""

@@ -139,6 +139,7 @@ pub(super) fn fixed_settings() -> Vec<(&'static str, String)> {
         ("search_path", "\"$user\", public"),
         ("statement_timeout", "0"),
         ("extra_float_digits", "1"),
+        ("bytea_output", "hex"),
     ];
     std::iter::once(("server_version", server_version()))
         .chain(
