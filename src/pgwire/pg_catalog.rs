@@ -93,10 +93,11 @@ impl SchemaProvider for Overlay {
             "pg_class" => Fix::Classes,
             "pg_stat_gssapi" => Fix::Gssapi,
             _ if normalized(&table.schema()) != table.schema() => Fix::Plain,
+            _ if postgres_columns(name).is_some() => Fix::Plain,
             _ => return Ok(Some(table)),
         };
         let fix_schema = fix.schema(&table.schema());
-        let patched_schema = normalized(&fix_schema);
+        let patched_schema = in_postgres_order(name, normalized(&fix_schema));
         Ok(Some(Arc::new(Patched {
             table,
             fix,
@@ -543,6 +544,119 @@ const OID_COLUMNS: &[&str] = &[
     "inhparent",
 ];
 
+/// The columns of PostgreSQL 16's `pg_database`, `pg_namespace` and
+/// `pg_class`, in its order, where `datafusion-pg-catalog` has others or
+/// another order:
+/// `SELECT db.*` (DBeaver) must list what PostgreSQL lists. A column
+/// missing from the original is NULL of the type given here.
+fn postgres_columns(table: &str) -> Option<Vec<(&'static str, DataType)>> {
+    let text = || DataType::Utf8;
+    let acl = || DataType::new_list(DataType::Utf8, true);
+    let keep = || DataType::Null;
+    let names_types: Vec<(&str, DataType)> = match table.to_ascii_lowercase().as_str() {
+        "pg_database" => vec![
+            ("oid", keep()),
+            ("datname", keep()),
+            ("datdba", keep()),
+            ("encoding", keep()),
+            ("datlocprovider", keep()),
+            ("datistemplate", keep()),
+            ("datallowconn", keep()),
+            ("datconnlimit", keep()),
+            ("datfrozenxid", keep()),
+            ("datminmxid", keep()),
+            ("dattablespace", keep()),
+            ("datcollate", keep()),
+            ("datctype", keep()),
+            ("daticulocale", text()),
+            ("daticurules", text()),
+            ("datcollversion", text()),
+            ("datacl", acl()),
+        ],
+        // datafusion-pg-catalog adds `options`, which PostgreSQL lacks.
+        "pg_namespace" => ["oid", "nspname", "nspowner", "nspacl"]
+            .into_iter()
+            .map(|n| (n, keep()))
+            .collect(),
+        "pg_class" => [
+            "oid",
+            "relname",
+            "relnamespace",
+            "reltype",
+            "reloftype",
+            "relowner",
+            "relam",
+            "relfilenode",
+            "reltablespace",
+            "relpages",
+            "reltuples",
+            "relallvisible",
+            "reltoastrelid",
+            "relhasindex",
+            "relisshared",
+            "relpersistence",
+            "relkind",
+            "relnatts",
+            "relchecks",
+            "relhasrules",
+            "relhastriggers",
+            "relhassubclass",
+            "relrowsecurity",
+            "relforcerowsecurity",
+            "relispopulated",
+            "relreplident",
+            "relispartition",
+            "relrewrite",
+            "relfrozenxid",
+            "relminmxid",
+        ]
+        .into_iter()
+        .map(|n| (n, keep()))
+        .chain([
+            ("relacl", acl()),
+            ("reloptions", acl()),
+            ("relpartbound", text()),
+        ])
+        .collect(),
+        _ => return None,
+    };
+    Some(names_types)
+}
+
+/// `schema` with [`postgres_columns`]'s columns, in their order: those of
+/// `schema` as they are, the others added with the type given there.
+fn in_postgres_order(table: &str, schema: SchemaRef) -> SchemaRef {
+    let Some(columns) = postgres_columns(table) else {
+        return schema;
+    };
+    let fields: Vec<Field> = columns
+        .into_iter()
+        .map(|(name, data_type)| match schema.field_with_name(name) {
+            Ok(field) => field.clone(),
+            Err(_) => Field::new(name, data_type, true),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// The oid aliases PostgreSQL's catalogs type as plain `oid`
+/// (`pg_class.reltype`, `pg_attribute.attrelid`, `atttypid`, …), which
+/// `datafusion-pg-catalog` marks as `regtype`, `regclass`, …; the
+/// `regproc` columns stay `regproc`, as in PostgreSQL.
+const OID_NOT_ALIAS: &[&str] = &[
+    "regclass",
+    "regtype",
+    "regnamespace",
+    "regrole",
+    "regcollation",
+    "regconfig",
+    "regdictionary",
+];
+
+/// Text array columns of PostgreSQL that `datafusion-pg-catalog` types
+/// `text` and leaves NULL: `text[]`, NULL (as the ACL columns).
+const TEXT_ARRAYS: &[&str] = &["attoptions", "attfdwoptions", "spcoptions", "enumvals"];
+
 /// A catalog table's schema as PostgreSQL types it, where `arrow-pg` can
 /// say so: `"char"` and `oid` columns marked, ACL columns (`datacl`,
 /// `spcacl`, … — always NULL here) as `text[]`, not text in one table and
@@ -568,7 +682,15 @@ fn normalized(schema: &SchemaRef) -> SchemaRef {
             {
                 metadata.insert(alias_key.to_string(), "oid".to_string());
             }
-            if name.ends_with("acl") && f.data_type() != &DataType::new_list(DataType::Utf8, true) {
+            if metadata
+                .get(alias_key)
+                .is_some_and(|kind| OID_NOT_ALIAS.contains(&kind.as_str()))
+            {
+                metadata.insert(alias_key.to_string(), "oid".to_string());
+            }
+            if (name.ends_with("acl") || TEXT_ARRAYS.contains(&name))
+                && f.data_type() != &DataType::new_list(DataType::Utf8, true)
+            {
                 field = Field::new(name, DataType::new_list(DataType::Utf8, true), true);
             }
             field.with_metadata(metadata)
@@ -588,11 +710,17 @@ fn in_schema(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<Record
     batches
         .into_iter()
         .map(|b| {
-            let columns = b
-                .columns()
+            let columns = schema
+                .fields()
                 .iter()
-                .zip(schema.fields())
-                .map(|(column, field)| -> ArrayRef {
+                .map(|field| -> ArrayRef {
+                    let Some(column) = b.column_by_name(field.name()) else {
+                        // A column PostgreSQL has and the original lacks.
+                        return datafusion::arrow::array::new_null_array(
+                            field.data_type(),
+                            b.num_rows(),
+                        );
+                    };
                     if column.data_type() != field.data_type() {
                         // An ACL column retyped: no ACLs here.
                         datafusion::arrow::array::new_null_array(field.data_type(), b.num_rows())
