@@ -28,6 +28,14 @@
 //!   `ARRAY['a', 'b']`, as PostgreSQL infers the array from the left
 //!   side).
 //!
+//! - `information_schema.columns` gains PostgreSQL's `udt_schema`,
+//!   `udt_name`, `is_identity` and `is_generated` (Metabase's field sync);
+//!   `pg_show_all_settings()` is `pg_catalog.pg_settings` (pgAdmin); an
+//!   integer literal beside an `integer` cast is an `integer` (`x::int /
+//!   100` stays `integer`, as in PostgreSQL; Grafana); `row_number()` and
+//!   the other ranks are `bigint`; `col_description(…)` and its kin are
+//!   NULL in catalog queries (Panorama has no comments).
+//!
 //! The statement is printed again only when a rule applied. After
 //! planning, [`untyped_parameters_as_text`] gives a parameter that neither
 //! the client nor its context typed PostgreSQL's type for it, `text`.
@@ -76,6 +84,7 @@ fn apply_rules(sql: &str, types: &[Option<Type>]) -> Option<String> {
     let mut rules = Rules {
         types,
         on_catalog: false,
+        reads_pg_columns: false,
         limit_params: HashSet::new(),
         catalog_names: HashSet::new(),
         changed: false,
@@ -117,6 +126,9 @@ fn int4_literals(statement: &mut datafusion::sql::sqlparser::ast::Statement) -> 
 struct Rules<'a> {
     types: &'a [Option<Type>],
     on_catalog: bool,
+    /// Whether the statement names a column of PostgreSQL's
+    /// `information_schema.columns` that DataFusion's lacks.
+    reads_pg_columns: bool,
     limit_params: HashSet<String>,
     /// The names by which the statement refers to `pg_catalog` relations
     /// (their aliases, or their own names), lower case.
@@ -145,8 +157,23 @@ fn is_catalog_relation(name: &ObjectName) -> bool {
     }
 }
 
+/// The columns [`columns_with_types`] adds to `information_schema.columns`.
+const PG_COLUMNS: &[&str] = &["udt_schema", "udt_name", "is_identity", "is_generated"];
+
 impl VisitorMut for Survey<'_, '_> {
     type Break = ();
+
+    fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+        let name = match &*e {
+            Expr::Identifier(i) => Some(i),
+            Expr::CompoundIdentifier(parts) => parts.last(),
+            _ => None,
+        };
+        if name.is_some_and(|i| PG_COLUMNS.contains(&i.value.to_lowercase().as_str())) {
+            self.0.reads_pg_columns = true;
+        }
+        ControlFlow::Continue(())
+    }
 
     fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
         if is_catalog_relation(relation) {
@@ -459,6 +486,48 @@ pub fn untyped_parameters_as_text(
     .map(|t| t.data)
 }
 
+/// Window functions that count rows: `bigint` in PostgreSQL.
+const RANKS: &[&str] = &["row_number", "rank", "dense_rank"];
+
+/// The comment functions, NULL for every object here.
+const DESCRIPTIONS: &[&str] = &["col_description", "obj_description", "shobj_description"];
+
+/// Whether a function's arguments hold a parameter (`$1`).
+fn has_placeholders(args: &datafusion::sql::sqlparser::ast::FunctionArguments) -> bool {
+    let mut found = false;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(args, |e| {
+        if let Expr::Value(v) = e
+            && matches!(v.value, Value::Placeholder(_))
+        {
+            found = true;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    found
+}
+
+fn is_arithmetic(op: &datafusion::sql::sqlparser::ast::BinaryOperator) -> bool {
+    use datafusion::sql::sqlparser::ast::BinaryOperator as B;
+    matches!(op, B::Plus | B::Minus | B::Multiply | B::Divide | B::Modulo)
+}
+
+/// `CAST(… AS INTEGER)` / `…::int4`.
+fn is_int4_cast(e: &Expr) -> bool {
+    use datafusion::sql::sqlparser::ast::DataType as T;
+    matches!(
+        e,
+        Expr::Cast {
+            data_type: T::Int(_) | T::Integer(_) | T::Int4(_),
+            ..
+        }
+    )
+}
+
+/// An integer literal that fits an `integer`.
+fn small_integer(e: &Expr) -> bool {
+    matches!(e, Expr::Value(v) if matches!(&v.value, Value::Number(n, false) if n.parse::<i32>().is_ok()))
+}
+
 const AGGREGATES: &[&str] = &[
     "count",
     "sum",
@@ -583,6 +652,41 @@ const EMPTY_INFORMATION_SCHEMA: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// The first relation of `sql`'s `FROM`.
+fn relation_of(sql: &str) -> Option<TableFactor> {
+    let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?.pop()?;
+    let datafusion::sql::sqlparser::ast::Statement::Query(query) = statement else {
+        return None;
+    };
+    let SetExpr::Select(select) = *query.body else {
+        return None;
+    };
+    select.from.into_iter().next().map(|t| t.relation)
+}
+
+/// The alias of `information_schema.columns` inside [`columns_with_types`].
+const COLUMNS_BASE: &str = "pg_columns_base";
+
+/// `information_schema.columns` with the columns of PostgreSQL's that
+/// DataFusion's lacks and clients read (Metabase's field sync): the
+/// column's type as `udt_schema` / `udt_name` (from `pg_attribute`), and
+/// `is_identity` / `is_generated` (never, here). Named `alias`.
+fn columns_with_types(alias: &str) -> Option<TableFactor> {
+    let sql = format!(
+        "SELECT * FROM (SELECT {COLUMNS_BASE}.*, \
+         CASE WHEN udt_t.typname IS NULL THEN NULL ELSE 'pg_catalog' END AS udt_schema, \
+         udt_t.typname AS udt_name, 'NO' AS is_identity, 'NEVER' AS is_generated \
+         FROM information_schema.columns AS {COLUMNS_BASE} \
+         LEFT JOIN pg_catalog.pg_namespace AS udt_n ON udt_n.nspname = {COLUMNS_BASE}.table_schema \
+         LEFT JOIN pg_catalog.pg_class AS udt_c \
+           ON udt_c.relnamespace = udt_n.oid AND udt_c.relname = {COLUMNS_BASE}.table_name \
+         LEFT JOIN pg_catalog.pg_attribute AS udt_a \
+           ON udt_a.attrelid = udt_c.oid AND udt_a.attname = {COLUMNS_BASE}.column_name \
+         LEFT JOIN pg_catalog.pg_type AS udt_t ON udt_t.oid = udt_a.atttypid) AS {alias}"
+    );
+    relation_of(&sql)
+}
+
 /// An empty derived table with `columns` (text), named `alias`.
 fn empty_derived(columns: &[&str], alias: &str) -> Option<TableFactor> {
     let items: Vec<String> = columns
@@ -610,6 +714,44 @@ impl VisitorMut for Rules<'_> {
     /// ([`EMPTY_INFORMATION_SCHEMA`]): an empty table of their columns
     /// (Metabase's field sync joins them for primary keys).
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        // `FROM unnest(a)`: its column is `unnest`, or the table alias if
+        // there is one, as PostgreSQL names a function's one column
+        // (pgcli's `SELECT * FROM unnest(current_schemas(true))`).
+        if let TableFactor::UNNEST {
+            alias,
+            array_exprs,
+            with_offset: false,
+            with_ordinality: false,
+            ..
+        } = factor
+            && let [array] = array_exprs.as_slice()
+            && alias.as_ref().is_none_or(|a| a.columns.is_empty())
+        {
+            let name = alias
+                .as_ref()
+                .map(|a| a.name.to_string())
+                .unwrap_or_else(|| "unnest".into());
+            if let Some(named) =
+                relation_of(&format!("SELECT * FROM unnest({array}) AS {name}({name})"))
+            {
+                *factor = named;
+                self.changed = true;
+            }
+            return ControlFlow::Continue(());
+        }
+        // `pg_show_all_settings()`, the function behind `pg_settings`
+        // (pgAdmin's start-up): the view.
+        if let TableFactor::Table { name, args, .. } = factor
+            && args.as_ref().is_some_and(|a| a.args.is_empty())
+            && last_part(name) == "pg_show_all_settings"
+        {
+            *name = ObjectName::from(vec![
+                datafusion::sql::sqlparser::ast::Ident::new("pg_catalog"),
+                datafusion::sql::sqlparser::ast::Ident::new("pg_settings"),
+            ]);
+            *args = None;
+            self.changed = true;
+        }
         if let TableFactor::Table {
             name, alias, args, ..
         } = factor
@@ -620,6 +762,17 @@ impl VisitorMut for Rules<'_> {
                 .is_some_and(|i| i.value.eq_ignore_ascii_case("information_schema"))
         {
             let view = last_part(name);
+            let base = alias.as_ref().is_some_and(|a| a.name.value == COLUMNS_BASE);
+            // Only where a statement needs them: datafusion-postgres
+            // recognizes some statements on `columns` by their text.
+            if view == "columns" && !base && self.reads_pg_columns {
+                let alias = alias.as_ref().map(|a| a.name.to_string()).unwrap_or(view);
+                if let Some(derived) = columns_with_types(&alias) {
+                    *factor = derived;
+                    self.changed = true;
+                }
+                return ControlFlow::Continue(());
+            }
             if let Some((_, columns)) = EMPTY_INFORMATION_SCHEMA.iter().find(|(v, _)| *v == view) {
                 let alias = alias.as_ref().map(|a| a.name.to_string()).unwrap_or(view);
                 if let Some(derived) = empty_derived(columns, &alias) {
@@ -672,6 +825,31 @@ impl VisitorMut for Rules<'_> {
                 }
                 return ControlFlow::Continue(());
             }
+            // `row_number() OVER (…)` and the other ranks are `bigint` to
+            // PostgreSQL; DataFusion's `UInt64` would be announced as
+            // `numeric` (pgjdbc's `getColumns` numbers columns with it).
+            Expr::Function(f)
+                if f.over.is_some()
+                    && f.name.0.len() == 1
+                    && f.name.0[0]
+                        .as_ident()
+                        .is_some_and(|i| RANKS.contains(&i.value.to_lowercase().as_str())) =>
+            {
+                expr(&format!("CAST({f} AS BIGINT)"))
+            }
+            // `col_description(…)` and its kin are always NULL here (no
+            // comments): NULL without evaluating the arguments, which
+            // may cast a computed name to `regclass` (Metabase), which
+            // datafusion-pg-catalog resolves only for a literal.
+            Expr::Function(f)
+                if self.on_catalog
+                    && f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                        DESCRIPTIONS.contains(&i.value.to_lowercase().as_str())
+                    })
+                    && !has_placeholders(&f.args) =>
+            {
+                expr("CAST(NULL AS TEXT)")
+            }
             // `N.oid::bigint`: DataFusion's cast keeps the column's
             // metadata, so the result was still announced as `oid`;
             // `arrow_cast` makes a new, unmarked column.
@@ -682,6 +860,9 @@ impl VisitorMut for Rules<'_> {
             } if self.on_catalog && !matches!(inner.as_ref(), Expr::Value(_)) => {
                 use datafusion::sql::sqlparser::ast::DataType as T;
                 let arrow = match data_type {
+                    // `atttypid::regtype::text` (pgcli): `text`, not
+                    // announced as the alias.
+                    T::Text | T::Varchar(_) => "Utf8",
                     T::BigInt(_) | T::Int8(_) => "Int64",
                     T::Int(_) | T::Integer(_) | T::Int4(_) => "Int32",
                     T::SmallInt(_) | T::Int2(_) => "Int16",
@@ -728,12 +909,18 @@ impl VisitorMut for Rules<'_> {
                         .to_string()
                         .eq_ignore_ascii_case("generate_subscripts") =>
             {
-                let args = f.args.to_string();
-                let parts = args
-                    .trim_start_matches('(')
-                    .trim_end_matches(')')
-                    .rsplit_once(',')
-                    .map(|(a, d)| (a.trim().to_string(), d.trim().to_string()));
+                // From the parsed arguments, not the text: the dimension
+                // may hold a comma (`arrow_cast($1, 'Int32')`, the rule for
+                // `$1::INTEGER` above having run first).
+                let parts = match &f.args {
+                    datafusion::sql::sqlparser::ast::FunctionArguments::List(list) => {
+                        match list.args.as_slice() {
+                            [a, d] => Some((a.to_string(), d.to_string())),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
                 // The dimension stays in the text: it may be a parameter,
                 // and parameters are numbered.
                 parts.and_then(|(a, d)| {
@@ -822,6 +1009,25 @@ impl VisitorMut for Rules<'_> {
                 ))
             }
             Expr::Subquery(query) if self.on_catalog => self.aggregate(query),
+            // `x::int / 100`: an integer literal beside an `integer` is an
+            // `integer`, as PostgreSQL types it, where DataFusion makes it a
+            // `bigint` and the result too (Grafana's version probe).
+            Expr::BinaryOp { left, op, right } if is_arithmetic(op) => {
+                let literal = if is_int4_cast(left) && small_integer(right) {
+                    Some(right)
+                } else if is_int4_cast(right) && small_integer(left) {
+                    Some(left)
+                } else {
+                    None
+                };
+                if let Some(literal) = literal
+                    && let Some(cast) = expr(&format!("CAST({literal} AS INTEGER)"))
+                {
+                    **literal = cast;
+                    self.changed = true;
+                }
+                None
+            }
             _ => None,
         };
         if let Some(new) = replacement {
@@ -849,6 +1055,33 @@ mod tests {
             out.starts_with("SELECT CAST(1 AS INTEGER) AS \"?column?\", NULL AS \"pg_get_expr\""),
             "{out}"
         );
+    }
+
+    #[test]
+    fn generate_subscripts_takes_its_arguments_from_the_ast() {
+        // SQLAlchemy's `get_pk_constraint`: the dimension a typed
+        // parameter cast to `INTEGER`, which becomes `arrow_cast(…, …)`.
+        let out = apply_rules(
+            "SELECT unnest(i.indkey) AS attnum, generate_subscripts(i.indkey, $1::INTEGER) AS ord \
+             FROM pg_catalog.pg_index i",
+            &[Some(Type::INT8)],
+        )
+        .unwrap();
+        assert!(
+            out.contains("unnest(range(1, CAST(cardinality(i.indkey) AS BIGINT) + 1"),
+            "{out}"
+        );
+        assert!(!out.contains("generate_subscripts"), "{out}");
+    }
+
+    #[test]
+    fn an_integer_literal_beside_an_integer_is_an_integer() {
+        let out = apply_rules(
+            "SELECT current_setting('server_version_num')::int / 100",
+            &[],
+        )
+        .unwrap();
+        assert!(out.contains("/ CAST(100 AS INTEGER)"), "{out}");
     }
 
     #[test]
