@@ -10,7 +10,8 @@
 //! statement, Panorama must run it too, name the result columns alike, type
 //! them alike (extended protocol: the type OIDs of the row description) and
 //! return rows exactly when PostgreSQL does. The failures are listed in one
-//! table.
+//! table; the statements a dependency keeps from matching are listed in
+//! [`KNOWN_DIFFERENCES`] with the difference they must still show.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -32,8 +33,177 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Types a result column of PostgreSQL's may have that Panorama cannot
 /// announce, and the type it announces instead: `arrow-pg` maps every Arrow
 /// string to `text` and has no field metadata that would make one `name`
-/// (nor `name[]`), nor an integer `xid` (a row's `xmin`).
-const SAME_TYPES: &[(u32, u32)] = &[(19, 25), (1003, 1009), (28, 20)];
+/// (nor `name[]`) or `varchar` (`information_schema`'s text columns), nor
+/// an integer `xid` (a row's `xmin`).
+const SAME_TYPES: &[(u32, u32)] = &[(19, 25), (1003, 1009), (1043, 25), (28, 20)];
+
+/// Statements that do not answer as on PostgreSQL because of a limit of a
+/// dependency, each with what its difference (as the failure table prints
+/// it) still contains, and why; `docs/upstream.md` ("Known differences")
+/// says what would lift each. A listed statement whose difference no
+/// longer contains that text (it answers as on PostgreSQL, or fails for
+/// another reason) fails the test, so that the list only shrinks.
+const KNOWN_DIFFERENCES: &[(&str, usize, Protocol, &str)] = {
+    use Protocol::{Extended, Simple};
+    &[
+        // `arrow-pg` cannot encode an empty `"char"` in binary: the
+        // `"char"` columns that may be empty stay `text`.
+        (
+            "psql",
+            10,
+            Extended,
+            "types attidentity text (PostgreSQL char), attgenerated text (PostgreSQL char)",
+        ),
+        (
+            "psql",
+            17,
+            Extended,
+            "types attidentity text (PostgreSQL char), attgenerated text (PostgreSQL char), attcompression text (PostgreSQL char)",
+        ),
+        (
+            "psql",
+            25,
+            Extended,
+            "types attidentity text (PostgreSQL char), attgenerated text (PostgreSQL char)",
+        ),
+        (
+            "psql",
+            29,
+            Extended,
+            "types attidentity text (PostgreSQL char), attgenerated text (PostgreSQL char)",
+        ),
+        (
+            "metabase",
+            14,
+            Extended,
+            "types attidentity text (PostgreSQL char), attgenerated text (PostgreSQL char)",
+        ),
+        // `arrow-pg` has no way to announce `int2vector`, `oidvector`,
+        // `pg_node_tree`, `aclitem[]`, `anyarray`, `regproc` or `xid`, which
+        // `t.*`, `c.*`, `a.*`, `i.*` and `con.*` bring along.
+        (
+            "dbeaver",
+            15,
+            Extended,
+            "typdefaultbin text (PostgreSQL pg_node_tree)",
+        ),
+        (
+            "dbeaver",
+            16,
+            Extended,
+            "relacl _text (PostgreSQL _aclitem)",
+        ),
+        (
+            "dbeaver",
+            17,
+            Extended,
+            "attmissingval text (PostgreSQL anyarray)",
+        ),
+        (
+            "dbeaver",
+            19,
+            Extended,
+            "indkey _int4 (PostgreSQL int2vector)",
+        ),
+        (
+            "dbeaver",
+            20,
+            Extended,
+            "conbin text (PostgreSQL pg_node_tree)",
+        ),
+        // DataFusion's cast keeps its operand's field metadata, so
+        // `x::regclass` is announced as the `oid` it casts.
+        ("psql", 14, Extended, "types oid oid (PostgreSQL regclass)"),
+        ("psql", 15, Extended, "types oid oid (PostgreSQL regclass)"),
+        // datafusion-pg-catalog answers these by a stand-in statement,
+        // whose columns have other names or types; the first (`\du`) by
+        // turning the correlated `ARRAY(SELECT …)` into NULL.
+        (
+            "psql",
+            7,
+            Extended,
+            "types memberof text (PostgreSQL _name)",
+        ),
+        ("psql", 11, Simple, "\"pg_get_expr_1\", \"pg_get_expr_2\""),
+        ("psql", 11, Extended, "\"pg_get_expr_1\", \"pg_get_expr_2\""),
+        ("psql", 12, Extended, "stxrelid text (PostgreSQL regclass)"),
+        ("psql", 13, Simple, "columns [\"pubname\", \"_1\", \"_2\"]"),
+        (
+            "psql",
+            13,
+            Extended,
+            "columns [\"pubname\", \"_1\", \"_2\"]",
+        ),
+        // DataFusion cannot plan a set-returning function or recursive CTE
+        // correlated to the outer row inside a subquery.
+        ("psql", 16, Simple, "No field named x."),
+        ("psql", 16, Extended, "table function 'unnest' not found"),
+        ("psql", 28, Simple, "No field named x."),
+        ("psql", 28, Extended, "table function 'unnest' not found"),
+        (
+            "pgcli",
+            11,
+            Simple,
+            "does not support logical expression ScalarSubquery",
+        ),
+        (
+            "pgcli",
+            11,
+            Extended,
+            "does not support logical expression ScalarSubquery",
+        ),
+        (
+            "pgadmin",
+            7,
+            Simple,
+            "Non-recursive term and recursive term must have the same number of columns",
+        ),
+        (
+            "pgadmin",
+            7,
+            Extended,
+            "Non-recursive term and recursive term must have the same number of columns",
+        ),
+        // datafusion-pg-catalog keeps `pg_proc.proargtypes` (an `oidvector`)
+        // as text, which `::regtype[]` cannot cast.
+        (
+            "pgcli",
+            8,
+            Simple,
+            "Cannot cast string '[2276]' to value of Int32 type",
+        ),
+        (
+            "pgcli",
+            8,
+            Extended,
+            "Cannot cast string '[2276]' to value of Int32 type",
+        ),
+        // DataFusion: `extract` is `double precision` (PostgreSQL 14+:
+        // `numeric`); `information_schema.columns.ordinal_position` is
+        // `UInt64` (announced `numeric`) and `- 1` a `bigint`.
+        (
+            "datagrip",
+            7,
+            Extended,
+            "types startup_time float8 (PostgreSQL numeric)",
+        ),
+        (
+            "metabase",
+            13,
+            Extended,
+            "types database-position numeric (PostgreSQL int4)",
+        ),
+    ]
+};
+
+/// Differences that come from the PostgreSQL the test compares with, not
+/// from a dependency: Panorama answers as PostgreSQL 16 (the version it
+/// announces), whose `pg_database` has `daticurules`; an older server has
+/// not. Listed (as [`KNOWN_DIFFERENCES`]) only against an older server.
+const OLDER_SERVER_DIFFERENCES: &[(&str, usize, Protocol, &str)] = &[
+    ("dbeaver", 9, Protocol::Simple, "\"daticurules\""),
+    ("dbeaver", 9, Protocol::Extended, "\"daticurules\""),
+];
 
 /// One statement of a client's file.
 struct Entry {
@@ -276,30 +446,69 @@ async fn bi_tools_see_what_postgres_answers() {
     let simple = replay(panorama, golden, Protocol::Simple).await;
     let extended = replay(panorama, golden, Protocol::Extended).await;
 
+    let version: u32 = text_value(&connect(golden).await, "SHOW server_version_num")
+        .await
+        .and_then(|v| v.parse().ok())
+        .expect("the golden server's version");
+    let mut listed = KNOWN_DIFFERENCES.to_vec();
+    if version < 160_000 {
+        listed.extend_from_slice(OLDER_SERVER_DIFFERENCES);
+    }
+    let known = |client: &str, index: usize, protocol: Protocol| {
+        listed
+            .iter()
+            .find(|(c, i, p, _)| *c == client && *i == index && *p == protocol)
+            .map(|(.., what)| *what)
+    };
     let mut table = String::new();
     let mut summary = Vec::new();
+    let (mut matching, mut all) = (0, 0);
     for (c, client) in CLIENTS.iter().enumerate() {
         let total = entries(client).len();
         let failing = (1..=total)
             .filter(|i| simple.contains_key(&(c, *i)) || extended.contains_key(&(c, *i)))
             .count();
         summary.push(format!("{client} {}/{total}", total - failing));
-        for (protocol, failures) in [("simple", &simple), ("extended", &extended)] {
+        (matching, all) = (matching + total - failing, all + total);
+        for (protocol, failures) in [(Protocol::Simple, &simple), (Protocol::Extended, &extended)] {
+            let name = format!("{protocol:?}").to_lowercase();
             for ((_, index), (sql, what)) in failures.range((c, 0)..(c + 1, 0)) {
+                if known(client, *index, protocol).is_some_and(|k| what.contains(k)) {
+                    continue;
+                }
                 let _ = writeln!(
                     table,
-                    "{client:<8} | {index:>2} | {protocol:<8} | {sql:<80} | {what}"
+                    "{client:<8} | {index:>2} | {name:<8} | {sql:<80} | {what}"
                 );
+            }
+            for (_, index, _, what) in listed
+                .iter()
+                .filter(|(k, _, p, _)| k == client && *p == protocol)
+            {
+                if !failures
+                    .get(&(c, *index))
+                    .is_some_and(|f| f.1.contains(what))
+                {
+                    let _ = writeln!(
+                        table,
+                        "{client:<8} | {index:>2} | {name:<8} | {:<80} | listed as known, now {}",
+                        "",
+                        failures
+                            .get(&(c, *index))
+                            .map_or("the same as PostgreSQL", |f| f.1.as_str())
+                    );
+                }
             }
         }
     }
     let summary = format!(
-        "statements that answer as on PostgreSQL: {}",
-        summary.join(", ")
+        "statements that answer as on PostgreSQL: {matching}/{all} ({}); {} known differences",
+        summary.join(", "),
+        listed.len()
     );
     println!("{summary}");
     assert!(
-        simple.is_empty() && extended.is_empty(),
+        table.is_empty(),
         "{summary}\n{:<8} | {:>2} | {:<8} | {:<80} | difference (Panorama vs PostgreSQL)\n{table}",
         "client",
         "#",
