@@ -210,10 +210,13 @@ impl QueryParser for RoleParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         super::complexity::check(sql)?;
-        let rewritten = super::rewrite::rewrite(sql, types);
+        // On the query runtime, as planning is (see `statements.rs`); the
+        // rewrite names the columns too (`super::naming`).
+        let rewritten = crate::executor::run(self.sessions.runtime(), async {
+            super::rewrite::rewrite(sql, types)
+        })
+        .await;
         let sql = rewritten.as_deref().unwrap_or(sql);
-        let renamed = super::naming::rename(sql);
-        let sql = renamed.as_deref().unwrap_or(sql);
         let role = super::auth::Role::of(client);
         if role == super::auth::Role::Analyst {
             // Refused at Parse, before anything is planned.
