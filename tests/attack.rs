@@ -660,7 +660,9 @@ async fn one_heavy_query_does_not_hold_up_other_clients() {
     for _ in 0..5 {
         for client in &clients {
             let t = std::time::Instant::now();
-            assert_eq!(scalar(client, "SELECT 1").await, 1);
+            // `SELECT 1` is an `integer`, as in PostgreSQL; `scalar` reads a
+            // `bigint`.
+            assert_eq!(scalar(client, "SELECT 1::bigint").await, 1);
             latencies.push(t.elapsed());
         }
     }

@@ -11,6 +11,7 @@ mod analytics;
 mod attack;
 mod auth;
 mod bad_input;
+mod bi_catalog;
 mod catalog_live;
 mod cli;
 mod clients;

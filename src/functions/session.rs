@@ -45,6 +45,21 @@ fn current() -> Connection {
         .unwrap_or_default()
 }
 
+/// The backend pid `pg_backend_pid()` answers in the current task (the
+/// rows of `pg_stat_ssl` and `pg_stat_gssapi` are the connection's).
+pub fn backend_pid() -> i32 {
+    current()
+        .backend_pid
+        .unwrap_or_else(|| std::process::id() as i32)
+}
+
+/// The user `current_user` answers in the current task.
+pub fn user() -> String {
+    current()
+        .user
+        .unwrap_or_else(|| NO_CONNECTION_USER.to_string())
+}
+
 /// Which fact of the connection a function answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Fact {

@@ -91,7 +91,11 @@ pub fn guard(
     if !respelled.is_empty() {
         rows = Box::pin(rows.map(move |row| super::text_values::respell(row?, &respelled)));
     }
-    let mut guarded = QueryResponse::new(query.row_schema(), guarded(rows, timeout, handle));
+    let schema = match super::naming::described(&query.row_schema()) {
+        Some(fields) => Arc::new(fields),
+        None => query.row_schema(),
+    };
+    let mut guarded = QueryResponse::new(schema, guarded(rows, timeout, handle));
     guarded.set_command_tag(&tag);
     Response::Query(guarded)
 }
@@ -206,10 +210,13 @@ impl QueryParser for RoleParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         super::complexity::check(sql)?;
-        let rewritten = super::rewrite::rewrite(sql, types);
+        // On the query runtime, as planning is (see `statements.rs`); the
+        // rewrite names the columns too (`super::naming`).
+        let rewritten = crate::executor::run(self.sessions.runtime(), async {
+            super::rewrite::rewrite(sql, types)
+        })
+        .await;
         let sql = rewritten.as_deref().unwrap_or(sql);
-        let renamed = super::naming::rename(sql);
-        let sql = renamed.as_deref().unwrap_or(sql);
         let role = super::auth::Role::of(client);
         if role == super::auth::Role::Analyst {
             // Refused at Parse, before anything is planned.
@@ -246,11 +253,13 @@ impl QueryParser for RoleParser {
         stmt: &Self::Statement,
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        self.sessions
+        let fields = self
+            .sessions
             .any()
             .service
             .query_parser()
-            .get_result_schema(stmt, column_format)
+            .get_result_schema(stmt, column_format)?;
+        Ok(super::naming::described(&fields).unwrap_or(fields))
     }
 }
 

@@ -139,6 +139,7 @@ pub(super) fn fixed_settings() -> Vec<(&'static str, String)> {
         ("search_path", "\"$user\", public"),
         ("statement_timeout", "0"),
         ("extra_float_digits", "1"),
+        ("bytea_output", "hex"),
     ];
     std::iter::once(("server_version", server_version()))
         .chain(
@@ -466,6 +467,67 @@ fn ddl_tag(statement: &Statement) -> Option<&'static str> {
     }
 }
 
+/// The column PostgreSQL names the answer to a `SHOW` that
+/// datafusion-postgres answers: the parameter as PostgreSQL spells it
+/// (`DateStyle`), where datafusion-postgres says `show` (extended protocol)
+/// or the name in lower case.
+fn delegated_show_column(statement: &Statement) -> Option<&'static str> {
+    let Statement::ShowVariable { variable } = statement else {
+        return None;
+    };
+    let [name] = variable.as_slice() else {
+        return None;
+    };
+    Some(match name.value.to_lowercase().as_str() {
+        "datestyle" => "DateStyle",
+        "intervalstyle" => "IntervalStyle",
+        "search_path" => "search_path",
+        "bytea_output" => "bytea_output",
+        "application_name" => "application_name",
+        "extra_float_digits" => "extra_float_digits",
+        "statement_timeout" => "statement_timeout",
+        _ => return None,
+    })
+}
+
+/// `response` with its column named as PostgreSQL names it, when `sql` is a
+/// `SHOW` datafusion-postgres answered (simple protocol).
+pub(super) fn show_named(sql: &str, response: Response) -> Response {
+    let column = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+        sql,
+    )
+    .ok()
+    .and_then(|statements| match statements.as_slice() {
+        [statement] => delegated_show_column(statement),
+        _ => None,
+    });
+    let Some(column) = column else {
+        return response;
+    };
+    let Response::Query(mut query) = response else {
+        return response;
+    };
+    let fields: Vec<FieldInfo> = query
+        .row_schema()
+        .iter()
+        .map(|f| {
+            FieldInfo::new(
+                column.to_string(),
+                f.table_id(),
+                f.column_id(),
+                Type::TEXT,
+                f.format(),
+            )
+        })
+        .collect();
+    let tag = query.command_tag().to_string();
+    let rows = std::mem::replace(query.data_rows(), Box::pin(futures::stream::empty()));
+    let mut named = QueryResponse::new(Arc::new(fields), rows);
+    named.set_command_tag(&tag);
+    Response::Query(named)
+}
+
 fn show_response(name: &str, value: &str) -> PgWireResult<Response> {
     let fields = Arc::new(vec![FieldInfo::new(
         name.to_string(),
@@ -527,7 +589,11 @@ impl QueryHook for SessionHook {
             | Route::Engine(..)
             | Route::ResetEngine(_) => vec![],
             Route::Refuse(e) => return Some(Err(e)),
-            Route::Delegate => return None,
+            Route::Delegate => match delegated_show_column(statement) {
+                // Answered by datafusion-postgres; described here.
+                Some(column) => vec![Field::new(column, DataType::Utf8, false)],
+                None => return None,
+            },
         };
         Some(
             DFSchema::try_from(Schema::new(fields))

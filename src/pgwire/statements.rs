@@ -279,10 +279,11 @@ impl PanoramaStatements {
             };
         }
         let Some(view) = refresh_target(query) else {
-            let rewritten = super::rewrite::rewrite(query, &[]);
+            // Parsing and rewriting a long text is CPU work: on the query
+            // runtime, as planning is, not on the one that answers others.
+            let rewritten =
+                crate::executor::run(runtime, async { super::rewrite::rewrite(query, &[]) }).await;
             let query = rewritten.as_deref().unwrap_or(query);
-            let renamed = super::naming::rename(query);
-            let query = renamed.as_deref().unwrap_or(query);
             let limit = super::limits::timeout(client);
             let responses = crate::executor::run(
                 runtime,
@@ -291,6 +292,7 @@ impl PanoramaStatements {
             .await?;
             return Ok(responses
                 .into_iter()
+                .map(|r| super::session::show_named(query, r))
                 .map(|r| super::limits::guard(r, client, runtime))
                 .collect());
         };
