@@ -16,6 +16,7 @@ mod cli;
 mod clients;
 mod collect;
 mod corpus;
+mod delta;
 mod generator;
 mod identity;
 mod incremental;
