@@ -96,8 +96,27 @@ def run_measured(command: list[str], *, cwd: Path | None = None, env: dict | Non
 # The lake
 # --------------------------------------------------------------------------
 
+def is_delta(lake: Path, table: str) -> bool:
+    """Whether raw.<table> is a Delta table (releases since the Delta lake);
+    earlier lakes have date=YYYY-MM-DD/ folders."""
+    return (lake / "raw" / table / "_delta_log").is_dir()
+
+
 def parquet_files(lake: Path, table: str) -> list[Path]:
-    return sorted((lake / "raw" / table).glob("*/*.parquet"))
+    """The data files of raw.<table>. For a Delta table: those its log
+    names (a compacted-but-not-vacuumed file is still on disk)."""
+    folder = lake / "raw" / table
+    if not is_delta(lake, table):
+        return sorted(folder.glob("*/*.parquet"))
+    live: dict[str, bool] = {}
+    for commit in sorted((folder / "_delta_log").glob("*.json")):
+        for line in commit.read_text().splitlines():
+            action = json.loads(line) if line.strip() else {}
+            if "add" in action:
+                live[action["add"]["path"]] = True
+            elif "remove" in action:
+                live.pop(action["remove"]["path"], None)
+    return sorted(folder / path for path in live)
 
 
 def raw_size_mb(lake: Path) -> float:

@@ -23,6 +23,15 @@ pub enum Error {
         source: object_store::Error,
     },
 
+    /// Reading or committing to a Delta table failed (the log, a commit,
+    /// compaction); `what` names the table and the operation.
+    #[error("{what}: {source}")]
+    Delta {
+        what: String,
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+
     /// Writing or reading a Parquet file failed.
     #[error("{what}: {source}")]
     Parquet {

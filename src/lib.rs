@@ -28,6 +28,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod keyed;
 pub mod lake;
+pub mod maintenance;
 pub mod pgwire;
 pub mod query;
 pub mod redact;

@@ -157,6 +157,32 @@ enum Command {
         purpose: String,
     },
 
+    /// Compact raw tables: rewrite their small files (a collector flush or
+    /// an ingest chunk each adds some) into files of about 128 MiB, as one
+    /// Delta commit per table. Queries keep their answers and keep running;
+    /// the replaced files are deleted by `panorama vacuum` later.
+    Compact {
+        /// Raw tables to compact (all when none is named).
+        tables: Vec<String>,
+    },
+
+    /// Delete the files of raw tables that no recent version reads (those
+    /// replaced by compaction).
+    Vacuum {
+        /// Raw tables to vacuum (all when none is named).
+        tables: Vec<String>,
+        /// Keep the files versions of the last N hours still read.
+        #[arg(long, default_value_t = panorama::maintenance::DEFAULT_RETENTION_HOURS)]
+        retain_hours: u32,
+    },
+
+    /// Lake upkeep: `panorama lake upgrade` converts a lake written by an
+    /// older Panorama in place.
+    Lake {
+        #[command(subcommand)]
+        action: LakeAction,
+    },
+
     /// Run one SQL statement against the lake and print the result table.
     Sql {
         /// The statement, e.g. "SELECT count(*) FROM raw.events".
@@ -168,6 +194,14 @@ enum Command {
 enum ExportFormat {
     Csv,
     Parquet,
+}
+
+#[derive(Subcommand, Debug)]
+enum LakeAction {
+    /// Move every raw table of a lake written by an older Panorama into a
+    /// Delta table (rows re-landed in large commits, old files deleted
+    /// after). Safe to run again; an interrupted run resumes.
+    Upgrade,
 }
 
 #[derive(Subcommand, Debug)]
@@ -231,8 +265,9 @@ fn main() -> Result<()> {
 async fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,pgwire=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,pgwire=warn,buoyant_kernel=warn,deltalake_core=warn".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -264,6 +299,14 @@ async fn run() -> Result<()> {
             defaults,
         } => run_ingest(&cli.lake, &settings, &table, &paths, &map, &defaults).await,
         Command::RunJob { name } => run_job(&cli.lake, &settings, &name).await,
+        Command::Compact { tables } => run_compact(&cli.lake, &tables).await,
+        Command::Vacuum {
+            tables,
+            retain_hours,
+        } => run_vacuum(&cli.lake, &tables, retain_hours).await,
+        Command::Lake {
+            action: LakeAction::Upgrade,
+        } => run_upgrade(&cli.lake).await,
         Command::Export {
             segment,
             format,
@@ -271,6 +314,59 @@ async fn run() -> Result<()> {
             purpose,
         } => run_export(&cli.lake, &settings, &segment, format, &to, &purpose).await,
     }
+}
+
+async fn run_compact(location: &str, names: &[String]) -> Result<()> {
+    let lake = open_current_lake(location).await?;
+    let tables = panorama::maintenance::raw_tables(names)?;
+    let total = panorama::maintenance::compact(&lake, &tables, |table, done| {
+        eprintln!(
+            "raw.{table}: {} files rewritten into {}",
+            done.files_removed, done.files_added
+        );
+    })
+    .await
+    .context("compacting")?;
+    println!(
+        "compacted {} files into {} (run `panorama vacuum` after {} hours to delete the old ones)",
+        total.files_removed,
+        total.files_added,
+        panorama::maintenance::DEFAULT_RETENTION_HOURS
+    );
+    Ok(())
+}
+
+async fn run_vacuum(location: &str, names: &[String], retain_hours: u32) -> Result<()> {
+    let lake = open_current_lake(location).await?;
+    let tables = panorama::maintenance::raw_tables(names)?;
+    let deleted = panorama::maintenance::vacuum(&lake, &tables, retain_hours)
+        .await
+        .context("vacuuming")?;
+    println!("deleted {deleted} files no version of the last {retain_hours} hours reads");
+    Ok(())
+}
+
+async fn run_upgrade(location: &str) -> Result<()> {
+    let lake = open_lake(location)?;
+    let upgraded = panorama::maintenance::upgrade(
+        &lake,
+        |table, files| {
+            eprintln!("raw.{table}: moving the rows of {files} files into its Delta table");
+        },
+        |dir, rows| eprintln!("{dir}: {rows} records moved into its Delta table"),
+    )
+    .await
+    .context("upgrading the lake")?;
+    if upgraded.is_empty() {
+        println!("the lake is up to date");
+    } else {
+        let rows: usize = upgraded.iter().map(|(_, landed)| landed.rows).sum();
+        println!(
+            "upgraded {} raw tables ({rows} rows); `panorama refresh` rebuilds the profiles from them",
+            upgraded.len()
+        );
+    }
+    Ok(())
 }
 
 fn passwd() -> Result<()> {
@@ -293,6 +389,13 @@ fn open_lake(location: &str) -> Result<Lake> {
     Lake::open(location).with_context(|| format!("opening the lake at {location}"))
 }
 
+/// The lake, refused when it still needs `panorama lake upgrade`.
+async fn open_current_lake(location: &str) -> Result<Lake> {
+    let lake = open_lake(location)?;
+    panorama::maintenance::check_upgraded(&lake).await?;
+    Ok(lake)
+}
+
 fn engine_options(settings: &config::Config) -> EngineOptions {
     EngineOptions {
         identity: settings.identity.clone(),
@@ -307,7 +410,7 @@ async fn run_identity(
     settings: &config::Config,
     action: IdentityAction,
 ) -> Result<()> {
-    let lake = open_lake(location)?;
+    let lake = open_current_lake(location).await?;
     let (block, args) = match action {
         IdentityAction::Block(a) => (true, a),
         IdentityAction::Unblock(a) => (false, a),
@@ -361,7 +464,7 @@ fn choose_page_size() {
 async fn run_refresh(location: &str, settings: &config::Config, full: bool) -> Result<()> {
     keep_freed_memory();
     choose_page_size();
-    let lake = open_lake(location)?;
+    let lake = open_current_lake(location).await?;
     let started = Instant::now();
     let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
         "{spinner} {elapsed_precise} {msg}",
@@ -430,7 +533,7 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
         ),
         None => None,
     };
-    let lake = open_lake(location)?;
+    let lake = open_current_lake(location).await?;
     if !args.no_seed {
         let bar = ProgressBar::new(panorama::schema::RawTable::ALL.len() as u64).with_style(
             ProgressStyle::with_template("seeding sample data {bar:30} {pos}/{len} {msg}")?,
@@ -628,7 +731,7 @@ async fn run_generate(
     let output = match &files {
         Some(dir) => Output::Files(dir.clone()),
         None => {
-            lake = open_lake(location)?;
+            lake = open_current_lake(location).await?;
             Output::Lake(&lake)
         }
     };
@@ -687,7 +790,7 @@ async fn run_ingest(
 ) -> Result<()> {
     use panorama::ingest::fetch as files_fetch;
     use panorama::ingest::files;
-    let lake = open_lake(location)?;
+    let lake = open_current_lake(location).await?;
     let Some(raw) = panorama::schema::RawTable::from_name(table) else {
         let names: Vec<&str> = panorama::schema::RawTable::ALL
             .iter()
@@ -788,7 +891,7 @@ async fn run_ingest(
 }
 
 async fn list_jobs(location: &str) -> Result<()> {
-    let lake = open_lake(location)?;
+    let lake = open_current_lake(location).await?;
     let jobs = jobs::load(&lake).await.context("reading the jobs")?;
     let now = chrono::Utc::now();
     println!(
@@ -813,7 +916,7 @@ async fn list_jobs(location: &str) -> Result<()> {
 }
 
 async fn run_job(location: &str, settings: &config::Config, name: &str) -> Result<()> {
-    let lake = open_lake(location)?;
+    let lake = open_current_lake(location).await?;
     let all = jobs::load(&lake).await.context("reading the jobs")?;
     let Some(job) = all.iter().find(|j| j.name == name) else {
         let names: Vec<&str> = all.iter().map(|j| j.name.as_str()).collect();
@@ -848,7 +951,7 @@ async fn run_export(
     to: &str,
     purpose: &str,
 ) -> Result<()> {
-    let lake = open_lake(location)?;
+    let lake = open_current_lake(location).await?;
     let ctx = engine::session(&lake, &engine_options(settings))?;
     let summary = panorama::export::export(
         &ctx,
@@ -870,7 +973,7 @@ async fn run_export(
 }
 
 async fn run_sql(location: &str, settings: &config::Config, sql: &str) -> Result<()> {
-    let lake = open_lake(location)?;
+    let lake = open_current_lake(location).await?;
     let ctx = engine::session(&lake, &engine_options(settings))?;
     let batches = query::run(&ctx, sql).await?;
     println!("{}", query::render(&batches)?);

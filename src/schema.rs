@@ -394,6 +394,21 @@ pub mod cdp {
     }
 
     /// `system.refreshes`: one row per refresh, successful or not.
+    /// `system.table_history`: the commits of every raw table.
+    pub fn table_history() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            text("table_name"),
+            int("version"),
+            ts("committed_at"),
+            text("operation"),
+            text("written_by"),
+            int("files_added"),
+            int("files_removed"),
+            int("rows_added"),
+            Field::new("data_change", DataType::Boolean, true),
+        ]))
+    }
+
     pub fn refreshes() -> SchemaRef {
         Arc::new(Schema::new(vec![
             text("refresh_id"),

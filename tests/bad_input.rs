@@ -1,8 +1,9 @@
 //! Bad input gets a precise error with a SQLSTATE, and the same connection
 //! keeps working afterwards.
 
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
+use panorama::schema::RawTable;
 
 use crate::support::*;
 
@@ -51,23 +52,25 @@ async fn a_truncated_parquet_file_is_named_and_other_tables_keep_working() {
     let (_dir, lake) = temp_lake();
     land_fixture(&lake).await;
     // A file cut short mid-write by some other tool.
-    let bad = Path::from("raw/orders/date=2026-01-20/part-broken.parquet");
-    let full = lake.list(&Path::from("raw/orders")).await.unwrap();
+    let full = panorama::lake::delta::files(&lake, &Path::from("raw/orders"))
+        .await
+        .unwrap()
+        .files;
     let good = lake
         .store()
-        .get(&full[0].location)
+        .get(&full[0].meta.location)
         .await
         .unwrap()
         .bytes()
         .await
         .unwrap();
-    lake.store()
-        .put(
-            &lake.path(&bad),
-            PutPayload::from(good.slice(0..good.len() / 2)),
-        )
-        .await
-        .unwrap();
+    commit_foreign_file(
+        &lake,
+        RawTable::Orders,
+        "part-broken.parquet",
+        good.slice(0..good.len() / 2),
+    )
+    .await;
 
     let server = TestServer::start(&lake).await;
     let client = server.client().await;

@@ -540,7 +540,6 @@ async fn an_admin_blocks_a_link_and_the_profile_splits_deterministically() {
 async fn a_raw_file_with_a_missing_or_mistyped_identifier_column_fails_the_refresh_by_name() {
     use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use object_store::ObjectStoreExt;
     use std::sync::Arc;
 
     let (_dir, lake) = scenario().await;
@@ -559,13 +558,16 @@ async fn a_raw_file_with_a_missing_or_mistyped_identifier_column_fails_the_refre
         .int(Some(1));
     rows.end_row();
     let good = rows.finish().unwrap();
-    let path = object_store::path::Path::from("raw/orders/date=2026-01-20/part-bad.parquet");
     let attempt = |batch: RecordBatch| {
-        let (lake, path) = (lake.clone(), path.clone());
+        let lake = lake.clone();
         async move {
-            panorama::lake::parquet::write_file(&lake, &path, batch.schema(), &[batch])
-                .await
-                .unwrap();
+            let mut bytes = Vec::new();
+            let mut writer =
+                datafusion::parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None)
+                    .unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+            commit_foreign_file(&lake, RawTable::Orders, "part-bad.parquet", bytes.into()).await;
             let err = identity::refresh(
                 &lake,
                 &IdentityConfig::default(),
@@ -576,7 +578,7 @@ async fn a_raw_file_with_a_missing_or_mistyped_identifier_column_fails_the_refre
             .await
             .unwrap_err()
             .to_string();
-            lake.store().delete(&lake.path(&path)).await.unwrap();
+            remove_foreign_file(&lake, RawTable::Orders, "part-bad.parquet").await;
             err
         }
     };
@@ -585,7 +587,7 @@ async fn a_raw_file_with_a_missing_or_mistyped_identifier_column_fails_the_refre
     let err = attempt(good.project(&keep).unwrap()).await;
     assert_eq!(
         err,
-        "raw file raw/orders/date=2026-01-20/part-bad.parquet: column 'customer_id' missing (the identity rules read it)"
+        "raw file raw/orders/part-bad.parquet: column 'customer_id' missing (the identity rules read it)"
     );
     // ...or with numbers where emails belong.
     let mut fields: Vec<Field> = good
@@ -600,7 +602,7 @@ async fn a_raw_file_with_a_missing_or_mistyped_identifier_column_fails_the_refre
     let err = attempt(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()).await;
     assert_eq!(
         err,
-        "raw file raw/orders/date=2026-01-20/part-bad.parquet: column 'email' has type Int64, expected Utf8"
+        "raw file raw/orders/part-bad.parquet: column 'email' has type Int64, expected Utf8"
     );
 
     // Nothing was committed; both failures are recorded.

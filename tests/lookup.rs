@@ -1,10 +1,9 @@
 //! Point lookups by a key column (`WHERE customer_id = $1`) answer from the
 //! key index, reading one file instead of every day's file, and always give
 //! what a full scan gives: duplicates, misses, `IN` lists, and files landed
-//! after the index was built (by Panorama's write path at once; by hand
-//! within the re-listing interval).
+//! after the index was built (committed by any writer, at once), files
+//! compacted together, and never a file no commit names.
 
-use panorama::catalog::lookup::RELIST_AFTER;
 use panorama::generate::rows::TableRows;
 use panorama::ingest;
 use panorama::lake::{Lake, paths};
@@ -76,8 +75,9 @@ async fn lookup_and_scan(client: &tokio_postgres::Client, key: &str) -> Vec<Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_lookups_read_only_matching_files_and_see_new_files() {
     let (_dir, lake) = temp_lake();
-    // 60 customers over 20 days (20 files); C7 was updated on day 12, so
-    // it has two rows in two files.
+    // 60 customers over 20 days, landed day by day (20 commits, 20 files,
+    // as a daily CRM export makes them); C7 was updated on day 12, so it
+    // has two rows in two files.
     let mut rows: Vec<(String, &str, i64)> = (0..60)
         .map(|i| {
             (
@@ -89,7 +89,10 @@ async fn key_lookups_read_only_matching_files_and_see_new_files() {
         .collect();
     rows.push(("C7".into(), "Nantes", 12));
     let rows: Vec<(&str, &str, i64)> = rows.iter().map(|(a, b, c)| (a.as_str(), *b, *c)).collect();
-    land(&lake, &rows).await;
+    for day in 0..20 {
+        let of_day: Vec<_> = rows.iter().copied().filter(|r| r.2 == day).collect();
+        land(&lake, &of_day).await;
+    }
     let server = TestServer::start(&lake).await;
     let client = server.client().await;
 
@@ -163,25 +166,43 @@ async fn key_lookups_read_only_matching_files_and_see_new_files() {
     );
     assert_eq!(lookup_and_scan(&client, "C7").await.len(), 3);
 
-    // A file put into the lake by other means is seen once the listing is
-    // older than RELIST_AFTER.
-    let path = paths::raw_file(
-        RawTable::Customers,
-        chrono::NaiveDate::from_ymd_opt(2026, 1, 16).unwrap(),
-        uuid::Uuid::new_v4(),
-    );
+    // A Parquet file dropped into the table's folder by hand is not part of
+    // the table: no commit names it.
+    let stray = paths::raw_table_dir(RawTable::Customers)
+        .join("date=2026-01-16")
+        .join("part-stray.parquet");
     panorama::lake::parquet::write_file(
         &lake,
-        &path,
+        &stray,
         RawTable::Customers.file_schema(),
         &[customers(&[("C61", "Metz", 1)])],
     )
     .await
     .unwrap();
-    tokio::time::sleep(RELIST_AFTER + std::time::Duration::from_millis(200)).await;
+    assert!(lookup_and_scan(&client, "C61").await.is_empty());
+
+    // Another process's commit is seen by the next lookup, and compaction
+    // (files rewritten together) changes no answer.
+    let other = Lake::open(lake.url().as_str()).unwrap();
+    land(&other, &[("C62", "Metz", 1)]).await;
     assert_eq!(
-        lookup_and_scan(&client, "C61").await,
-        ["C61 | Metz | 2026-01-16"]
+        lookup_and_scan(&client, "C62").await,
+        ["C62 | Metz | 2026-01-16"]
+    );
+    let before = lookup_and_scan(&client, "C7").await;
+    let compacted = panorama::lake::delta::compact(
+        &other,
+        &paths::raw_table_dir(RawTable::Customers),
+        &[],
+        panorama::lake::parquet::writer_properties(),
+    )
+    .await
+    .unwrap();
+    assert!(compacted.files_removed > 1, "{compacted:?}");
+    assert_eq!(lookup_and_scan(&client, "C7").await, before);
+    assert_eq!(
+        lookup_and_scan(&client, "C62").await,
+        ["C62 | Metz | 2026-01-16"]
     );
     server.stop().await;
 }

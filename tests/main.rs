@@ -17,6 +17,7 @@ mod cli;
 mod clients;
 mod collect;
 mod corpus;
+mod delta;
 mod generator;
 mod identity;
 mod incremental;

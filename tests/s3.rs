@@ -108,6 +108,12 @@ async fn queries_run_over_a_lake_in_an_s3_bucket() {
             .is_dir(),
         "files land in the bucket with the Hive layout"
     );
+    assert!(
+        root.path()
+            .join("cdp-bucket/prod/lake/raw/orders/_delta_log/00000000000000000000.json")
+            .is_file(),
+        "each raw table is a Delta table in the bucket"
+    );
 
     let server = TestServer::start(&lake).await;
     let client = server.client().await;

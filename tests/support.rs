@@ -283,7 +283,7 @@ pub async fn land_fixture(lake: &Lake) {
     let landed = ingest::land(lake, RawTable::Orders, &[orders.finish().unwrap()])
         .await
         .unwrap();
-    assert_eq!((landed.files, landed.rows), (3, 4), "one file per day");
+    assert_eq!((landed.files, landed.rows), (1, 4), "one commit, one file");
 }
 
 /// The rows of `sql` over `lake`, each as its cells joined by ` | `.
@@ -493,4 +493,68 @@ pub async fn sample_lake() -> Lake {
     .await
     .unwrap()
     .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Put `bytes` into raw.`table` as another engine's writer would: the file
+/// in the table's folder, then a Delta commit naming it. Returns the
+/// file's path in the lake.
+pub async fn commit_foreign_file(
+    lake: &Lake,
+    table: RawTable,
+    name: &str,
+    bytes: bytes::Bytes,
+) -> object_store::path::Path {
+    use object_store::ObjectStoreExt;
+    let dir = panorama::lake::paths::raw_table_dir(table);
+    let path = dir.clone().join(name);
+    let size = bytes.len();
+    lake.store()
+        .put(&lake.path(&path), bytes.into())
+        .await
+        .expect("data file");
+    let add = serde_json::json!({"add": {
+        "path": name,
+        "partitionValues": {},
+        "size": size,
+        "modificationTime": chrono::Utc::now().timestamp_millis(),
+        "dataChange": true,
+    }});
+    commit_foreign_action(lake, &dir, add).await;
+    path
+}
+
+/// Remove a file [`commit_foreign_file`] added, as another engine's delete
+/// would: a Delta commit of a `remove` action (the file stays on disk).
+pub async fn remove_foreign_file(lake: &Lake, table: RawTable, name: &str) {
+    let dir = panorama::lake::paths::raw_table_dir(table);
+    let remove = serde_json::json!({"remove": {
+        "path": name,
+        "deletionTimestamp": chrono::Utc::now().timestamp_millis(),
+        "dataChange": true,
+    }});
+    commit_foreign_action(lake, &dir, remove).await;
+}
+
+async fn commit_foreign_action(
+    lake: &Lake,
+    dir: &object_store::path::Path,
+    action: serde_json::Value,
+) {
+    let version = panorama::lake::delta::files(lake, dir)
+        .await
+        .expect("table")
+        .version
+        .map_or(0, |v| v + 1);
+    let commit = dir
+        .clone()
+        .join("_delta_log")
+        .join(format!("{version:020}.json"));
+    lake.store()
+        .put_opts(
+            &lake.path(&commit),
+            format!("{action}\n").into(),
+            object_store::PutMode::Create.into(),
+        )
+        .await
+        .expect("commit");
 }

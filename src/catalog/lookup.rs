@@ -1,30 +1,29 @@
 //! Point lookups on raw tables: `WHERE key = value` or `WHERE key IN (…)`
 //! on a configured key column reads only the rows holding those values.
 //!
-//! A raw table is one file per day; a plain scan plans with the statistics
-//! of every file and opens each one to find a single customer (45 ms for a
-//! year of files). A [`LookupTable`] wraps the table's listing table and
+//! A raw table is many files; a plain scan plans with the statistics of
+//! every file and opens each one to find a single customer (45 ms for a
+//! year of daily files). A [`LookupTable`] wraps the table's provider and
 //! keeps a key index per file ([`FileKeys`]), built the first time a lookup
 //! needs it and extended file by file as files land. A lookup hashes the
 //! wanted values, finds the files and rows holding them, and scans just
 //! those rows (a Parquet row selection). The filter stays above the scan
-//! and re-checks every row, so a hash collision costs a row read, never a
-//! wrong answer. Every other query goes to the listing table unchanged, and
-//! so does a lookup that also filters on `date` (the listing table prunes
-//! partitions exactly).
+//! and re-checks every row (other conditions too, such as on `date`), so a
+//! hash collision costs a row read, never a wrong answer. Every other query
+//! goes to the table's provider unchanged.
 //!
-//! Freshness: Panorama's one write path ([`crate::ingest::land_as`])
-//! rewrites `system/changes/raw.<table>.json` after landing files, and a
-//! lookup lists the table again when that marker changed, or when its
-//! listing is older than [`RELIST_AFTER`] (files put there by other means).
+//! Freshness: a lookup follows the table's Delta log
+//! ([`crate::lake::delta::Follower`]): when a commit made a new version, the
+//! files it added are indexed and the files it removed (compaction) are
+//! dropped from the index; files in the folder that no commit names are
+//! not part of the table and never read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
-use chrono::NaiveDate;
-use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::catalog::{ScanArgs, ScanResult};
 use datafusion::common::config::TableParquetOptions;
@@ -42,19 +41,16 @@ use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectMeta;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt};
 use serde::Deserialize;
 
 use super::LakeParquetFormat;
 use super::key_index::{IndexedFile, NewFile, TableKeys, hash_values};
 use super::lookup_exec::LookupExec;
+use crate::lake::delta::Follower;
 use crate::lake::{Lake, paths};
-use crate::schema::{PARTITION_COLUMN, RawTable};
-
-/// A lookup lists the table again at least this often, so that files put
-/// into the lake without Panorama's write path are found too.
-pub const RELIST_AFTER: Duration = Duration::from_secs(1);
+use crate::schema::RawTable;
 
 /// At most this many values in one `IN (…)` go through the index.
 const MAX_VALUES: usize = 1024;
@@ -122,16 +118,18 @@ pub struct LookupTable {
     inner: Arc<dyn TableProvider>,
     lake: Lake,
     table: RawTable,
-    /// The table's file schema (without the `date` partition).
+    /// The table's schema (its file columns and `date`).
     file_schema: SchemaRef,
     /// Indexed columns, as positions in `file_schema`.
     keys: Vec<usize>,
     /// How a lookup reads its rows, and the scan source over the table's
-    /// file schema and `date` partition (the same for every lookup).
+    /// schema (the same for every lookup).
     format: LakeParquetFormat,
     source: Arc<dyn FileSource>,
     snapshot: Mutex<Arc<Snapshot>>,
-    /// Held while the table is listed and new files indexed.
+    /// The table's log, followed from lookup to lookup.
+    follower: Follower,
+    /// Held while new files are indexed.
     rebuilding: tokio::sync::Mutex<()>,
 }
 
@@ -144,22 +142,11 @@ impl std::fmt::Debug for LookupTable {
     }
 }
 
-/// The table's files and their indexes as of one listing.
+/// The table's files and their indexes as of one table version.
 #[derive(Debug, Default)]
 struct Snapshot {
-    listed_at: Option<Instant>,
-    marker: Option<Marker>,
+    version: Option<u64>,
     index: Arc<TableKeys>,
-}
-
-/// What the change marker looked like (absent: `None`).
-type Marker = Option<(Option<String>, chrono::DateTime<chrono::Utc>, u64)>;
-
-impl Snapshot {
-    fn is_current(&self, marker: &Marker) -> bool {
-        self.listed_at
-            .is_some_and(|t| t.elapsed() < RELIST_AFTER && self.marker.as_ref() == Some(marker))
-    }
 }
 
 impl LookupTable {
@@ -170,18 +157,13 @@ impl LookupTable {
         table: RawTable,
         keys: Vec<usize>,
     ) -> Self {
-        let file_schema = table.file_schema();
+        let file_schema = crate::ingest::delta_schema(table);
         // The rows are known: no bloom filters to read (Parquet still reads
         // only the pages holding them, through the page index).
         let mut options = TableParquetOptions::default();
         options.global.bloom_filter_on_read = false;
         let format = LakeParquetFormat::for_point_reads(options);
-        let partition = Arc::new(Field::new(PARTITION_COLUMN, DataType::Date32, false));
-        let source = format.file_source(
-            TableSchema::builder(Arc::clone(&file_schema))
-                .with_table_partition_cols(vec![partition])
-                .build(),
-        );
+        let source = format.file_source(TableSchema::builder(Arc::clone(&file_schema)).build());
         LookupTable {
             inner,
             format,
@@ -190,6 +172,7 @@ impl LookupTable {
             table,
             file_schema,
             keys,
+            follower: Follower::new(paths::raw_table_dir(table)),
             snapshot: Mutex::default(),
             rebuilding: tokio::sync::Mutex::const_new(()),
         }
@@ -198,14 +181,6 @@ impl LookupTable {
     /// The key (position in `self.keys`) and values a set of filters looks
     /// up, when the index can answer them.
     fn wanted(&self, filters: &[Expr]) -> Option<(usize, Vec<ScalarValue>)> {
-        // Partition filters are exact in the listing table: leave those
-        // queries to it.
-        let on_partition = filters
-            .iter()
-            .any(|f| f.column_refs().iter().any(|c| c.name == PARTITION_COLUMN));
-        if on_partition {
-            return None;
-        }
         let schema = &self.file_schema;
         let key_of = |e: &Expr| match e {
             Expr::Column(c) => self
@@ -274,20 +249,18 @@ impl LookupTable {
         Ok(Some(Arc::new(LookupExec::new(scan, rows))))
     }
 
-    /// The index of the table's current files: the last one, unless the
-    /// change marker moved or the listing is too old.
+    /// The index of the files of the table's latest version.
     async fn current(&self) -> crate::error::Result<Arc<Snapshot>> {
-        let marker = self.marker().await?;
+        let listed = self.follower.latest(&self.lake).await?;
         let last = self.last();
-        if last.is_current(&marker) {
+        if last.version == listed.version {
             return Ok(last);
         }
         let _rebuilding = self.rebuilding.lock().await;
         let last = self.last();
-        if last.is_current(&marker) {
+        if last.version == listed.version {
             return Ok(last);
         }
-        let listed_at = Instant::now();
         let known: HashMap<&Path, (usize, &Arc<IndexedFile>)> = last
             .index
             .files()
@@ -297,40 +270,24 @@ impl LookupTable {
             .collect();
         let mut kept = Vec::new();
         let mut new = Vec::new();
-        for meta in self.lake.list(&paths::raw_table_dir(self.table)).await? {
-            if meta.location.extension() != Some("parquet") {
-                continue;
-            }
-            let Some(date) = partition_date(&meta.location) else {
-                continue;
-            };
-            match known.get(&meta.location) {
-                Some((i, f))
-                    if f.meta.size == meta.size && f.meta.last_modified == meta.last_modified =>
-                {
-                    kept.push(*i)
-                }
-                _ => new.push((meta, date)),
+        for file in &listed.files {
+            match known.get(&file.meta.location) {
+                Some((i, f)) if f.meta.size == file.meta.size => kept.push(*i),
+                _ => new.push(file.meta.clone()),
             }
         }
-        let unchanged = new.is_empty() && kept.iter().copied().eq(0..last.index.files().len());
-        let index = if unchanged {
-            Arc::clone(&last.index)
-        } else {
-            let new = self.read(new).await?;
-            let index = last.index.changed(&kept, new, self.keys.len());
-            tracing::debug!(
-                files = index.files().len(),
-                index_mb = index.memory() >> 20,
-                "lookup index of raw.{}",
-                self.table
-            );
-            Arc::new(index)
-        };
+        kept.sort_unstable();
+        let new = self.read(new).await?;
+        let index = last.index.changed(&kept, new, self.keys.len());
+        tracing::debug!(
+            files = index.files().len(),
+            index_mb = index.memory() >> 20,
+            "lookup index of raw.{}",
+            self.table
+        );
         let snapshot = Arc::new(Snapshot {
-            listed_at: Some(listed_at),
-            marker: Some(marker),
-            index,
+            version: listed.version,
+            index: Arc::new(index),
         });
         *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&snapshot);
         Ok(snapshot)
@@ -341,16 +298,13 @@ impl LookupTable {
     }
 
     /// Read the keys of files not seen before, a few at a time.
-    async fn read(
-        &self,
-        new: Vec<(ObjectMeta, ScalarValue)>,
-    ) -> crate::error::Result<Vec<NewFile>> {
+    async fn read(&self, new: Vec<ObjectMeta>) -> crate::error::Result<Vec<NewFile>> {
         let started = Instant::now();
         let count = new.len();
         let lake = &self.lake;
         let (schema, keys) = (&self.file_schema, &self.keys);
         let read: Vec<NewFile> = futures::stream::iter(new)
-            .map(|(meta, date)| NewFile::read(lake, meta, vec![date], schema, keys))
+            .map(|meta| NewFile::read(lake, meta, Vec::new(), schema, keys))
             .buffer_unordered(4)
             .try_collect()
             .await?;
@@ -366,69 +320,10 @@ impl LookupTable {
         }
         Ok(read)
     }
-
-    /// The table's change marker as it is now.
-    async fn marker(&self) -> crate::error::Result<Marker> {
-        let relative = changes_marker(self.table);
-        if let Some(file) = self.lake.local_path(&relative) {
-            // A local lake: one stat, on this thread (a few microseconds;
-            // the object store's head would hop to the blocking pool and
-            // back, a tenth of a lookup).
-            return match std::fs::metadata(&file) {
-                Ok(meta) => {
-                    let modified = meta.modified().map_err(|source| crate::error::Error::Io {
-                        what: "reading the time of".into(),
-                        path: file.clone(),
-                        source,
-                    })?;
-                    Ok(Some((None, modified.into(), meta.len())))
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(source) => Err(crate::error::Error::Io {
-                    what: "reading".into(),
-                    path: file,
-                    source,
-                }),
-            };
-        }
-        let path = self.lake.path(&relative);
-        match self.lake.store().head(&path).await {
-            Ok(meta) => Ok(Some((meta.e_tag, meta.last_modified, meta.size))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(crate::error::Error::store(format!("reading {path}"), e)),
-        }
-    }
-}
-
-/// The marker Panorama's write path rewrites after landing files of
-/// `table`.
-pub fn changes_marker(table: RawTable) -> Path {
-    Path::from(format!("system/changes/raw.{}.json", table.name()))
-}
-
-/// Record that files of `table` landed (after they are all in place).
-pub async fn mark_changed(lake: &Lake, table: RawTable) -> crate::error::Result<()> {
-    let change = serde_json::json!({
-        "table": table.name(),
-        "landed_at": chrono::Utc::now().to_rfc3339(),
-        "change": uuid::Uuid::new_v4().to_string(),
-    });
-    lake.put_json(&changes_marker(table), &change).await
 }
 
 fn external(e: crate::error::Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
-}
-
-/// The `date` of a file from its `date=YYYY-MM-DD` folder.
-fn partition_date(location: &Path) -> Option<ScalarValue> {
-    let folder = location
-        .parts()
-        .find_map(|p| p.as_ref().strip_prefix("date=").map(str::to_string))?;
-    let date = NaiveDate::parse_from_str(&folder, "%Y-%m-%d").ok()?;
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
-    let days = i32::try_from(date.signed_duration_since(epoch).num_days()).ok()?;
-    Some(ScalarValue::Date32(Some(days)))
 }
 
 /// The file with a row selection of `rows` (sorted, distinct).
@@ -543,18 +438,5 @@ mod tests {
             let err = config.validate().unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");
         }
-    }
-
-    #[test]
-    fn partition_dates_come_from_the_folder() {
-        let path = Path::from("lake/raw/orders/date=2026-03-07/part-1.parquet");
-        assert_eq!(
-            partition_date(&path),
-            Some(ScalarValue::Date32(Some(20_519)))
-        );
-        assert_eq!(
-            partition_date(&Path::from("lake/raw/orders/x.parquet")),
-            None
-        );
     }
 }

@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::{
     CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider,
 };
@@ -18,6 +17,8 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 
+pub mod delta_table;
+mod history;
 mod key_index;
 mod layers;
 pub mod lineage;
@@ -33,8 +34,8 @@ pub use versioned::VersionedTable;
 use object_store::path::Path;
 
 use crate::error::Result;
-use crate::lake::{Lake, paths};
-use crate::schema::{PARTITION_COLUMN, RawTable, cdp};
+use crate::lake::Lake;
+use crate::schema::{RawTable, cdp};
 
 /// Name of the one catalog (what `current_database()` answers).
 pub const CATALOG: &str = "panorama";
@@ -93,30 +94,19 @@ pub fn lake_catalog(
                 }
             }
             "system" => {
+                for table in system_tables() {
+                    schema.register_table(
+                        table.name.to_string(),
+                        Arc::new(delta_table::DeltaLakeTable::new(
+                            lake.clone(),
+                            table.dirs,
+                            table.schema,
+                        )),
+                    )?;
+                }
                 schema.register_table(
-                    "refreshes".to_string(),
-                    folder_table(lake, &Path::from("system/refreshes"), cdp::refreshes())?,
-                )?;
-                schema.register_table(
-                    "ingests".to_string(),
-                    folder_table(
-                        lake,
-                        &crate::ingest::files::ingests_dir(),
-                        crate::ingest::files::ingests_schema(),
-                    )?,
-                )?;
-                schema.register_table("rejects".to_string(), rejects_table(lake)?)?;
-                schema.register_table(
-                    "job_runs".to_string(),
-                    folder_table(lake, &Path::from("system/job_runs"), cdp::job_runs())?,
-                )?;
-                schema.register_table(
-                    "identity_blocks".to_string(),
-                    folder_table(
-                        lake,
-                        &Path::from("system/identity_blocks"),
-                        cdp::identity_blocks(),
-                    )?,
+                    "table_history".to_string(),
+                    Arc::new(history::TableHistory::new(lake.clone())),
                 )?;
             }
             _ => {}
@@ -157,24 +147,50 @@ pub fn folders_config(lake: &Lake, folders: &[Path]) -> Result<ListingTableConfi
     Ok(ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options))
 }
 
-/// `system.rejects`: the rows loads could not use, from every
-/// `rejects/<table>/` folder.
-fn rejects_table(lake: &Lake) -> Result<Arc<dyn TableProvider>> {
-    let folders: Vec<Path> = RawTable::ALL
-        .iter()
-        .map(|t| crate::ingest::files::rejects_dir(*t))
-        .collect();
-    folders_table(lake, &folders, crate::ingest::files::rejects_schema())
+/// One of Panorama's record tables in `system`: Delta tables (one, or one
+/// per raw table for `rejects`) of rows appended one commit per record.
+#[derive(Debug, Clone)]
+pub struct SystemTable {
+    pub name: &'static str,
+    pub dirs: Vec<Path>,
+    pub schema: datafusion::arrow::datatypes::SchemaRef,
 }
 
-/// A listing table over one raw table's folder.
+/// Every record table of `system`, where its Delta tables are.
+pub fn system_tables() -> Vec<SystemTable> {
+    let one = |name, dir: &str, schema| SystemTable {
+        name,
+        dirs: vec![Path::from(dir)],
+        schema,
+    };
+    vec![
+        one("refreshes", "system/refreshes", cdp::refreshes()),
+        SystemTable {
+            name: "ingests",
+            dirs: vec![crate::ingest::files::ingests_dir()],
+            schema: crate::ingest::files::ingests_schema(),
+        },
+        SystemTable {
+            name: "rejects",
+            dirs: RawTable::ALL
+                .iter()
+                .map(|t| crate::ingest::files::rejects_dir(*t))
+                .collect(),
+            schema: crate::ingest::files::rejects_schema(),
+        },
+        one("job_runs", "system/job_runs", cdp::job_runs()),
+        one(
+            "identity_blocks",
+            "system/identity_blocks",
+            cdp::identity_blocks(),
+        ),
+    ]
+}
+
+/// One raw table: the latest version of its Delta table.
 pub fn raw_table(lake: &Lake, table: RawTable) -> Result<Arc<dyn TableProvider>> {
-    let url = ListingTableUrl::parse(lake.folder_url(&paths::raw_table_dir(table)))?;
-    let options = ListingOptions::new(Arc::new(LakeParquetFormat::default()))
-        .with_file_extension(".parquet")
-        .with_table_partition_cols(vec![(PARTITION_COLUMN.to_string(), DataType::Date32)]);
-    let config = ListingTableConfig::new(url)
-        .with_listing_options(options)
-        .with_schema(table.file_schema());
-    Ok(Arc::new(ListingTable::try_new(config)?))
+    Ok(Arc::new(delta_table::DeltaLakeTable::raw(
+        lake.clone(),
+        table,
+    )))
 }

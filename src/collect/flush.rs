@@ -1,7 +1,7 @@
 //! Sealed log segments → Parquet in the lake.
 //!
 //! A segment's accepted messages become `raw.events` files (one per day
-//! touched, through the one write path [`crate::ingest::land_as`]) and its
+//! touched, through the one write path [`crate::ingest::land_once`]) and its
 //! refused messages become `rejects/events/` rows with their reason; the
 //! flush is recorded in `system.ingests`. Every file name derives from the
 //! log's id and the segment number, so flushing a segment again after a
@@ -20,7 +20,7 @@ use super::message::Event;
 use super::wal::{Sealed, Wal, read_segment};
 use crate::error::{Error, Result};
 use crate::ingest::files::{FileReport, Reject, record, write_rejects};
-use crate::ingest::land_as;
+use crate::ingest::land_once;
 use crate::lake::Lake;
 use crate::schema::{RawTable, utc_timestamps};
 
@@ -104,11 +104,12 @@ pub async fn flush_segment(lake: &Lake, wal: &Wal, sealed: &Sealed) -> Result<Fl
         }
     }
     let load_id = Uuid::new_v5(&wal.id(), &sealed.seq.to_le_bytes());
-    let landed = land_as(
+    let once = format!("collector-{}", wal.id());
+    let landed = land_once(
         lake,
         RawTable::Events,
         &[events_batch(&events)?],
-        Some(load_id),
+        Some((&once, i64::try_from(sealed.seq).unwrap_or(i64::MAX))),
     )
     .await?;
     let mut by_source: BTreeMap<&str, Vec<Reject>> = BTreeMap::new();

@@ -341,10 +341,11 @@ async fn seed_from_lake(lake: &Lake, dedup: &mut Dedup) -> Result<()> {
     use futures::StreamExt;
     let since = chrono::Utc::now().timestamp_micros() - dedup.window_us;
     let dir = crate::lake::paths::raw_table_dir(crate::schema::RawTable::Events);
-    let mut files: Vec<_> = lake
-        .list(&dir)
+    let mut files: Vec<_> = crate::lake::delta::files(lake, &dir)
         .await?
+        .files
         .into_iter()
+        .map(|f| f.meta)
         .filter(|m| m.last_modified.timestamp_micros() >= since)
         .collect();
     files.sort_by_key(|m| std::cmp::Reverse(m.last_modified));

@@ -89,8 +89,8 @@ pub async fn generate(
     while let Some(day) = rx.recv().await {
         let (day, batches) = day?;
         for (table, batch) in RawTable::ALL.into_iter().zip(batches) {
+            rows += batch.num_rows();
             let landed = sink.write(table, batch).await?;
-            rows += landed.rows;
             *summary.tables.entry(table).or_default() += landed;
         }
         progress(Progress {
@@ -102,14 +102,22 @@ pub async fn generate(
     producer
         .await
         .map_err(|e| Error::Config(format!("the generator thread failed: {e}")))?;
-    for (table, files) in sink.finish().await? {
-        summary.tables.entry(table).or_default().files += files;
+    for (table, landed) in sink.finish().await? {
+        *summary.tables.entry(table).or_default() += landed;
     }
     Ok(summary)
 }
 
+/// Rows of one table the lake sink gathers before landing them as one
+/// commit: a few large commits (each day still gets its own files) rather
+/// than one small commit per table and day.
+const LAND_ROWS: usize = 250_000;
+
 enum Sink<'a> {
-    Lake(&'a Lake),
+    Lake {
+        lake: &'a Lake,
+        gathered: BTreeMap<RawTable, (Vec<RecordBatch>, usize)>,
+    },
     Files {
         writers: BTreeMap<RawTable, ParquetFileWriter>,
     },
@@ -118,7 +126,10 @@ enum Sink<'a> {
 impl<'a> Sink<'a> {
     fn new(output: Output<'a>) -> Result<Sink<'a>> {
         Ok(match output {
-            Output::Lake(lake) => Sink::Lake(lake),
+            Output::Lake(lake) => Sink::Lake {
+                lake,
+                gathered: BTreeMap::new(),
+            },
             Output::Files(dir) => {
                 std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
                     what: "creating the output folder".into(),
@@ -144,7 +155,17 @@ impl<'a> Sink<'a> {
             return Ok(Landed::default());
         }
         match self {
-            Sink::Lake(lake) => ingest::land(lake, table, &[batch]).await,
+            Sink::Lake { lake, gathered } => {
+                let (batches, rows) = gathered.entry(table).or_default();
+                *rows += batch.num_rows();
+                batches.push(batch);
+                if *rows < LAND_ROWS {
+                    return Ok(Landed::default());
+                }
+                let batches = std::mem::take(batches);
+                *rows = 0;
+                ingest::land(lake, table, &batches).await
+            }
             Sink::Files { writers, .. } => {
                 let rows = batch.num_rows();
                 if let Some(writer) = writers.get_mut(&table) {
@@ -155,13 +176,21 @@ impl<'a> Sink<'a> {
         }
     }
 
-    /// Close open files; returns files written per table.
-    async fn finish(self) -> Result<Vec<(RawTable, usize)>> {
+    /// Land what is gathered or close open files; returns what each table
+    /// got.
+    async fn finish(self) -> Result<Vec<(RawTable, Landed)>> {
         let mut done = Vec::new();
-        if let Sink::Files { writers, .. } = self {
-            for (table, writer) in writers {
-                writer.finish().await?;
-                done.push((table, 1));
+        match self {
+            Sink::Files { writers } => {
+                for (table, writer) in writers {
+                    writer.finish().await?;
+                    done.push((table, Landed { files: 1, rows: 0 }));
+                }
+            }
+            Sink::Lake { lake, gathered } => {
+                for (table, (batches, _)) in gathered {
+                    done.push((table, ingest::land(lake, table, &batches).await?));
+                }
             }
         }
         Ok(done)

@@ -14,13 +14,12 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use object_store::path::Path;
-use uuid::Uuid;
 
 use super::config::IdentityConfig;
 use super::normalize;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::lake::parquet::{self, write_file};
+use crate::lake::parquet;
 use crate::schema::{cdp, utc_timestamps};
 
 /// Folder of `system.identity_blocks`.
@@ -133,22 +132,14 @@ pub async fn record(lake: &Lake, block: &Block, at: DateTime<Utc>) -> Result<()>
         ],
     )
     .map_err(|e| Error::arrow("recording an identity block", e))?;
-    let path = blocks_dir().join(format!(
-        "block-{}-{}.parquet",
-        at.format("%Y%m%dT%H%M%S%6f"),
-        Uuid::new_v4().simple()
-    ));
-    write_file(lake, &path, schema, &[batch]).await?;
-    Ok(())
+    crate::lake::delta::append_record(lake, &blocks_dir(), batch, "identity block", None).await
 }
 
 /// Replay every recorded decision, oldest first.
 pub async fn load(lake: &Lake) -> Result<Blocks> {
     let mut decisions: Vec<(i64, String, Block)> = Vec::new();
-    for meta in lake.list(&blocks_dir()).await? {
-        if !meta.location.as_ref().ends_with(".parquet") {
-            continue;
-        }
+    for file in crate::lake::delta::files(lake, &blocks_dir()).await?.files {
+        let meta = file.meta;
         let name = meta.location.to_string();
         parquet::for_each_batch(lake, &meta, |b| {
             let s = |i: usize| b.column(i).as_string::<i32>().clone();

@@ -30,8 +30,8 @@ use crate::error::{Error, Result};
 use crate::lake::manifest::{
     Delta, MANIFEST_FORMAT, Manifest, VIEWS_FORMAT, removed_dir, version_dir,
 };
-use crate::lake::parquet::{self, write_file};
-use crate::lake::{Lake, paths};
+use crate::lake::parquet;
+use crate::lake::{Lake, delta, paths};
 use crate::schema::{RawTable, cdp, utc_timestamps};
 
 /// What a refresh did (also the row it adds to `system.refreshes`).
@@ -200,14 +200,55 @@ fn full_rebuild_reason(
     if m.identity_settings.as_deref() != Some(settings) {
         return Some("the identity settings changed".into());
     }
-    for (path, size) in &m.raw_files {
-        match files.get(path) {
-            None => return Some(format!("{path} was removed")),
-            Some(f) if f.meta.size != *size => return Some(format!("{path} changed")),
-            Some(_) => {}
-        }
+    if m.raw_versions.is_empty() && !m.raw_files.is_empty() && !files.is_empty() {
+        return Some("the raw tables became Delta tables".into());
     }
     None
+}
+
+/// The raw files committed since the versions `m` folded (`Err`: why
+/// everything must be read again instead).
+async fn committed_since(
+    lake: &Lake,
+    m: &Manifest,
+    tables: &[RawTable],
+    versions: &BTreeMap<String, u64>,
+    files: &BTreeMap<String, RawFile>,
+) -> Result<std::result::Result<Vec<RawFile>, String>> {
+    let changes = futures::future::try_join_all(tables.iter().map(|&table| {
+        let since = m.raw_versions.get(table.name()).copied();
+        let until = versions.get(table.name()).copied();
+        async move {
+            match until {
+                Some(until) => {
+                    let dir = paths::raw_table_dir(table);
+                    delta::changes_since(lake, &dir, since, Some(until)).await
+                }
+                None => Ok(delta::Changes::default()),
+            }
+        }
+    }))
+    .await?;
+    let mut new = Vec::new();
+    for (table, changes) in tables.iter().zip(changes) {
+        if changes.rows_removed {
+            return Ok(Err(format!("rows were removed from raw.{table}")));
+        }
+        for added in changes.added {
+            let path = lake.relative(&added).to_string();
+            match files.get(&path) {
+                Some(file) => new.push(file.clone()),
+                // Added, then compacted into a file that is not "new":
+                // its rows can only be found by reading everything.
+                None => {
+                    return Ok(Err(format!(
+                        "raw.{table} was compacted before its new rows were read"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(Ok(new))
 }
 
 /// What a refresh resolves: the graph and facts of everything read, the
@@ -319,22 +360,37 @@ async fn run(
     let listed = futures::future::try_join_all(
         tables
             .iter()
-            .map(|&table| async move { lake.list(&paths::raw_table_dir(table)).await }),
+            .map(|&table| async move { delta::files(lake, &paths::raw_table_dir(table)).await }),
     )
     .await?;
     let mut files: BTreeMap<String, RawFile> = BTreeMap::new();
-    for (&table, metas) in tables.iter().zip(listed) {
-        for meta in metas {
-            if meta.location.as_ref().ends_with(".parquet") {
-                let path = lake.relative(&meta.location).to_string();
-                files.insert(path, RawFile { table, meta });
-            }
+    let mut raw_versions = BTreeMap::new();
+    for (&table, listed) in tables.iter().zip(listed) {
+        if let Some(version) = listed.version {
+            raw_versions.insert(table.name().to_string(), version);
+        }
+        for file in listed.files {
+            let path = lake.relative(&file.meta.location).to_string();
+            files.insert(
+                path,
+                RawFile {
+                    table,
+                    meta: file.meta,
+                },
+            );
         }
     }
-    let reason = match mode {
+    let mut reason = match mode {
         Mode::Full => Some("requested".to_string()),
         Mode::Incremental => full_rebuild_reason(previous.as_ref(), &settings, &files),
     };
+    let mut new_files = Vec::new();
+    if let (None, Some(m)) = (&reason, &previous) {
+        match committed_since(lake, m, &tables, &raw_versions, &files).await? {
+            Ok(new) => new_files = new,
+            Err(why) => reason = Some(why),
+        }
+    }
     let mut report = RefreshReport {
         version,
         full: reason.is_some(),
@@ -343,11 +399,7 @@ async fn run(
     };
     let loaded = match (&reason, &previous) {
         (None, Some(m)) => {
-            let new: Vec<RawFile> = files
-                .iter()
-                .filter(|(p, _)| !m.raw_files.contains_key(*p))
-                .map(|(_, f)| f.clone())
-                .collect();
+            let new = std::mem::take(&mut new_files);
             load_incremental(lake, config, m, new, progress, &mut report).await?
         }
         _ => {
@@ -535,10 +587,8 @@ async fn run(
         version,
         committed_at: now.to_rfc3339(),
         tables: BTreeMap::new(),
-        raw_files: match (&reason, &previous) {
-            (None, Some(m)) => m.raw_files.clone(),
-            _ => BTreeMap::new(),
-        },
+        raw_files: BTreeMap::new(),
+        raw_versions,
         identity_settings: Some(settings),
         views_format: VIEWS_FORMAT,
         deltas: BTreeMap::new(),
@@ -1124,13 +1174,7 @@ async fn record(
             int(r.blocked_values),
         ],
     )?;
-    let path = refreshes_dir().join(format!(
-        "part-{}-{}.parquet",
-        started.format("%Y%m%dT%H%M%S"),
-        Uuid::new_v4()
-    ));
-    write_file(lake, &path, schema, &[b]).await?;
-    Ok(())
+    delta::append_record(lake, &refreshes_dir(), b, "refresh", None).await
 }
 
 #[cfg(test)]

@@ -24,13 +24,12 @@ use object_store::path::Path;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{Landed, land_as};
+use super::{Landed, land_once};
 use crate::error::{Error, Result};
 use crate::generate::rows::TableRows;
 use crate::identity::IdentityConfig;
 use crate::identity::normalize::{self, Country, Normalize};
 use crate::lake::Lake;
-use crate::lake::parquet::write_file;
 use crate::schema::{RawTable, utc_timestamps};
 
 /// Rows per landed chunk: bounds memory for files of any size.
@@ -563,17 +562,29 @@ pub fn ingests_schema() -> SchemaRef {
 
 /// Whether a load with this hash was committed before.
 async fn loaded_before(lake: &Lake, hash: &str) -> Result<bool> {
-    for meta in lake.list(&ingests_dir()).await? {
-        // The hash is part of each record's file name.
-        if meta
-            .location
-            .filename()
-            .is_some_and(|f| f.contains(hash) && f.starts_with("committed-"))
-        {
-            return Ok(true);
+    use datafusion::arrow::array::AsArray;
+    let hash_column = ingests_schema().index_of("content_hash").ok();
+    let status_column = ingests_schema().index_of("status").ok();
+    let (Some(hash_column), Some(status_column)) = (hash_column, status_column) else {
+        return Ok(false);
+    };
+    let mut found = false;
+    for file in crate::lake::delta::files(lake, &ingests_dir()).await?.files {
+        crate::lake::parquet::for_each_batch(lake, &file.meta, |batch| {
+            let hashes = batch.column(hash_column).as_string_opt::<i32>();
+            let statuses = batch.column(status_column).as_string_opt::<i32>();
+            if let (Some(hashes), Some(statuses)) = (hashes, statuses) {
+                found |= (0..batch.num_rows())
+                    .any(|i| hashes.value(i) == hash && statuses.value(i) == "committed");
+            }
+            Ok(())
+        })
+        .await?;
+        if found {
+            break;
         }
     }
-    Ok(false)
+    Ok(found)
 }
 
 /// Load one file into raw `table`; `progress` gets the rows read so far.
@@ -665,8 +676,9 @@ pub async fn load_file_as(
     let mut chunk = 0u64;
     while let Some((batch, rejects, read)) = rx.recv().await {
         let batch = sort_by_time(table, batch)?;
-        let seed = Uuid::new_v5(&load_id, &chunk.to_le_bytes());
-        let landed: Landed = land_as(lake, table, &[batch], Some(seed)).await?;
+        let once = format!("ingest-{load_id}");
+        let landed: Landed =
+            land_once(lake, table, &[batch], Some((&once, chunk as i64 + 1))).await?;
         report.rows_landed += landed.rows as u64;
         report.files_written += landed.files as u64;
         report.rows_rejected += rejects.len() as u64;
@@ -730,9 +742,18 @@ pub(crate) async fn write_rejects(
     ];
     let batch = RecordBatch::try_new(rejects_schema(), columns)
         .map_err(|e| Error::arrow("recording rejected rows", e))?;
-    let path = rejects_dir(table).join(format!("{load_id}-{chunk:06}.parquet"));
-    write_file(lake, &path, rejects_schema(), &[batch]).await?;
-    Ok(())
+    // At most once per chunk of a load, so a load run again after a crash
+    // records its rejects once.
+    let once = format!("rejects-{load_id}");
+    let chunk = i64::try_from(chunk).unwrap_or(i64::MAX - 1) + 1;
+    crate::lake::delta::append_record(
+        lake,
+        &rejects_dir(table),
+        batch,
+        "rejects",
+        Some((&once, chunk)),
+    )
+    .await
 }
 
 pub(crate) async fn record(
@@ -762,9 +783,7 @@ pub(crate) async fn record(
         ],
     )
     .map_err(|e| Error::arrow("recording a load", e))?;
-    let path = ingests_dir().join(format!("committed-{hash}.parquet"));
-    write_file(lake, &path, ingests_schema(), &[batch]).await?;
-    Ok(())
+    crate::lake::delta::append_record(lake, &ingests_dir(), batch, "ingest record", None).await
 }
 
 #[cfg(test)]

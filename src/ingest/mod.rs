@@ -1,25 +1,29 @@
-//! Landing data in the lake: record batches of a raw table → Parquet files
-//! under `raw/<table>/date=YYYY-MM-DD/`, one new file per day touched.
+//! Landing data in the lake: record batches of a raw table → one commit to
+//! the table's Delta table (`raw/<table>/`), each row with its `date` (the
+//! UTC day of the table's time column).
+//!
+//! Raw tables are not partitioned: a day of a small site is a few hundred
+//! rows, and one file per day and table made a year of data tens of
+//! thousands of tiny files. Rows land sorted by time, so each file's
+//! `date` and time statistics still let a query skip the files outside its
+//! range; compaction ([`crate::maintenance`]) merges what landed small.
 //!
 //! This is the single write path into `raw/`; the generator, the sample
-//! seeding (and later the file loader and the HTTP collector) all go
-//! through [`land`]. Files are immutable once written and every write is
-//! atomic, so readers see a day's file whole or not at all.
+//! seeding, the file loader and the HTTP collector all go through [`land`].
+//! A landing is one atomic Delta commit: readers see all of its rows or
+//! none, and two writers landing at once both commit (delta-rs retries on
+//! the next version).
 
-use chrono::NaiveDate;
-use datafusion::arrow::array::{
-    Array, ArrayRef, Date32Array, RecordBatch, TimestampMicrosecondArray,
-};
-use datafusion::arrow::compute::kernels::partition::partition;
-use datafusion::arrow::compute::{cast, concat_batches};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, TimestampMicrosecondArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
-use uuid::Uuid;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::lake::parquet::{write_file_with, writer_properties_with};
-use crate::lake::{Lake, paths};
-use crate::schema::RawTable;
+use crate::lake::parquet::writer_properties_with;
+use crate::lake::{Lake, delta, paths};
+use crate::schema::{PARTITION_COLUMN, RawTable};
 
 pub mod fetch;
 pub mod files;
@@ -38,67 +42,71 @@ impl std::ops::AddAssign for Landed {
     }
 }
 
-/// Write `batches` (with `table`'s file schema) into the lake, one Parquet
-/// file per day of the table's time column. Rows should come roughly in time
-/// order: each run of equal days becomes one file.
+/// Write `batches` (with `table`'s file schema) into the lake as one
+/// commit.
 pub async fn land(lake: &Lake, table: RawTable, batches: &[RecordBatch]) -> Result<Landed> {
-    land_as(lake, table, batches, None).await
+    land_once(lake, table, batches, None).await
 }
 
-/// [`land`], naming each day's file from `seed` when given (UUID v5 of the
-/// seed and the day) instead of at random: landing the same rows again
-/// with the same seed overwrites the same files, so an interrupted load can
-/// simply be run again without duplicating anything.
-pub async fn land_as(
+/// [`land`], at most once per `once` = (application id, version): the
+/// commit records that Delta application transaction, and landing again
+/// with a version the table already holds for that id writes nothing, so
+/// an interrupted load can simply be run again without duplicating rows.
+/// Versions of one id must grow (chunk numbers of a load, segment numbers
+/// of a collector log).
+pub async fn land_once(
     lake: &Lake,
     table: RawTable,
     batches: &[RecordBatch],
-    seed: Option<Uuid>,
+    once: Option<(&str, i64)>,
 ) -> Result<Landed> {
-    let schema = table.file_schema();
-    if batches.iter().all(|b| b.num_rows() == 0) {
+    let dated = batches
+        .iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| with_day(b, table))
+        .collect::<Result<Vec<_>>>()?;
+    if dated.is_empty() {
         return Ok(Landed::default());
     }
-    let batch = concat_batches(&schema, batches)
-        .map_err(|e| Error::arrow(format!("combining rows of raw.{table}"), e))?;
-    let days = day_of(&batch, table)?;
-    let ranges = partition(std::slice::from_ref(&days))
-        .map_err(|e| Error::arrow(format!("splitting raw.{table} by day"), e))?;
-    let days = days
-        .as_any()
-        .downcast_ref::<Date32Array>()
-        .ok_or_else(|| Error::Config("day column is not a date".into()))?;
-    let mut landed = Landed::default();
-    // Group the runs by day so each day gets one file even if rows interleave.
-    let mut by_day: std::collections::BTreeMap<i32, Vec<RecordBatch>> = Default::default();
-    for range in ranges.ranges() {
-        let day = days.value(range.start);
-        by_day
-            .entry(day)
-            .or_default()
-            .push(batch.slice(range.start, range.end - range.start));
-    }
-    for (day, parts) in by_day {
-        let date = NaiveDate::from_num_days_from_ce_opt(day + EPOCH_DAYS_FROM_CE)
-            .ok_or_else(|| Error::Config(format!("day {day} is out of range")))?;
-        let id = match seed {
-            Some(seed) => Uuid::new_v5(&seed, &day.to_le_bytes()),
-            None => Uuid::new_v4(),
-        };
-        let path = paths::raw_file(table, date, id);
-        landed.rows += write_file_with(
-            lake,
-            &path,
-            schema.clone(),
-            &parts,
-            writer_properties_with(compression(table)),
-        )
-        .await?;
-        landed.files += 1;
-    }
-    // Point lookups cache the table's file list until this changes.
-    crate::catalog::lookup::mark_changed(lake, table).await?;
-    Ok(landed)
+    let appended = delta::append(
+        lake,
+        &paths::raw_table_dir(table),
+        dated,
+        &[],
+        writer_properties_with(compression(table)),
+        "land",
+        once,
+    )
+    .await?;
+    Ok(Landed {
+        files: appended.files,
+        rows: appended.rows,
+    })
+}
+
+/// `batch` with the `date` column appended: the UTC day of each row's
+/// business time.
+fn with_day(batch: &RecordBatch, table: RawTable) -> Result<RecordBatch> {
+    let schema = table.file_schema();
+    let batch = batch
+        .clone()
+        .with_schema(Arc::clone(&schema))
+        .map_err(|e| Error::arrow(format!("rows of raw.{table}"), e))?;
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(PARTITION_COLUMN, DataType::Date32, false));
+    let mut columns = batch.columns().to_vec();
+    columns.push(day_of(&batch, table)?);
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| Error::arrow(format!("dating rows of raw.{table}"), e))
+}
+
+/// The schema of a raw table as a Delta table: its file columns, then
+/// `date`.
+pub fn delta_schema(table: RawTable) -> Arc<Schema> {
+    let schema = table.file_schema();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(PARTITION_COLUMN, DataType::Date32, false));
+    Arc::new(Schema::new(fields))
 }
 
 /// The codec of a raw table's files. The CRM and the catalogue
@@ -113,9 +121,6 @@ pub fn compression(table: RawTable) -> Compression {
         _ => Compression::ZSTD(ZstdLevel::default()),
     }
 }
-
-/// Days from 0001-01-01 (chrono's CE day 1) to 1970-01-01.
-const EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 /// The UTC day of each row's business time, as a `date` array.
 fn day_of(batch: &RecordBatch, table: RawTable) -> Result<ArrayRef> {

@@ -36,7 +36,7 @@ use crate::schema::{cdp, utc_timestamps};
 pub mod scheduler;
 
 /// The jobs Panorama ships.
-const SHIPPED: [(&str, &str); 3] = [
+const SHIPPED: [(&str, &str); 5] = [
     ("rfm_scores", include_str!("../../sql/jobs/rfm_scores.sql")),
     (
         "nps_by_segment",
@@ -46,6 +46,11 @@ const SHIPPED: [(&str, &str); 3] = [
         "segment_snapshots",
         include_str!("../../sql/jobs/segment_snapshots.sql"),
     ),
+    (
+        "compact_raw",
+        include_str!("../../sql/jobs/compact_raw.sql"),
+    ),
+    ("vacuum_raw", include_str!("../../sql/jobs/vacuum_raw.sql")),
 ];
 
 /// Folder of the jobs users add.
@@ -71,6 +76,12 @@ pub enum Work {
     Sql(String),
     /// The members of every saved segment, as `segment_membership` rows.
     SegmentSnapshot,
+    /// Compact the raw tables ([`crate::maintenance::compact`]); writes no
+    /// table.
+    Compact,
+    /// Vacuum the raw tables ([`crate::maintenance::vacuum`]); writes no
+    /// table.
+    Vacuum,
 }
 
 /// One job, parsed from its file.
@@ -141,10 +152,13 @@ impl Job {
         let (line, schedule_text) =
             schedule.ok_or_else(|| bad(1, "no '-- schedule:' header".into()))?;
         let target = target.ok_or_else(|| bad(1, "no '-- target:' header".into()))?;
+        // Maintenance names raw tables (`raw`, `raw.events`), checked when
+        // it runs; other jobs name the analytics table they write.
+        let maintenance = matches!(kind.as_str(), "compact" | "vacuum");
         if target.is_empty()
             || !target
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || maintenance && c == '.')
         {
             return Err(bad(
                 1,
@@ -163,6 +177,8 @@ impl Job {
             "sql" if body.is_empty() => return Err(bad(1, "no query after the header".into())),
             "sql" => Work::Sql(body.join("\n")),
             "segment_snapshot" => Work::SegmentSnapshot,
+            "compact" => Work::Compact,
+            "vacuum" => Work::Vacuum,
             other => return Err(bad(1, format!("unknown kind '{other}'"))),
         };
         Ok(Job {
@@ -227,7 +243,7 @@ pub async fn run(
     let started_at = Utc::now();
     let outcome = execute(ctx, lake, identity, job, started_at).await;
     let (status, rows, version, error) = match outcome {
-        Ok((rows, version)) => ("succeeded", rows, Some(version), None),
+        Ok((rows, version)) => ("succeeded", rows, version, None),
         // The error names what failed, never a value of the data.
         Err(e) => (
             "failed",
@@ -251,16 +267,31 @@ pub async fn run(
     Ok(run)
 }
 
-/// Compute and switch in a new version of the job's table: (rows, version).
+/// Compute and switch in a new version of the job's table: (rows,
+/// version); a maintenance job reports the files it rewrote or deleted and
+/// no version.
 async fn execute(
     ctx: &SessionContext,
     lake: &Lake,
     identity: &IdentityConfig,
     job: &Job,
     now: DateTime<Utc>,
-) -> Result<(u64, u64)> {
+) -> Result<(u64, Option<u64>)> {
     if job.refresh {
         identity::refresh(lake, identity, identity::Mode::Incremental, now, |_| {}).await?;
+    }
+    let tables = || crate::maintenance::raw_tables(&[job.target.clone()]);
+    match &job.work {
+        Work::Compact => {
+            let done = crate::maintenance::compact(lake, &tables()?, |_, _| {}).await?;
+            return Ok((done.files_removed, None));
+        }
+        Work::Vacuum => {
+            let retention = crate::maintenance::DEFAULT_RETENTION_HOURS;
+            let deleted = crate::maintenance::vacuum(lake, &tables()?, retention).await?;
+            return Ok((deleted as u64, None));
+        }
+        Work::Sql(_) | Work::SegmentSnapshot => {}
     }
     let previous = tables::current(lake, &job.target).await?;
     let version = previous.as_ref().map_or(1, |c| c.version + 1);
@@ -295,6 +326,7 @@ async fn execute(
             let batches = snapshot_segments(ctx, lake, now).await?;
             write_file(lake, &file, cdp::segment_membership(), &batches).await?
         }
+        Work::Compact | Work::Vacuum => 0,
     };
     let mut folders = match (job.mode, previous) {
         (WriteMode::Append, Some(p)) => p.folders,
@@ -307,7 +339,7 @@ async fn execute(
         masks,
     };
     tables::switch(lake, &job.target, &current).await?;
-    Ok((rows as u64, version))
+    Ok((rows as u64, Some(version)))
 }
 
 /// `(segment, profile_id, snapshot_at)` of every saved segment.
@@ -363,11 +395,6 @@ pub async fn record(lake: &Lake, run: &Run) -> Result<()> {
         ],
     )
     .map_err(|e| Error::arrow("recording a job run", e))?;
-    let path = runs_dir().join(format!(
-        "run-{}-{}.parquet",
-        run.started_at.format("%Y%m%dT%H%M%S%6f"),
-        Uuid::new_v4().simple()
-    ));
-    write_file(lake, &path, cdp::job_runs(), &[batch]).await?;
+    crate::lake::delta::append_record(lake, &runs_dir(), batch, "job run", None).await?;
     Ok(())
 }

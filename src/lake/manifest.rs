@@ -56,6 +56,10 @@ pub struct Manifest {
     /// the next refresh reads only the others.
     #[serde(default)]
     pub raw_files: BTreeMap<String, u64>,
+    /// Raw table name → the version of its Delta table folded into this
+    /// version, so the next refresh reads only the files committed since.
+    #[serde(default)]
+    pub raw_versions: BTreeMap<String, u64>,
     /// The identity settings the stored refresh state was built with; a
     /// refresh under other settings rebuilds from all raw data.
     #[serde(default)]

@@ -7,6 +7,7 @@
 //! all: local writes go to a staging file renamed into place, S3 writes are
 //! single PUTs or multipart uploads that only appear on completion.
 
+pub mod delta;
 pub mod manifest;
 pub mod parquet;
 pub mod paths;

@@ -1,0 +1,8 @@
+-- schedule: 20 * * * *
+-- target: raw
+-- kind: compact
+--
+-- Compact every raw table each hour: the files a collector flush or an
+-- ingest chunk added are rewritten into files of about 128 MiB (Delta
+-- OPTIMIZE, one commit per table). Queries keep their answers and keep
+-- running. `-- target: raw.events` would compact one table.

@@ -1,0 +1,6 @@
+-- schedule: 40 4 * * *
+-- target: raw
+-- kind: vacuum
+--
+-- Every night, delete the raw tables' files that compaction replaced and
+-- no version of the last 4 hours still reads.
