@@ -84,7 +84,7 @@ impl TableProvider for TableHistory {
     }
 
     fn table_type(&self) -> TableType {
-        TableType::View
+        TableType::Base
     }
 
     async fn scan(

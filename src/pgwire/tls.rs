@@ -39,7 +39,13 @@ pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, String> {
         return Err(format!("{}: no certificate in it", config.cert.display()));
     }
     let key = PrivateKeyDer::from_pem_file(&config.key).map_err(|e| unreadable(&config.key, e))?;
-    let mut server = ServerConfig::builder()
+    // The provider named: rustls is built with both `ring` and `aws-lc-rs`
+    // (delta-rs's kernel asks for the latter), so it picks no default.
+    let provider =
+        datafusion_postgres::pgwire::tokio::tokio_rustls::rustls::crypto::ring::default_provider();
+    let mut server = ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up: {e}"))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| format!("the TLS certificate and key do not make a server identity: {e}"))?;

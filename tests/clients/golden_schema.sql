@@ -255,6 +255,18 @@ CREATE TABLE system.rejects (
     rejected_at timestamp with time zone NOT NULL
 );
 
+CREATE TABLE system.table_history (
+    table_name    text,
+    version       bigint,
+    committed_at  timestamp with time zone,
+    operation     text,
+    written_by    text,
+    files_added   bigint,
+    files_removed bigint,
+    rows_added    bigint,
+    data_change   boolean
+);
+
 CREATE SCHEMA analytics;
 
 CREATE VIEW analytics.churn_risk AS SELECT
