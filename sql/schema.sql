@@ -1,10 +1,10 @@
 -- Panorama raw tables, as a PostgreSQL client sees them.
 --
--- These tables are not created with this file: they exist as soon as data
--- lands in the lake under raw/<table>/date=YYYY-MM-DD/part-<uuid>.parquet.
+-- These tables are not created with this file: each is a Delta table in the
+-- lake under raw/<table>/, made by the first data that lands there.
 -- This file documents them (the Arrow schemas in src/schema.rs are the
 -- source of truth; a unit test keeps both in step). Every table has the
--- Hive partition column `date`: the UTC day of the row's business time.
+-- column `date`: the UTC day of the row's business time.
 -- JSON payloads are text holding a JSON object.
 
 -- Segment-spec messages from web and mobile SDKs.
@@ -23,7 +23,7 @@ CREATE TABLE raw.events (
     properties    text,                 -- JSON: event properties
     traits        text,                 -- JSON: identify traits
     context       text,                 -- JSON: library, device, user agent, ...
-    date          date                  -- partition: day of timestamp
+    date          date                  -- day of timestamp
 );
 
 -- CRM rows (one per export of a customer; the latest wins per field).
@@ -43,7 +43,7 @@ CREATE TABLE raw.customers (
     source        text        NOT NULL, -- crm, web_form, ...
     created_at    timestamptz,
     updated_at    timestamptz NOT NULL,
-    date          date                  -- partition: day of updated_at
+    date          date                  -- day of updated_at
 );
 
 -- Transactions from web, app and store tills.
@@ -58,7 +58,7 @@ CREATE TABLE raw.orders (
     status        text          NOT NULL, -- completed, returned, cancelled
     channel       text          NOT NULL, -- web, app, store
     item_count    bigint        NOT NULL,
-    date          date                  -- partition: day of ordered_at
+    date          date                  -- day of ordered_at
 );
 
 -- Order lines (the child table of raw.orders).
@@ -69,7 +69,7 @@ CREATE TABLE raw.order_items (
     quantity      bigint        NOT NULL,
     unit_price    numeric(12,2) NOT NULL,
     ordered_at    timestamptz   NOT NULL,
-    date          date                  -- partition: day of ordered_at
+    date          date                  -- day of ordered_at
 );
 
 -- Product catalogue snapshots.
@@ -82,7 +82,7 @@ CREATE TABLE raw.products (
     season        text,
     active        boolean       NOT NULL,
     updated_at    timestamptz   NOT NULL,
-    date          date                  -- partition: day of updated_at
+    date          date                  -- day of updated_at
 );
 
 -- NPS (0-10), CSAT (1-5) and CES (1-7, 1 = least effort) answers.
@@ -96,7 +96,7 @@ CREATE TABLE raw.survey_responses (
     comment       text,
     channel       text,                 -- web, app, store: where the experience happened
     responded_at  timestamptz NOT NULL,
-    date          date                  -- partition: day of responded_at
+    date          date                  -- day of responded_at
 );
 
 -- Consent records; the latest per identifier and purpose wins.
@@ -109,5 +109,5 @@ CREATE TABLE raw.consents (
     status        text        NOT NULL, -- granted, denied
     recorded_at   timestamptz NOT NULL,
     source        text        NOT NULL, -- signup_form, preference_center, cookie_banner, ...
-    date          date                  -- partition: day of recorded_at
+    date          date                  -- day of recorded_at
 );

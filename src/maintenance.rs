@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::ingest::{Landed, compression, land_once};
 use crate::lake::parquet::{self, writer_properties_with};
 use crate::lake::{Lake, delta, paths};
-use crate::schema::{PARTITION_COLUMN, RawTable};
+use crate::schema::{DAY_COLUMN, RawTable};
 
 /// Rows of an old table landed per commit by [`upgrade`].
 const UPGRADE_ROWS: usize = 250_000;
@@ -95,7 +95,7 @@ async fn old_files(lake: &Lake, table: RawTable) -> Result<Vec<object_store::Obj
     for folder in listed.common_prefixes {
         let is_day = folder
             .filename()
-            .is_some_and(|name| name.starts_with(&format!("{PARTITION_COLUMN}=")));
+            .is_some_and(|name| name.starts_with(&format!("{DAY_COLUMN}=")));
         if is_day {
             files.extend(
                 lake.list(&lake.relative(&folder))

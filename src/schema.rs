@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-/// Name of the Hive partition column every raw table has.
-pub const PARTITION_COLUMN: &str = "date";
+/// The column every raw table has: the UTC day of the row's business time.
+pub const DAY_COLUMN: &str = "date";
 
 /// Precision and scale of money columns (`numeric(12,2)`).
 pub const MONEY_PRECISION: u8 = 12;
@@ -229,7 +229,7 @@ mod tests {
                 .iter()
                 .map(|f| f.name().clone())
                 .collect();
-            expected.push(PARTITION_COLUMN.to_string());
+            expected.push(DAY_COLUMN.to_string());
             assert_eq!(documented, expected, "columns of raw.{table}");
         }
     }

@@ -329,9 +329,14 @@ async fn an_old_lake_is_refused_then_upgraded_in_place_resumably() {
         let path = paths::raw_table_dir(RawTable::Orders)
             .join(format!("date=2026-01-{:02}", 15 + day))
             .join(format!("part-{day}.parquet"));
-        panorama::lake::parquet::write_file(&lake, &path, batch.schema(), &[batch.clone()])
-            .await
-            .unwrap();
+        panorama::lake::parquet::write_file(
+            &lake,
+            &path,
+            batch.schema(),
+            std::slice::from_ref(&batch),
+        )
+        .await
+        .unwrap();
         old.push(batch);
         expected += 1;
     }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::lake::parquet::writer_properties_with;
 use crate::lake::{Lake, delta, paths};
-use crate::schema::{PARTITION_COLUMN, RawTable};
+use crate::schema::{DAY_COLUMN, RawTable};
 
 pub mod fetch;
 pub mod files;
@@ -93,7 +93,7 @@ fn with_day(batch: &RecordBatch, table: RawTable) -> Result<RecordBatch> {
         .with_schema(Arc::clone(&schema))
         .map_err(|e| Error::arrow(format!("rows of raw.{table}"), e))?;
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(PARTITION_COLUMN, DataType::Date32, false));
+    fields.push(Field::new(DAY_COLUMN, DataType::Date32, false));
     let mut columns = batch.columns().to_vec();
     columns.push(day_of(&batch, table)?);
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
@@ -105,7 +105,7 @@ fn with_day(batch: &RecordBatch, table: RawTable) -> Result<RecordBatch> {
 pub fn delta_schema(table: RawTable) -> Arc<Schema> {
     let schema = table.file_schema();
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(PARTITION_COLUMN, DataType::Date32, false));
+    fields.push(Field::new(DAY_COLUMN, DataType::Date32, false));
     Arc::new(Schema::new(fields))
 }
 
