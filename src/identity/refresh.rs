@@ -595,9 +595,6 @@ async fn run(
         anonymous_cutoff: Some(cutoff),
         blocked_values: Some(blocked_values),
     };
-    manifest
-        .raw_files
-        .extend(files.iter().map(|(p, f)| (p.clone(), f.meta.size)));
     let dir = |table: &str| version_dir(table, version, &run);
     let (links_dir, profiles_dir, state_dir) =
         (dir("identity_links"), dir("profiles"), dir(STATE_TABLE));

@@ -52,9 +52,10 @@ pub struct Manifest {
     pub committed_at: String,
     /// Table name → folder (relative to the lake root) of its current files.
     pub tables: BTreeMap<String, String>,
-    /// Raw files folded into this version (path in the lake → size), so
-    /// the next refresh reads only the others.
-    #[serde(default)]
+    /// Raw files folded into this version (path in the lake → size), as
+    /// releases before the Delta lake recorded them; read only to recognise
+    /// such a manifest (its next refresh rebuilds), never written now.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub raw_files: BTreeMap<String, u64>,
     /// Raw table name → the version of its Delta table folded into this
     /// version, so the next refresh reads only the files committed since.
