@@ -47,8 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import (MARKER, OUT_DIR, REPO, default_panorama, generate_lake,
-                     install_signal_handlers, is_delta, log, panorama_version, parquet_files,
-                     raw_size_mb, require_binary, sql_string)
+                    install_signal_handlers, is_delta, log, panorama_version, parquet_files,
+                    publish, raw_size_mb, require_binary, run, sql_string)
 
 try:
     import duckdb
@@ -825,18 +825,10 @@ def main(argv: list[str] | None = None) -> int:
         duck.close()
 
     markdown = report(args, queries, results, meta, notes, warnings)
-    print(markdown)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown)
-    log(f"wrote {args.out}")
+    publish(markdown, args.out)
     failed = any(p.error or d.error or (p.rows != d.rows) for p, d, _ in results.values())
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except RuntimeError as exc:  # server start-up problems, already explained
-        sys.exit(f"error: {exc}")
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run(main)

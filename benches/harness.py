@@ -192,3 +192,22 @@ def signals_deferred():
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def publish(markdown: str, out: Path) -> None:
+    """Print a benchmark's markdown report and write it to `out`."""
+    print(markdown)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown)
+    log(f"wrote {out}")
+
+
+def run(main) -> None:
+    """Exit with `main()`'s status: a RuntimeError (server start-up
+    problems, already explained) as one line, Ctrl-C as 130."""
+    try:
+        sys.exit(main())
+    except RuntimeError as exc:
+        sys.exit(f"error: {exc}")
+    except KeyboardInterrupt:
+        sys.exit(130)

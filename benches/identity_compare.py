@@ -80,8 +80,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import (MARKER, OUT_DIR, default_panorama, generate_lake, install_signal_handlers,
-                     log, mb, median, panorama_version, parquet_files, require_binary,
-                     run_measured, signals_deferred, sql_string, warm_page_cache)
+                    log, mb, median, panorama_version, parquet_files, publish, require_binary,
+                    run, run_measured, signals_deferred, sql_string, warm_page_cache)
 
 # --------------------------------------------------------------------------
 # Panorama's default identity rules, mirrored (src/identity/config.rs)
@@ -929,17 +929,9 @@ def main(argv: list[str] | None = None) -> int:
     idle_filtered = profiles_after_idle_filter(args.lake)
 
     markdown = report(args, meta, pano_runs, duck_runs, idle_filtered, plan, inc_runs)
-    print(markdown)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown)
-    log(f"wrote {args.out}")
+    publish(markdown, args.out)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except RuntimeError as exc:
-        sys.exit(f"error: {exc}")
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run(main)

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import (OUT_DIR, REPO, default_panorama, install_signal_handlers, log, mb,
-                     panorama_version, parquet_files, require_binary, sql_string)
+                    panorama_version, parquet_files, publish, require_binary, sql_string)
 
 try:
     import duckdb
@@ -559,10 +559,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"kept {folder}")
         else:
             shutil.rmtree(folder, ignore_errors=True)
-    print(markdown)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown)
-    log(f"wrote {args.out}")
+    publish(markdown, args.out)
     return 1 if any(r.errors for r in results.values()) else 0
 
 

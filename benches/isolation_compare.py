@@ -62,8 +62,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import (OUT_DIR, REPO, install_signal_handlers, log, panorama_version,
-                     require_binary)
+from harness import (OUT_DIR, REPO, install_signal_handlers, log, panorama_version, publish,
+                    require_binary, run)
 
 try:
     import psycopg
@@ -733,17 +733,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(folder, ignore_errors=True)
 
     markdown = report(args, meta, results, failures, notes)
-    print(markdown)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown)
-    log(f"wrote {args.out}")
+    publish(markdown, args.out)
     return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except RuntimeError as exc:  # server start-up problems, already explained
-        sys.exit(f"error: {exc}")
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run(main)

@@ -64,9 +64,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from harness import (MARKER, OUT_DIR, REPO, default_panorama, install_signal_handlers, log,
-                     mb, panorama_version, parquet_files, require_binary, sql_string,
-                     warm_page_cache)
+from harness import (MARKER, OUT_DIR, REPO, default_panorama, install_signal_handlers, log, mb,
+                    panorama_version, parquet_files, publish, require_binary, run, sql_string,
+                    warm_page_cache)
 
 try:
     import duckdb
@@ -942,17 +942,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(folder, ignore_errors=True)
 
     markdown = report(args, meta, streams, benches, notes, failures, plans)
-    print(markdown)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown)
-    log(f"wrote {args.out}")
+    publish(markdown, args.out)
     return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except RuntimeError as exc:  # server start-up problems, already explained
-        sys.exit(f"error: {exc}")
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run(main)
