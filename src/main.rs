@@ -271,6 +271,7 @@ async fn run() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    panorama::pgwire::panics::install_hook();
     let cli = Cli::parse();
     let settings =
         config::Config::load(cli.config.as_deref()).context("loading the configuration")?;

@@ -85,7 +85,7 @@ pub fn guard(
     let tag = query.command_tag().to_string();
     let rows = std::mem::replace(query.data_rows(), Box::pin(futures::stream::empty()));
     let mut rows: BoxStream<'static, PgWireResult<DataRow>> =
-        crate::executor::stream(runtime, rows);
+        crate::executor::stream(runtime, super::panics::contained_rows(rows));
     let zone = client.metadata().get(super::session::TIME_ZONE_KEY);
     let respelled = super::text_values::columns(&query.row_schema(), zone.map(String::as_str));
     if !respelled.is_empty() {
@@ -400,6 +400,29 @@ impl ExtendedQueryHandler for Guarded {
             + Send
             + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        super::panics::contained(self.query_portal(client, portal, max_rows)).await
+    }
+}
+
+impl Guarded {
+    /// [`ExtendedQueryHandler::do_query`], before a panic is contained.
+    async fn query_portal<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<DfStatement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = DfStatement>,
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {

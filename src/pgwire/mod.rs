@@ -17,6 +17,7 @@ mod execute;
 mod floats;
 mod limits;
 mod naming;
+pub mod panics;
 pub mod pg_catalog;
 mod pg_functions;
 pub mod rewrite;

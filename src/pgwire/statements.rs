@@ -183,7 +183,7 @@ impl SimpleQueryHandler for PanoramaStatements {
         // state the ones before it left (`BEGIN; SAVEPOINT a`).
         let mut responses = Vec::new();
         for statement in split_statements(query) {
-            match self.one_statement(client, statement).await {
+            match super::panics::contained(self.one_statement(client, statement)).await {
                 Ok(done) => {
                     for response in &done {
                         let status = client.transaction_status();
