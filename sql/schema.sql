@@ -5,7 +5,10 @@
 -- This file documents them (the Arrow schemas in src/schema.rs are the
 -- source of truth; a unit test keeps both in step). Every table has the
 -- column `date`: the UTC day of the row's business time.
--- JSON payloads are text holding a JSON object.
+-- JSON payloads are text holding a JSON object. Every table also has
+-- `extra`: the fields a file or message had that no column holds (a CSV's
+-- extra columns, a message's unknown keys), by field name, kept as sent;
+-- `panorama ingest --drop <field>` is the only way a field is left out.
 
 -- Segment-spec messages from web and mobile SDKs.
 CREATE TABLE raw.events (
@@ -23,6 +26,7 @@ CREATE TABLE raw.events (
     properties    text,                 -- JSON: event properties
     traits        text,                 -- JSON: identify traits
     context       text,                 -- JSON: library, device, user agent, ...
+    extra         text,                 -- JSON: fields the source sent that no column holds
     date          date                  -- day of timestamp
 );
 
@@ -43,6 +47,7 @@ CREATE TABLE raw.customers (
     source        text        NOT NULL, -- crm, web_form, ...
     created_at    timestamptz,
     updated_at    timestamptz NOT NULL,
+    extra         text,                 -- JSON: fields the source sent that no column holds
     date          date                  -- day of updated_at
 );
 
@@ -58,6 +63,7 @@ CREATE TABLE raw.orders (
     status        text          NOT NULL, -- completed, returned, cancelled
     channel       text          NOT NULL, -- web, app, store
     item_count    bigint        NOT NULL,
+    extra         text,                 -- JSON: fields the source sent that no column holds
     date          date                  -- day of ordered_at
 );
 
@@ -69,6 +75,7 @@ CREATE TABLE raw.order_items (
     quantity      bigint        NOT NULL,
     unit_price    numeric(12,2) NOT NULL,
     ordered_at    timestamptz   NOT NULL,
+    extra         text,                 -- JSON: fields the source sent that no column holds
     date          date                  -- day of ordered_at
 );
 
@@ -82,6 +89,7 @@ CREATE TABLE raw.products (
     season        text,
     active        boolean       NOT NULL,
     updated_at    timestamptz   NOT NULL,
+    extra         text,                 -- JSON: fields the source sent that no column holds
     date          date                  -- day of updated_at
 );
 
@@ -96,6 +104,7 @@ CREATE TABLE raw.survey_responses (
     comment       text,
     channel       text,                 -- web, app, store: where the experience happened
     responded_at  timestamptz NOT NULL,
+    extra         text,                 -- JSON: fields the source sent that no column holds
     date          date                  -- day of responded_at
 );
 
@@ -109,5 +118,6 @@ CREATE TABLE raw.consents (
     status        text        NOT NULL, -- granted, denied
     recorded_at   timestamptz NOT NULL,
     source        text        NOT NULL, -- signup_form, preference_center, cookie_banner, ...
+    extra         text,                 -- JSON: fields the source sent that no column holds
     date          date                  -- day of recorded_at
 );

@@ -47,6 +47,9 @@ pub struct IngestTableConfig {
     pub map: std::collections::BTreeMap<String, String>,
     /// Table column → value for rows that lack it.
     pub defaults: std::collections::BTreeMap<String, String>,
+    /// File fields to leave out; every other field no column holds is
+    /// kept in the table's `extra` JSON column.
+    pub drop: Vec<String>,
 }
 
 impl Config {
@@ -69,8 +72,9 @@ impl Config {
                 });
             }
         };
-        let config: Config =
+        let mut config: Config =
             toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        config.identity = config.identity.with_builtins();
         config.identity.validate()?;
         config.collector.validate()?;
         config

@@ -122,6 +122,10 @@ enum Command {
         /// e.g. `--default source=crm`.
         #[arg(long = "default", value_name = "COLUMN=VALUE")]
         defaults: Vec<String>,
+        /// A file field to leave out (repeatable). Without it, every field
+        /// no column holds is kept in the table's `extra` JSON column.
+        #[arg(long = "drop", value_name = "FIELD")]
+        drop: Vec<String>,
     },
 
     /// Print the SCRAM-SHA-256 verifier of a password (read from standard
@@ -298,7 +302,15 @@ async fn run() -> Result<()> {
             paths,
             map,
             defaults,
-        } => run_ingest(&cli.lake, &settings, &table, &paths, &map, &defaults).await,
+            drop,
+        } => {
+            let flags = IngestFlags {
+                map: &map,
+                defaults: &defaults,
+                drop: &drop,
+            };
+            run_ingest(&cli.lake, &settings, &table, &paths, flags).await
+        }
         Command::RunJob { name } => run_job(&cli.lake, &settings, &name).await,
         Command::Compact { tables } => run_compact(&cli.lake, &tables).await,
         Command::Vacuum {
@@ -781,14 +793,25 @@ fn pairs(values: &[String], what: &str) -> Result<std::collections::BTreeMap<Str
         .collect()
 }
 
+/// `panorama ingest`'s options as given on the command line.
+struct IngestFlags<'a> {
+    map: &'a [String],
+    defaults: &'a [String],
+    drop: &'a [String],
+}
+
 async fn run_ingest(
     location: &str,
     settings: &config::Config,
     table: &str,
     paths: &[PathBuf],
-    map: &[String],
-    defaults: &[String],
+    flags: IngestFlags<'_>,
 ) -> Result<()> {
+    let IngestFlags {
+        map,
+        defaults,
+        drop,
+    } = flags;
     use panorama::ingest::fetch as files_fetch;
     use panorama::ingest::files;
     let lake = open_current_lake(location).await?;
@@ -808,6 +831,7 @@ async fn run_ingest(
     let options = files::IngestOptions {
         mapping,
         defaults: default_values,
+        drop: configured.drop.iter().chain(drop).cloned().collect(),
         ..Default::default()
     }
     .normalizing(raw, &settings.identity)?;
@@ -869,6 +893,22 @@ async fn run_ingest(
                 "{name}: {} rows read, {} landed in {} files, {} rejected",
                 report.rows_read, report.rows_landed, report.files_written, report.rows_rejected
             );
+            let list = |set: &std::collections::BTreeSet<String>| {
+                set.iter().cloned().collect::<Vec<_>>().join(", ")
+            };
+            if !report.kept_in_extra.is_empty() {
+                eprintln!(
+                    "{name}: fields with no column of raw.{table}, kept in its extra column \
+                     (JSON: json_get_str(extra, 'field')): {}",
+                    list(&report.kept_in_extra)
+                );
+            }
+            if !report.dropped.is_empty() {
+                eprintln!(
+                    "{name}: fields left out (--drop): {}",
+                    list(&report.dropped)
+                );
+            }
             landed += report.rows_landed;
             rejected += report.rows_rejected;
         }

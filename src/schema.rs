@@ -1,19 +1,31 @@
 //! The raw tables of the lake and their Arrow schemas, defined once here.
 //!
-//! Every raw table lands under `raw/<table>/date=YYYY-MM-DD/`; `date` is the
-//! Hive partition column (the day of the row's business time) and is not
-//! stored inside the files. Types are the ones BI tools understand:
+//! Every raw table is a Delta table under `raw/<table>/`; its rows carry
+//! `date` ([`DAY_COLUMN`], the UTC day of the row's business time) after
+//! the columns below. Types are the ones BI tools understand:
 //! `timestamptz` (microseconds, UTC), `numeric(12,2)` for money, `text`,
-//! `int8`, `bool`, `date`. JSON payloads (`properties`, `traits`, `context`)
-//! are text holding a JSON object. `sql/schema.sql` documents the same
+//! `int8`, `bool`, `date`. JSON payloads (`properties`, `traits`,
+//! `context`, and every table's `extra`) are text holding a JSON object. `sql/schema.sql` documents the same
 //! tables for users; a unit test keeps the two in step.
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::{RecordBatch, new_null_array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::error::ArrowError;
 
 /// The column every raw table has: the UTC day of the row's business time.
 pub const DAY_COLUMN: &str = "date";
+
+/// The last column of every raw table: a JSON object of the fields a
+/// source sent that no column of the table holds (a file's extra columns,
+/// a collector message's unknown keys), so nothing a user sent is dropped
+/// unless they ask (`panorama ingest --drop`). JSON, not new columns: a
+/// CSV field's type is unknown, a new column's content is unknown too (it
+/// is masked for analysts like every JSON column, key by key, until an
+/// administrator allows a key), and the tables BI dashboards and other
+/// engines read keep a stable schema.
+pub const EXTRA_COLUMN: &str = "extra";
 
 /// Precision and scale of money columns (`numeric(12,2)`).
 pub const MONEY_PRECISION: u8 = 12;
@@ -73,9 +85,10 @@ impl RawTable {
         }
     }
 
-    /// The Arrow schema of the files (without the `date` partition column).
+    /// The Arrow schema of the files (without the `date` column), ending
+    /// with [`EXTRA_COLUMN`].
     pub fn file_schema(self) -> SchemaRef {
-        let fields = match self {
+        let mut fields = match self {
             RawTable::Events => vec![
                 text("message_id", false),
                 text("type", false),
@@ -161,7 +174,43 @@ impl RawTable {
                 text("source", false),
             ],
         };
+        fields.push(text(EXTRA_COLUMN, true));
         Arc::new(Schema::new(fields))
+    }
+
+    /// `batch` with the columns of [`RawTable::file_schema`]: rows written
+    /// before a column existed (the bundled sample, a lake from an older
+    /// release) get it as NULL; a column the table lacks, or of another
+    /// type, is an error naming it.
+    pub fn conform(self, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+        let schema = self.file_schema();
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for field in schema.fields() {
+            match batch.column_by_name(field.name()) {
+                Some(column) => columns.push(Arc::clone(column)),
+                None if field.is_nullable() => {
+                    columns.push(new_null_array(field.data_type(), batch.num_rows()))
+                }
+                None => {
+                    return Err(ArrowError::SchemaError(format!(
+                        "raw.{self} rows lack the column {}",
+                        field.name()
+                    )));
+                }
+            }
+        }
+        if let Some(unknown) = batch
+            .schema()
+            .fields()
+            .iter()
+            .find(|f| schema.field_with_name(f.name()).is_err())
+        {
+            return Err(ArrowError::SchemaError(format!(
+                "raw.{self} has no column {}",
+                unknown.name()
+            )));
+        }
+        RecordBatch::try_new(schema, columns)
     }
 }
 
@@ -365,6 +414,29 @@ pub mod cdp {
             text("other_value"),
             text("reason"),
             ts("decided_at"),
+        ]))
+    }
+
+    /// `system.privacy_requests`: one row per identifier of a privacy
+    /// request and state it reached (`started`, then `completed` or
+    /// `failed`); the value only as a salted hash.
+    pub fn privacy_requests() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            text("request_id"),
+            text("kind"),
+            text("id_type"),
+            text("value_hash"),
+            text("status"),
+            ts("requested_at"),
+            ts("due_at"),
+            ts("completed_at"),
+            int("identifiers"),
+            int("profiles"),
+            int("rows_removed"),
+            int("files_rewritten"),
+            // JSON: table → rows removed from it.
+            text("tables"),
+            text("error"),
         ]))
     }
 

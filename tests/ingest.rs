@@ -296,3 +296,118 @@ async fn files_named_by_url_load_over_http_and_s3() {
         "identifiers are normalised as the identity rules do"
     );
 }
+
+/// A file's fields that no column of the table holds are kept, by name,
+/// in the table's `extra` JSON column (NDJSON values keep their JSON type),
+/// the summary names them, `--drop` is the only way to leave one out, and
+/// `system.ingests` records both lists. A table landed before `extra`
+/// existed gains the column on this load; its old rows read NULL there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_no_column_holds_are_kept_in_extra_unless_dropped() {
+    use datafusion::arrow::array::{RecordBatch, StringArray, TimestampMicrosecondArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    let (dir, lake) = temp_lake();
+    // A customers table as an older release landed it: no `extra` column.
+    let mut fields: Vec<Field> = RawTable::Customers
+        .file_schema()
+        .fields()
+        .iter()
+        .filter(|f| f.name() != panorama::schema::EXTRA_COLUMN)
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("date", DataType::Date32, false));
+    let old_schema = Arc::new(Schema::new(fields));
+    let columns = old_schema
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "customer_id" => Arc::new(StringArray::from(vec!["C0"])) as _,
+            "source" => Arc::new(StringArray::from(vec!["crm"])) as _,
+            "updated_at" => Arc::new(
+                TimestampMicrosecondArray::from(vec![1_768_471_200_000_000]).with_timezone("UTC"),
+            ) as _,
+            "date" => Arc::new(datafusion::arrow::array::Date32Array::from(vec![20468])) as _,
+            _ => datafusion::arrow::array::new_null_array(f.data_type(), 1),
+        })
+        .collect();
+    let old = RecordBatch::try_new(old_schema, columns).unwrap();
+    panorama::lake::delta::append(
+        &lake,
+        &object_store::path::Path::from("raw/customers"),
+        vec![old],
+        &[],
+        Default::default(),
+        "land",
+        None,
+    )
+    .await
+    .unwrap();
+
+    let csv = dir.path().join("crm.csv");
+    std::fs::write(
+        &csv,
+        "customer_id,source,updated_at,points,tier_since,internal_note\n\
+         C1,crm,2026-01-15,120,2025-03-01,call back\n\
+         C2,crm,2026-01-15,,2024-11-30,\n",
+    )
+    .unwrap();
+    let ndjson = dir.path().join("crm.ndjson");
+    std::fs::write(
+        &ndjson,
+        r#"{"customer_id":"C3","source":"app","updated_at":"2026-01-16","points":7,"wallet":{"cards":2},"vip":true}"#,
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_panorama"))
+        .args(["ingest", "customers"])
+        .arg(&csv)
+        .arg(&ndjson)
+        .args(["--drop", "internal_note", "--lake"])
+        .arg(dir.path())
+        .env_remove("PANORAMA_LAKE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .contains("crm.csv: fields with no column of raw.customers, kept in its extra column")
+            && stderr.contains(": points, tier_since\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("crm.csv: fields left out (--drop): internal_note"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(": points, vip, wallet\n"), "{stderr}");
+    assert_eq!(
+        sql_lines(
+            &lake,
+            "SELECT customer_id, coalesce(extra, 'NULL') FROM raw.customers ORDER BY 1"
+        )
+        .await,
+        vec![
+            "C0 | NULL",
+            r#"C1 | {"points":"120","tier_since":"2025-03-01"}"#,
+            r#"C2 | {"tier_since":"2024-11-30"}"#,
+            r#"C3 | {"points":7,"vip":true,"wallet":{"cards":2}}"#,
+        ]
+    );
+    assert_eq!(
+        sql_lines(
+            &lake,
+            "SELECT fields_in_extra, coalesce(fields_dropped, '-') FROM system.ingests ORDER BY source"
+        )
+        .await,
+        vec!["points,tier_since | internal_note", "points,vip,wallet | -"]
+    );
+    // Every other engine sees the evolved table too.
+    let table =
+        panorama::lake::delta::open(&lake, &object_store::path::Path::from("raw/customers"))
+            .await
+            .unwrap()
+            .unwrap();
+    let schema = table.snapshot().unwrap().schema();
+    assert!(schema.field("extra").is_some(), "{schema:?}");
+}

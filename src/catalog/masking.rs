@@ -69,7 +69,12 @@ const PERSONAL: &[&str] = &[
 ];
 
 /// JSON columns whose keys outside the allow-list are masked.
-const JSON_COLUMNS: &[&str] = &["properties", "traits", "context"];
+const JSON_COLUMNS: &[&str] = &[
+    "properties",
+    "traits",
+    "context",
+    crate::schema::EXTRA_COLUMN,
+];
 
 /// How a column is masked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

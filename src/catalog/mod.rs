@@ -184,6 +184,11 @@ pub fn system_tables() -> Vec<SystemTable> {
             "system/identity_blocks",
             cdp::identity_blocks(),
         ),
+        one(
+            "privacy_requests",
+            "system/privacy_requests",
+            cdp::privacy_requests(),
+        ),
     ]
 }
 

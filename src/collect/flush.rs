@@ -141,7 +141,7 @@ pub async fn flush_segment(lake: &Lake, wal: &Wal, sealed: &Sealed) -> Result<Fl
         rows_landed: landed.rows as u64,
         rows_rejected: refused.len() as u64,
         files_written: landed.files as u64,
-        skipped: false,
+        ..FileReport::default()
     };
     record(
         lake,
@@ -184,6 +184,7 @@ fn events_batch(events: &[Event]) -> Result<RecordBatch> {
         text(|e| e.properties.as_deref()),
         text(|e| e.traits.as_deref()),
         text(|e| e.context.as_deref()),
+        text(|e| e.extra.as_deref()),
     ];
     RecordBatch::try_new(RawTable::Events.file_schema(), columns)
         .map_err(|e| Error::arrow("building raw.events rows from the log", e))

@@ -8,8 +8,8 @@
 //! clock-skew correction `timestamp = receivedAt − (sentAt −
 //! originalTimestamp)`. Ids sent as numbers are kept as their text, as
 //! Segment does. `properties`, `traits` and `context` are stored as JSON
-//! text; `integrations` is kept inside `context` under that key so nothing
-//! a client sent is lost.
+//! text; `integrations` is kept inside `context` under that key, and every
+//! other top-level key in `extra`, so nothing a client sent is lost.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -42,7 +42,32 @@ pub struct Event {
     pub properties: Option<String>,
     pub traits: Option<String>,
     pub context: Option<String>,
+    /// The message's other top-level keys (`version`, `channel`, a
+    /// library's own), as a JSON object: nothing a client sent is dropped.
+    /// Absent from log segments written before it existed.
+    #[serde(default)]
+    pub extra: Option<String>,
 }
+
+/// The top-level keys the spec gives a meaning (and a column or a rule):
+/// every other key of a message is kept in `extra`.
+const SPEC_KEYS: [&str; 15] = [
+    "type",
+    "anonymousId",
+    "userId",
+    "previousId",
+    "groupId",
+    "event",
+    "name",
+    "messageId",
+    "originalTimestamp",
+    "timestamp",
+    "sentAt",
+    "properties",
+    "traits",
+    "context",
+    "integrations",
+];
 
 /// Why a message was refused: the field at fault (if one) and the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +146,7 @@ impl Event {
                 &self.properties,
                 &self.traits,
                 &self.context,
+                &self.extra,
             ]
             .into_iter()
             .map(text)
@@ -219,7 +245,18 @@ fn build(
         properties: json_object(object, "properties")?,
         traits,
         context,
+        extra: extra(object),
     })
+}
+
+/// The keys of `object` the spec does not name, as a JSON object.
+fn extra(object: &Map<String, Value>) -> Option<String> {
+    let rest: Map<String, Value> = object
+        .iter()
+        .filter(|(k, v)| !SPEC_KEYS.contains(&k.as_str()) && !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (!rest.is_empty()).then(|| Value::Object(rest).to_string())
 }
 
 /// An identifier: a string or a number (kept as its text); empty is absent.
@@ -389,5 +426,23 @@ mod tests {
         assert_eq!(context["library"]["name"], "analytics-python");
         assert_eq!(context["integrations"]["All"], false);
         assert_eq!(e.email.as_deref(), Some("Jane@X.com"));
+    }
+
+    /// Keys the spec does not name are kept in `extra` with their JSON
+    /// values; a message with none has no `extra`.
+    #[test]
+    fn unknown_keys_are_kept_in_extra() {
+        let msg = json!({"type": "track", "userId": "u", "event": "Signed Up",
+                         "version": 2, "channel": "server", "loyalty": {"points": 120},
+                         "writeKey": null});
+        let e = parse(&msg, None, &Envelope::default(), Utc::now(), None).unwrap();
+        let extra: Value = serde_json::from_str(e.extra.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            extra,
+            json!({"version": 2, "channel": "server", "loyalty": {"points": 120}})
+        );
+        let plain = json!({"type": "page", "anonymousId": "a", "name": "Home"});
+        let e = parse(&plain, None, &Envelope::default(), Utc::now(), None).unwrap();
+        assert_eq!(e.extra, None);
     }
 }

@@ -1,5 +1,6 @@
 //! A row-at-a-time builder for one raw table's Arrow batch: values are
-//! appended column by column, in schema order, with typed calls.
+//! appended column by column, in schema order, with typed calls; a row
+//! that stops before `extra` has none.
 
 use datafusion::arrow::array::{
     ArrayBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Int64Builder, RecordBatch,
@@ -8,7 +9,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::error::{Error, Result};
-use crate::schema::RawTable;
+use crate::schema::{EXTRA_COLUMN, RawTable};
 
 /// Rows of one raw table being built.
 pub struct TableRows {
@@ -97,8 +98,14 @@ impl TableRows {
         self
     }
 
-    /// Close the current row; every column must have been given a value.
+    /// Close the current row; every column must have been given a value,
+    /// except the last, `extra`, which is NULL when not given.
     pub fn end_row(&mut self) {
+        if self.column + 1 == self.builders.len()
+            && self.schema.field(self.column).name() == EXTRA_COLUMN
+        {
+            self.text(None);
+        }
         assert_eq!(
             self.column,
             self.builders.len(),

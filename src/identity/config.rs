@@ -65,6 +65,9 @@ pub struct IdentityConfig {
     /// From this many profiles to write on, `cdp.profiles` (whole or a
     /// layer) is built as two files on two threads.
     pub parallel_profiles_from: usize,
+    /// Declared `types` and `sources` replace the built-in ones instead of
+    /// adding to them (see [`IdentityConfig::with_builtins`]).
+    pub replace_defaults: bool,
 }
 
 impl Default for IdentityConfig {
@@ -132,11 +135,39 @@ impl Default for IdentityConfig {
             max_delta_layers: 8,
             max_delta_share: 0.3,
             parallel_profiles_from: 32 * 1024,
+            replace_defaults: false,
         }
     }
 }
 
 impl IdentityConfig {
+    /// The declared types and sources added to the built-in ones, as
+    /// `panorama.toml` means them (unless `replace_defaults = true`): a
+    /// declared type named like a built-in one replaces it, a declared
+    /// source is added unless already built in.
+    pub fn with_builtins(mut self) -> IdentityConfig {
+        if self.replace_defaults {
+            return self;
+        }
+        let builtin = IdentityConfig::default();
+        let mut types = builtin.types;
+        for declared in self.types {
+            match types.iter_mut().find(|t| t.name == declared.name) {
+                Some(t) => *t = declared,
+                None => types.push(declared),
+            }
+        }
+        let mut sources = builtin.sources;
+        for declared in self.sources {
+            if !sources.contains(&declared) {
+                sources.push(declared);
+            }
+        }
+        self.types = types;
+        self.sources = sources;
+        self
+    }
+
     /// Check cross-field rules: every source names a known table, column and
     /// identifier type; the default country is real; names are unique.
     pub fn validate(&self) -> Result<()> {
@@ -220,6 +251,50 @@ mod tests {
             config.id_type("loyalty_card").unwrap().max_per_profile,
             Some(1)
         );
+    }
+
+    /// Declared types and sources add to the built-in ones; a type named
+    /// like a built-in one changes it; `replace_defaults` keeps only what
+    /// is declared.
+    #[test]
+    fn declared_rules_add_to_the_built_in_ones_unless_replacing() {
+        let toml = r#"
+            [[types]]
+            name = "loyalty_id"
+            normalize = "text"
+            priority = 1
+            [[types]]
+            name = "phone"
+            normalize = "phone"
+            max_per_profile = 2
+            priority = 3
+            [[sources]]
+            table = "customers"
+            column = "postal_code"
+            id_type = "loyalty_id"
+        "#;
+        let added = toml::from_str::<IdentityConfig>(toml)
+            .unwrap()
+            .with_builtins();
+        added.validate().unwrap();
+        let builtin = IdentityConfig::default();
+        assert_eq!(added.types.len(), builtin.types.len() + 1);
+        assert_eq!(added.sources.len(), builtin.sources.len() + 1);
+        assert!(added.sources.starts_with(&builtin.sources));
+        assert_eq!(added.id_type("phone").unwrap().max_per_profile, Some(2));
+        assert!(added.id_type("email").is_some());
+        // Nothing declared: exactly the built-in rules.
+        let plain = toml::from_str::<IdentityConfig>("")
+            .unwrap()
+            .with_builtins();
+        assert_eq!(plain, builtin);
+
+        let replaced =
+            toml::from_str::<IdentityConfig>(&format!("replace_defaults = true\n{toml}"))
+                .unwrap()
+                .with_builtins();
+        assert_eq!(replaced.types.len(), 2);
+        assert_eq!(replaced.sources.len(), 1);
     }
 
     #[test]

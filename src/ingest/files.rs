@@ -11,7 +11,7 @@
 //! interrupted midway can be run again without duplicating rows, and a file
 //! already loaded is skipped. Every load is recorded in `system.ingests`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
@@ -30,7 +30,7 @@ use crate::generate::rows::TableRows;
 use crate::identity::IdentityConfig;
 use crate::identity::normalize::{self, Country, Normalize};
 use crate::lake::Lake;
-use crate::schema::{RawTable, utc_timestamps};
+use crate::schema::{EXTRA_COLUMN, RawTable, utc_timestamps};
 
 /// Rows per landed chunk: bounds memory for files of any size.
 const CHUNK_ROWS: usize = 100_000;
@@ -49,6 +49,9 @@ pub struct IngestOptions {
     /// lower-cased, phones to E.164, ...); see [`IngestOptions::normalizing`].
     /// Not part of a load's identity: the same file is the same load.
     pub normalize: BTreeMap<String, (Normalize, Country)>,
+    /// File fields to leave out (`--drop`). Every other field no column
+    /// holds is kept in the table's `extra` JSON column.
+    pub drop: BTreeSet<String>,
 }
 
 impl IngestOptions {
@@ -82,6 +85,10 @@ pub struct FileReport {
     pub files_written: u64,
     /// Loaded before (same content, table and options): nothing done.
     pub skipped: bool,
+    /// File fields no column holds, kept in the `extra` JSON column.
+    pub kept_in_extra: BTreeSet<String>,
+    /// File fields left out because the load asked (`--drop`).
+    pub dropped: BTreeSet<String>,
 }
 
 /// One rejected row.
@@ -184,6 +191,9 @@ fn load_hash(path: &FsPath, table: RawTable, options: &IngestOptions) -> Result<
         hasher.update(&buf[..n]);
     }
     hasher.update(format!("{table}|{:?}|{:?}", options.mapping, options.defaults).as_bytes());
+    if !options.drop.is_empty() {
+        hasher.update(format!("|drop {:?}", options.drop).as_bytes());
+    }
     Ok(hasher
         .finalize()
         .iter()
@@ -191,8 +201,16 @@ fn load_hash(path: &FsPath, table: RawTable, options: &IngestOptions) -> Result<
         .collect())
 }
 
-/// A source row as text fields by name, with its line (or row) number.
-type Record = (u64, BTreeMap<String, Option<String>>, String);
+/// A source row: its line (or row) number, its fields as text by name, the
+/// line as sent (CSV, NDJSON), and the JSON values of an NDJSON row's
+/// fields that are not strings (numbers, objects), so a field kept in
+/// `extra` keeps its JSON type.
+struct Record {
+    line: u64,
+    fields: BTreeMap<String, Option<String>>,
+    raw: String,
+    json: serde_json::Map<String, serde_json::Value>,
+}
 
 /// Read `path` record by record, calling `each` with each one (or with the
 /// reason a line cannot be read at all).
@@ -247,7 +265,12 @@ fn read_records(
                     .zip(record.iter())
                     .map(|(h, v)| (h.clone(), (!v.is_empty()).then(|| v.to_string())))
                     .collect();
-                each(Ok((line, fields, raw)))?;
+                each(Ok(Record {
+                    line,
+                    fields,
+                    raw,
+                    json: serde_json::Map::new(),
+                }))?;
             }
         }
         Format::Ndjson => {
@@ -264,18 +287,28 @@ fn read_records(
                 }
                 match serde_json::from_str::<serde_json::Value>(&line) {
                     Ok(serde_json::Value::Object(map)) => {
+                        let mut json = serde_json::Map::new();
                         let fields = map
                             .into_iter()
                             .map(|(k, v)| {
                                 let text = match v {
                                     serde_json::Value::Null => None,
                                     serde_json::Value::String(s) => Some(s),
-                                    other => Some(other.to_string()),
+                                    other => {
+                                        let text = other.to_string();
+                                        json.insert(k.clone(), other);
+                                        Some(text)
+                                    }
                                 };
                                 (k, text)
                             })
                             .collect();
-                        each(Ok((n, fields, line)))?;
+                        each(Ok(Record {
+                            line: n,
+                            fields,
+                            raw: line,
+                            json,
+                        }))?;
                     }
                     Ok(_) => each(Err(Reject {
                         line: n,
@@ -331,7 +364,12 @@ fn read_records(
                             (n.clone(), (!c.is_null(i)).then(|| c.value(i).to_string()))
                         })
                         .collect();
-                    each(Ok((row, fields, String::new())))?;
+                    each(Ok(Record {
+                        line: row,
+                        fields,
+                        raw: String::new(),
+                        json: serde_json::Map::new(),
+                    }))?;
                 }
             }
         }
@@ -409,15 +447,98 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
+/// The file fields a load places in a column of `schema` (through the
+/// mapping, or by name): every other field goes to `extra`, or is dropped.
+fn placed_fields(schema: &SchemaRef, options: &IngestOptions) -> HashSet<String> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| options.mapping.get(f.name()).unwrap_or(f.name()).clone())
+        .collect()
+}
+
+/// The names of the fields a load kept in `extra` or dropped.
+#[derive(Debug, Default)]
+struct Unplaced {
+    kept: BTreeSet<String>,
+    dropped: BTreeSet<String>,
+}
+
+fn note(set: &mut BTreeSet<String>, name: &str) {
+    if !set.contains(name) {
+        set.insert(name.to_string());
+    }
+}
+
+/// The `extra` object of a record: the file's own `extra` field (a JSON
+/// object), plus every field no column holds and the load does not drop,
+/// with its JSON value for NDJSON and its text otherwise.
+fn pack_extra(
+    own: Option<String>,
+    record: &Record,
+    placed: &HashSet<String>,
+    drop: &BTreeSet<String>,
+    unplaced: &mut Unplaced,
+) -> std::result::Result<Option<String>, (String, String)> {
+    use serde_json::Value;
+    let mut object = match own {
+        None => serde_json::Map::new(),
+        Some(text) => match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(object)) => object,
+            _ => return Err((EXTRA_COLUMN.into(), "not a JSON object".into())),
+        },
+    };
+    for (name, value) in &record.fields {
+        if placed.contains(name) {
+            continue;
+        }
+        if drop.contains(name) {
+            note(&mut unplaced.dropped, name);
+            continue;
+        }
+        let Some(text) = value.as_deref().filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        if object.contains_key(name) {
+            return Err((
+                name.clone(),
+                format!("is both a field of the file and a key of its {EXTRA_COLUMN} object"),
+            ));
+        }
+        note(&mut unplaced.kept, name);
+        let value = record
+            .json
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Value::String(text.to_string()));
+        object.insert(name.clone(), value);
+    }
+    Ok((!object.is_empty()).then(|| Value::Object(object).to_string()))
+}
+
+/// Where one record goes: the load's options and the fields it places.
+struct Target<'a> {
+    table: RawTable,
+    schema: &'a SchemaRef,
+    options: &'a IngestOptions,
+    placed: &'a HashSet<String>,
+}
+
 /// Append one record to `rows`, or say which field is wrong and why.
 fn append(
-    table: RawTable,
-    schema: &SchemaRef,
-    options: &IngestOptions,
-    fields: &BTreeMap<String, Option<String>>,
+    target: &Target<'_>,
+    record: &Record,
     rows: &mut TableRows,
+    unplaced: &mut Unplaced,
     fill: impl Fn(&str) -> Option<String>,
 ) -> std::result::Result<(), (String, String)> {
+    let Target {
+        table,
+        schema,
+        options,
+        placed,
+    } = *target;
+    let fields = &record.fields;
     let value = |column: &str| -> Option<String> {
         let source = options.mapping.get(column).map_or(column, String::as_str);
         fields
@@ -455,6 +576,9 @@ fn append(
         // rows' masking (`system.rejects.raw` keeps the row as sent).
         let bad = |what: &str| (name.to_string(), format!("not {what}"));
         typed.push(match f.data_type() {
+            DataType::Utf8 if name == EXTRA_COLUMN => {
+                Typed::Text(pack_extra(v, record, placed, &options.drop, unplaced)?)
+            }
             DataType::Utf8 => match (&v, options.normalize.get(name)) {
                 (Some(raw), Some((kind, country))) => {
                     Typed::Text(normalize::normalize(*kind, raw, *country).or(v))
@@ -557,6 +681,10 @@ pub fn ingests_schema() -> SchemaRef {
         Field::new("rows_rejected", DataType::Int64, false),
         ts("started_at"),
         ts("finished_at"),
+        // Names of the file fields kept in `extra` / left out on request,
+        // comma-separated (NULL: none).
+        Field::new("fields_in_extra", DataType::Utf8, true),
+        Field::new("fields_dropped", DataType::Utf8, true),
     ]))
 }
 
@@ -628,7 +756,15 @@ pub async fn load_file_as(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(RecordBatch, Vec<Reject>, u64)>(2);
     let reader = {
         let (path, options, schema) = (path.to_path_buf(), options.clone(), schema.clone());
-        tokio::task::spawn_blocking(move || -> Result<()> {
+        tokio::task::spawn_blocking(move || -> Result<Unplaced> {
+            let placed = placed_fields(&schema, &options);
+            let target = Target {
+                table,
+                schema: &schema,
+                options: &options,
+                placed: &placed,
+            };
+            let mut unplaced = Unplaced::default();
             let mut rows = TableRows::new(table);
             let mut rejects = Vec::new();
             let mut read = 0u64;
@@ -641,20 +777,21 @@ pub async fn load_file_as(
             read_records(&path, format, compression, |record| {
                 read += 1;
                 match record {
-                    Ok((line, fields, raw)) => {
+                    Ok(record) => {
+                        let line = record.line;
                         let message_id = Uuid::new_v5(&load_id, &line.to_le_bytes()).to_string();
                         let with_id = |c: &str| match (table, c) {
                             (RawTable::Events, "message_id") => Some(message_id.clone()),
                             _ => fill(c),
                         };
                         if let Err((field, reason)) =
-                            append(table, &schema, &options, &fields, &mut rows, with_id)
+                            append(&target, &record, &mut rows, &mut unplaced, with_id)
                         {
                             rejects.push(Reject {
                                 line,
                                 field,
                                 reason,
-                                raw,
+                                raw: record.raw,
                             });
                         }
                     }
@@ -670,7 +807,7 @@ pub async fn load_file_as(
             let batch = rows.finish()?;
             tx.blocking_send((batch, rejects, read))
                 .map_err(|_| Error::Config("the load was stopped".into()))?;
-            Ok(())
+            Ok(unplaced)
         })
     };
     let mut chunk = 0u64;
@@ -689,9 +826,11 @@ pub async fn load_file_as(
         chunk += 1;
         progress(read);
     }
-    reader
+    let unplaced = reader
         .await
         .map_err(|e| Error::Config(format!("the file reader stopped: {e}")))??;
+    report.kept_in_extra = unplaced.kept;
+    report.dropped = unplaced.dropped;
     record(lake, table, &report, &hash, &load_id, started).await?;
     Ok(report)
 }
@@ -767,6 +906,10 @@ pub(crate) async fn record(
     let ts = |t: i64| utc_timestamps([t]);
     let text = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
     let int = |v: u64| Arc::new(Int64Array::from(vec![v as i64])) as ArrayRef;
+    let names = |set: &BTreeSet<String>| {
+        let list = set.iter().map(String::as_str).collect::<Vec<_>>().join(",");
+        Arc::new(StringArray::from(vec![(!list.is_empty()).then_some(list)])) as ArrayRef
+    };
     let batch = RecordBatch::try_new(
         ingests_schema(),
         vec![
@@ -780,6 +923,8 @@ pub(crate) async fn record(
             int(report.rows_rejected),
             ts(started.timestamp_micros()),
             ts(Utc::now().timestamp_micros()),
+            names(&report.kept_in_extra),
+            names(&report.dropped),
         ],
     )
     .map_err(|e| Error::arrow("recording a load", e))?;

@@ -87,11 +87,10 @@ pub async fn land_once(
 /// `batch` with the `date` column appended: the UTC day of each row's
 /// business time.
 fn with_day(batch: &RecordBatch, table: RawTable) -> Result<RecordBatch> {
-    let schema = table.file_schema();
-    let batch = batch
-        .clone()
-        .with_schema(Arc::clone(&schema))
+    let batch = table
+        .conform(batch)
         .map_err(|e| Error::arrow(format!("rows of raw.{table}"), e))?;
+    let schema = batch.schema();
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new(DAY_COLUMN, DataType::Date32, false));
     let mut columns = batch.columns().to_vec();

@@ -20,6 +20,7 @@ use deltalake::kernel::transaction::{CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Transaction};
 use deltalake::logstore::{LogStore, logstore_factories};
 use deltalake::operations::optimize::OptimizeType;
+use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use object_store::ObjectMeta;
@@ -232,6 +233,9 @@ async fn append_once(
     let written = table
         .write(batches)
         .with_save_mode(SaveMode::Append)
+        // A table made by an older release gains the columns added since
+        // (new nullable columns; older files read them as NULL).
+        .with_schema_mode(SchemaMode::Merge)
         .with_partition_columns(partition_by.iter().map(|c| c.to_string()))
         .with_writer_properties(properties)
         .with_commit_properties(commit)

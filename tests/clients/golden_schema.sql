@@ -25,6 +25,7 @@ CREATE TABLE raw.consents (
     status       text NOT NULL,
     recorded_at  timestamp with time zone NOT NULL,
     source       text NOT NULL,
+    extra        text,
     date         date NOT NULL
 );
 
@@ -44,6 +45,7 @@ CREATE TABLE raw.customers (
     source       text NOT NULL,
     created_at   timestamp with time zone,
     updated_at   timestamp with time zone NOT NULL,
+    extra        text,
     date         date NOT NULL
 );
 
@@ -62,6 +64,7 @@ CREATE TABLE raw.events (
     properties   text,
     traits       text,
     context      text,
+    extra        text,
     date         date NOT NULL
 );
 
@@ -72,6 +75,7 @@ CREATE TABLE raw.order_items (
     quantity   bigint NOT NULL,
     unit_price numeric(12,2) NOT NULL,
     ordered_at timestamp with time zone NOT NULL,
+    extra      text,
     date       date NOT NULL
 );
 
@@ -86,6 +90,7 @@ CREATE TABLE raw.orders (
     status       text NOT NULL,
     channel      text NOT NULL,
     item_count   bigint NOT NULL,
+    extra        text,
     date         date NOT NULL
 );
 
@@ -98,6 +103,7 @@ CREATE TABLE raw.products (
     season     text,
     active     boolean NOT NULL,
     updated_at timestamp with time zone NOT NULL,
+    extra      text,
     date       date NOT NULL
 );
 
@@ -111,6 +117,7 @@ CREATE TABLE raw.survey_responses (
     comment      text,
     channel      text,
     responded_at timestamp with time zone NOT NULL,
+    extra        text,
     date         date NOT NULL
 );
 
@@ -209,7 +216,9 @@ CREATE TABLE system.ingests (
     rows_landed   bigint NOT NULL,
     rows_rejected bigint NOT NULL,
     started_at    timestamp with time zone NOT NULL,
-    finished_at   timestamp with time zone NOT NULL
+    finished_at   timestamp with time zone NOT NULL,
+    fields_in_extra text,
+    fields_dropped  text
 );
 
 CREATE TABLE system.job_runs (
@@ -222,6 +231,23 @@ CREATE TABLE system.job_runs (
     error         text,
     target        text,
     version       bigint
+);
+
+CREATE TABLE system.privacy_requests (
+    request_id      text,
+    kind            text,
+    id_type         text,
+    value_hash      text,
+    status          text,
+    requested_at    timestamp with time zone,
+    due_at          timestamp with time zone,
+    completed_at    timestamp with time zone,
+    identifiers     bigint,
+    profiles        bigint,
+    rows_removed    bigint,
+    files_rewritten bigint,
+    tables          text,
+    error           text
 );
 
 CREATE TABLE system.refreshes (
