@@ -7,7 +7,8 @@
 //! profiles; [`jobs`] write scoring tables into [`analytics`]; the
 //! [`catalog`] exposes the lake's tables to a DataFusion session built in
 //! one place by [`engine`]; the [`pgwire`] front end serves that session to
-//! any PostgreSQL client. [`generate`] writes a deterministic synthetic CDP
+//! any PostgreSQL client; [`privacy`] erases a person from all of it.
+//! [`generate`] writes a deterministic synthetic CDP
 //! and [`seed`] fills an empty lake with the bundled sample. Dependencies
 //! point down that flow: the lake knows nothing of SQL, the catalog nothing
 //! of the wire protocol.
@@ -30,6 +31,7 @@ pub mod keyed;
 pub mod lake;
 pub mod maintenance;
 pub mod pgwire;
+pub mod privacy;
 pub mod query;
 pub mod redact;
 pub mod schema;

@@ -3,7 +3,7 @@
 //! the library; this file only decides what to run.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -187,6 +187,13 @@ enum Command {
         action: LakeAction,
     },
 
+    /// The rights of the people in the lake (GDPR): `panorama privacy
+    /// forget email jane@example.com` erases a person from every table.
+    Privacy {
+        #[command(subcommand)]
+        action: PrivacyAction,
+    },
+
     /// Run one SQL statement against the lake and print the result table.
     Sql {
         /// The statement, e.g. "SELECT count(*) FROM raw.events".
@@ -198,6 +205,60 @@ enum Command {
 enum ExportFormat {
     Csv,
     Parquet,
+}
+
+#[derive(Subcommand, Debug)]
+enum PrivacyAction {
+    /// Erase people (GDPR art. 17): every identifier the identity graph
+    /// links to the ones named, and every row about them in every raw
+    /// table, rejected rows and the profiles; older versions of what
+    /// changed are deleted from disk. Recorded in system.privacy_requests
+    /// with salted hashes, never the values.
+    Forget {
+        /// Identifier type and value pairs, e.g. `email jane@example.com
+        /// phone "06 12 34 56 78"`.
+        identifiers: Vec<String>,
+        /// A CSV file of identifiers, with the header `id_type,value`
+        /// (thousands in one request).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Do not suppress the people's identifiers: new data about them
+        /// may land again (by default nothing new about them is kept).
+        #[arg(long)]
+        no_suppress: bool,
+    },
+    /// Stop collecting data about identifiers (exactly those named):
+    /// `panorama ingest` and the collector drop rows carrying one, and
+    /// count them. The list keeps salted hashes only.
+    Suppress {
+        /// Identifier type and value pairs.
+        identifiers: Vec<String>,
+        /// A CSV file of identifiers, with the header `id_type,value`.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Lift a suppression: new data carrying the identifiers lands again
+    /// (erased data never comes back).
+    Unsuppress {
+        /// Identifier type and value pairs.
+        identifiers: Vec<String>,
+        /// A CSV file of identifiers, with the header `id_type,value`.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Write everything the lake holds about people (GDPR art. 15 and
+    /// 20) to one JSON file: identifiers, profiles, merges, and every raw
+    /// row about them, consents included.
+    Export {
+        /// Identifier type and value pairs, e.g. `email jane@example.com`.
+        identifiers: Vec<String>,
+        /// A CSV file of identifiers, with the header `id_type,value`.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The JSON file to write.
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -320,6 +381,50 @@ async fn run() -> Result<()> {
         Command::Lake {
             action: LakeAction::Upgrade,
         } => run_upgrade(&cli.lake).await,
+        Command::Privacy {
+            action:
+                PrivacyAction::Forget {
+                    identifiers,
+                    file,
+                    no_suppress,
+                },
+        } => {
+            let options = panorama::privacy::ForgetOptions {
+                suppress: !no_suppress,
+            };
+            run_forget(&cli.lake, &settings, &identifiers, file.as_deref(), options).await
+        }
+        Command::Privacy {
+            action: PrivacyAction::Suppress { identifiers, file },
+        } => run_suppress(&cli.lake, &settings, &identifiers, file.as_deref(), false).await,
+        Command::Privacy {
+            action: PrivacyAction::Unsuppress { identifiers, file },
+        } => run_suppress(&cli.lake, &settings, &identifiers, file.as_deref(), true).await,
+        Command::Privacy {
+            action:
+                PrivacyAction::Export {
+                    identifiers,
+                    file,
+                    to,
+                },
+        } => {
+            let requested = identifiers_to_forget(&identifiers, file.as_deref())?;
+            let lake = open_current_lake(&cli.lake).await?;
+            let done = panorama::privacy::export(&lake, &settings.identity, &requested, &to)
+                .await
+                .context("exporting")?;
+            println!(
+                "request {}: {} identifiers of {} profiles; wrote {}",
+                done.request_id,
+                done.identifiers,
+                done.profiles,
+                to.display()
+            );
+            for (table, rows) in &done.rows {
+                println!("  {table}: {rows} rows");
+            }
+            Ok(())
+        }
         Command::Export {
             segment,
             format,
@@ -327,6 +432,139 @@ async fn run() -> Result<()> {
             purpose,
         } => run_export(&cli.lake, &settings, &segment, format, &to, &purpose).await,
     }
+}
+
+/// `CALL panorama.forget('email', 'jane@example.com', …)`: the summary
+/// names no value.
+async fn forget_procedure(
+    lake: &panorama::lake::Lake,
+    identity: &panorama::identity::IdentityConfig,
+    args: &[String],
+) -> std::result::Result<String, String> {
+    if args.is_empty() || !args.len().is_multiple_of(2) {
+        return Err(
+            "forget takes pairs of identifier type and value: CALL panorama.forget('email', 'jane@example.com')"
+                .into(),
+        );
+    }
+    let requested: Vec<(String, String)> = args
+        .chunks(2)
+        .map(|p| (p[0].clone(), p[1].clone()))
+        .collect();
+    let options = panorama::privacy::ForgetOptions::default();
+    let done = panorama::privacy::forget(lake, identity, &requested, options, |_| {})
+        .await
+        .map_err(|e| panorama::redact::values(&e.to_string()))?;
+    Ok(format!(
+        "request {}: {} identifiers of {} profiles erased, {} rows removed",
+        done.request_id,
+        done.identifiers,
+        done.profiles,
+        done.rows()
+    ))
+}
+
+/// (type, value) pairs from the command line and from a CSV file, for a
+/// privacy request.
+fn identifiers_to_forget(pairs: &[String], file: Option<&Path>) -> Result<Vec<(String, String)>> {
+    if !pairs.len().is_multiple_of(2) {
+        anyhow::bail!(
+            "identifiers come in pairs of type and value (e.g. `email jane@example.com`); \
+             {} words were given",
+            pairs.len()
+        );
+    }
+    let mut out: Vec<(String, String)> = pairs
+        .chunks(2)
+        .map(|p| (p[0].clone(), p[1].clone()))
+        .collect();
+    if let Some(file) = file {
+        let mut reader =
+            csv::Reader::from_path(file).with_context(|| format!("opening {}", file.display()))?;
+        let headers = reader
+            .headers()
+            .with_context(|| format!("reading the header of {}", file.display()))?
+            .clone();
+        let (Some(t), Some(v)) = (
+            headers.iter().position(|h| h.trim() == "id_type"),
+            headers.iter().position(|h| h.trim() == "value"),
+        ) else {
+            anyhow::bail!("{}: the header must name id_type and value", file.display());
+        };
+        for (i, record) in reader.records().enumerate() {
+            // Line numbers only: the values are personal data.
+            let record = record
+                .with_context(|| format!("{}: line {} is unreadable", file.display(), i + 2))?;
+            match (record.get(t), record.get(v)) {
+                (Some(t), Some(v)) if !t.trim().is_empty() && !v.trim().is_empty() => {
+                    out.push((t.trim().to_string(), v.to_string()))
+                }
+                _ => anyhow::bail!("{}: line {} lacks id_type or value", file.display(), i + 2),
+            }
+        }
+    }
+    if out.is_empty() {
+        anyhow::bail!("name the identifiers (`email jane@example.com`, or --file ids.csv)");
+    }
+    Ok(out)
+}
+
+async fn run_suppress(
+    location: &str,
+    settings: &config::Config,
+    pairs: &[String],
+    file: Option<&Path>,
+    lift: bool,
+) -> Result<()> {
+    let requested = identifiers_to_forget(pairs, file)?;
+    let lake = open_current_lake(location).await?;
+    let n = panorama::privacy::suppress(&lake, &settings.identity, &requested, lift)
+        .await
+        .context("recording the suppression")?;
+    if lift {
+        println!("{n} identifiers no longer suppressed: new data carrying them lands again");
+    } else {
+        println!(
+            "{n} identifiers suppressed: ingest and the collector drop new rows carrying them \
+             (see system.ingests.rows_suppressed)"
+        );
+    }
+    Ok(())
+}
+
+async fn run_forget(
+    location: &str,
+    settings: &config::Config,
+    pairs: &[String],
+    file: Option<&Path>,
+    options: panorama::privacy::ForgetOptions,
+) -> Result<()> {
+    let requested = identifiers_to_forget(pairs, file)?;
+    let lake = open_current_lake(location).await?;
+    let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
+        "{spinner} {elapsed_precise} {msg}",
+    )?);
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let done = panorama::privacy::forget(&lake, &settings.identity, &requested, options, |step| {
+        bar.set_message(step.to_string())
+    })
+    .await
+    .context("erasing")?;
+    bar.finish_and_clear();
+    println!(
+        "request {}: {} identifiers of {} profiles erased; {} rows removed, {} files rewritten, \
+         {} old files deleted",
+        done.request_id,
+        done.identifiers,
+        done.profiles,
+        done.rows(),
+        done.files_rewritten,
+        done.files_purged
+    );
+    for (table, rows) in &done.rows_removed {
+        println!("  {table}: {rows} rows");
+    }
+    Ok(())
 }
 
 async fn run_compact(location: &str, names: &[String]) -> Result<()> {
@@ -644,6 +882,9 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
         Arc::new(move |procedure, args| {
             let (lake, identity) = (lake.clone(), identity.clone());
             Box::pin(async move {
+                if procedure == "forget" {
+                    return forget_procedure(&lake, &identity, &args).await;
+                }
                 let decision =
                     blocks::procedure(&identity, &procedure, &args).map_err(|e| e.to_string())?;
                 blocks::record(&lake, &decision, chrono::Utc::now())
@@ -710,6 +951,7 @@ async fn start_collector(
     args: &ServeArgs,
 ) -> Result<Option<panorama::collect::Collector>> {
     let mut config = settings.collector.clone();
+    config.identity = settings.identity.clone();
     if let Some(listen) = args.collect_listen {
         config.listen = listen;
     }
@@ -907,6 +1149,12 @@ async fn run_ingest(
                 eprintln!(
                     "{name}: fields left out (--drop): {}",
                     list(&report.dropped)
+                );
+            }
+            if report.rows_suppressed > 0 {
+                eprintln!(
+                    "{name}: {} rows not kept: they carry a suppressed identifier",
+                    report.rows_suppressed
                 );
             }
             landed += report.rows_landed;

@@ -440,6 +440,18 @@ pub mod cdp {
         ]))
     }
 
+    /// `system.suppressions`: one row per identifier suppressed or lifted
+    /// (`action`), as a salted hash.
+    pub fn suppressions() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            text("request_id"),
+            text("action"),
+            text("id_type"),
+            text("value_hash"),
+            ts("decided_at"),
+        ]))
+    }
+
     /// `analytics.segment_membership`: who was in each saved segment at
     /// each snapshot.
     pub fn segment_membership() -> SchemaRef {

@@ -89,6 +89,7 @@ async fn scram_passwords_and_the_read_only_analyst_role() {
         "DROP VIEW analytics.big_orders",
         "REFRESH MATERIALIZED VIEW cdp.profiles",
         "CALL panorama.block_identifier('email', 'a@x.com')",
+        "CALL panorama.forget('email', 'a@x.com')",
         "COPY (SELECT 1) TO '/tmp/panorama-analyst.csv'",
         "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
     ];

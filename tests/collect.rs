@@ -789,3 +789,39 @@ async fn collected_events_join_profiles_at_the_next_incremental_refresh() {
     assert_eq!(rows, ["cookie-1,phone-9 | max@example.com | 4"]);
     c.shutdown().await.unwrap();
 }
+
+/// Events of a suppressed identifier get the usual answer (it reveals
+/// nothing), never reach the lake, and are counted in `system.ingests`;
+/// once the suppression is lifted, new events land again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_suppressed_people_never_reach_the_lake() {
+    let (dir, lake) = temp_lake();
+    let config = panorama::identity::IdentityConfig::default();
+    let gone = [("user_id".to_string(), "u-gone".to_string())];
+    panorama::privacy::suppress(&lake, &config, &gone, false)
+        .await
+        .unwrap();
+    let c = collector(&lake, dir.path(), |_| {}).await;
+    let batch = json!({"batch": [track("s-1", "u-gone"), track("s-2", "u-kept")]});
+    let a = post_json(c.addr(), "/v1/batch", Some(WEB_KEY), batch).await;
+    assert_eq!((a.status, a.body["accepted"].as_u64()), (200, Some(2)));
+    c.flush().await.unwrap();
+    assert_eq!(
+        sql_lines(&lake, "SELECT user_id FROM raw.events").await,
+        ["u-kept"]
+    );
+    assert_eq!(
+        sql_lines(&lake, "SELECT sum(rows_suppressed) FROM system.ingests").await,
+        ["1"]
+    );
+    panorama::privacy::suppress(&lake, &config, &gone, true)
+        .await
+        .unwrap();
+    let a = post_json(c.addr(), "/v1/track", Some(WEB_KEY), track("s-3", "u-gone")).await;
+    assert_eq!(a.status, 200);
+    c.flush().await.unwrap();
+    assert_eq!(
+        sql_lines(&lake, "SELECT user_id FROM raw.events ORDER BY 1").await,
+        ["u-gone", "u-kept"]
+    );
+}

@@ -23,6 +23,7 @@ mod identity;
 mod incremental;
 mod ingest;
 mod lookup;
+mod privacy;
 mod psql;
 mod s3;
 mod session;

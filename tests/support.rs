@@ -306,6 +306,34 @@ pub async fn sql_lines(lake: &Lake, sql: &str) -> Vec<String> {
         .collect()
 }
 
+/// `panorama serve` on the lake at `lake`, without seeding it and without
+/// the collector, on a free port.
+pub async fn serve_lake(lake: &std::path::Path) -> Served {
+    Served::start(&[
+        "--lake".as_ref(),
+        lake.as_os_str(),
+        "serve".as_ref(),
+        "--no-seed".as_ref(),
+        "--no-collect".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ])
+    .await
+}
+
+/// An incremental refresh at the current time, with the default rules.
+pub async fn refresh_now(lake: &Lake) -> panorama::identity::RefreshReport {
+    panorama::identity::refresh(
+        lake,
+        &panorama::identity::IdentityConfig::default(),
+        panorama::identity::Mode::Incremental,
+        chrono::Utc::now(),
+        |_| {},
+    )
+    .await
+    .unwrap()
+}
+
 /// `panorama serve` as a child process, killed when dropped.
 pub struct Served {
     child: std::process::Child,

@@ -269,16 +269,7 @@ async fn ten_million_rows_stream_in_bounded_server_memory() {
     use futures::StreamExt;
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let served = Served::start(&[
-        "--lake".as_ref(),
-        lake.as_os_str(),
-        "serve".as_ref(),
-        "--no-seed".as_ref(),
-        "--no-collect".as_ref(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-    ])
-    .await;
+    let served = serve_lake(&lake).await;
     let client = served.client().await;
     // The simple protocol, as psql and pandas' read_sql use it.
     let rows = client

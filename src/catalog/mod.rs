@@ -189,6 +189,7 @@ pub fn system_tables() -> Vec<SystemTable> {
             "system/privacy_requests",
             cdp::privacy_requests(),
         ),
+        one("suppressions", "system/suppressions", cdp::suppressions()),
     ]
 }
 

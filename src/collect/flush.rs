@@ -71,7 +71,14 @@ pub fn message_ids(sealed: &Sealed) -> Result<Vec<String>> {
 }
 
 /// Write one sealed segment into the lake; the caller removes it after.
-pub async fn flush_segment(lake: &Lake, wal: &Wal, sealed: &Sealed) -> Result<Flushed> {
+/// Events carrying a suppressed identifier (`identity` says which fields
+/// are identifiers) are dropped here, before the lake, and counted.
+pub async fn flush_segment(
+    lake: &Lake,
+    wal: &Wal,
+    sealed: &Sealed,
+    identity: &crate::identity::IdentityConfig,
+) -> Result<Flushed> {
     let started = Utc::now();
     let read = sealed.clone();
     let (records, problem) = tokio::task::spawn_blocking(move || read_segment(&read))
@@ -105,10 +112,20 @@ pub async fn flush_segment(lake: &Lake, wal: &Wal, sealed: &Sealed) -> Result<Fl
     }
     let load_id = Uuid::new_v5(&wal.id(), &sealed.seq.to_le_bytes());
     let once = format!("collector-{}", wal.id());
+    let mut batch = events_batch(&events)?;
+    let suppressions = crate::identity::suppression::Suppressions::load(lake).await?;
+    let mut suppressed = 0;
+    if let Some(hits) = suppressions.rows_of(RawTable::Events.name(), &batch, identity)? {
+        suppressed = hits.true_count() as u64;
+        let keep = datafusion::arrow::compute::not(&hits)
+            .map_err(|e| Error::arrow("dropping suppressed events", e))?;
+        batch = datafusion::arrow::compute::filter_record_batch(&batch, &keep)
+            .map_err(|e| Error::arrow("dropping suppressed events", e))?;
+    }
     let landed = land_once(
         lake,
         RawTable::Events,
-        &[events_batch(&events)?],
+        &[batch],
         Some((&once, i64::try_from(sealed.seq).unwrap_or(i64::MAX))),
     )
     .await?;
@@ -141,6 +158,7 @@ pub async fn flush_segment(lake: &Lake, wal: &Wal, sealed: &Sealed) -> Result<Fl
         rows_landed: landed.rows as u64,
         rows_rejected: refused.len() as u64,
         files_written: landed.files as u64,
+        rows_suppressed: suppressed,
         ..FileReport::default()
     };
     record(

@@ -56,6 +56,10 @@ pub struct CollectorConfig {
     pub dedup_max_ids: usize,
     /// Messages per second per source; 0 = no limit. Beyond it, 429.
     pub rate_limit_per_second: u64,
+    /// The identity rules (`[identity]`, set by `serve`): which fields of
+    /// an event are identifiers, to drop events of suppressed people.
+    #[serde(skip)]
+    pub identity: crate::identity::IdentityConfig,
 }
 
 impl Default for CollectorConfig {
@@ -71,6 +75,7 @@ impl Default for CollectorConfig {
             dedup_window_hours: 24,
             dedup_max_ids: 2_000_000,
             rate_limit_per_second: 0,
+            identity: crate::identity::IdentityConfig::default(),
         }
     }
 }
@@ -245,13 +250,16 @@ async fn flush_all(shared: &Shared) -> Result<Flushed> {
     }
     let mut total = Flushed::default();
     while let Some(sealed) = pending.first().cloned() {
-        let flushed = match flush::flush_segment(&shared.lake, &shared.wal, &sealed).await {
-            Ok(flushed) => flushed,
-            Err(e) => {
-                *lock(&shared.lake_error) = Some(e.to_string());
-                return Err(e);
-            }
-        };
+        let flushed =
+            match flush::flush_segment(&shared.lake, &shared.wal, &sealed, &shared.config.identity)
+                .await
+            {
+                Ok(flushed) => flushed,
+                Err(e) => {
+                    *lock(&shared.lake_error) = Some(e.to_string());
+                    return Err(e);
+                }
+            };
         shared.wal.remove(&sealed)?;
         pending.remove(0);
         total.segments += flushed.segments;

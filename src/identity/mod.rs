@@ -27,8 +27,9 @@ mod refresh;
 mod running;
 mod scan;
 mod state;
+pub mod suppression;
 mod table;
 mod views;
 
 pub use config::IdentityConfig;
-pub use refresh::{Mode, RefreshReport, record_interrupted, refresh};
+pub use refresh::{Mode, RefreshReport, record_interrupted, refresh, remove_old_versions};

@@ -10,7 +10,7 @@ pub use phonenumber::country::Id as Country;
 use serde::{Deserialize, Serialize};
 
 /// How the values of one identifier type are normalised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Normalize {
     /// Trim and lower-case; must contain one `@` with text on both sides.

@@ -1085,7 +1085,31 @@ async fn collect_garbage<'a>(
     live: impl Iterator<Item = &'a str>,
     version: u64,
 ) -> Result<()> {
+    remove_outside(lake, live, |v| v.is_none_or(|v| v + 1 >= version))
+        .await
+        .map(|_| ())
+}
+
+/// Delete every file under `cdp/` but the committed version's (views and
+/// refresh state), queries still planned on an older version included:
+/// after an erasure no older version may keep the rows it removed. How
+/// many files went.
+pub async fn remove_old_versions(lake: &Lake) -> Result<usize> {
+    let Some(manifest) = Manifest::load(lake).await? else {
+        return Ok(0);
+    };
+    remove_outside(lake, manifest.folders(), |v| v.is_none()).await
+}
+
+/// Delete the files under `cdp/` outside the `live` folders whose version
+/// (`None`: not in a version folder, like the manifest) `keep` refuses.
+async fn remove_outside<'a>(
+    lake: &Lake,
+    live: impl Iterator<Item = &'a str>,
+    keep: impl Fn(Option<u64>) -> bool,
+) -> Result<usize> {
     let live: Vec<String> = live.map(|f| format!("{f}/")).collect();
+    let mut removed = 0;
     for meta in lake.list(&Path::from("cdp")).await? {
         let relative = lake.relative(&meta.location);
         let path = relative.as_ref();
@@ -1098,14 +1122,15 @@ async fn collect_garbage<'a>(
                 .and_then(|v| v.split('-').next())
                 .and_then(|v| v.parse::<u64>().ok())
         });
-        if relative_version.is_some_and(|v| v + 1 < version) {
+        if !keep(relative_version) {
             lake.store()
                 .delete(&meta.location)
                 .await
                 .map_err(|e| Error::store(format!("removing {}", meta.location), e))?;
+            removed += 1;
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// [`is_blocked`] for every identifier of a graph: an ASCII value of a

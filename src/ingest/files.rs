@@ -52,6 +52,9 @@ pub struct IngestOptions {
     /// File fields to leave out (`--drop`). Every other field no column
     /// holds is kept in the table's `extra` JSON column.
     pub drop: BTreeSet<String>,
+    /// The identity rules ([`IngestOptions::normalizing`] sets them): which
+    /// columns are identifiers, to drop the rows of suppressed people.
+    pub identity: IdentityConfig,
 }
 
 impl IngestOptions {
@@ -59,6 +62,7 @@ impl IngestOptions {
     /// before matching: a value the rule cannot normalise (an email
     /// without `@`) is kept as sent, never dropped.
     pub fn normalizing(mut self, table: RawTable, identity: &IdentityConfig) -> Result<Self> {
+        self.identity = identity.clone();
         let country = normalize::country(&identity.default_country).ok_or_else(|| {
             Error::Config(format!("unknown country '{}'", identity.default_country))
         })?;
@@ -89,6 +93,8 @@ pub struct FileReport {
     pub kept_in_extra: BTreeSet<String>,
     /// File fields left out because the load asked (`--drop`).
     pub dropped: BTreeSet<String>,
+    /// Rows not landed because they carry a suppressed identifier.
+    pub rows_suppressed: u64,
 }
 
 /// One rejected row.
@@ -685,6 +691,8 @@ pub fn ingests_schema() -> SchemaRef {
         // comma-separated (NULL: none).
         Field::new("fields_in_extra", DataType::Utf8, true),
         Field::new("fields_dropped", DataType::Utf8, true),
+        // Rows not landed: they carry a suppressed identifier.
+        Field::new("rows_suppressed", DataType::Int64, true),
     ]))
 }
 
@@ -810,9 +818,17 @@ pub async fn load_file_as(
             Ok(unplaced)
         })
     };
+    let suppressions = crate::identity::suppression::Suppressions::load(lake).await?;
     let mut chunk = 0u64;
     while let Some((batch, rejects, read)) = rx.recv().await {
-        let batch = sort_by_time(table, batch)?;
+        let mut batch = sort_by_time(table, batch)?;
+        if let Some(hits) = suppressions.rows_of(table.name(), &batch, &options.identity)? {
+            report.rows_suppressed += hits.true_count() as u64;
+            let keep = datafusion::arrow::compute::not(&hits)
+                .map_err(|e| Error::arrow("dropping suppressed rows", e))?;
+            batch = datafusion::arrow::compute::filter_record_batch(&batch, &keep)
+                .map_err(|e| Error::arrow("dropping suppressed rows", e))?;
+        }
         let once = format!("ingest-{load_id}");
         let landed: Landed =
             land_once(lake, table, &[batch], Some((&once, chunk as i64 + 1))).await?;
@@ -925,6 +941,7 @@ pub(crate) async fn record(
             ts(Utc::now().timestamp_micros()),
             names(&report.kept_in_extra),
             names(&report.dropped),
+            int(report.rows_suppressed),
         ],
     )
     .map_err(|e| Error::arrow("recording a load", e))?;

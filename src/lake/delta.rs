@@ -543,6 +543,79 @@ pub async fn vacuum(lake: &Lake, dir: &Path, retention: chrono::Duration) -> Res
     Ok(metrics.files_deleted.len())
 }
 
+/// What a delete did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deleted {
+    pub rows: usize,
+    /// Files rewritten without the deleted rows (or dropped whole).
+    pub files_rewritten: usize,
+    pub version: Option<u64>,
+}
+
+/// Delete the rows of the table in `dir` for which `predicate` is true, as
+/// one commit: files holding none of them are not touched, files that do
+/// are rewritten without them (copy-on-write). The commit records the
+/// predicate's text, so it must not quote a personal value. The predicate
+/// may call Panorama's functions: an `Expr` carries them, and delta-rs
+/// plans it in a session of its own (which has its delete planner).
+pub async fn delete(
+    lake: &Lake,
+    dir: &Path,
+    predicate: datafusion::logical_expr::Expr,
+    properties: WriterProperties,
+    operation: &str,
+) -> Result<Deleted> {
+    let Some(table) = open(lake, dir).await? else {
+        return Ok(Deleted::default());
+    };
+    let commit = CommitProperties::default().with_metadata([(
+        "panorama.operation".to_string(),
+        serde_json::Value::String(operation.to_string()),
+    )]);
+    let (table, metrics) = table
+        .delete()
+        .with_predicate(predicate)
+        .with_writer_properties(properties)
+        .with_commit_properties(commit)
+        .await
+        .map_err(|e| delta(format!("deleting rows of {dir}"), e))?;
+    Ok(Deleted {
+        rows: metrics.num_deleted_rows.unwrap_or(0),
+        files_rewritten: metrics.num_removed_files,
+        version: table.version(),
+    })
+}
+
+/// Make the table in `dir` forget its past: delete every data file the
+/// latest version does not read, write a checkpoint of that version, and
+/// delete the log entries before it (with the statistics of the files they
+/// added). After an erasure nothing of the erased rows stays on disk; the
+/// table's history starts again at its latest version.
+pub async fn purge_history(lake: &Lake, dir: &Path) -> Result<usize> {
+    let deleted_files = vacuum(lake, dir, chrono::Duration::zero()).await?;
+    let Some(table) = open(lake, dir).await? else {
+        return Ok(deleted_files);
+    };
+    let Some(version) = table.version() else {
+        return Ok(deleted_files);
+    };
+    deltalake::checkpoints::create_checkpoint(&table, None)
+        .await
+        .map_err(|e| delta(format!("writing a checkpoint of {dir}"), e))?;
+    // Every log entry before the checkpoint is past the cutoff (a minute
+    // from now), so all of them go.
+    let cutoff = chrono::Utc::now().timestamp_millis() + 60_000;
+    let deleted_logs = deltalake::checkpoints::cleanup_expired_logs_for(
+        version,
+        table.log_store().as_ref(),
+        cutoff,
+        None,
+    )
+    .await
+    .map_err(|e| delta(format!("removing old log entries of {dir}"), e))?;
+    Ok(deleted_files + deleted_logs)
+}
+
 fn delta(what: String, source: DeltaTableError) -> Error {
     Error::Delta {
         what,

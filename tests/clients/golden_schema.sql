@@ -218,7 +218,8 @@ CREATE TABLE system.ingests (
     started_at    timestamp with time zone NOT NULL,
     finished_at   timestamp with time zone NOT NULL,
     fields_in_extra text,
-    fields_dropped  text
+    fields_dropped  text,
+    rows_suppressed bigint
 );
 
 CREATE TABLE system.job_runs (
@@ -279,6 +280,14 @@ CREATE TABLE system.rejects (
     reason      text NOT NULL,
     raw         text,
     rejected_at timestamp with time zone NOT NULL
+);
+
+CREATE TABLE system.suppressions (
+    request_id text,
+    action     text,
+    id_type    text,
+    value_hash text,
+    decided_at timestamp with time zone
 );
 
 CREATE TABLE system.table_history (
