@@ -389,3 +389,60 @@ async fn forget_over_sql_erases_and_logs_no_value() {
         "an odd number of arguments is refused"
     );
 }
+
+/// The shipped retention job erases the events older than its period for
+/// good — rows, old file versions, log entries, profiles built from them —
+/// keeps the recent ones, and records the removal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retention_job_erases_events_older_than_its_period() {
+    let (dir, lake) = temp_lake();
+    let files_dir = tempfile::tempdir().unwrap();
+    let recent = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339();
+    let old = r#"{"type":"page","anonymous_id":"cookie-old","timestamp":"2023-01-01T10:00:00Z"}"#;
+    let new = format!(r#"{{"type":"page","anonymous_id":"cookie-new","timestamp":"{recent}"}}"#);
+    let body = format!("{old}\n{new}");
+    load(
+        &lake,
+        files_dir.path(),
+        RawTable::Events,
+        "events.ndjson",
+        &body,
+    )
+    .await;
+    assert_eq!(refresh_now(&lake).await.profiles, 2);
+    let job = panorama::jobs::load(&lake)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|j| j.name == "retention_events")
+        .expect("the shipped retention job");
+    let ctx = panorama::engine::session(&lake, &Default::default()).unwrap();
+    let run = panorama::jobs::run(
+        &ctx,
+        &lake,
+        &IdentityConfig::default(),
+        &job,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((run.status, run.rows_written), ("succeeded", 1), "{run:?}");
+    assert_eq!(
+        sql_lines(&lake, "SELECT anonymous_id FROM raw.events").await,
+        vec!["cookie-new"]
+    );
+    assert_eq!(
+        sql_lines(&lake, "SELECT count(*) FROM cdp.profiles").await,
+        vec!["1"]
+    );
+    let left = found_in_lake(dir.path(), &["cookie-old"]);
+    assert!(left.is_empty(), "{left:#?}");
+    assert_eq!(
+        sql_lines(
+            &lake,
+            "SELECT kind, id_type, rows_removed FROM system.privacy_requests"
+        )
+        .await,
+        vec!["retention | raw.events | 1"]
+    );
+}

@@ -9,6 +9,10 @@
 //! SELECT ...
 //! ```
 //!
+//! Maintenance jobs name raw tables as their target and have no query:
+//! `kind: compact`, `kind: vacuum`, and `kind: retention` with
+//! `keep_days: N` (rows older than that are erased for good).
+//!
 //! Panorama ships the jobs of `sql/jobs/`; users add theirs to the lake's
 //! `jobs/` folder (one with a shipped job's name replaces it). A run writes
 //! a new version of its table and switches it atomically
@@ -36,7 +40,7 @@ use crate::schema::{cdp, utc_timestamps};
 pub mod scheduler;
 
 /// The jobs Panorama ships.
-const SHIPPED: [(&str, &str); 5] = [
+const SHIPPED: [(&str, &str); 6] = [
     ("rfm_scores", include_str!("../../sql/jobs/rfm_scores.sql")),
     (
         "nps_by_segment",
@@ -51,6 +55,10 @@ const SHIPPED: [(&str, &str); 5] = [
         include_str!("../../sql/jobs/compact_raw.sql"),
     ),
     ("vacuum_raw", include_str!("../../sql/jobs/vacuum_raw.sql")),
+    (
+        "retention_events",
+        include_str!("../../sql/jobs/retention_events.sql"),
+    ),
 ];
 
 /// Folder of the jobs users add.
@@ -82,6 +90,11 @@ pub enum Work {
     /// Vacuum the raw tables ([`crate::maintenance::vacuum`]); writes no
     /// table.
     Vacuum,
+    /// Delete the rows of the raw tables older than `keep_days`, for good
+    /// ([`crate::privacy::retain`]); writes no table.
+    Retention {
+        keep_days: u32,
+    },
 }
 
 /// One job, parsed from its file.
@@ -106,6 +119,7 @@ impl Job {
         };
         let (mut schedule, mut target, mut mode, mut refresh, mut kind) =
             (None, None, WriteMode::Replace, false, "sql".to_string());
+        let mut keep_days = None;
         let mut body = Vec::new();
         // The header is the leading run of `-- key: value` lines.
         let mut in_header = true;
@@ -143,6 +157,16 @@ impl Job {
                         })?
                     }
                     "kind" => kind = value,
+                    "keep_days" => {
+                        keep_days = Some(value.parse::<u32>().ok().filter(|d| *d > 0).ok_or_else(
+                            || {
+                                bad(
+                                    i + 1,
+                                    format!("keep_days '{value}' (a number of days, at least 1)"),
+                                )
+                            },
+                        )?)
+                    }
                     other => return Err(bad(i + 1, format!("unknown header '{other}'"))),
                 },
                 _ if line.trim_start().starts_with("--") || line.trim().is_empty() => {}
@@ -154,7 +178,7 @@ impl Job {
         let target = target.ok_or_else(|| bad(1, "no '-- target:' header".into()))?;
         // Maintenance names raw tables (`raw`, `raw.events`), checked when
         // it runs; other jobs name the analytics table they write.
-        let maintenance = matches!(kind.as_str(), "compact" | "vacuum");
+        let maintenance = matches!(kind.as_str(), "compact" | "vacuum" | "retention");
         if target.is_empty()
             || !target
                 .chars()
@@ -179,6 +203,10 @@ impl Job {
             "segment_snapshot" => Work::SegmentSnapshot,
             "compact" => Work::Compact,
             "vacuum" => Work::Vacuum,
+            "retention" => Work::Retention {
+                keep_days: keep_days
+                    .ok_or_else(|| bad(1, "a retention job needs '-- keep_days: N'".into()))?,
+            },
             other => return Err(bad(1, format!("unknown kind '{other}'"))),
         };
         Ok(Job {
@@ -291,6 +319,11 @@ async fn execute(
             let deleted = crate::maintenance::vacuum(lake, &tables()?, retention).await?;
             return Ok((deleted as u64, None));
         }
+        Work::Retention { keep_days } => {
+            let removed =
+                crate::privacy::retain(lake, identity, &tables()?, *keep_days, now).await?;
+            return Ok((removed, None));
+        }
         Work::Sql(_) | Work::SegmentSnapshot => {}
     }
     let previous = tables::current(lake, &job.target).await?;
@@ -326,7 +359,7 @@ async fn execute(
             let batches = snapshot_segments(ctx, lake, now).await?;
             write_file(lake, &file, cdp::segment_membership(), &batches).await?
         }
-        Work::Compact | Work::Vacuum => 0,
+        Work::Compact | Work::Vacuum | Work::Retention { .. } => 0,
     };
     let mut folders = match (job.mode, previous) {
         (WriteMode::Append, Some(p)) => p.folders,

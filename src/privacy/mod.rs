@@ -1,7 +1,8 @@
 //! The rights of the people whose data the lake holds. This owns erasure
 //! (GDPR art. 17, `panorama privacy forget`, `CALL panorama.forget(…)`),
-//! access and portability (art. 15 and 20, `panorama privacy export`), and
-//! their audit record, `system.privacy_requests`.
+//! access and portability (art. 15 and 20, `panorama privacy export`),
+//! retention (rows older than a period, [`retain`], run by a shipped job),
+//! and their audit record, `system.privacy_requests`.
 //!
 //! An erasure brings the identity graph up to date, resolves the people
 //! through it ([`people`]), then removes every row about them from the
@@ -26,8 +27,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
+use chrono::Utc;
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::{SessionContext, col};
@@ -39,16 +40,18 @@ use crate::engine::{self, EngineOptions};
 use crate::error::{Error, Result};
 use crate::identity::{self, IdentityConfig, suppression};
 use crate::lake::{Lake, delta, parquet, paths};
-use crate::schema::{RawTable, cdp, utc_timestamps};
+use crate::schema::RawTable;
 
+mod audit;
+mod export;
 pub mod people;
+mod retention;
 
+pub use audit::requests_dir;
+use audit::{Request, hashes, record};
+pub use export::{Exported, export};
 use people::People;
-
-/// Folder of `system.privacy_requests`.
-pub fn requests_dir() -> Path {
-    Path::from("system/privacy_requests")
-}
+pub use retention::retain;
 
 /// What an erasure did.
 #[derive(Debug, Clone, Default)]
@@ -108,117 +111,6 @@ pub async fn forget(
         }
     }
     outcome
-}
-
-/// What an export wrote.
-#[derive(Debug, Clone, Default)]
-pub struct Exported {
-    pub request_id: String,
-    pub identifiers: usize,
-    pub profiles: usize,
-    /// `raw.orders`, `cdp.profiles`, … → rows written.
-    pub rows: BTreeMap<String, usize>,
-}
-
-/// Write everything the lake holds about the people `requested` names
-/// (GDPR art. 15 and 20) to `to` as one JSON document: their identifiers,
-/// profiles, merges, and every raw row about them (consents included),
-/// table by table. Recorded in `system.privacy_requests` (kind `access`).
-pub async fn export(
-    lake: &Lake,
-    config: &IdentityConfig,
-    requested: &[(String, String)],
-    to: &std::path::Path,
-) -> Result<Exported> {
-    let request = Request::new(lake, config, "access", requested).await?;
-    let (ctx, people) = resolve(lake, config, requested).await?;
-    let mut document = serde_json::Map::new();
-    let mut exported = Exported {
-        request_id: request.id.clone(),
-        identifiers: people.identifiers(),
-        profiles: people.profiles.len(),
-        ..Exported::default()
-    };
-    let profiles = || {
-        col("profile_id").in_list(
-            people
-                .profiles
-                .iter()
-                .map(|p| datafusion::prelude::lit(p.as_str()))
-                .collect(),
-            false,
-        )
-    };
-    let merged = || {
-        let ids = || {
-            people
-                .profiles
-                .iter()
-                .map(|p| datafusion::prelude::lit(p.as_str()))
-                .collect()
-        };
-        col("from_profile_id")
-            .in_list(ids(), false)
-            .or(col("to_profile_id").in_list(ids(), false))
-    };
-    let mut sections: Vec<(String, datafusion::logical_expr::Expr)> = Vec::new();
-    if !people.profiles.is_empty() {
-        sections.push(("cdp.profiles".into(), profiles()));
-        sections.push(("cdp.identity_links".into(), profiles()));
-        sections.push(("cdp.profile_merges".into(), merged()));
-    }
-    for (table, predicate) in raw_rows_about(&ctx, &people, config).await? {
-        sections.push((format!("raw.{table}"), predicate));
-    }
-    for (name, predicate) in sections {
-        let batches = ctx
-            .table(name.as_str())
-            .await?
-            .filter(predicate)?
-            .collect()
-            .await?;
-        let rows = json_rows(&batches)?;
-        exported.rows.insert(name.clone(), rows.len());
-        document.insert(name, serde_json::Value::Array(rows));
-    }
-    let document = serde_json::json!({
-        "request_id": request.id,
-        "generated_at": Utc::now().to_rfc3339(),
-        "identifiers": people.identifiers(),
-        "profiles": people.profiles,
-        "tables": document,
-    });
-    let text = serde_json::to_vec_pretty(&document)
-        .map_err(|e| Error::Config(format!("writing the export: {e}")))?;
-    std::fs::write(to, text).map_err(|e| Error::Io {
-        what: "writing the export".into(),
-        path: to.to_path_buf(),
-        source: e,
-    })?;
-    let done = Forgotten {
-        identifiers: exported.identifiers,
-        profiles: exported.profiles,
-        ..Forgotten::default()
-    };
-    record(lake, &request, "completed", &done, None).await?;
-    Ok(exported)
-}
-
-/// Rows of `batches` as JSON objects (times as RFC 3339, lists as arrays).
-fn json_rows(batches: &[RecordBatch]) -> Result<Vec<serde_json::Value>> {
-    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
-    let batches: Vec<&RecordBatch> = batches.iter().collect();
-    writer
-        .write_batches(&batches)
-        .map_err(|e| Error::arrow("writing rows as JSON", e))?;
-    writer
-        .finish()
-        .map_err(|e| Error::arrow("writing rows as JSON", e))?;
-    let bytes = writer.into_inner();
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("reading rows as JSON: {e}")))
 }
 
 /// How an erasure goes beyond the rows it removes.
@@ -319,7 +211,7 @@ async fn erase(
     progress("removing their rows from the job tables");
     erase_job_tables(lake, &people, &mut done).await?;
     progress("rebuilding the profiles without them");
-    identity::refresh(lake, config, identity::Mode::Full, Utc::now(), |_| {}).await?;
+    refresh(lake, config, identity::Mode::Full).await?;
     done.files_purged += identity::remove_old_versions(lake).await?;
     progress("deleting the old versions of the tables changed");
     for dir in &changed {
@@ -405,21 +297,24 @@ async fn erase_job_tables(lake: &Lake, people: &People, done: &mut Forgotten) ->
     Ok(())
 }
 
+/// A refresh of the profiles now, its report unused.
+pub(super) async fn refresh(
+    lake: &Lake,
+    config: &IdentityConfig,
+    mode: identity::Mode,
+) -> Result<()> {
+    identity::refresh(lake, config, mode, Utc::now(), |_| {}).await?;
+    Ok(())
+}
+
 /// The people `requested` names, resolved on an up-to-date identity graph,
 /// and the session that resolved them.
-async fn resolve(
+pub(super) async fn resolve(
     lake: &Lake,
     config: &IdentityConfig,
     requested: &[(String, String)],
 ) -> Result<(SessionContext, Arc<People>)> {
-    identity::refresh(
-        lake,
-        config,
-        identity::Mode::Incremental,
-        Utc::now(),
-        |_| {},
-    )
-    .await?;
+    refresh(lake, config, identity::Mode::Incremental).await?;
     let ctx = engine::session(
         lake,
         &EngineOptions {
@@ -434,7 +329,7 @@ async fn resolve(
 /// For each raw table that can hold rows about the people, the predicate
 /// that finds them: through its identifier sources, and for the lines of
 /// their orders (which carry no identifier) by order id.
-async fn raw_rows_about(
+pub(super) async fn raw_rows_about(
     ctx: &SessionContext,
     people: &Arc<People>,
     config: &IdentityConfig,
@@ -457,7 +352,7 @@ async fn raw_rows_about(
 }
 
 /// The values of `column` in the rows of `table` for which `about` holds.
-async fn keys(
+pub(super) async fn keys(
     ctx: &SessionContext,
     table: &str,
     about: datafusion::logical_expr::Expr,
@@ -483,112 +378,4 @@ async fn keys(
         );
     }
     Ok(keys)
-}
-
-/// One privacy request, as the audit records it.
-struct Request {
-    id: String,
-    /// `erasure` or `access`.
-    kind: &'static str,
-    requested_at: DateTime<Utc>,
-    /// (identifier type, salted hash of its normalised value).
-    hashes: Vec<(String, String)>,
-}
-
-impl Request {
-    /// A new request of `kind` about the identifiers `requested`.
-    async fn new(
-        lake: &Lake,
-        config: &IdentityConfig,
-        kind: &'static str,
-        requested: &[(String, String)],
-    ) -> Result<Request> {
-        if requested.is_empty() {
-            return Err(Error::Config(format!(
-                "a privacy request ({kind}) names at least one identifier"
-            )));
-        }
-        Ok(Request {
-            id: Uuid::new_v4().to_string(),
-            kind,
-            requested_at: Utc::now(),
-            hashes: hashes(lake, config, requested).await?,
-        })
-    }
-}
-
-/// The salted hash of each requested identifier
-/// ([`suppression::hash`]): never the value.
-async fn hashes(
-    lake: &Lake,
-    config: &IdentityConfig,
-    requested: &[(String, String)],
-) -> Result<Vec<(String, String)>> {
-    let salt = suppression::salt(lake).await?;
-    requested
-        .iter()
-        .map(|(id_type, value)| {
-            people::known_type(config, id_type)?;
-            let normal = suppression::normalised(config, id_type, value);
-            Ok((id_type.clone(), suppression::hash(&salt, id_type, &normal)))
-        })
-        .collect()
-}
-
-/// The time by which a request must be answered: one month (art. 12).
-fn due(requested_at: DateTime<Utc>) -> DateTime<Utc> {
-    requested_at
-        .checked_add_months(chrono::Months::new(1))
-        .unwrap_or(requested_at)
-}
-
-/// Append the request's state to `system.privacy_requests`: one row per
-/// requested identifier.
-async fn record(
-    lake: &Lake,
-    request: &Request,
-    status: &str,
-    done: &Forgotten,
-    error: Option<&str>,
-) -> Result<()> {
-    let n = request.hashes.len();
-    let text = |v: &str| Arc::new(StringArray::from(vec![v; n])) as ArrayRef;
-    let int = |v: usize| Arc::new(Int64Array::from(vec![v as i64; n])) as ArrayRef;
-    let completed = (status != "started").then(|| Utc::now().timestamp_micros());
-    let tables = serde_json::to_string(&done.rows_removed)
-        .map_err(|e| Error::Config(format!("recording a privacy request: {e}")))?;
-    let batch = RecordBatch::try_new(
-        cdp::privacy_requests(),
-        vec![
-            text(&request.id),
-            text(request.kind),
-            Arc::new(StringArray::from_iter_values(
-                request.hashes.iter().map(|(t, _)| t.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                request.hashes.iter().map(|(_, h)| h.as_str()),
-            )),
-            text(status),
-            utc_timestamps(std::iter::repeat_n(
-                request.requested_at.timestamp_micros(),
-                n,
-            )),
-            utc_timestamps(std::iter::repeat_n(
-                due(request.requested_at).timestamp_micros(),
-                n,
-            )),
-            Arc::new(
-                datafusion::arrow::array::TimestampMicrosecondArray::from(vec![completed; n])
-                    .with_timezone("UTC"),
-            ),
-            int(done.identifiers),
-            int(done.profiles),
-            int(done.rows()),
-            int(done.files_rewritten),
-            text(&tables),
-            Arc::new(StringArray::from(vec![error; n])),
-        ],
-    )
-    .map_err(|e| Error::arrow("recording a privacy request", e))?;
-    delta::append_record(lake, &requests_dir(), batch, "privacy request", None).await
 }

@@ -1,0 +1,12 @@
+-- schedule: 10 4 * * *
+-- target: raw.events
+-- kind: retention
+-- keep_days: 760
+--
+-- Every night, erase the events older than 25 months (760 days), the
+-- longest the CNIL accepts for audience-measurement data: the files that
+-- held them are rewritten without them, the tables' old versions are
+-- purged, and the profiles rebuilt without them. Each table's removal is
+-- recorded in system.privacy_requests (kind retention). Copy this file
+-- into the lake's jobs/ folder under the same name to change the period,
+-- or add one per raw table.
