@@ -246,6 +246,13 @@ enum PrivacyAction {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// Show what a privacy request did (its certificate): each state it
+    /// reached, rows removed per table, files rewritten, and the salted
+    /// hashes of the identifiers it named.
+    Status {
+        /// The request id `forget` or `export` printed.
+        request: String,
+    },
     /// Write everything the lake holds about people (GDPR art. 15 and
     /// 20) to one JSON file: identifiers, profiles, merges, and every raw
     /// row about them, consents included.
@@ -393,6 +400,26 @@ async fn run() -> Result<()> {
                 suppress: !no_suppress,
             };
             run_forget(&cli.lake, &settings, &identifiers, file.as_deref(), options).await
+        }
+        Command::Privacy {
+            action: PrivacyAction::Status { request },
+        } => {
+            let id = uuid::Uuid::parse_str(request.trim())
+                .with_context(|| format!("'{request}' is not a request id (a UUID)"))?;
+            let sql = format!(
+                "SELECT status, kind, id_type, value_hash, requested_at, due_at, completed_at, \
+                 identifiers, profiles, rows_removed, files_rewritten, tables, error \
+                 FROM system.privacy_requests WHERE request_id = '{id}' \
+                 ORDER BY completed_at NULLS FIRST, id_type"
+            );
+            let lake = open_current_lake(&cli.lake).await?;
+            let ctx = engine::session(&lake, &engine_options(&settings))?;
+            let batches = query::run(&ctx, &sql).await?;
+            if batches.iter().all(|b| b.num_rows() == 0) {
+                anyhow::bail!("no privacy request {id} in system.privacy_requests");
+            }
+            println!("{}", query::render(&batches)?);
+            Ok(())
         }
         Command::Privacy {
             action: PrivacyAction::Suppress { identifiers, file },

@@ -379,6 +379,27 @@ async fn forget_over_sql_erases_and_logs_no_value() {
         .await,
         0
     );
+    // Its certificate, by request id, from the command line.
+    let id = scalar_text(
+        &client,
+        "SELECT request_id FROM system.privacy_requests WHERE status = 'completed'",
+    )
+    .await;
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_panorama"))
+        .args(["privacy", "status", &id, "--lake"])
+        .arg(dir.path())
+        .env_remove("PANORAMA_LAKE")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{status:?}");
+    assert!(
+        printed.contains("started")
+            && printed.contains("completed")
+            && printed.contains("raw.orders"),
+        "{printed}"
+    );
+    assert!(!printed.to_lowercase().contains("c-jane"), "{printed}");
     let log = served.log().join("\n").to_lowercase();
     assert!(!log.contains("c-jane"), "the server log names no value");
     assert!(
@@ -445,4 +466,10 @@ async fn the_retention_job_erases_events_older_than_its_period() {
         .await,
         vec!["retention | raw.events | 1"]
     );
+}
+
+/// The one text value `sql` answers.
+async fn scalar_text(client: &tokio_postgres::Client, sql: &str) -> String {
+    let rows = simple_rows(client, sql).await;
+    rows[0][0].clone().expect("a value")
 }
