@@ -609,7 +609,14 @@ async fn a_refresh_killed_midway_is_recorded_as_interrupted() {
         .expect("refresh");
     let marker = dir.path().join("system/refreshes_running");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::fs::read_dir(&marker).map_or(true, |d| d.count() == 0) {
+    // A marker written whole: the local store stages a file as
+    // `<name>#<n>` and renames it, and a kill before the rename leaves no
+    // marker (nothing to record as interrupted).
+    let written = |d: std::fs::ReadDir| {
+        d.flatten()
+            .any(|e| !e.file_name().to_string_lossy().contains('#'))
+    };
+    while !std::fs::read_dir(&marker).is_ok_and(written) {
         assert!(std::time::Instant::now() < deadline, "no refresh started");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
