@@ -230,16 +230,31 @@ async fn append_once(
     if let Some((app, version)) = once {
         commit = commit.with_application_transaction(Transaction::new(app, version));
     }
-    let written = table
+    // A table made by an older release gains the columns added since (new
+    // nullable columns; older files read them as NULL). Only then: an
+    // append in merge mode also commits the table's metadata, which makes
+    // concurrent appends conflict for nothing.
+    let evolves = match (table.snapshot(), batches.first()) {
+        (Ok(state), Some(batch)) => {
+            let known = state.schema();
+            batch
+                .schema()
+                .fields()
+                .iter()
+                .any(|f| known.field(f.name()).is_none())
+        }
+        _ => false,
+    };
+    let mut write = table
         .write(batches)
         .with_save_mode(SaveMode::Append)
-        // A table made by an older release gains the columns added since
-        // (new nullable columns; older files read them as NULL).
-        .with_schema_mode(SchemaMode::Merge)
         .with_partition_columns(partition_by.iter().map(|c| c.to_string()))
         .with_writer_properties(properties)
-        .with_commit_properties(commit)
-        .await?;
+        .with_commit_properties(commit);
+    if evolves {
+        write = write.with_schema_mode(SchemaMode::Merge);
+    }
+    let written = write.await?;
     let after = written.snapshot().map(|s| s.log_data().num_files()).ok();
     Ok(Appended {
         version: written.version(),
