@@ -223,10 +223,7 @@ async fn append_once(
         }
     }
     let before = table.snapshot().map(|s| s.log_data().num_files()).ok();
-    let mut commit = CommitProperties::default().with_metadata([(
-        "panorama.operation".to_string(),
-        serde_json::Value::String(operation.to_string()),
-    )]);
+    let mut commit = commit_properties(operation);
     if let Some((app, version)) = once {
         commit = commit.with_application_transaction(Transaction::new(app, version));
     }
@@ -474,7 +471,7 @@ pub async fn history(lake: &Lake, dir: &Path, newest: usize) -> Result<Vec<Commi
                     commit.operation = info.operation.unwrap_or_default();
                     commit.written_by = info
                         .info
-                        .get("panorama.operation")
+                        .get(OPERATION_KEY)
                         .and_then(|v| v.as_str())
                         .map(str::to_string)
                         .or(info.engine_info)
@@ -523,10 +520,7 @@ pub async fn compact(
     } else {
         OptimizeType::ZOrder(zorder.iter().map(|c| c.to_string()).collect())
     };
-    let commit = CommitProperties::default().with_metadata([(
-        "panorama.operation".to_string(),
-        serde_json::Value::String("compact".to_string()),
-    )]);
+    let commit = commit_properties("compact");
     let (table, metrics) = table
         .optimize()
         .with_type(kind)
@@ -583,10 +577,7 @@ pub async fn delete(
     let Some(table) = open(lake, dir).await? else {
         return Ok(Deleted::default());
     };
-    let commit = CommitProperties::default().with_metadata([(
-        "panorama.operation".to_string(),
-        serde_json::Value::String(operation.to_string()),
-    )]);
+    let commit = commit_properties(operation);
     let (table, metrics) = table
         .delete()
         .with_predicate(predicate)
@@ -630,6 +621,18 @@ pub async fn purge_history(lake: &Lake, dir: &Path) -> Result<usize> {
     .map_err(|e| delta(format!("removing old log entries of {dir}"), e))?;
     Ok(deleted_files + deleted_logs)
 }
+
+/// The commit's properties: which Panorama operation made it (read back
+/// by `system.table_history` as `written_by`).
+fn commit_properties(operation: &str) -> CommitProperties {
+    CommitProperties::default().with_metadata([(
+        OPERATION_KEY.to_string(),
+        serde_json::Value::String(operation.to_string()),
+    )])
+}
+
+/// The commit metadata key naming the Panorama operation.
+const OPERATION_KEY: &str = "panorama.operation";
 
 fn delta(what: String, source: DeltaTableError) -> Error {
     Error::Delta {
