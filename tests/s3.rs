@@ -8,6 +8,7 @@ use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use panorama::lake::Lake;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
+use s3s::{S3, S3Request, S3Response, S3Result};
 
 use crate::support::*;
 
@@ -61,7 +62,7 @@ impl Drop for S3Server {
 /// Accept connections until aborted; aborting also ends every connection.
 async fn serve_s3(listener: tokio::net::TcpListener, root: std::path::PathBuf) {
     let fs = s3s_fs::FileSystem::new(root).unwrap();
-    let mut builder = S3ServiceBuilder::new(fs);
+    let mut builder = S3ServiceBuilder::new(AtomicCreate::new(fs));
     builder.set_auth(SimpleAuth::from_single(KEY, SECRET));
     let service = builder.build();
     let http = ConnBuilder::new(TokioExecutor::new());
@@ -77,6 +78,85 @@ async fn serve_s3(listener: tokio::net::TcpListener, root: std::path::PathBuf) {
             let _ = conn.await;
         });
         while connections.try_join_next().is_some() {}
+    }
+}
+
+/// `s3s-fs` checks `If-None-Match: *` and writes the object afterwards, so
+/// two concurrent conditional puts of one key can both succeed (see
+/// docs/upstream.md). AWS S3, MinIO and R2 make that check atomic, and Delta
+/// commits rely on it: this wrapper serialises conditional puts so the test
+/// server behaves like them. Every other operation goes straight through.
+struct AtomicCreate {
+    inner: s3s_fs::FileSystem,
+    creating: tokio::sync::Mutex<()>,
+}
+
+impl AtomicCreate {
+    fn new(inner: s3s_fs::FileSystem) -> AtomicCreate {
+        AtomicCreate {
+            inner,
+            creating: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// Forward S3 operations to the wrapped file system unchanged.
+macro_rules! forward {
+    ($($op:ident: $input:ident => $output:ident;)*) => {
+        $(
+            // Spelled as `async_trait` expands an `async fn`: the attribute
+            // does not see into macro calls.
+            fn $op<'life0, 'async_trait>(
+                &'life0 self,
+                req: S3Request<s3s::dto::$input>,
+            ) -> std::pin::Pin<Box<
+                dyn std::future::Future<Output = S3Result<S3Response<s3s::dto::$output>>>
+                    + Send
+                    + 'async_trait,
+            >>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(self.inner.$op(req))
+            }
+        )*
+    };
+}
+
+#[async_trait::async_trait]
+impl S3 for AtomicCreate {
+    async fn put_object(
+        &self,
+        req: S3Request<s3s::dto::PutObjectInput>,
+    ) -> S3Result<S3Response<s3s::dto::PutObjectOutput>> {
+        if req.input.if_none_match.is_some() {
+            let _one_at_a_time = self.creating.lock().await;
+            self.inner.put_object(req).await
+        } else {
+            self.inner.put_object(req).await
+        }
+    }
+
+    forward! {
+        create_bucket: CreateBucketInput => CreateBucketOutput;
+        copy_object: CopyObjectInput => CopyObjectOutput;
+        delete_bucket: DeleteBucketInput => DeleteBucketOutput;
+        delete_object: DeleteObjectInput => DeleteObjectOutput;
+        delete_objects: DeleteObjectsInput => DeleteObjectsOutput;
+        get_bucket_location: GetBucketLocationInput => GetBucketLocationOutput;
+        get_object: GetObjectInput => GetObjectOutput;
+        head_bucket: HeadBucketInput => HeadBucketOutput;
+        head_object: HeadObjectInput => HeadObjectOutput;
+        list_buckets: ListBucketsInput => ListBucketsOutput;
+        list_objects: ListObjectsInput => ListObjectsOutput;
+        list_objects_v2: ListObjectsV2Input => ListObjectsV2Output;
+        create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput;
+        upload_part: UploadPartInput => UploadPartOutput;
+        upload_part_copy: UploadPartCopyInput => UploadPartCopyOutput;
+        list_parts: ListPartsInput => ListPartsOutput;
+        complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput;
+        abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput;
     }
 }
 
