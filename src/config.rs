@@ -37,6 +37,9 @@ pub struct Config {
     pub lookup: crate::catalog::lookup::LookupConfig,
     /// `[masking]`: what analysts may read inside JSON columns.
     pub masking: crate::catalog::masking::MaskingConfig,
+    /// `[consent]`: the purposes consent is asked for (see
+    /// [`crate::identity::consent`]).
+    pub consent: crate::identity::consent::ConsentConfig,
 }
 
 /// How files for one raw table are read by `panorama ingest`.
@@ -75,6 +78,11 @@ impl Config {
         let mut config: Config =
             toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         config.identity = config.identity.with_builtins();
+        config
+            .consent
+            .validate()
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        config.identity.consent = config.consent.clone();
         config.identity.validate()?;
         config.collector.validate()?;
         config

@@ -125,7 +125,12 @@ fn build(
         .collect();
     ctx.register_catalog(
         CATALOG,
-        catalog::lake_catalog(lake, &id_types, &options.lookup)?,
+        catalog::lake_catalog(
+            lake,
+            &id_types,
+            &options.identity.consent.purposes,
+            &options.lookup,
+        )?,
     );
     let country = normalize::country(&options.identity.default_country).ok_or_else(|| {
         Error::Config(format!(

@@ -1,12 +1,14 @@
 //! Activation: write an audience file from a saved segment, leaving out the
-//! profiles whose consent for the chosen purpose is denied (and counting
-//! them). The file goes to a local path or into the lake's object store.
+//! profiles without a granted consent for the chosen purpose (denied, in
+//! conflict, or — for a purpose that needs an opt-in — never asked), and
+//! counting them. The file goes to a local path or into the lake's object
+//! store.
 
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
-use crate::identity::facts::field::PURPOSES;
+use crate::identity::consent::ConsentConfig;
 
 /// The audience file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,13 +21,14 @@ pub enum Format {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
     pub written: u64,
-    /// Members left out because their consent for the purpose is denied.
+    /// Members left out for want of a granted consent for the purpose.
     pub left_out: u64,
 }
 
 /// Export the members of `analytics.<segment>` to `to`.
 pub async fn export(
     ctx: &SessionContext,
+    consent: &ConsentConfig,
     segment: &str,
     purpose: &str,
     format: Format,
@@ -38,14 +41,21 @@ pub async fn export(
     {
         return Err(Error::Config(format!("'{segment}' is not a segment name")));
     }
-    if !PURPOSES.contains(&purpose) {
+    if !consent.is_purpose(purpose) {
         return Err(Error::Config(format!(
             "unknown consent purpose '{purpose}' (known: {})",
-            PURPOSES.join(", ")
+            consent.purposes.join(", ")
         )));
     }
+    // A member whose profile is gone (merged away since the snapshot) has
+    // no answer to go by: left out, whatever the purpose's default.
+    let admitted = format!(
+        "_found IS NOT NULL AND {}",
+        consent.admits_sql(purpose, "_consent")
+    );
     let members = format!(
-        "SELECT s.*, p.consent_{purpose} AS _consent FROM analytics.\"{segment}\" s \
+        "SELECT s.*, p.profile_id AS _found, p.consent_{purpose} AS _consent \
+         FROM analytics.\"{segment}\" s \
          LEFT JOIN cdp.profiles p ON p.profile_id = CAST(s.profile_id AS VARCHAR)"
     );
     let count = |filter: &str| {
@@ -64,13 +74,11 @@ pub async fn export(
             Ok::<u64, Error>(n as u64)
         }
     };
-    let left_out = count("_consent = 'denied'").await?;
+    let left_out = count(&format!("({admitted}) IS NOT TRUE")).await?;
     let kept = ctx
-        .sql(&format!(
-            "SELECT * FROM ({members}) m WHERE _consent IS DISTINCT FROM 'denied'"
-        ))
+        .sql(&format!("SELECT * FROM ({members}) m WHERE {admitted}"))
         .await?
-        .drop_columns(&["_consent"])?;
+        .drop_columns(&["_found", "_consent"])?;
     let options = DataFrameWriteOptions::new().with_single_file_output(true);
     let written = match format {
         Format::Csv => kept.write_csv(to, options, None).await?,

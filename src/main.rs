@@ -143,8 +143,8 @@ enum Command {
         name: String,
     },
 
-    /// Write an audience: the profiles of a saved segment, without those
-    /// whose consent for the purpose is denied.
+    /// Write an audience: the profiles of a saved segment that granted
+    /// consent for the purpose (for an opt-out purpose: did not refuse it).
     Export {
         /// The saved segment (a view of the analytics schema).
         #[arg(long)]
@@ -156,7 +156,7 @@ enum Command {
         /// (s3://bucket/...).
         #[arg(long)]
         to: String,
-        /// The consent purpose that must not be denied.
+        /// The consent purpose the audience is for.
         #[arg(long, default_value = "email_marketing")]
         purpose: String,
     },
@@ -265,6 +265,19 @@ enum PrivacyAction {
         /// The JSON file to write.
         #[arg(long)]
         to: PathBuf,
+        /// Also write one CSV file per table into this folder.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+    /// Show the proof of consent of people (GDPR art. 7): for each
+    /// purpose their answer and every record behind it — source, time,
+    /// notice version — from raw.consents and from SDK events.
+    Proof {
+        /// Identifier type and value pairs, e.g. `email jane@example.com`.
+        identifiers: Vec<String>,
+        /// A CSV file of identifiers, with the header `id_type,value`.
+        #[arg(long)]
+        file: Option<PathBuf>,
     },
 }
 
@@ -433,13 +446,20 @@ async fn run() -> Result<()> {
                     identifiers,
                     file,
                     to,
+                    csv,
                 },
         } => {
             let requested = identifiers_to_forget(&identifiers, file.as_deref())?;
             let lake = open_current_lake(&cli.lake).await?;
-            let done = panorama::privacy::export(&lake, &settings.identity, &requested, &to)
-                .await
-                .context("exporting")?;
+            let done = panorama::privacy::export(
+                &lake,
+                &settings.identity,
+                &requested,
+                &to,
+                csv.as_deref(),
+            )
+            .await
+            .context("exporting")?;
             println!(
                 "request {}: {} identifiers of {} profiles; wrote {}",
                 done.request_id,
@@ -450,6 +470,20 @@ async fn run() -> Result<()> {
             for (table, rows) in &done.rows {
                 println!("  {table}: {rows} rows");
             }
+            if let Some(csv) = csv {
+                println!("and one CSV file per table in {}", csv.display());
+            }
+            Ok(())
+        }
+        Command::Privacy {
+            action: PrivacyAction::Proof { identifiers, file },
+        } => {
+            let requested = identifiers_to_forget(&identifiers, file.as_deref())?;
+            let lake = open_current_lake(&cli.lake).await?;
+            let proof = panorama::privacy::proof(&lake, &settings.identity, &requested)
+                .await
+                .context("gathering the proof of consent")?;
+            print_proof(&proof, &settings.consent);
             Ok(())
         }
         Command::Export {
@@ -458,6 +492,40 @@ async fn run() -> Result<()> {
             to,
             purpose,
         } => run_export(&cli.lake, &settings, &segment, format, &to, &purpose).await,
+    }
+}
+
+/// A proof of consent, purpose by purpose.
+fn print_proof(
+    proof: &panorama::privacy::Proof,
+    consent: &panorama::identity::consent::ConsentConfig,
+) {
+    println!(
+        "request {}: {} profile(s) {}",
+        proof.request_id,
+        proof.profiles.len(),
+        proof.profiles.join(", ")
+    );
+    for (purpose, answers) in &proof.answers {
+        let answer = match answers.as_slice() {
+            [] if consent.needs_opt_in(purpose) => "no answer (not granted: opt-in)".to_string(),
+            [] => "no answer (granted: opt-out purpose)".to_string(),
+            answers => answers.join(", "),
+        };
+        println!("{purpose}: {answer}");
+        for e in proof.evidence.iter().filter(|e| &e.purpose == purpose) {
+            println!(
+                "  {}  {:<8} source {}  {}{}",
+                e.recorded_at,
+                e.status,
+                e.source,
+                e.record,
+                e.notice_version
+                    .as_deref()
+                    .map(|v| format!("  notice {v}"))
+                    .unwrap_or_default()
+            );
+        }
     }
 }
 
@@ -1271,6 +1339,7 @@ async fn run_export(
     let ctx = engine::session(&lake, &engine_options(settings))?;
     let summary = panorama::export::export(
         &ctx,
+        &settings.consent,
         segment,
         purpose,
         match format {
@@ -1282,7 +1351,7 @@ async fn run_export(
     .await
     .with_context(|| format!("exporting segment {segment}"))?;
     eprintln!(
-        "exported {} profiles of analytics.{segment} to {to}; left out {} whose {purpose} consent is denied",
+        "exported {} profiles of analytics.{segment} to {to}; left out {} without a granted {purpose} consent",
         summary.written, summary.left_out
     );
     Ok(())

@@ -354,8 +354,9 @@ pub mod cdp {
         format!("{id_type}s")
     }
 
-    /// `cdp.profiles`: one row per person, for the configured identifier types.
-    pub fn profiles(id_types: &[String]) -> SchemaRef {
+    /// `cdp.profiles`: one row per person, for the configured identifier
+    /// types and consent purposes.
+    pub fn profiles(id_types: &[String], purposes: &[String]) -> SchemaRef {
         let mut fields = vec![Field::new("profile_id", DataType::Utf8, false)];
         for t in id_types {
             fields.push(Field::new(
@@ -395,12 +396,9 @@ pub mod cdp {
             ts("last_csat_at"),
             int("last_ces"),
             ts("last_ces_at"),
-            text("consent_email_marketing"),
-            text("consent_sms_marketing"),
-            text("consent_ads"),
-            text("consent_analytics"),
-            ts("refreshed_at"),
         ]);
+        fields.extend(purposes.iter().map(|p| text(&format!("consent_{p}"))));
+        fields.push(ts("refreshed_at"));
         Arc::new(Schema::new(fields))
     }
 
@@ -474,6 +472,7 @@ pub mod cdp {
             text("error"),
             text("target"),
             int("version"),
+            int("rows_left_out"),
         ]))
     }
 

@@ -6,6 +6,7 @@
 use chrono::Utc;
 use panorama::engine::{self, EngineOptions};
 use panorama::generate::rows::TableRows;
+use panorama::identity::consent::ConsentConfig;
 use panorama::identity::{self, IdentityConfig};
 use panorama::ingest;
 use panorama::jobs::{self, Job};
@@ -17,7 +18,8 @@ use crate::support::*;
 const NOW_DAY: i64 = 86_400_000_000;
 
 /// Five customers C1..C5: Ck has k net orders of 10.00 each, the last one
-/// (60 - 10k) days and an hour ago; C4 denied email marketing.
+/// (60 - 10k) days and an hour ago; C2 granted email marketing, C4 denied
+/// it, the others never answered.
 async fn land_buyers(lake: &Lake) {
     let now = Utc::now().timestamp_micros();
     let mut customers = TableRows::new(RawTable::Customers);
@@ -66,6 +68,16 @@ async fn land_buyers(lake: &Lake) {
         .text(Some("denied"))
         .timestamp(Some(now - NOW_DAY))
         .text(Some("crm"));
+    consents.end_row();
+    consents
+        .text(Some("K2"))
+        .text(Some("C2"))
+        .text(None)
+        .text(None)
+        .text(Some("email_marketing"))
+        .text(Some("granted"))
+        .timestamp(Some(now - NOW_DAY))
+        .text(Some("signup_form"));
     consents.end_row();
     for (table, mut rows) in [
         (RawTable::Customers, customers),
@@ -367,20 +379,57 @@ async fn saved_segments_persist_snapshot_and_export_without_denied_consent() {
         "the last snapshot of the day counts"
     );
 
-    // Export: C2, C3, C4 are members; C4 denied email marketing.
+    // Export: C2, C3, C4 are members; only C2 granted email marketing,
+    // which needs an opt-in: C3 (never asked) and C4 (denied) are left out.
     let out = dir.path().join("audience.csv");
-    let summary = panorama::export::export(
+    let export = |consent: ConsentConfig, out: std::path::PathBuf| {
+        let ctx = ctx.clone();
+        async move {
+            let summary = panorama::export::export(
+                &ctx,
+                &consent,
+                "regulars",
+                "email_marketing",
+                panorama::export::Format::Csv,
+                out.to_str().unwrap(),
+            )
+            .await
+            .unwrap();
+            let csv = std::fs::read_to_string(&out).unwrap();
+            (summary.written, summary.left_out, csv.lines().count())
+        }
+    };
+    assert_eq!(
+        export(ConsentConfig::default(), out.clone()).await,
+        (1, 2, 2),
+        "header and C2"
+    );
+    // Declared opt-out, no answer is consent: only C4's refusal counts.
+    let opt_out = ConsentConfig {
+        opt_out: vec!["email_marketing".into()],
+        ..ConsentConfig::default()
+    };
+    assert_eq!(
+        export(opt_out, dir.path().join("opt-out.csv")).await,
+        (2, 1, 3),
+        "header, C2 and C3"
+    );
+    let unknown = panorama::export::export(
         &ctx,
+        &ConsentConfig::default(),
         "regulars",
-        "email_marketing",
+        "newsletters",
         panorama::export::Format::Csv,
         out.to_str().unwrap(),
     )
     .await
-    .unwrap();
-    assert_eq!((summary.written, summary.left_out), (2, 1));
-    let csv = std::fs::read_to_string(&out).unwrap();
-    assert_eq!(csv.lines().count(), 3, "header and two members: {csv}");
+    .unwrap_err();
+    assert!(
+        unknown
+            .to_string()
+            .contains("unknown consent purpose 'newsletters'"),
+        "{unknown}"
+    );
 
     // COPY … TO a file, from SQL.
     let copied = dir.path().join("copy.csv");

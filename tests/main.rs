@@ -16,6 +16,7 @@ mod catalog_live;
 mod cli;
 mod clients;
 mod collect;
+mod consent;
 mod corpus;
 mod delta;
 mod generator;

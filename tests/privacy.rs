@@ -219,6 +219,7 @@ async fn a_forgotten_person_leaves_no_byte_in_the_lake_and_everyone_else_stays()
         &IdentityConfig::default(),
         &[("phone".into(), "06 12 34 56 78".into())],
         &export,
+        Some(&files_dir.path().join("jane-csv")),
     )
     .await
     .unwrap();
@@ -245,6 +246,13 @@ async fn a_forgotten_person_leaves_no_byte_in_the_lake_and_everyone_else_stays()
     assert_eq!(document["tables"]["raw.consents"][0]["status"], "granted");
     let text = document.to_string().to_lowercase();
     assert!(text.contains("jane.doe@example.com") && !text.contains("bob"));
+    // The same, one CSV per table on request (portability, art. 20).
+    let orders_csv =
+        std::fs::read_to_string(files_dir.path().join("jane-csv").join("raw.orders.csv")).unwrap();
+    let mut lines = orders_csv.lines();
+    assert!(lines.next().unwrap().split(',').any(|c| c == "order_id"));
+    assert!(lines.next().unwrap().contains("O-JANE-1"), "{orders_csv}");
+    assert_eq!(lines.next(), None, "{orders_csv}");
 
     // Named by one identifier only: the graph gives the others.
     let done = panorama::privacy::forget(

@@ -46,22 +46,25 @@ pub const SCHEMAS: [&str; 5] = ["public", "raw", "cdp", "analytics", "system"];
 /// The materialised views of the `cdp` schema and their schemas.
 pub fn cdp_tables(
     id_types: &[String],
+    purposes: &[String],
 ) -> Vec<(&'static str, datafusion::arrow::datatypes::SchemaRef)> {
     vec![
         ("identity_links", cdp::identity_links()),
         ("identity_rejections", cdp::identity_rejections()),
         ("profile_merges", cdp::profile_merges()),
-        ("profiles", cdp::profiles(id_types)),
+        ("profiles", cdp::profiles(id_types, purposes)),
     ]
 }
 
 /// Build the `panorama` catalog for `lake`; `id_types` are the configured
-/// identifier types (each is a list column of `cdp.profiles`).
+/// identifier types (each is a list column of `cdp.profiles`), `purposes`
+/// the consent purposes (each a `consent_<purpose>` column).
 /// `lookup` names the raw-table key columns that answer point lookups from
 /// an index ([`lookup::LookupTable`]).
 pub fn lake_catalog(
     lake: &Lake,
     id_types: &[String],
+    purposes: &[String],
     lookup: &lookup::LookupConfig,
 ) -> Result<Arc<dyn CatalogProvider>> {
     let catalog = MemoryCatalogProvider::new();
@@ -86,7 +89,7 @@ pub fn lake_catalog(
                 }
             }
             "cdp" => {
-                for (table, table_schema) in cdp_tables(id_types) {
+                for (table, table_schema) in cdp_tables(id_types, purposes) {
                     schema.register_table(
                         table.to_string(),
                         Arc::new(VersionedTable::new(lake.clone(), table, table_schema)),

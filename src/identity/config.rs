@@ -68,6 +68,10 @@ pub struct IdentityConfig {
     /// Declared `types` and `sources` replace the built-in ones instead of
     /// adding to them (see [`IdentityConfig::with_builtins`]).
     pub replace_defaults: bool,
+    /// `[consent]` (a section of its own in `panorama.toml`, copied here
+    /// when the file is read): the purposes the profiles answer.
+    #[serde(skip)]
+    pub consent: super::consent::ConsentConfig,
 }
 
 impl Default for IdentityConfig {
@@ -136,6 +140,7 @@ impl Default for IdentityConfig {
             max_delta_share: 0.3,
             parallel_profiles_from: 32 * 1024,
             replace_defaults: false,
+            consent: Default::default(),
         }
     }
 }

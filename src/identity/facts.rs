@@ -40,7 +40,15 @@ pub enum Rule {
     Best,
     /// The latest `at` wins; ties go to the larger value.
     Latest,
+    /// A consent answer: [`Rule::Latest`] among the records of one
+    /// identifier; when a profile's identifiers disagree the profile's
+    /// cell is marked [`CONFLICT_RANK`] (see [`Facts::merge_keys_into`]).
+    Consent,
 }
+
+/// The `rank` of a profile's consent cell whose identifiers answered
+/// differently.
+pub const CONFLICT_RANK: u16 = u16::MAX;
 
 /// No text in a cell.
 pub const NO_TEXT: u32 = u32::MAX;
@@ -86,7 +94,7 @@ impl Cell {
                     text(other),
                 ) < (self.rank, std::cmp::Reverse(self.at), self.num, text(self))
             }
-            Rule::Latest => {
+            Rule::Latest | Rule::Consent => {
                 (other.at, other.num, text(other)).cmp(&(self.at, self.num, text(self)))
                     == Ordering::Greater
             }
@@ -115,7 +123,8 @@ pub mod field {
     pub const FIRST_ORDER_AT: u16 = 10;
     /// `last_nps`, `last_csat`, `last_ces`: [`SURVEYS`] in order.
     pub const SURVEY: u16 = 11;
-    /// `consent_<purpose>` for [`PURPOSES`] in order.
+    /// `consent:<purpose>` for [`PURPOSES`] in order (the purposes of
+    /// earlier releases; others are numbered as they appear).
     pub const CONSENT: u16 = 14;
     /// CRM traits, [`TRAITS`] in order.
     pub const TRAIT: u16 = 18;
@@ -173,7 +182,7 @@ impl Default for Fields {
             fields.intern(&format!("survey:{s}"), Rule::Latest);
         }
         for p in field::PURPOSES {
-            fields.intern(&format!("consent:{p}"), Rule::Latest);
+            fields.intern(&format!("consent:{p}"), Rule::Consent);
         }
         for t in field::TRAITS {
             fields.intern(&format!("trait:{t}"), Rule::Best);
@@ -204,11 +213,29 @@ impl Fields {
         }
     }
 
-    /// The field stored under `name`, registering channel counts; `None`
-    /// for a name this version does not know.
+    /// The answer field of consent purpose `purpose`.
+    pub fn consent(&mut self, purpose: &str) -> u16 {
+        match self.index.get(format!("consent:{purpose}").as_str()) {
+            Some(&f) => f,
+            None => self.intern(&format!("consent:{purpose}"), Rule::Consent),
+        }
+    }
+
+    /// The answer field of `purpose`, if any record answered it.
+    pub fn consent_field(&self, purpose: &str) -> Option<u16> {
+        self.index
+            .get(format!("consent:{purpose}").as_str())
+            .copied()
+    }
+
+    /// The field stored under `name`, registering channel counts and
+    /// consent purposes; `None` for a name this version does not know.
     pub fn by_name(&mut self, name: &str) -> Option<u16> {
         if let Some(&f) = self.index.get(name) {
             return Some(f);
+        }
+        if let Some(purpose) = name.strip_prefix("consent:") {
+            return Some(self.consent(purpose));
         }
         name.strip_prefix("channel:").map(|c| self.channel(c))
     }
@@ -257,6 +284,38 @@ impl Fields {
             self.add(into, *cell, texts);
         }
     }
+}
+
+/// A consent field whose identifiers' latest answers disagree: the
+/// identifiers that answered, and the time of the latest answer.
+struct Disagreement {
+    field: u16,
+    holders: Vec<u32>,
+    latest: i64,
+}
+
+/// The consent fields whose answers disagree between identifiers, given
+/// every `(field, identifier, at, answer)`: each identifier's latest
+/// answer counts (ties: the larger text, as [`Rule::Latest`]).
+fn disagreements(answers: &mut [(u16, u32, i64, &str)]) -> Vec<Disagreement> {
+    answers.sort_unstable_by(|a, b| {
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then((b.2, b.3).cmp(&(a.2, a.3)))
+    });
+    let mut found: Vec<Disagreement> = Vec::new();
+    for field in answers.chunk_by(|a, b| a.0 == b.0) {
+        // Each identifier's latest answer comes first among its answers.
+        let latest: Vec<_> = field.chunk_by(|a, b| a.1 == b.1).map(|h| h[0]).collect();
+        if latest.iter().any(|a| a.3 != latest[0].3) {
+            found.push(Disagreement {
+                field: latest[0].0,
+                holders: latest.iter().map(|a| a.1).collect(),
+                latest: latest.iter().map(|a| a.2).max().unwrap_or(i64::MIN),
+            });
+        }
+    }
+    found
 }
 
 /// The cell of `field` in a partial, if any.
@@ -636,9 +695,67 @@ impl Facts {
         }
         let counted = counts.iter().enumerate().filter(|(_, n)| **n > 0);
         into.extend(counted.map(|(f, &n)| Cell::sum(f as u16, n)));
+        let mut answers = Vec::new();
         for &k in keys {
-            self.fields.merge(into, self.cells(k as usize), &self.texts);
+            let cells = self.cells(k as usize);
+            self.fields.merge(into, cells, &self.texts);
+            let holder = self.key_nodes(k as usize).first().copied();
+            answers.extend(
+                cells
+                    .iter()
+                    .filter(|c| self.fields.rules[c.field as usize] == Rule::Consent)
+                    .filter_map(|c| Some((c.field, holder?, c.at, self.texts.get(c.text)))),
+            );
         }
+        if answers.len() > 1 {
+            for d in disagreements(&mut answers) {
+                // Answers given once the identifiers were one person are
+                // that person changing their mind: the latest wins. Older
+                // ones were different people's, merged: a conflict.
+                if d.latest < self.joined_at(keys, &d.holders)
+                    && let Ok(i) = into.binary_search_by_key(&d.field, |c| c.field)
+                {
+                    into[i].rank = CONFLICT_RANK;
+                }
+            }
+        }
+    }
+
+    /// When the identifiers `holders` became linked through the keys
+    /// `keys` (each linking its identifiers from its first sighting on):
+    /// the first time of the key that joined the last two of them, or
+    /// `i64::MAX` if they never were.
+    fn joined_at(&self, keys: &[u32], holders: &[u32]) -> i64 {
+        let mut by_time = keys.to_vec();
+        by_time.sort_unstable_by_key(|&k| self.stats[k as usize].first);
+        let mut parent: HashMap<u32, u32> = HashMap::new();
+        fn root(parent: &mut HashMap<u32, u32>, mut n: u32) -> u32 {
+            while let Some(&p) = parent.get(&n) {
+                if p == n {
+                    break;
+                }
+                n = p;
+            }
+            n
+        }
+        for k in by_time {
+            let nodes = self.key_nodes(k as usize);
+            let Some((&first, rest)) = nodes.split_first() else {
+                continue;
+            };
+            let a = root(&mut parent, first);
+            for &n in rest {
+                let b = root(&mut parent, n);
+                if a != b {
+                    parent.insert(b, a);
+                }
+            }
+            let one = root(&mut parent, holders[0]);
+            if holders[1..].iter().all(|&h| root(&mut parent, h) == one) {
+                return self.stats[k as usize].first;
+            }
+        }
+        i64::MAX
     }
 
     /// Merge `other` (a file's summary, its nodes numbered by `map`) into
@@ -802,6 +919,57 @@ mod tests {
             fields.add(&mut p, cell, &texts);
         }
         assert_eq!(text_of(&texts, get(&p, field::CONSENT)), Some("denied"));
+    }
+
+    #[test]
+    fn identifiers_that_answer_differently_make_a_conflict() {
+        let mut facts = Facts::new();
+        let answer = |facts: &mut Facts, key: u32, at: i64, status: &str| {
+            let text = facts.text(status);
+            facts.add(
+                key,
+                Cell {
+                    at,
+                    text,
+                    ..Cell::sum(field::CONSENT, 0)
+                },
+            );
+        };
+        // Customer 1 and email 2, linked from time 1: the customer changed
+        // its mind (granted at 5, denied at 9 through a record without the
+        // email): the latest answer counts, no conflict.
+        let crm = facts.key(&[1, 2]);
+        facts.seen(crm, 1);
+        let crm_no_email = facts.key(&[1]);
+        facts.seen(crm_no_email, 9);
+        answer(&mut facts, crm, 5, "granted");
+        answer(&mut facts, crm_no_email, 9, "denied");
+        let mut profile = Partial::new();
+        facts.merge_keys_into(&[crm, crm_no_email], &mut profile);
+        let cell = get(&profile, field::CONSENT).unwrap();
+        assert_eq!((facts.texts.get(cell.text), cell.rank), ("denied", 0));
+        // A cookie that granted at 3, joined to the email at 10: two
+        // people's answers merged, a conflict, whatever the keys' order.
+        let cookie = facts.key(&[7]);
+        facts.seen(cookie, 3);
+        answer(&mut facts, cookie, 3, "granted");
+        let link = facts.key(&[2, 7]);
+        facts.seen(link, 10);
+        for keys in [
+            [crm, crm_no_email, cookie, link],
+            [link, cookie, crm_no_email, crm],
+        ] {
+            facts.merge_keys_into(&keys, &mut profile);
+            assert_eq!(get(&profile, field::CONSENT).unwrap().rank, CONFLICT_RANK);
+        }
+        // Once one person, a new answer through the cookie wins.
+        answer(&mut facts, cookie, 12, "granted");
+        facts.merge_keys_into(&[cookie, crm, crm_no_email, link], &mut profile);
+        let cell = get(&profile, field::CONSENT).unwrap();
+        assert_eq!(
+            (facts.texts.get(cell.text), cell.rank, cell.at),
+            ("granted", 0, 12)
+        );
     }
 
     #[test]

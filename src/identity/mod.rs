@@ -17,6 +17,7 @@
 pub mod blocks;
 mod changes;
 pub mod config;
+pub mod consent;
 pub mod facts;
 pub mod graph;
 pub mod interner;

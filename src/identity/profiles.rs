@@ -14,7 +14,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 
 use super::changes::Visibility;
 use super::config::IdentityConfig;
-use super::facts::{Cell, Facts, NO_TEXT, Partial, field, get};
+use super::consent;
+use super::facts::{CONFLICT_RANK, Cell, Facts, NO_TEXT, Partial, field, get};
 use super::graph::{Graph, NodeId, Resolution, profile_id_array};
 use crate::error::{Error, Result};
 use crate::schema::cdp;
@@ -172,7 +173,7 @@ pub fn plan<'a>(
         config,
         graph,
         now_micros,
-        schema: cdp::profiles(&type_names),
+        schema: cdp::profiles(&type_names, &config.consent.purposes),
         profiles,
         key_start,
         keys,
@@ -381,8 +382,15 @@ impl Assembled<'_> {
                 cells(field::SURVEY + s).map(|c| c.map(|c| c.at)).collect(),
             ));
         }
-        for c in 0..field::PURPOSES.len() as u16 {
-            columns.push(text(field::CONSENT + c));
+        for purpose in &config.consent.purposes {
+            let answers = merged.iter().map(|m| {
+                let cell = get(m, facts.fields.consent_field(purpose)?)?;
+                Some(match cell.rank {
+                    CONFLICT_RANK => consent::CONFLICT,
+                    _ => facts.texts.get(cell.text),
+                })
+            });
+            columns.push(Arc::new(StringArray::from_iter(answers)));
         }
         columns.push(time(vec![Some(now_micros); chunk.len()]));
         RecordBatch::try_new(self.schema(), columns)

@@ -28,6 +28,7 @@ use phonenumber::country::Id as Country;
 use tokio::sync::mpsc;
 
 use super::config::IdentityConfig;
+use super::consent::ConsentConfig;
 use super::facts::{Cell, Facts, NO_TEXT, field};
 use super::graph::NodeId;
 use super::interner::Interner;
@@ -118,7 +119,7 @@ impl Plan {
 /// they are columns 1.. of every batch, in this order).
 fn fact_columns(table: RawTable) -> Vec<&'static str> {
     match table {
-        RawTable::Events => vec!["type"],
+        RawTable::Events => vec!["type", "context"],
         RawTable::Orders => vec!["amount", "status", "channel"],
         RawTable::Customers => std::iter::once("source").chain(field::TRAITS).collect(),
         RawTable::SurveyResponses => vec!["survey", "score"],
@@ -252,6 +253,7 @@ async fn read_file(
 struct Rules {
     country: Country,
     source_rank: HashMap<String, u16>,
+    consent: ConsentConfig,
     plans: HashMap<RawTable, Plan>,
 }
 
@@ -355,6 +357,7 @@ impl Scan {
             rules: Arc::new(Rules {
                 country,
                 source_rank,
+                consent: config.consent.clone(),
                 plans,
             }),
         })
@@ -649,15 +652,7 @@ impl Shard {
             }
             let key = last_key;
             self.facts.seen(key, at);
-            fold_facts(
-                &mut self.facts,
-                &rules.source_rank,
-                table,
-                batch,
-                row,
-                at,
-                key,
-            );
+            fold_facts(&mut self.facts, rules, table, batch, row, at, key);
         }
         Ok(())
     }
@@ -666,7 +661,7 @@ impl Shard {
 /// Fold the profile facts of one row of `table` into key `key`.
 fn fold_facts(
     facts: &mut Facts,
-    source_rank: &HashMap<String, u16>,
+    rules: &Rules,
     table: RawTable,
     batch: &RecordBatch,
     row: usize,
@@ -684,6 +679,22 @@ fn fold_facts(
                     Some("track") => count(facts, field::TRACKS),
                     Some("identify") => count(facts, field::IDENTIFIES),
                     _ => {}
+                }
+                // The consent an SDK sent along (most events carry none).
+                for (purpose, granted) in text(2)
+                    .map(|c| rules.consent.sdk_answers(c))
+                    .unwrap_or_default()
+                {
+                    let text = facts.text(if granted { "granted" } else { "denied" });
+                    let field = facts.fields.consent(purpose);
+                    facts.add(
+                        key,
+                        Cell {
+                            at,
+                            text,
+                            ..Cell::sum(field, 0)
+                        },
+                    );
                 }
             }
             RawTable::Orders => {
@@ -727,8 +738,8 @@ fn fold_facts(
             }
             RawTable::Customers => {
                 let rank = text(1)
-                    .and_then(|s| source_rank.get(s).copied())
-                    .unwrap_or(source_rank.len() as u16);
+                    .and_then(|s| rules.source_rank.get(s).copied())
+                    .unwrap_or(rules.source_rank.len() as u16);
                 for (i, name) in field::TRAITS.iter().enumerate() {
                     let column = batch.column(2 + i);
                     if column.is_null(row) {
@@ -773,16 +784,19 @@ fn fold_facts(
                 }
             }
             RawTable::Consents => {
-                if let Some(i) = text(1).and_then(|p| field::PURPOSES.iter().position(|k| *k == p))
+                // Records of purposes the lake does not declare stay in
+                // raw.consents (and in `privacy proof`), not in profiles.
+                if let Some(purpose) = text(1).filter(|p| rules.consent.is_purpose(p))
                     && let Some(status) = text(2)
                 {
                     let text = facts.text(status);
+                    let field = facts.fields.consent(purpose);
                     facts.add(
                         key,
                         Cell {
                             at,
                             text,
-                            ..Cell::sum(field::CONSENT + i as u16, 0)
+                            ..Cell::sum(field, 0)
                         },
                     );
                 }

@@ -6,8 +6,14 @@
 //! -- mode: replace            (or append)
 //! -- refresh: true            (run an incremental profile refresh first)
 //! -- kind: segment_snapshot   (optional: snapshot every saved segment)
+//! -- purpose: email_marketing (optional: an activation feed, see below)
 //! SELECT ...
 //! ```
+//!
+//! A job with a `purpose` feeds activation: its query must return a
+//! `profile_id` column, and only the rows of profiles whose consent admits
+//! the purpose are written ([`crate::identity::consent`]); the others are
+//! counted in `system.job_runs.rows_left_out`.
 //!
 //! Maintenance jobs name raw tables as their target and have no query:
 //! `kind: compact`, `kind: vacuum`, and `kind: retention` with
@@ -23,7 +29,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
@@ -107,6 +114,8 @@ pub struct Job {
     pub mode: WriteMode,
     pub refresh: bool,
     pub work: Work,
+    /// The consent purpose the rows are for (checked when it runs).
+    pub purpose: Option<String>,
     /// `shipped` or the file's path in the lake.
     pub origin: String,
 }
@@ -120,6 +129,7 @@ impl Job {
         let (mut schedule, mut target, mut mode, mut refresh, mut kind) =
             (None, None, WriteMode::Replace, false, "sql".to_string());
         let mut keep_days = None;
+        let mut purpose = None;
         let mut body = Vec::new();
         // The header is the leading run of `-- key: value` lines.
         let mut in_header = true;
@@ -157,6 +167,7 @@ impl Job {
                         })?
                     }
                     "kind" => kind = value,
+                    "purpose" => purpose = Some(value),
                     "keep_days" => {
                         keep_days = Some(value.parse::<u32>().ok().filter(|d| *d > 0).ok_or_else(
                             || {
@@ -217,6 +228,7 @@ impl Job {
             mode,
             refresh,
             work,
+            purpose,
             origin: origin.to_string(),
         })
     }
@@ -255,6 +267,8 @@ pub struct Run {
     /// `succeeded`, `failed` or `skipped`.
     pub status: &'static str,
     pub rows_written: u64,
+    /// Rows of a job with a purpose left out for want of consent.
+    pub rows_left_out: u64,
     pub error: Option<String>,
     pub target: String,
     pub version: Option<u64>,
@@ -270,16 +284,16 @@ pub async fn run(
 ) -> Result<Run> {
     let started_at = Utc::now();
     let outcome = execute(ctx, lake, identity, job, started_at).await;
-    let (status, rows, version, error) = match outcome {
-        Ok((rows, version)) => ("succeeded", rows, version, None),
+    let (status, written, error) = match outcome {
+        Ok(written) => ("succeeded", written, None),
         // The error names what failed, never a value of the data.
         Err(e) => (
             "failed",
-            0,
-            None,
+            Written::default(),
             Some(crate::redact::values(&e.to_string())),
         ),
     };
+    let (rows, version) = (written.rows, written.version);
     let run = Run {
         job: job.name.clone(),
         scheduled_for,
@@ -287,6 +301,7 @@ pub async fn run(
         finished_at: Utc::now(),
         status,
         rows_written: rows,
+        rows_left_out: written.left_out,
         error,
         target: job.target.clone(),
         version,
@@ -295,16 +310,49 @@ pub async fn run(
     Ok(run)
 }
 
-/// Compute and switch in a new version of the job's table: (rows,
-/// version); a maintenance job reports the files it rewrote or deleted and
-/// no version.
+/// What a run wrote.
+#[derive(Debug, Clone, Copy, Default)]
+struct Written {
+    /// Rows; for a maintenance job the files it rewrote or deleted.
+    rows: u64,
+    /// Rows left out for want of consent (jobs with a purpose).
+    left_out: u64,
+    /// The table's new version (none for maintenance).
+    version: Option<u64>,
+}
+
+/// The column a job with a purpose adds to say whether a row may be
+/// written.
+const ADMITTED: &str = "_panorama_admitted";
+
+/// `sql` with a last boolean column [`ADMITTED`]: whether the row's
+/// profile's consent admits `purpose`.
+fn gated_by_consent(sql: &str, purpose: &str, identity: &IdentityConfig) -> Result<String> {
+    let consent = &identity.consent;
+    if !consent.is_purpose(purpose) {
+        return Err(Error::Config(format!(
+            "purpose \"{purpose}\" is not one of the consent purposes ({})",
+            consent.purposes.join(", ")
+        )));
+    }
+    let admits = consent.admits_sql(purpose, "c._consent");
+    Ok(format!(
+        "SELECT a.*, c._pid IS NOT NULL AND coalesce({admits}, false) AS {ADMITTED} \
+         FROM ({}) a LEFT JOIN (SELECT profile_id AS _pid, consent_{purpose} AS _consent \
+         FROM cdp.profiles) c ON c._pid = CAST(a.profile_id AS VARCHAR)",
+        sql.trim().trim_end_matches(';')
+    ))
+}
+
+/// Compute and switch in a new version of the job's table; a maintenance
+/// job reports the files it rewrote or deleted and no version.
 async fn execute(
     ctx: &SessionContext,
     lake: &Lake,
     identity: &IdentityConfig,
     job: &Job,
     now: DateTime<Utc>,
-) -> Result<(u64, Option<u64>)> {
+) -> Result<Written> {
     if job.refresh {
         identity::refresh(lake, identity, identity::Mode::Incremental, now, |_| {}).await?;
     }
@@ -312,17 +360,26 @@ async fn execute(
     match &job.work {
         Work::Compact => {
             let done = crate::maintenance::compact(lake, &tables()?, |_, _| {}).await?;
-            return Ok((done.files_removed, None));
+            return Ok(Written {
+                rows: done.files_removed,
+                ..Written::default()
+            });
         }
         Work::Vacuum => {
             let retention = crate::maintenance::DEFAULT_RETENTION_HOURS;
             let deleted = crate::maintenance::vacuum(lake, &tables()?, retention).await?;
-            return Ok((deleted as u64, None));
+            return Ok(Written {
+                rows: deleted as u64,
+                ..Written::default()
+            });
         }
         Work::Retention { keep_days } => {
             let removed =
                 crate::privacy::retain(lake, identity, &tables()?, *keep_days, now).await?;
-            return Ok((removed, None));
+            return Ok(Written {
+                rows: removed,
+                ..Written::default()
+            });
         }
         Work::Sql(_) | Work::SegmentSnapshot => {}
     }
@@ -334,10 +391,29 @@ async fn execute(
     ));
     let file = folder.clone().join("part-0.parquet");
     let mut masks = std::collections::BTreeMap::new();
+    let mut left_out = 0;
     let rows = match &job.work {
         Work::Sql(sql) => {
-            let df = ctx.sql(sql).await?;
-            let schema = Arc::new(df.schema().as_arrow().clone());
+            let df = match &job.purpose {
+                Some(purpose) => {
+                    let df = ctx.sql(&gated_by_consent(sql, purpose, identity)?).await;
+                    df.map_err(|e| {
+                        Error::Config(format!(
+                            "job {} has a purpose, so its query must return a profile_id column: {e}",
+                            job.name
+                        ))
+                    })?
+                }
+                None => ctx.sql(sql).await?,
+            };
+            let mut schema = df.schema().as_arrow().clone();
+            let gated = job.purpose.is_some();
+            if gated {
+                schema = schema
+                    .project(&(0..schema.fields().len() - 1).collect::<Vec<_>>())
+                    .map_err(|e| Error::arrow("dropping the consent column", e))?;
+            }
+            let schema = Arc::new(schema);
             // A column computed from personal data is personal in the
             // table it is written to, whatever its name.
             let policy = crate::catalog::masking::MaskPolicy::of_session(&ctx.state());
@@ -351,7 +427,18 @@ async fn execute(
             let mut stream = df.execute_stream().await?;
             let mut writer = ParquetFileWriter::create(lake, &file, schema)?;
             while let Some(batch) = stream.next().await {
-                writer.write(&batch?).await?;
+                let mut batch = batch?;
+                if gated {
+                    let last = batch.num_columns() - 1;
+                    let admitted = batch.column(last).as_boolean().clone();
+                    let rows = batch.num_rows();
+                    batch = batch
+                        .project(&(0..last).collect::<Vec<_>>())
+                        .and_then(|b| filter_record_batch(&b, &admitted))
+                        .map_err(|e| Error::arrow("leaving out rows without consent", e))?;
+                    left_out += (rows - batch.num_rows()) as u64;
+                }
+                writer.write(&batch).await?;
             }
             writer.finish().await?
         }
@@ -372,7 +459,11 @@ async fn execute(
         masks,
     };
     tables::switch(lake, &job.target, &current).await?;
-    Ok((rows as u64, Some(version)))
+    Ok(Written {
+        rows: rows as u64,
+        left_out,
+        version: Some(version),
+    })
 }
 
 /// `(segment, profile_id, snapshot_at)` of every saved segment.
@@ -425,6 +516,7 @@ pub async fn record(lake: &Lake, run: &Run) -> Result<()> {
             text(run.error.as_deref()),
             text(Some(&run.target)),
             Arc::new(Int64Array::from(vec![run.version.map(|v| v as i64)])),
+            Arc::new(Int64Array::from(vec![run.rows_left_out as i64])),
         ],
     )
     .map_err(|e| Error::arrow("recording a job run", e))?;

@@ -118,6 +118,7 @@ pub async fn run_forever(
                         finished_at: now,
                         status: "skipped",
                         rows_written: 0,
+                        rows_left_out: 0,
                         error: Some("the previous run is still running".into()),
                         target: job.target.clone(),
                         version: None,

@@ -24,7 +24,7 @@ pub fn requests_dir() -> Path {
 /// One privacy request, as the audit records it.
 pub(super) struct Request {
     pub(super) id: String,
-    /// `erasure`, `access` or `retention`.
+    /// `erasure`, `access`, `proof` or `retention`.
     pub(super) kind: &'static str,
     pub(super) requested_at: DateTime<Utc>,
     /// (identifier type, salted hash of its normalised value).

@@ -1,6 +1,7 @@
 //! The rights of the people whose data the lake holds. This owns erasure
 //! (GDPR art. 17, `panorama privacy forget`, `CALL panorama.forget(…)`),
 //! access and portability (art. 15 and 20, `panorama privacy export`),
+//! proof of consent (art. 7, `panorama privacy proof`),
 //! retention (rows older than a period, [`retain`], run by a shipped job),
 //! and their audit record, `system.privacy_requests`.
 //!
@@ -45,12 +46,14 @@ use crate::schema::RawTable;
 mod audit;
 mod export;
 pub mod people;
+mod proof;
 mod retention;
 
 pub use audit::requests_dir;
 use audit::{Request, hashes, record};
 pub use export::{Exported, export};
 use people::People;
+pub use proof::{Evidence, Proof, proof};
 pub use retention::retain;
 
 /// What an erasure did.

@@ -191,6 +191,7 @@ CREATE TABLE cdp.profiles (
     consent_sms_marketing   text,
     consent_ads             text,
     consent_analytics       text,
+    consent_personalisation text,
     refreshed_at            timestamp with time zone
 );
 
@@ -231,7 +232,8 @@ CREATE TABLE system.job_runs (
     rows_written  bigint,
     error         text,
     target        text,
-    version       bigint
+    version       bigint,
+    rows_left_out bigint
 );
 
 CREATE TABLE system.privacy_requests (
