@@ -1,7 +1,8 @@
-"""Helpers shared by the benchmark harnesses (compare.py, identity_compare.py).
+"""Helpers shared by the benchmark harnesses (compare.py, identity_compare.py, ...).
 
-Standard library only: the scripts import it as `harness` (Python puts the
-script's own folder, benches/, first on sys.path).
+Standard library only, but for `deltalake` (benches/requirements.txt), which
+`delta_files` imports when it runs: the scripts import this module as
+`harness` (Python puts the script's own folder, benches/, first on sys.path).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 REPO = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO / "benches" / "out"
@@ -103,20 +105,44 @@ def is_delta(lake: Path, table: str) -> bool:
 
 
 def parquet_files(lake: Path, table: str) -> list[Path]:
-    """The data files of raw.<table>. For a Delta table: those its log
-    names (a compacted-but-not-vacuumed file is still on disk)."""
+    """The data files of raw.<table>. For a Delta table: those its current
+    version names (a compacted-but-not-vacuumed file is still on disk)."""
     folder = lake / "raw" / table
     if not is_delta(lake, table):
         return sorted(folder.glob("*/*.parquet"))
+    return delta_files(folder)
+
+
+def delta_files(folder: Path) -> list[Path]:
+    """The data files the current version of the Delta table at `folder`
+    names, read with the `deltalake` package (checkpoint and commits).
+
+    Reading the JSON commits alone is wrong once a checkpoint has replaced
+    the commits before it: `panorama privacy forget` and the retention jobs
+    write a checkpoint and delete every earlier log entry, after which the
+    commits left name none of the table's files. Without `deltalake` the
+    JSON commits are read, and only while the log has no checkpoint."""
+    try:
+        from deltalake import DeltaTable
+    except ImportError:
+        DeltaTable = None
+    if DeltaTable is not None:
+        return sorted(Path(unquote(uri.removeprefix("file://")))
+                      for uri in DeltaTable(str(folder)).file_uris())
+    log_dir = folder / "_delta_log"
+    if (log_dir / "_last_checkpoint").exists() or any(log_dir.glob("*.checkpoint*.parquet")):
+        sys.exit(f"{folder} has a Delta checkpoint: reading its files needs the `deltalake` "
+                 f"package (pip install -r benches/requirements.txt)")
     live: dict[str, bool] = {}
-    for commit in sorted((folder / "_delta_log").glob("*.json")):
+    for commit in sorted(log_dir.glob("*.json")):
         for line in commit.read_text().splitlines():
             action = json.loads(line) if line.strip() else {}
             if "add" in action:
                 live[action["add"]["path"]] = True
             elif "remove" in action:
                 live.pop(action["remove"]["path"], None)
-    return sorted(folder / path for path in live)
+    # Paths in the log are relative URIs, percent-encoded.
+    return sorted(folder / unquote(path) for path in live)
 
 
 def raw_size_mb(lake: Path) -> float:
