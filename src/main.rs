@@ -934,6 +934,21 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
             "earlier refreshes stopped before committing: recorded as interrupted in system.refreshes"
         );
     }
+    // An erasure a crash interrupted is finished before anyone can query
+    // the rows it was removing.
+    let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
+        "{spinner} {elapsed_precise} {msg}",
+    )?);
+    let resumed = panorama::privacy::resume(&lake, &settings.identity, &mut |step: &str| {
+        bar.set_message(step.to_string())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!(panorama::redact::values(&e.to_string())))
+    .context("completing an interrupted erasure")?;
+    bar.finish_and_clear();
+    for done in resumed {
+        tracing::info!(request = %done.request_id, rows = done.rows(), "completed an interrupted erasure");
+    }
     let options = EngineOptions {
         memory_limit: args.memory_limit_mb << 20,
         ..engine_options(settings)

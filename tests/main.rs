@@ -19,6 +19,7 @@ mod collect;
 mod consent;
 mod corpus;
 mod delta;
+mod erasure_crash;
 mod generator;
 mod identity;
 mod incremental;

@@ -81,33 +81,16 @@ pub struct Suppressions {
 impl Suppressions {
     /// The list as its records leave it (later records win).
     pub async fn load(lake: &Lake) -> Result<Suppressions> {
-        let mut records: Vec<(i64, String, String, String)> = Vec::new();
-        for file in delta::files(lake, &dir()).await?.files {
-            parquet::for_each_batch(lake, &file.meta, |batch| {
-                let text = |i: usize| -> Result<StringArray> {
-                    let c = cast(batch.column(i), &DataType::Utf8)
-                        .map_err(|e| Error::arrow("reading suppressions", e))?;
-                    Ok(c.as_string::<i32>().clone())
-                };
-                let (action, id_type, hash) = (text(1)?, text(2)?, text(3)?);
-                let at = batch
-                    .column(4)
-                    .as_primitive_opt::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
-                for i in 0..batch.num_rows() {
-                    records.push((
-                        at.map_or(0, |a| a.value(i)),
-                        action.value(i).to_string(),
-                        id_type.value(i).to_string(),
-                        hash.value(i).to_string(),
-                    ));
-                }
-                Ok(())
-            })
-            .await?;
-        }
+        let mut records = records(lake).await?;
         records.sort();
         let mut hashes = HashSet::new();
-        for (_, action, id_type, hash) in records {
+        for Record {
+            action,
+            id_type,
+            hash,
+            ..
+        } in records
+        {
             if action == "suppress" {
                 hashes.insert((id_type, hash));
             } else {
@@ -158,6 +141,56 @@ impl Suppressions {
             .collect();
         Ok((hits.true_count() > 0).then_some(hits))
     }
+}
+
+/// One row of `system.suppressions`, in the order that sorts them by time.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Record {
+    at: i64,
+    request_id: String,
+    action: String,
+    id_type: String,
+    hash: String,
+}
+
+/// Every suppress and unsuppress record of the lake.
+async fn records(lake: &Lake) -> Result<Vec<Record>> {
+    let mut records = Vec::new();
+    for file in delta::files(lake, &dir()).await?.files {
+        parquet::for_each_batch(lake, &file.meta, |batch| {
+            let text = |i: usize| -> Result<StringArray> {
+                let c = cast(batch.column(i), &DataType::Utf8)
+                    .map_err(|e| Error::arrow("reading suppressions", e))?;
+                Ok(c.as_string::<i32>().clone())
+            };
+            let (request, action, id_type, hash) = (text(0)?, text(1)?, text(2)?, text(3)?);
+            let at = batch
+                .column(4)
+                .as_primitive_opt::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+            for i in 0..batch.num_rows() {
+                records.push(Record {
+                    at: at.map_or(0, |a| a.value(i)),
+                    request_id: request.value(i).to_string(),
+                    action: action.value(i).to_string(),
+                    id_type: id_type.value(i).to_string(),
+                    hash: hash.value(i).to_string(),
+                });
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(records)
+}
+
+/// The (type, hash) pairs request `request_id` suppressed.
+pub async fn suppressed_by(lake: &Lake, request_id: &str) -> Result<HashSet<(String, String)>> {
+    Ok(records(lake)
+        .await?
+        .into_iter()
+        .filter(|r| r.request_id == request_id && r.action == "suppress")
+        .map(|r| (r.id_type, r.hash))
+        .collect())
 }
 
 /// Append suppress or unsuppress records for `(type, hash)` pairs.

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use object_store::path::Path;
 use uuid::Uuid;
 
@@ -24,7 +25,8 @@ pub fn requests_dir() -> Path {
 /// One privacy request, as the audit records it.
 pub(super) struct Request {
     pub(super) id: String,
-    /// `erasure`, `access`, `proof` or `retention`.
+    /// `erasure` (and suppression), `erasure_only` (the people may come
+    /// back as new data), `access`, `proof` or `retention`.
     pub(super) kind: &'static str,
     pub(super) requested_at: DateTime<Utc>,
     /// (identifier type, salted hash of its normalised value).
@@ -51,6 +53,70 @@ impl Request {
             hashes: hashes(lake, config, requested).await?,
         })
     }
+}
+
+/// The erasures that were started and never completed nor failed (the
+/// process was killed, the machine stopped), oldest first, as they were
+/// requested.
+pub(super) async fn interrupted(ctx: &datafusion::prelude::SessionContext) -> Result<Vec<Request>> {
+    let batches = ctx
+        .sql(
+            "SELECT request_id, kind, id_type, value_hash, status, \
+             CAST(requested_at AS BIGINT) AS at \
+             FROM system.privacy_requests WHERE kind IN ('erasure', 'erasure_only') \
+             ORDER BY requested_at, request_id",
+        )
+        .await?
+        .collect()
+        .await?;
+    let mut requests: Vec<(Request, bool)> = Vec::new();
+    for batch in &batches {
+        let text = |i: usize| -> Result<StringArray> {
+            let c = datafusion::arrow::compute::cast(batch.column(i), &DataType::Utf8)
+                .map_err(|e| Error::arrow("reading privacy requests", e))?;
+            Ok(c.as_string::<i32>().clone())
+        };
+        let (id, kind, id_type, hash, status) = (text(0)?, text(1)?, text(2)?, text(3)?, text(4)?);
+        let at = batch.column(5).as_primitive::<Int64Type>();
+        for i in 0..batch.num_rows() {
+            let position = requests.iter().position(|(r, _)| r.id == id.value(i));
+            let (request, ended) = match position {
+                Some(p) => &mut requests[p],
+                None => {
+                    requests.push((
+                        Request {
+                            id: id.value(i).to_string(),
+                            kind: if kind.value(i) == "erasure" {
+                                "erasure"
+                            } else {
+                                "erasure_only"
+                            },
+                            requested_at: DateTime::from_timestamp_micros(at.value(i))
+                                .unwrap_or_else(Utc::now),
+                            hashes: Vec::new(),
+                        },
+                        false,
+                    ));
+                    let last = requests.len() - 1;
+                    &mut requests[last]
+                }
+            };
+            match status.value(i) {
+                "started" => {
+                    let pair = (id_type.value(i).to_string(), hash.value(i).to_string());
+                    if !request.hashes.contains(&pair) {
+                        request.hashes.push(pair);
+                    }
+                }
+                _ => *ended = true,
+            }
+        }
+    }
+    Ok(requests
+        .into_iter()
+        .filter(|(_, ended)| !ended)
+        .map(|(r, _)| r)
+        .collect())
 }
 
 /// The salted hash of each requested identifier

@@ -19,11 +19,10 @@
 //! Job tables (`analytics/tables/`) are rewritten without the rows whose
 //! text cells hold one of the people's identifiers or profile ids.
 //!
-//! Not covered yet (see the notes): events still in a collector's
-//! write-ahead log (they are dropped at its next flush when the erasure
-//! suppressed the person, as it does by default),
-//! and resuming an erasure a crash interrupted (running it again finishes
-//! the work: every step is idempotent).
+//! An erasure a crash interrupted is completed by the next one, or when
+//! `serve` starts ([`resume`]). Events still in a collector's write-ahead
+//! log are dropped at its next flush: the erasure suppresses the people
+//! while it runs (and for good, unless asked otherwise).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -81,7 +80,8 @@ impl Forgotten {
 /// Erase the people `requested` names ((identifier type, value) pairs,
 /// values as given) from every place of the lake; `progress` hears each
 /// step. Recorded in `system.privacy_requests`, started and then completed
-/// or failed.
+/// or failed. Erasures an earlier process left unfinished are completed
+/// first ([`resume`]).
 pub async fn forget(
     lake: &Lake,
     config: &IdentityConfig,
@@ -89,31 +89,67 @@ pub async fn forget(
     options: ForgetOptions,
     mut progress: impl FnMut(&str),
 ) -> Result<Forgotten> {
-    let request = Request::new(lake, config, "erasure", requested).await?;
+    resume(lake, config, &mut progress).await?;
+    let kind = if options.suppress {
+        "erasure"
+    } else {
+        "erasure_only"
+    };
+    let request = Request::new(lake, config, kind, requested).await?;
     record(lake, &request, "started", &Forgotten::default(), None).await?;
-    let outcome = erase(lake, config, requested, &request, options, &mut progress).await;
-    match &outcome {
+    let outcome = erase(lake, config, Some(requested), &request, &mut progress).await;
+    finish(lake, &request, outcome).await
+}
+
+/// Complete every erasure that was started and neither completed nor
+/// failed: its process was killed or its machine stopped. Run before each
+/// new erasure and when `serve` starts. The people are found again from
+/// what the request recorded before removing anything: the salted hashes
+/// of all their identifiers (`system.suppressions`), matched against the
+/// identity graph; every step is then done again (each is idempotent), and
+/// the history of every table it could have changed is purged.
+pub async fn resume(
+    lake: &Lake,
+    config: &IdentityConfig,
+    progress: &mut impl FnMut(&str),
+) -> Result<Vec<Forgotten>> {
+    if delta::open(lake, &requests_dir()).await?.is_none() {
+        return Ok(Vec::new());
+    }
+    let ctx = engine::session(
+        lake,
+        &EngineOptions {
+            identity: config.clone(),
+            ..Default::default()
+        },
+    )?;
+    let mut done = Vec::new();
+    for request in audit::interrupted(&ctx).await? {
+        progress(&format!("completing erasure {} (interrupted)", request.id));
+        tracing::warn!(request = %request.id, "completing an interrupted erasure");
+        let outcome = erase(lake, config, None, &request, progress).await;
+        done.push(finish(lake, &request, outcome).await?);
+    }
+    Ok(done)
+}
+
+/// Record how `request` ended.
+async fn finish(lake: &Lake, request: &Request, outcome: Result<Forgotten>) -> Result<Forgotten> {
+    match outcome {
         Ok(done) => {
             let done = Forgotten {
                 request_id: request.id.clone(),
-                ..done.clone()
+                ..done
             };
-            record(lake, &request, "completed", &done, None).await?;
-            return Ok(done);
+            record(lake, request, "completed", &done, None).await?;
+            Ok(done)
         }
         Err(e) => {
             let error = crate::redact::values(&e.to_string());
-            record(
-                lake,
-                &request,
-                "failed",
-                &Forgotten::default(),
-                Some(&error),
-            )
-            .await?;
+            record(lake, request, "failed", &Forgotten::default(), Some(&error)).await?;
+            Err(e)
         }
     }
-    outcome
 }
 
 /// How an erasure goes beyond the rows it removes.
@@ -147,80 +183,181 @@ pub async fn suppress(
     Ok(hashes.len())
 }
 
+/// The erasure itself. `requested` names the people; `None` resumes
+/// `request`, an erasure a crash interrupted.
+///
+/// The order makes a crash at any point resumable: every identifier of the
+/// people is recorded (salted) before anything is removed; then the rows
+/// found only through other rows go first (rejected rows, blocks, job
+/// tables keyed by profile id, order lines by their order's id), and the
+/// raw rows that carry identifiers last, so that whatever is left after a
+/// crash is still found through the identity graph.
 async fn erase(
     lake: &Lake,
     config: &IdentityConfig,
-    requested: &[(String, String)],
+    requested: Option<&[(String, String)]>,
     request: &Request,
-    options: ForgetOptions,
     progress: &mut impl FnMut(&str),
 ) -> Result<Forgotten> {
     progress("finding every identifier of the people (the identity graph brought up to date)");
-    let (ctx, people) = resolve(lake, config, requested).await?;
+    let salt = suppression::salt(lake).await?;
+    let (ctx, people) = match requested {
+        Some(requested) => resolve(lake, config, requested).await?,
+        None => {
+            let mut hashes = suppression::suppressed_by(lake, &request.id).await?;
+            hashes.extend(request.hashes.iter().cloned());
+            let (ctx, _) = resolve(lake, config, &[]).await?;
+            let found = People::unhashed(&ctx, &salt, &hashes).await?;
+            resolve(lake, config, &found).await?
+        }
+    };
     let mut done = Forgotten {
         identifiers: people.identifiers(),
         profiles: people.profiles.len(),
         ..Forgotten::default()
     };
-    if options.suppress {
-        // First, so that what arrives while the erasure runs is dropped.
-        let salt = suppression::salt(lake).await?;
-        let hashes: Vec<(String, String)> = people
-            .identifier_pairs()
-            .map(|(t, v)| (t.to_string(), suppression::hash(&salt, t, v)))
-            .collect();
-        suppression::record(lake, &request.id, "suppress", &hashes).await?;
-    }
+    // First, so that what arrives while the erasure runs is dropped, and
+    // so that a crash leaves the people findable. An erasure that lets
+    // them come back lifts, at its end, what it suppressed here.
+    let already = suppression::Suppressions::load(lake).await?;
+    let hashes: Vec<(String, String)> = people
+        .identifier_pairs()
+        .filter(|(t, v)| !already.holds(t, v))
+        .map(|(t, v)| (t.to_string(), suppression::hash(&salt, t, v)))
+        .collect();
+    suppression::record(lake, &request.id, "suppress", &hashes).await?;
     // Every Delta table that can hold rows about them: (name, folder,
-    // the rows, how its files are written).
+    // the rows, how its files are written), in the order above.
     let mut deletes = Vec::new();
-    for (table, predicate) in raw_rows_about(&ctx, &people, config).await? {
-        let properties = parquet::writer_properties_with(crate::ingest::compression(table));
-        let dir = paths::raw_table_dir(table);
-        deletes.push((format!("raw.{table}"), dir, predicate, properties));
-    }
     for table in RawTable::ALL {
         let dir = crate::ingest::files::rejects_dir(table);
         let mentions = people.mentioned_in("raw");
         deletes.push((
             "system.rejects".into(),
             dir,
-            mentions,
+            Some(mentions),
             parquet::writer_properties(),
         ));
     }
     let named = people
         .value_in("id_value")
         .or(people.value_in("other_value"));
-    let blocks = Path::from("system/identity_blocks");
     deletes.push((
         "system.identity_blocks".into(),
-        blocks,
-        named,
+        Path::from("system/identity_blocks"),
+        Some(named),
         parquet::writer_properties(),
     ));
+    let mut raw = raw_rows_about(&ctx, &people, config).await?;
+    // Order lines are found by their order's id: before the orders go.
+    raw.sort_by_key(|(table, _)| *table != RawTable::OrderItems);
+    let mut predicates: Vec<_> = raw.into_iter().map(|(t, p)| (t, Some(p))).collect();
+    for table in RawTable::ALL {
+        if !predicates.iter().any(|(t, _)| *t == table) {
+            // Nothing to remove; its history is still purged on a resume.
+            predicates.push((table, None));
+        }
+    }
+    let job_tables = deletes.len();
+    for (table, predicate) in predicates {
+        let properties = parquet::writer_properties_with(crate::ingest::compression(table));
+        let dir = paths::raw_table_dir(table);
+        deletes.push((format!("raw.{table}"), dir, predicate, properties));
+    }
+    let resuming = requested.is_none();
     let mut changed = Vec::new();
-    for (name, dir, predicate, properties) in deletes {
+    for (i, (name, dir, predicate, properties)) in deletes.into_iter().enumerate() {
+        if i == job_tables {
+            progress("removing their rows from the job tables");
+            erase_job_tables(lake, &people, &mut done).await?;
+        }
+        let Some(predicate) = predicate.filter(|_| !people.is_empty()) else {
+            if resuming {
+                changed.push(dir);
+            }
+            continue;
+        };
         progress(&format!("removing their rows from {name}"));
         let deleted = delta::delete(lake, &dir, predicate, properties, "erase").await?;
+        if (deleted.rows > 0 || resuming) && !changed.contains(&dir) {
+            changed.push(dir);
+        }
         if deleted.rows > 0 {
             *done.rows_removed.entry(name).or_default() += deleted.rows;
             done.files_rewritten += deleted.files_rewritten;
-            if !changed.contains(&dir) {
-                changed.push(dir);
-            }
         }
     }
-    progress("removing their rows from the job tables");
-    erase_job_tables(lake, &people, &mut done).await?;
     progress("rebuilding the profiles without them");
     refresh(lake, config, identity::Mode::Full).await?;
     done.files_purged += identity::remove_old_versions(lake).await?;
+    erase_merge_history(lake, &people, &mut done).await?;
     progress("deleting the old versions of the tables changed");
     for dir in &changed {
         done.files_purged += delta::purge_history(lake, dir).await?;
     }
+    if request.kind == "erasure_only" {
+        let lifted: Vec<(String, String)> = suppression::suppressed_by(lake, &request.id)
+            .await?
+            .into_iter()
+            .collect();
+        suppression::record(lake, &request.id, "unsuppress", &lifted).await?;
+    }
     Ok(done)
+}
+
+/// The rows of the Parquet file `meta` that are not about the people
+/// ([`People::rows_holding`]), and how many are.
+async fn rows_not_about(
+    lake: &Lake,
+    people: &People,
+    meta: &object_store::ObjectMeta,
+) -> Result<(Vec<datafusion::arrow::array::RecordBatch>, usize)> {
+    let mut kept = Vec::new();
+    let mut dropped = 0;
+    parquet::for_each_batch(lake, meta, |batch| {
+        let hits = people.rows_holding(batch)?;
+        dropped += hits.iter().filter(|h| **h).count();
+        let keep: datafusion::arrow::array::BooleanArray = hits.iter().map(|h| Some(!h)).collect();
+        kept.push(
+            datafusion::arrow::compute::filter_record_batch(batch, &keep)
+                .map_err(|e| Error::arrow("filtering rows about the people", e))?,
+        );
+        Ok(())
+    })
+    .await?;
+    Ok((kept, dropped))
+}
+
+/// Rewrite the files of the current `cdp.profile_merges` (the history of
+/// merges and splits, carried from version to version) without the rows
+/// that name the people: a merge's cause is one of their identifiers, or
+/// its profiles are theirs. Each file is replaced whole (a reader sees the
+/// old file or the new one).
+async fn erase_merge_history(lake: &Lake, people: &People, done: &mut Forgotten) -> Result<()> {
+    let Some(manifest) = crate::lake::manifest::Manifest::load(lake).await? else {
+        return Ok(());
+    };
+    let Some(folder) = manifest.tables.get("profile_merges") else {
+        return Ok(());
+    };
+    let mut removed = 0;
+    for meta in lake.list(&Path::from(folder.as_str())).await? {
+        let (kept, dropped) = rows_not_about(lake, people, &meta).await?;
+        if dropped == 0 {
+            continue;
+        }
+        let path = lake.relative(&meta.location);
+        parquet::write_file(lake, &path, crate::schema::cdp::profile_merges(), &kept).await?;
+        done.files_rewritten += 1;
+        removed += dropped;
+    }
+    if removed > 0 {
+        *done
+            .rows_removed
+            .entry("cdp.profile_merges".into())
+            .or_default() += removed;
+    }
+    Ok(())
 }
 
 /// Rewrite every job table (`analytics/tables/<name>/`) whose current
@@ -241,19 +378,8 @@ async fn erase_job_tables(lake: &Lake, people: &People, done: &mut Forgotten) ->
             let mut files = Vec::new();
             let mut dropped = 0;
             for meta in lake.list(&Path::from(folder.as_str())).await? {
-                let mut kept = Vec::new();
-                parquet::for_each_batch(lake, &meta, |batch| {
-                    let hits = people.rows_holding(batch)?;
-                    dropped += hits.iter().filter(|h| **h).count();
-                    let keep: datafusion::arrow::array::BooleanArray =
-                        hits.iter().map(|h| Some(!h)).collect();
-                    kept.push(
-                        datafusion::arrow::compute::filter_record_batch(batch, &keep)
-                            .map_err(|e| Error::arrow("filtering a job table", e))?,
-                    );
-                    Ok(())
-                })
-                .await?;
+                let (kept, n) = rows_not_about(lake, people, &meta).await?;
+                dropped += n;
                 files.push((meta, kept));
             }
             if dropped == 0 {

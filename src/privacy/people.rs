@@ -80,6 +80,42 @@ impl People {
         Ok(People::new(by_type, profiles))
     }
 
+    /// The identifiers of `cdp.identity_links` whose salted hash
+    /// ([`crate::identity::suppression::hash`]) is one of `hashes`, as
+    /// (type, normalised value): how an interrupted erasure finds again the
+    /// people it recorded only as hashes.
+    pub async fn unhashed(
+        ctx: &SessionContext,
+        salt: &[u8; 32],
+        hashes: &HashSet<(String, String)>,
+    ) -> Result<Vec<(String, String)>> {
+        let mut found = Vec::new();
+        if hashes.is_empty() {
+            return Ok(found);
+        }
+        let mut links = ctx
+            .table("cdp.identity_links")
+            .await?
+            .select_columns(&["id_type", "id_value"])?
+            .execute_stream()
+            .await?;
+        while let Some(batch) = futures::StreamExt::next(&mut links).await {
+            let batch = batch?;
+            let (types, values) = (text(batch.column(0))?, text(batch.column(1))?);
+            for i in 0..batch.num_rows() {
+                if types.is_null(i) || values.is_null(i) {
+                    continue;
+                }
+                let (id_type, value) = (types.value(i), values.value(i));
+                let hash = crate::identity::suppression::hash(salt, id_type, value);
+                if hashes.contains(&(id_type.to_string(), hash)) {
+                    found.push((id_type.to_string(), value.to_string()));
+                }
+            }
+        }
+        Ok(found)
+    }
+
     fn new(by_type: HashMap<String, HashSet<String>>, profiles: Vec<String>) -> People {
         let any: HashSet<String> = by_type
             .values()
