@@ -77,46 +77,6 @@ async fn counts(lake: &Lake) -> Vec<String> {
     out
 }
 
-/// Every file of the lake, as bytes and decoded Parquet values, searched
-/// for the needles: where each is found.
-fn found_in_lake(root: &Path, needles: &[String]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let bytes = std::fs::read(&path).unwrap();
-            let mut text = String::from_utf8_lossy(&bytes).to_lowercase();
-            if path.extension().is_some_and(|e| e == "parquet") {
-                let reader =
-                    datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                        bytes::Bytes::from(bytes),
-                    )
-                    .unwrap()
-                    .build()
-                    .unwrap();
-                let batches: Vec<_> = reader.map(Result::unwrap).collect();
-                text.push_str(
-                    &datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-                        .unwrap()
-                        .to_string()
-                        .to_lowercase(),
-                );
-            }
-            for needle in needles {
-                if text.contains(needle.as_str()) {
-                    found.push(format!("{needle} in {}", path.display()));
-                }
-            }
-        }
-    }
-    found
-}
-
 /// Where an erasure is killed: when the file or table named has changed.
 enum KillWhen {
     /// The people's identifiers are recorded (salted), nothing removed yet.

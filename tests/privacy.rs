@@ -115,46 +115,6 @@ async fn land_jane_and_bob(lake: &Lake, dir: &Path) {
     );
 }
 
-/// Every needle found anywhere in the lake's files: their bytes as stored
-/// (JSON logs and manifests, Parquet footers and statistics) and, for
-/// Parquet files, every decoded value.
-fn found_in_lake(root: &Path, needles: &[&str]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let bytes = std::fs::read(&path).unwrap();
-            let mut text = String::from_utf8_lossy(&bytes).to_lowercase();
-            if path.extension().is_some_and(|e| e == "parquet") {
-                let reader = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                    bytes::Bytes::from(bytes),
-                )
-                .unwrap()
-                .build()
-                .unwrap();
-                let batches: Vec<_> = reader.map(Result::unwrap).collect();
-                text.push_str(
-                    &datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-                        .unwrap()
-                        .to_string()
-                        .to_lowercase(),
-                );
-            }
-            for needle in needles {
-                if text.contains(needle) {
-                    found.push(format!("{needle} in {}", path.display()));
-                }
-            }
-        }
-    }
-    found
-}
-
 /// Every row of every raw table about Bob, as text, table by table.
 async fn bobs_rows(lake: &Lake) -> Vec<String> {
     let mut rows = Vec::new();

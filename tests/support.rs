@@ -586,3 +586,43 @@ async fn commit_foreign_action(
         .await
         .expect("commit");
 }
+
+/// Every file under `root`, as bytes and as decoded Parquet values
+/// (lower-cased), searched for the lower-case `needles`: where each is found.
+pub fn found_in_lake<S: AsRef<str>>(root: &std::path::Path, needles: &[S]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            let mut text = String::from_utf8_lossy(&bytes).to_lowercase();
+            if path.extension().is_some_and(|e| e == "parquet") {
+                let reader =
+                    datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                        bytes::Bytes::from(bytes),
+                    )
+                    .unwrap()
+                    .build()
+                    .unwrap();
+                let batches: Vec<_> = reader.map(Result::unwrap).collect();
+                text.push_str(
+                    &datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                        .unwrap()
+                        .to_string()
+                        .to_lowercase(),
+                );
+            }
+            for needle in needles {
+                if text.contains(needle.as_ref()) {
+                    found.push(format!("{} in {}", needle.as_ref(), path.display()));
+                }
+            }
+        }
+    }
+    found
+}

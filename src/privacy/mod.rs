@@ -116,13 +116,7 @@ pub async fn resume(
     if delta::open(lake, &requests_dir()).await?.is_none() {
         return Ok(Vec::new());
     }
-    let ctx = engine::session(
-        lake,
-        &EngineOptions {
-            identity: config.clone(),
-            ..Default::default()
-        },
-    )?;
+    let ctx = session(lake, config)?;
     let mut done = Vec::new();
     for request in audit::interrupted(&ctx).await? {
         progress(&format!("completing erasure {} (interrupted)", request.id));
@@ -436,6 +430,17 @@ pub(super) async fn refresh(
     Ok(())
 }
 
+/// A session on `lake` that resolves identifiers as `config` says.
+fn session(lake: &Lake, config: &IdentityConfig) -> Result<SessionContext> {
+    engine::session(
+        lake,
+        &EngineOptions {
+            identity: config.clone(),
+            ..Default::default()
+        },
+    )
+}
+
 /// The people `requested` names, resolved on an up-to-date identity graph,
 /// and the session that resolved them.
 pub(super) async fn resolve(
@@ -444,13 +449,7 @@ pub(super) async fn resolve(
     requested: &[(String, String)],
 ) -> Result<(SessionContext, Arc<People>)> {
     refresh(lake, config, identity::Mode::Incremental).await?;
-    let ctx = engine::session(
-        lake,
-        &EngineOptions {
-            identity: config.clone(),
-            ..Default::default()
-        },
-    )?;
+    let ctx = session(lake, config)?;
     let people = Arc::new(People::resolve(&ctx, config, requested).await?);
     Ok((ctx, people))
 }
