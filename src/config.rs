@@ -40,6 +40,9 @@ pub struct Config {
     /// `[consent]`: the purposes consent is asked for (see
     /// [`crate::identity::consent`]).
     pub consent: crate::identity::consent::ConsentConfig,
+    /// `[retention]`: how long rows are kept (see
+    /// [`crate::identity::retention`]).
+    pub retention: crate::identity::retention::RetentionConfig,
 }
 
 /// How files for one raw table are read by `panorama ingest`.
@@ -83,6 +86,7 @@ impl Config {
             .validate()
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         config.identity.consent = config.consent.clone();
+        config.identity.retention = config.retention.clone();
         config.identity.validate()?;
         config.collector.validate()?;
         config

@@ -86,7 +86,11 @@ pub fn analyst_session(
             catalog.register_schema(name, Arc::new(masked))?;
         }
     }
-    let definer = AnalyticsSchema::new(lake.clone(), admin.state());
+    let definer = AnalyticsSchema::new(
+        lake.clone(),
+        admin.state(),
+        options.identity.consent.clone(),
+    );
     let masked = catalog::masking::MaskedSchema::new(Arc::new(definer), policy);
     catalog.register_schema("analytics", Arc::new(masked))?;
     Ok(ctx)
@@ -149,7 +153,8 @@ fn build(
     }
     // Last: the analytics schema plans its views with this session's
     // functions and catalogs.
-    let analytics = AnalyticsSchema::new(lake.clone(), ctx.state());
+    let analytics =
+        AnalyticsSchema::new(lake.clone(), ctx.state(), options.identity.consent.clone());
     ctx.catalog(CATALOG)
         .ok_or_else(|| Error::Config("the panorama catalog is missing".into()))?
         .register_schema("analytics", Arc::new(analytics))?;

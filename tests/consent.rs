@@ -84,6 +84,102 @@ async fn activation(lake: &Lake, purpose: &str) -> (u64, u64) {
     (run.rows_written, run.rows_left_out)
 }
 
+/// A segment saved over the Postgres protocol for a purpose returns only
+/// the profiles that granted it (both protocols); the snapshot job counts
+/// the others; a segment without `profile_id`, an unknown purpose or
+/// another view option is refused and saves nothing.
+async fn segments_saved_for_a_purpose_keep_only_grants(lake: &Lake) {
+    let server = TestServer::start(lake).await;
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE VIEW analytics.newsletter WITH (purpose = 'email_marketing') AS \
+             SELECT profile_id, emails FROM cdp.profiles WHERE customer_ids IS NOT NULL",
+        )
+        .await
+        .unwrap();
+    let all = "SELECT count(*) FROM cdp.profiles WHERE customer_ids IS NOT NULL";
+    assert_eq!(scalar(&client, all).await, 2);
+    // Ann's answer is a conflict: only Ben is in the segment.
+    assert_eq!(
+        scalar(&client, "SELECT count(*) FROM analytics.newsletter").await,
+        1
+    );
+    let simple = simple_rows(&client, "SELECT count(*) FROM analytics.newsletter").await;
+    assert_eq!(simple, [[Some("1".to_string())]]);
+    for (sql, expected) in [
+        (
+            "CREATE VIEW analytics.bad WITH (purpose = 'email_marketing') AS SELECT emails FROM cdp.profiles",
+            "must return a profile_id column",
+        ),
+        (
+            "CREATE VIEW analytics.bad WITH (purpose = 'newsletters') AS SELECT profile_id FROM cdp.profiles",
+            "is not one of the consent purposes",
+        ),
+        (
+            "CREATE VIEW analytics.bad WITH (security_barrier = true) AS SELECT profile_id FROM cdp.profiles",
+            "views take only purpose",
+        ),
+        (
+            "CREATE VIEW analytics.newsletter WITH (purpose = 'ads') AS SELECT profile_id FROM cdp.profiles",
+            "already exists",
+        ),
+    ] {
+        let error = client.batch_execute(sql).await.unwrap_err();
+        let message = error
+            .as_db_error()
+            .map(|e| e.message().to_string())
+            .unwrap_or_default();
+        assert!(message.contains(expected), "{sql}: {message}");
+    }
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'bad'"
+        )
+        .await,
+        0
+    );
+    // Prepared (extended protocol) too.
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM analytics.newsletter WHERE profile_id IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+    server.stop().await;
+
+    let ctx = engine::session(lake, &EngineOptions::default()).unwrap();
+    let job = panorama::jobs::Job::parse(
+        "snapshots",
+        "test",
+        "-- schedule: 0 3 * * *\n-- target: segment_membership\n-- kind: segment_snapshot",
+    )
+    .unwrap();
+    let run = panorama::jobs::run(&ctx, lake, &config(), &job, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        (run.status, run.rows_written, run.rows_left_out),
+        ("succeeded", 1, 1),
+        "{run:?}"
+    );
+    client_free_drop(lake).await;
+}
+
+/// Drop the segment so that the rest of the test sees the lake as before.
+async fn client_free_drop(lake: &Lake) {
+    let ctx = engine::session(lake, &EngineOptions::default()).unwrap();
+    ctx.sql("DROP VIEW analytics.newsletter")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_merge_into_conflicts_sdks_answer_too_and_activation_needs_a_grant() {
     let (_dir, lake) = temp_lake();
@@ -138,6 +234,7 @@ async fn answers_merge_into_conflicts_sdks_answer_too_and_activation_needs_a_gra
         sql_lines(&lake, "SELECT count(*) FROM analytics.feed_ads").await,
         ["1"]
     );
+    segments_saved_for_a_purpose_keep_only_grants(&lake).await;
 
     // Ben refuses through RudderStack's consent manager; Ann, logged in,
     // accepts again: the latest answer wins for both.

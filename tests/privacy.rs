@@ -144,9 +144,37 @@ async fn bobs_rows(lake: &Lake) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forgotten_person_leaves_no_byte_in_the_lake_and_everyone_else_stays() {
     let (dir, lake) = temp_lake();
+    forgotten_everywhere(&lake, dir.path()).await;
+}
+
+/// The same on a lake in an S3 bucket (s3s over the bucket's folder): every
+/// object the server stores is read back byte by byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_person_leaves_no_byte_in_an_s3_lake() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("cdp-bucket")).unwrap();
+    let s3 = crate::s3::S3Server::start(root.path()).await;
+    let lake =
+        Lake::open_with_options("s3://cdp-bucket/prod/lake", &crate::s3::s3_options(s3.addr))
+            .unwrap();
+    forgotten_everywhere(&lake, root.path()).await;
+    assert!(
+        root.path()
+            .join("cdp-bucket/prod/lake/raw/orders/_delta_log")
+            .is_dir(),
+        "the lake was in the bucket"
+    );
+}
+
+/// Jane and Bob landed in `lake` (whose bytes are all under `root`), an
+/// export of Jane, then her erasure: nothing of her stays anywhere under
+/// `root`, Bob's rows are unchanged, a second erasure changes nothing, and
+/// she cannot come back through ingest.
+async fn forgotten_everywhere(lake: &Lake, root: &Path) {
+    let (dir, lake) = (root, lake.clone());
     let files_dir = tempfile::tempdir().unwrap();
     land_jane_and_bob(&lake, files_dir.path()).await;
-    let before = found_in_lake(dir.path(), &JANE);
+    let before = found_in_lake(dir, &JANE);
     assert!(
         JANE.iter().all(|n| before.iter().any(|f| f.starts_with(n))),
         "the scan finds each of Jane's identifiers before: {before:#?}"
@@ -246,12 +274,12 @@ async fn a_forgotten_person_leaves_no_byte_in_the_lake_and_everyone_else_stays()
     assert_eq!(done.rows_removed["raw.order_items"], 2);
     assert_eq!(done.rows_removed["analytics.contacts"], 1);
 
-    let left = found_in_lake(dir.path(), &JANE);
+    let left = found_in_lake(dir, &JANE);
     assert!(left.is_empty(), "Jane is still in the lake: {left:#?}");
     assert!(
-        found_in_lake(dir.path(), &["jane"]).is_empty(),
+        found_in_lake(dir, &["jane"]).is_empty(),
         "nor her name: {:#?}",
-        found_in_lake(dir.path(), &["jane"])
+        found_in_lake(dir, &["jane"])
     );
     assert_eq!(
         bobs_rows(&lake).await,
@@ -323,7 +351,7 @@ async fn a_forgotten_person_leaves_no_byte_in_the_lake_and_everyone_else_stays()
         ),
         (1, 1, 0)
     );
-    assert!(found_in_lake(dir.path(), &JANE).is_empty());
+    assert!(found_in_lake(dir, &JANE).is_empty());
 }
 
 /// `CALL panorama.forget` erases over SQL and logs no value (an analyst
@@ -379,11 +407,12 @@ async fn forget_over_sql_erases_and_logs_no_value() {
     );
 }
 
-/// The shipped retention job erases the events older than its period for
-/// good — rows, old file versions, log entries, profiles built from them —
-/// keeps the recent ones, and records the removal.
+/// The shipped retention job erases the events older than their period
+/// (`[retention]`, 25 months by default) for good — rows, old file
+/// versions, log entries, profiles built from them — keeps the recent
+/// ones, and records the removal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_retention_job_erases_events_older_than_its_period() {
+async fn the_retention_job_erases_events_older_than_their_period() {
     let (dir, lake) = temp_lake();
     let files_dir = tempfile::tempdir().unwrap();
     let recent = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339();
@@ -403,7 +432,7 @@ async fn the_retention_job_erases_events_older_than_its_period() {
         .await
         .unwrap()
         .into_iter()
-        .find(|j| j.name == "retention_events")
+        .find(|j| j.name == "retention")
         .expect("the shipped retention job");
     let ctx = panorama::engine::session(&lake, &Default::default()).unwrap();
     let run = panorama::jobs::run(
@@ -434,6 +463,103 @@ async fn the_retention_job_erases_events_older_than_its_period() {
         .await,
         vec!["retention | raw.events | 1"]
     );
+}
+
+/// Visitors never identified are kept 13 months by default: their older
+/// rows go, while an old row of a cookie that later logged in stays (its
+/// person's history), as do recent anonymous rows; a period set in
+/// `[retention]` replaces the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_erases_old_rows_of_visitors_never_identified() {
+    let (dir, lake) = temp_lake();
+    let files_dir = tempfile::tempdir().unwrap();
+    let now = chrono::Utc::now();
+    let at = |days: i64| (now - chrono::Duration::days(days)).to_rfc3339();
+    let event = |id: &str, days: i64| {
+        format!(
+            r#"{{"type":"page","anonymous_id":"{id}","timestamp":"{}"}}"#,
+            at(days)
+        )
+    };
+    let body = [
+        event("visitor-gone", 430),
+        event("visitor-recent", 20),
+        event("cookie-known", 430),
+        format!(
+            r#"{{"type":"identify","anonymous_id":"cookie-known","email":"kim@example.com","timestamp":"{}"}}"#,
+            at(10)
+        ),
+        format!(
+            r#"{{"type":"track","event":"Ordered","user_id":"u-kim","email":"kim@example.com","timestamp":"{}"}}"#,
+            at(500)
+        ),
+        event("visitor-kept-longer", 200),
+    ]
+    .join("\n");
+    let rejected = load(
+        &lake,
+        files_dir.path(),
+        RawTable::Events,
+        "events.ndjson",
+        &body,
+    )
+    .await;
+    assert_eq!(rejected, 0);
+    refresh_now(&lake).await;
+    let mut config = IdentityConfig::default();
+    assert_eq!(
+        config.retention.anonymous,
+        panorama::identity::retention::Period::Months(13)
+    );
+    let job = panorama::jobs::load(&lake)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|j| j.name == "retention")
+        .expect("the shipped retention job");
+    let ctx = panorama::engine::session(&lake, &Default::default()).unwrap();
+    let run = panorama::jobs::run(&ctx, &lake, &config, &job, now)
+        .await
+        .unwrap();
+    assert_eq!((run.status, run.rows_written), ("succeeded", 1), "{run:?}");
+    let left = sql_lines(
+        &lake,
+        "SELECT coalesce(anonymous_id, user_id) FROM raw.events ORDER BY 1",
+    )
+    .await;
+    assert_eq!(
+        left,
+        vec![
+            "cookie-known",
+            "cookie-known",
+            "u-kim",
+            "visitor-kept-longer",
+            "visitor-recent"
+        ]
+    );
+    let found = found_in_lake(dir.path(), &["visitor-gone"]);
+    assert!(found.is_empty(), "{found:#?}");
+    assert_eq!(
+        sql_lines(
+            &lake,
+            "SELECT kind, id_type, rows_removed FROM system.privacy_requests"
+        )
+        .await,
+        vec!["retention | raw.events (anonymous) | 1"]
+    );
+
+    // A shorter period from the configuration takes the next one.
+    config.retention = toml::from_str("anonymous = \"90 days\"").unwrap();
+    let run = panorama::jobs::run(&ctx, &lake, &config, &job, now)
+        .await
+        .unwrap();
+    assert_eq!((run.status, run.rows_written), ("succeeded", 1), "{run:?}");
+    let left = sql_lines(
+        &lake,
+        "SELECT count(*) FROM raw.events WHERE anonymous_id = 'visitor-kept-longer'",
+    )
+    .await;
+    assert_eq!(left, vec!["0"]);
 }
 
 /// The one text value `sql` answers.

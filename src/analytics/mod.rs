@@ -22,6 +22,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 
+use crate::identity::consent::ConsentConfig;
 use crate::lake::Lake;
 
 pub mod tables;
@@ -100,8 +101,68 @@ fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionErro
     DataFusionError::External(Box::new(e))
 }
 
+/// The header line that marks a saved segment's consent purpose.
+const PURPOSE_HEADER: &str = "-- purpose:";
+
+/// The consent purpose a saved segment's definition is marked with.
+pub fn purpose_of(definition: &str) -> Option<&str> {
+    definition
+        .lines()
+        .map_while(|line| line.trim().strip_prefix("--"))
+        .find_map(|rest| rest.trim().strip_prefix("purpose:"))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+}
+
+/// `query` keeping only the rows of profiles whose consent admits
+/// `purpose` (a missing profile admits nothing).
+pub fn gated(query: &str, purpose: &str, consent: &ConsentConfig) -> String {
+    let admits = consent.admits_sql(purpose, &format!("_p.consent_{purpose}"));
+    format!(
+        "SELECT _s.* FROM ({}) _s JOIN cdp.profiles _p \
+         ON _p.profile_id = CAST(_s.profile_id AS VARCHAR) WHERE coalesce({admits}, false)",
+        query.trim().trim_end_matches(';')
+    )
+}
+
+/// The stored definition of the saved segment `name`, if there is one.
+pub async fn saved_definition(lake: &Lake, name: &str) -> crate::error::Result<Option<String>> {
+    let bytes = lake.get_bytes(&AnalyticsSchema::view_path(name)).await?;
+    Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
+/// Save a segment for a consent purpose in the analytics schema of `ctx`
+/// (see [`AnalyticsSchema::save_for_purpose`]).
+pub async fn save_for_purpose(
+    ctx: &datafusion::prelude::SessionContext,
+    name: &str,
+    definition: &str,
+    purpose: &str,
+    or_replace: bool,
+) -> datafusion::error::Result<()> {
+    let catalog = ctx
+        .state()
+        .config()
+        .options()
+        .catalog
+        .default_catalog
+        .clone();
+    let Some(mut schema) = ctx.catalog(&catalog).and_then(|c| c.schema("analytics")) else {
+        return exec_err!("no analytics schema");
+    };
+    if let Some(masked) = schema.downcast_ref::<crate::catalog::masking::MaskedSchema>() {
+        schema = Arc::clone(masked.inner());
+    }
+    let Some(analytics) = schema.downcast_ref::<AnalyticsSchema>() else {
+        return exec_err!("no analytics schema");
+    };
+    analytics
+        .save_for_purpose(name, definition, purpose, or_replace)
+        .await
+}
+
 /// The SELECT of a `CREATE [OR REPLACE] VIEW … AS SELECT …` statement.
-fn view_query(definition: &str) -> datafusion::error::Result<String> {
+pub fn view_query(definition: &str) -> datafusion::error::Result<String> {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, definition)
         .map_err(|e| DataFusionError::Plan(format!("saved view: {e}")))?;
     match statements.as_slice() {
@@ -116,11 +177,70 @@ pub struct AnalyticsSchema {
     lake: Lake,
     /// The session the views are planned in (its catalogs are shared).
     state: SessionState,
+    /// The consent purposes segments may be saved for.
+    consent: ConsentConfig,
 }
 
 impl AnalyticsSchema {
-    pub fn new(lake: Lake, state: SessionState) -> AnalyticsSchema {
-        AnalyticsSchema { lake, state }
+    pub fn new(lake: Lake, state: SessionState, consent: ConsentConfig) -> AnalyticsSchema {
+        AnalyticsSchema {
+            lake,
+            state,
+            consent,
+        }
+    }
+
+    /// Save the segment `name` (`definition`, its `CREATE VIEW` without
+    /// options) for `purpose`, in one write: from its first read it
+    /// returns only the profiles whose consent admits the purpose. It must
+    /// return a `profile_id` column.
+    pub async fn save_for_purpose(
+        &self,
+        name: &str,
+        definition: &str,
+        purpose: &str,
+        or_replace: bool,
+    ) -> datafusion::error::Result<()> {
+        if !self.consent.is_purpose(purpose) {
+            return exec_err!(
+                "purpose '{purpose}' is not one of the consent purposes ({})",
+                self.consent.purposes.join(", ")
+            );
+        }
+        if SHIPPED.iter().any(|(n, _)| *n == name) {
+            return exec_err!(
+                "analytics.{name} is a view Panorama ships; save yours under another name"
+            );
+        }
+        if !or_replace && self.table_exist_async(name).await? {
+            return exec_err!("analytics.{name} already exists");
+        }
+        let plan = self
+            .state
+            .create_logical_plan(&view_query(definition)?)
+            .await?;
+        if plan
+            .schema()
+            .field_with_unqualified_name("profile_id")
+            .is_err()
+        {
+            return exec_err!(
+                "a segment saved for a purpose must return a profile_id column: analytics.{name} does not"
+            );
+        }
+        let marked = format!("{PURPOSE_HEADER} {purpose}\n{definition}");
+        let path = self.lake.path(&Self::view_path(name));
+        self.lake
+            .store()
+            .put(&path, PutPayload::from(marked.into_bytes()))
+            .await
+            .map_err(external)?;
+        Ok(())
+    }
+
+    async fn table_exist_async(&self, name: &str) -> datafusion::error::Result<bool> {
+        Ok(self.saved(name).await?.is_some()
+            || tables::exists(&self.lake, name).await.map_err(external)?)
     }
 
     fn view_path(name: &str) -> Path {
@@ -128,12 +248,7 @@ impl AnalyticsSchema {
     }
 
     async fn saved(&self, name: &str) -> datafusion::error::Result<Option<String>> {
-        let bytes = self
-            .lake
-            .get_bytes(&Self::view_path(name))
-            .await
-            .map_err(external)?;
-        Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
+        saved_definition(&self.lake, name).await.map_err(external)
     }
 
     async fn saved_names(&self) -> datafusion::error::Result<Vec<String>> {
@@ -171,7 +286,12 @@ impl SchemaProvider for AnalyticsSchema {
             return self.view(sql).await.map(Some);
         }
         if let Some(definition) = self.saved(name).await? {
-            return self.view(&view_query(&definition)?).await.map(Some);
+            let query = view_query(&definition)?;
+            let query = match purpose_of(&definition) {
+                Some(purpose) => gated(&query, purpose, &self.consent),
+                None => query,
+            };
+            return self.view(&query).await.map(Some);
         }
         tables::table(&self.lake, &self.state, name).await
     }

@@ -383,6 +383,11 @@ impl MaskedSchema {
     pub fn new(inner: Arc<dyn SchemaProvider>, policy: Arc<MaskPolicy>) -> MaskedSchema {
         MaskedSchema { inner, policy }
     }
+
+    /// The schema whose tables it masks.
+    pub fn inner(&self) -> &Arc<dyn SchemaProvider> {
+        &self.inner
+    }
 }
 
 #[async_trait]

@@ -72,6 +72,10 @@ pub struct IdentityConfig {
     /// when the file is read): the purposes the profiles answer.
     #[serde(skip)]
     pub consent: super::consent::ConsentConfig,
+    /// `[retention]` (its own section too, copied here likewise): how long
+    /// rows are kept.
+    #[serde(skip)]
+    pub retention: super::retention::RetentionConfig,
 }
 
 impl Default for IdentityConfig {
@@ -141,6 +145,7 @@ impl Default for IdentityConfig {
             parallel_profiles_from: 32 * 1024,
             replace_defaults: false,
             consent: Default::default(),
+            retention: Default::default(),
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod normalize;
 mod partial;
 mod profiles;
 mod refresh;
+pub mod retention;
 mod running;
 mod scan;
 mod state;

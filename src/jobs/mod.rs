@@ -16,8 +16,8 @@
 //! counted in `system.job_runs.rows_left_out`.
 //!
 //! Maintenance jobs name raw tables as their target and have no query:
-//! `kind: compact`, `kind: vacuum`, and `kind: retention` with
-//! `keep_days: N` (rows older than that are erased for good).
+//! `kind: compact`, `kind: vacuum`, and `kind: retention` (rows older than
+//! `[retention]` says, or than `keep_days: N`, are erased for good).
 //!
 //! Panorama ships the jobs of `sql/jobs/`; users add theirs to the lake's
 //! `jobs/` folder (one with a shipped job's name replaces it). A run writes
@@ -62,10 +62,7 @@ const SHIPPED: [(&str, &str); 6] = [
         include_str!("../../sql/jobs/compact_raw.sql"),
     ),
     ("vacuum_raw", include_str!("../../sql/jobs/vacuum_raw.sql")),
-    (
-        "retention_events",
-        include_str!("../../sql/jobs/retention_events.sql"),
-    ),
+    ("retention", include_str!("../../sql/jobs/retention.sql")),
 ];
 
 /// Folder of the jobs users add.
@@ -97,10 +94,11 @@ pub enum Work {
     /// Vacuum the raw tables ([`crate::maintenance::vacuum`]); writes no
     /// table.
     Vacuum,
-    /// Delete the rows of the raw tables older than `keep_days`, for good
-    /// ([`crate::privacy::retain`]); writes no table.
+    /// Delete the rows of the raw tables older than their period, for good
+    /// ([`crate::privacy::retain`]): `keep_days` for the target tables if
+    /// the job says, `[retention]` otherwise; writes no table.
     Retention {
-        keep_days: u32,
+        keep_days: Option<u32>,
     },
 }
 
@@ -214,10 +212,7 @@ impl Job {
             "segment_snapshot" => Work::SegmentSnapshot,
             "compact" => Work::Compact,
             "vacuum" => Work::Vacuum,
-            "retention" => Work::Retention {
-                keep_days: keep_days
-                    .ok_or_else(|| bad(1, "a retention job needs '-- keep_days: N'".into()))?,
-            },
+            "retention" => Work::Retention { keep_days },
             other => return Err(bad(1, format!("unknown kind '{other}'"))),
         };
         Ok(Job {
@@ -374,8 +369,18 @@ async fn execute(
             });
         }
         Work::Retention { keep_days } => {
-            let removed =
-                crate::privacy::retain(lake, identity, &tables()?, *keep_days, now).await?;
+            use crate::identity::retention::Period;
+            let rules = match keep_days {
+                Some(days) => crate::privacy::Rules {
+                    tables: tables()?
+                        .into_iter()
+                        .map(|t| (t, Period::Days(*days)))
+                        .collect(),
+                    anonymous: None,
+                },
+                None => crate::privacy::Rules::configured(identity, &tables()?),
+            };
+            let removed = crate::privacy::retain(lake, identity, &rules, now).await?;
             return Ok(Written {
                 rows: removed,
                 ..Written::default()
@@ -443,7 +448,7 @@ async fn execute(
             writer.finish().await?
         }
         Work::SegmentSnapshot => {
-            let batches = snapshot_segments(ctx, lake, now).await?;
+            let batches = snapshot_segments(ctx, lake, now, &mut left_out).await?;
             write_file(lake, &file, cdp::segment_membership(), &batches).await?
         }
         Work::Compact | Work::Vacuum | Work::Retention { .. } => 0,
@@ -466,23 +471,45 @@ async fn execute(
     })
 }
 
-/// `(segment, profile_id, snapshot_at)` of every saved segment.
+/// `(segment, profile_id, snapshot_at)` of every saved segment; adds to
+/// `left_out` the profiles that segments saved for a consent purpose
+/// leave out.
 async fn snapshot_segments(
     ctx: &SessionContext,
     lake: &Lake,
     now: DateTime<Utc>,
+    left_out: &mut u64,
 ) -> Result<Vec<RecordBatch>> {
     let mut batches = Vec::new();
     for (segment, _) in lake.files_named(&analytics::views_dir(), ".sql").await? {
-        let sql = format!(
-            "SELECT DISTINCT CAST(profile_id AS VARCHAR) AS profile_id FROM analytics.\"{segment}\""
-        );
+        let distinct = |from: &str| {
+            format!("SELECT DISTINCT CAST(profile_id AS VARCHAR) AS profile_id FROM {from}")
+        };
+        let no_profile_id = |e: datafusion::error::DataFusionError| {
+            Error::Config(format!("segment {segment} has no profile_id column: {e}"))
+        };
         let members = ctx
-            .sql(&sql)
+            .sql(&distinct(&format!("analytics.\"{segment}\"")))
             .await
-            .map_err(|e| Error::Config(format!("segment {segment} has no profile_id column: {e}")))?
+            .map_err(no_profile_id)?
             .collect()
             .await?;
+        let definition = analytics::saved_definition(lake, &segment).await?;
+        if definition
+            .as_deref()
+            .and_then(analytics::purpose_of)
+            .is_some()
+        {
+            let query = analytics::view_query(definition.as_deref().unwrap_or_default())?;
+            let all = ctx
+                .sql(&distinct(&format!("({query}) _all")))
+                .await
+                .map_err(no_profile_id)?
+                .count()
+                .await?;
+            let kept: usize = members.iter().map(RecordBatch::num_rows).sum();
+            *left_out += all.saturating_sub(kept) as u64;
+        }
         for b in members {
             let n = b.num_rows();
             let columns: Vec<ArrayRef> = vec![

@@ -23,7 +23,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::{DFSchema, ParamValues};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{DiscardObject, Reset, ResetStatement, Set, Statement};
+use datafusion::sql::sqlparser::ast::{
+    CreateTableOptions, CreateView, DiscardObject, Reset, ResetStatement, Set, SqlOption, Statement,
+};
 use datafusion_postgres::QueryHook;
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::ClientInfo;
@@ -578,7 +580,11 @@ impl QueryHook for SessionHook {
         _ctx: &SessionContext,
         client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
+        let saved_for_purpose = matches!(statement, Statement::CreateView(view)
+            if view.options != CreateTableOptions::None);
         let fields = match route(statement, client) {
+            // Planned and run at execution ([`create_view_with_options`]).
+            _ if saved_for_purpose => vec![],
             Route::Show(name, _) | Route::ShowEngine(name) => {
                 vec![Field::new(name, DataType::Utf8, false)]
             }
@@ -625,10 +631,71 @@ async fn handle(
     ctx: &SessionContext,
     client: &mut dyn HookClient,
 ) -> Option<PgWireResult<Response>> {
+    if let Statement::CreateView(view) = statement
+        && view.options != CreateTableOptions::None
+    {
+        return Some(create_view_with_options(ctx, view).await);
+    }
     if let Some(tag) = ddl_tag(statement) {
         return Some(run_ddl(ctx, &statement.to_string(), tag).await);
     }
     answer(statement, ctx, client).await
+}
+
+/// `CREATE VIEW analytics.<name> WITH (purpose = '<purpose>') AS …`: a
+/// segment saved for a consent purpose ([`crate::analytics`]); no other
+/// view option exists here.
+async fn create_view_with_options(
+    ctx: &SessionContext,
+    view: &CreateView,
+) -> PgWireResult<Response> {
+    let options = match &view.options {
+        CreateTableOptions::With(options) => options.as_slice(),
+        _ => &[],
+    };
+    let mut purpose = None;
+    for option in options {
+        match option {
+            SqlOption::KeyValue { key, value } if key.value.eq_ignore_ascii_case("purpose") => {
+                let text = value.to_string();
+                purpose = Some(text.trim_matches('\'').to_string());
+            }
+            other => {
+                return Err(error(
+                    "22023",
+                    format!("unrecognized parameter \"{other}\" (views take only purpose)"),
+                ));
+            }
+        }
+    }
+    let Some(purpose) = purpose else {
+        return Err(error(
+            "22023",
+            "views take only WITH (purpose = '<consent purpose>')".into(),
+        ));
+    };
+    let parts = &view.name.0;
+    let in_analytics = parts.len() == 2
+        && parts[0]
+            .as_ident()
+            .is_some_and(|i| i.value.eq_ignore_ascii_case("analytics"));
+    let Some(name) = parts
+        .last()
+        .and_then(|p| p.as_ident())
+        .filter(|_| in_analytics)
+    else {
+        return Err(error(
+            "0A000",
+            "a view with a purpose is a segment: name it analytics.<name>".into(),
+        ));
+    };
+    let mut plain = view.clone();
+    plain.options = CreateTableOptions::None;
+    let definition = Statement::CreateView(plain).to_string();
+    crate::analytics::save_for_purpose(ctx, &name.value, &definition, &purpose, view.or_replace)
+        .await
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    Ok(Response::Execution(Tag::new("CREATE VIEW")))
 }
 
 async fn answer(

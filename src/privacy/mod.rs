@@ -53,7 +53,7 @@ use audit::{Request, hashes, record};
 pub use export::{Exported, export};
 use people::People;
 pub use proof::{Evidence, Proof, proof};
-pub use retention::retain;
+pub use retention::{Rules, retain};
 
 /// What an erasure did.
 #[derive(Debug, Clone, Default)]

@@ -1,0 +1,14 @@
+-- schedule: 10 4 * * *
+-- target: raw
+-- kind: retention
+--
+-- Every night, erase for good what [retention] in panorama.toml says is
+-- too old: by default events older than 25 months (the longest the CNIL
+-- accepts for audience measurement) and the rows of visitors never
+-- identified (only anonymous ids, linked to no known identifier) older
+-- than 13 months (its limit for cookies). The files that held them are
+-- rewritten without them, the tables' old versions are purged, and the
+-- profiles rebuilt without them. Each removal is recorded in
+-- system.privacy_requests (kind retention). A job file of this form with
+-- '-- keep_days: N' and a table as target applies N days to that table
+-- instead.
