@@ -43,6 +43,8 @@ pub struct Config {
     /// `[retention]`: how long rows are kept (see
     /// [`crate::identity::retention`]).
     pub retention: crate::identity::retention::RetentionConfig,
+    /// `[console]`: the web console and profile API (see [`crate::console`]).
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// How files for one raw table are read by `panorama ingest`.
@@ -89,6 +91,10 @@ impl Config {
         config.identity.retention = config.retention.clone();
         config.identity.validate()?;
         config.collector.validate()?;
+        config
+            .console
+            .validate()
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         config
             .lookup
             .validate()

@@ -17,6 +17,7 @@ pub mod analytics;
 pub mod catalog;
 pub mod collect;
 pub mod config;
+pub mod console;
 pub mod engine;
 pub mod error;
 pub mod executor;

@@ -334,6 +334,13 @@ struct ServeArgs {
     /// Do not run the HTTP collector.
     #[arg(long)]
     no_collect: bool,
+    /// Address of the web console and profile API (overrides [console]
+    /// listen in panorama.toml; default 127.0.0.1:8080).
+    #[arg(long, env = "PANORAMA_CONSOLE_LISTEN", value_parser = config::parse_listen)]
+    console_listen: Option<SocketAddr>,
+    /// Do not serve the web console and profile API.
+    #[arg(long)]
+    no_console: bool,
 }
 
 fn main() -> Result<()> {
@@ -367,6 +374,8 @@ async fn run() -> Result<()> {
         collect_listen: None,
         wal_dir: None,
         no_collect: false,
+        console_listen: None,
+        no_console: false,
     }));
     match command {
         Command::Serve(args) => serve(&cli.lake, &settings, args).await,
@@ -1030,14 +1039,28 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
     // Queries run on their own runtime, so a heavy one never holds up the
     // protocol (logins, cancels, other clients' small queries).
     let queries = panorama::executor::QueryRuntime::new().context("starting the query runtime")?;
+    let analyst = Arc::new(analyst);
+    let console = start_console(
+        &lake,
+        settings,
+        &args,
+        (ctx.clone(), analyst.clone()),
+        users.clone(),
+        collector.as_ref(),
+    )
+    .await?;
     let access = pgwire::Access {
         users,
-        analyst: Some(Arc::new(analyst)),
+        analyst: Some(analyst),
         tls_required: settings.tls.as_ref().is_some_and(|t| t.require),
         tls,
         query_runtime: Some(queries.handle()),
     };
     let served = pgwire::serve_secure(listener, ctx, actions, access, shutdown).await;
+    if let Some((stop, task)) = console {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     let _ = stop_jobs.send(());
     let _ = scheduler.await;
     if let Some(collector) = collector {
@@ -1052,6 +1075,66 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
         }
     }
     served.context("serving the PostgreSQL protocol")
+}
+
+/// The running console: what stops it, and its task.
+type RunningConsole = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+);
+
+/// Start the web console and profile API unless turned off; refused on a
+/// non-loopback address without users, like the PostgreSQL endpoint.
+async fn start_console(
+    lake: &Lake,
+    settings: &config::Config,
+    args: &ServeArgs,
+    (admin, analyst): (
+        Arc<datafusion::prelude::SessionContext>,
+        Arc<datafusion::prelude::SessionContext>,
+    ),
+    users: pgwire::auth::Users,
+    collector: Option<&panorama::collect::Collector>,
+) -> Result<Option<RunningConsole>> {
+    let config = &settings.console;
+    if args.no_console || !config.enabled {
+        return Ok(None);
+    }
+    let listen = args.console_listen.unwrap_or(config.listen);
+    if users.is_empty() && !listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to serve the console on {listen} without users: add [[users]] to \
+             panorama.toml or listen on 127.0.0.1"
+        );
+    }
+    let mut console = panorama::console::Console::new(
+        lake.clone(),
+        settings.identity.clone(),
+        admin,
+        analyst,
+        users,
+        config,
+    );
+    if let Some(collector) = collector {
+        let stats = collector.stats_handle();
+        console = console.with_collector(collector.recent(), stats);
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("the console cannot listen on {listen}"))?;
+    let bound = listener.local_addr().unwrap_or(listen);
+    tracing::info!(
+        "console ready: http://{bound}/ (profile API: http://{bound}/api/v1/profiles/<id_type>/<value>)"
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(panorama::console::serve(
+        listener,
+        Arc::new(console),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Ok(Some((stop, task)))
 }
 
 /// Start the HTTP collector unless it is turned off.

@@ -17,6 +17,7 @@ mod cli;
 mod clients;
 mod collect;
 mod consent;
+mod console;
 mod corpus;
 mod delta;
 mod erasure_crash;

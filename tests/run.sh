@@ -17,7 +17,9 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)  # a test certificate 
 # The client tests (tests/clients.rs): a private PostgreSQL server to compare
 # catalogs with, psqlODBC behind unixODBC, pgjdbc and a JDK to compile the
 # JDBC client, and Python with venv for psycopg, pandas and SQLAlchemy.
-for package in postgresql odbc-postgresql unixodbc libpostgresql-jdbc-java python3-venv; do
+# The console's browser test (tests/console.rs): Debian's chromium and its
+# WebDriver, driven by Selenium from the venv below.
+for package in postgresql odbc-postgresql unixodbc libpostgresql-jdbc-java python3-venv chromium chromium-driver; do
     installed "$package" || need_apt+=("$package")
 done
 command -v javac >/dev/null 2>&1 || need_apt+=(default-jdk-headless)

@@ -343,6 +343,11 @@ pub struct Served {
     pub pg_port: u16,
     /// Address of the HTTP collector, unless `--no-collect`.
     pub collector: Option<SocketAddr>,
+    /// Address of the web console, unless `--no-console`.
+    pub console: Option<SocketAddr>,
+    /// The server's working directory (its default write-ahead log goes
+    /// there, never into the checkout).
+    _cwd: tempfile::TempDir,
 }
 
 impl Served {
@@ -350,8 +355,20 @@ impl Served {
     /// 127.0.0.1:0`) and wait for its "ready" log lines.
     pub async fn start(args: &[&std::ffi::OsStr]) -> Served {
         use std::io::BufRead;
+        let cwd = tempfile::tempdir().unwrap();
+        // The console on a free port unless the test says otherwise (tests
+        // run side by side).
+        let consoles = !args.iter().any(|a| *a == "--no-console");
+        let mut args = args.to_vec();
+        if consoles && !args.iter().any(|a| *a == "--console-listen") {
+            args.extend([
+                std::ffi::OsStr::new("--console-listen"),
+                std::ffi::OsStr::new("127.0.0.1:0"),
+            ]);
+        }
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_panorama"))
-            .args(args)
+            .args(&args)
+            .current_dir(cwd.path())
             .env_remove("PANORAMA_LAKE")
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
@@ -369,10 +386,13 @@ impl Served {
                 let _ = tx.send(line);
             }
         });
-        let (pg_port, collector, log) = tokio::task::spawn_blocking(move || {
-            let (mut pg, mut collector) = (None, None);
+        let (pg_port, collector, console, log) = tokio::task::spawn_blocking(move || {
+            let (mut pg, mut collector, mut console) = (None, None, None);
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
-            while pg.is_none() || (collects && collector.is_none()) {
+            while pg.is_none()
+                || (collects && collector.is_none())
+                || (consoles && console.is_none())
+            {
                 let wait = deadline.saturating_duration_since(std::time::Instant::now());
                 let line = rx.recv_timeout(wait).expect("serve became ready");
                 if let Some(rest) = line.split("ready: psql -h 127.0.0.1 -p ").nth(1) {
@@ -387,8 +407,14 @@ impl Served {
                         .next()
                         .and_then(|a| a.parse::<SocketAddr>().ok());
                 }
+                if let Some(rest) = line.split("console ready: http://").nth(1) {
+                    console = rest
+                        .split('/')
+                        .next()
+                        .and_then(|a| a.parse::<SocketAddr>().ok());
+                }
             }
-            (pg.unwrap(), collector, rx)
+            (pg.unwrap(), collector, console, rx)
         })
         .await
         .unwrap();
@@ -397,6 +423,8 @@ impl Served {
             log: std::sync::Mutex::new(log),
             pg_port,
             collector,
+            console,
+            _cwd: cwd,
         }
     }
 

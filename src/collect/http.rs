@@ -202,6 +202,12 @@ async fn ingest(
                 &e.to_string(),
             );
         }
+        for event in &record.events {
+            shared.recent.push(event);
+        }
+        shared
+            .accepted
+            .fetch_add(record.events.len() as u64, Ordering::Relaxed);
         let waiting = shared
             .waiting
             .fetch_add(record.events.len() as u64, Ordering::Relaxed)

@@ -25,7 +25,7 @@ pub const TYPES: [&str; 6] = ["track", "identify", "page", "screen", "group", "a
 
 /// An accepted message, normalised to the columns of `raw.events`.
 /// Times are microseconds since the epoch, UTC.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub message_id: String,
     #[serde(rename = "type")]

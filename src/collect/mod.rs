@@ -27,6 +27,7 @@ use crate::lake::Lake;
 pub mod flush;
 pub mod http;
 pub mod message;
+pub mod recent;
 pub mod wal;
 
 pub use flush::Flushed;
@@ -117,6 +118,18 @@ struct Shared {
     pending: tokio::sync::Mutex<Vec<wal::Sealed>>,
     /// Set when the last flush failed (the lake is unreachable).
     lake_error: std::sync::Mutex<Option<String>>,
+    /// What was accepted lately, for the profile API.
+    recent: Arc<recent::Recent>,
+    /// Events accepted since the start, for the console.
+    accepted: AtomicU64,
+}
+
+/// A collector's counters (see [`Collector::stats`]).
+#[derive(Debug, Clone, Default)]
+pub struct CollectorStats {
+    pub accepted: u64,
+    pub backlog_bytes: u64,
+    pub lake_error: Option<String>,
 }
 
 /// A running collector.
@@ -169,6 +182,8 @@ impl Collector {
             flush_soon: Notify::new(),
             pending: tokio::sync::Mutex::new(left),
             lake_error: Default::default(),
+            recent: Default::default(),
+            accepted: AtomicU64::new(0),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let server = {
@@ -194,6 +209,23 @@ impl Collector {
     /// The address actually bound (the port is chosen when 0 was asked).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The events accepted lately, by identifier (the profile API's).
+    pub fn recent(&self) -> Arc<recent::Recent> {
+        Arc::clone(&self.shared.recent)
+    }
+
+    /// What the console shows of it, read when called: events accepted
+    /// since the start, bytes of its write-ahead log not yet in the lake,
+    /// and the last error flushing it.
+    pub fn stats_handle(&self) -> impl Fn() -> CollectorStats + Send + Sync + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || CollectorStats {
+            accepted: shared.accepted.load(Ordering::Relaxed),
+            backlog_bytes: shared.wal.bytes(),
+            lake_error: lock(&shared.lake_error).clone(),
+        }
     }
 
     /// Write everything acknowledged so far into the lake now.

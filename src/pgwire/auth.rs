@@ -184,6 +184,20 @@ impl Users {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The role of `name` if `password` is theirs (checked against the
+    /// same verifier as a SCRAM login: the web console's login form).
+    pub fn check_password(&self, name: &str, password: &str) -> Option<Role> {
+        let (verifier, role) = self.0.get(name)?;
+        let tried = Verifier::make(password, &verifier.salt, verifier.iterations);
+        let same = tried
+            .stored_key
+            .iter()
+            .zip(&verifier.stored_key)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+        same.then_some(*role)
+    }
 }
 
 /// Whether the read-only `analyst` role may run `statement`: queries,

@@ -169,7 +169,7 @@ fn lists_as_text(batch: &RecordBatch) -> Result<RecordBatch> {
 }
 
 /// Rows of `batches` as JSON objects (times as RFC 3339, lists as arrays).
-fn json_rows(batches: &[RecordBatch]) -> Result<Vec<serde_json::Value>> {
+pub fn json_rows(batches: &[RecordBatch]) -> Result<Vec<serde_json::Value>> {
     let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
     let batches: Vec<&RecordBatch> = batches.iter().collect();
     writer

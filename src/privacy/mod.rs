@@ -50,7 +50,7 @@ mod retention;
 
 pub use audit::requests_dir;
 use audit::{Request, hashes, record};
-pub use export::{Exported, export};
+pub use export::{Exported, export, json_rows};
 use people::People;
 pub use proof::{Evidence, Proof, proof};
 pub use retention::{Rules, retain};
