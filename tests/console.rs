@@ -177,6 +177,25 @@ async fn the_console_and_profile_api_serve_people_as_sql_does() {
         "{body}"
     );
 
+    // A refresh commits a new version: the API's in-memory copy follows
+    // within seconds, without a restart.
+    let before = body["version"].as_u64().expect("version");
+    client
+        .batch_execute("REFRESH MATERIALIZED VIEW cdp.profiles")
+        .await
+        .unwrap();
+    let mut seen = before;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        seen = get(&api(&email), Some(ADMIN_TOKEN)).await.1["version"]
+            .as_u64()
+            .unwrap_or(before);
+        if seen > before {
+            break;
+        }
+    }
+    assert!(seen > before, "the API still answers version {seen}");
+
     browser(&served, &client, &profile_id, &email).await;
 }
 

@@ -19,6 +19,7 @@ use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use serde_json::json;
 
 use super::{Console, data};
+use crate::identity::suppression::{normalised, text};
 
 pub fn routes() -> Router<Arc<Console>> {
     Router::new().route("/api/v1/profiles/{id_type}/{value}", get(profile))
@@ -69,45 +70,43 @@ async fn answer(
     id_type: &str,
     value: &str,
 ) -> crate::error::Result<Option<serde_json::Value>> {
-    let found = data::find(console, Some(id_type), value).await?;
-    let Some(id) = found.first() else {
+    let Some(loaded) = console.cache.current(&console.lake, &console.admin).await? else {
         return Ok(None);
     };
-    let ctx = console.session(role);
-    let profile = data::query(
-        ctx,
-        "SELECT * FROM cdp.profiles WHERE profile_id = $1",
-        &[id],
-    )
-    .await?;
+    let wanted = normalised(&console.identity, id_type, value);
+    let Some(row) = loaded.find(id_type, &wanted) else {
+        return Ok(None);
+    };
+    let profile = loaded.profile(row);
+    let identifiers = loaded.identifiers(row)?;
     let refreshed = profile
-        .first()
-        .and_then(|b| b.column_by_name("refreshed_at"))
+        .column_by_name("refreshed_at")
         .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
         .filter(|c| !c.is_empty() && c.is_valid(0))
         .map_or(i64::MIN, |c| c.value(0));
-    let identifiers = data::query(
-        ctx,
-        "SELECT id_type, id_value, first_seen, last_seen FROM cdp.identity_links \
-         WHERE profile_id = $1 ORDER BY id_type, first_seen",
-        &[id],
-    )
-    .await?;
-    let values: Vec<String> = data::identifiers(console, id)
-        .await?
-        .into_iter()
-        .map(|(_, v)| v)
+    let values: Vec<String> = text(identifiers.column(1))?
+        .iter()
+        .flatten()
+        .map(str::to_string)
         .collect();
     let recent = console
         .recent
         .as_ref()
         .map(|r| r.of(&values, refreshed))
         .unwrap_or_default();
-    let profile = crate::privacy::json_rows(&profile)?.into_iter().next();
+    let profile_id = match profile.column_by_name("profile_id") {
+        Some(ids) => text(ids)?.value(0).to_string(),
+        None => return Ok(None),
+    };
+    let [profile, identifiers] = data::mask_for(console, role, vec![profile, identifiers])?
+        .try_into()
+        .map_err(|_| crate::error::Error::Config("masking changed the batches".into()))?;
+    let profile = crate::privacy::json_rows(&[profile])?.into_iter().next();
     Ok(Some(json!({
-        "profile_id": id,
+        "profile_id": profile_id,
         "profile": profile,
-        "identifiers": crate::privacy::json_rows(&identifiers)?,
+        "identifiers": crate::privacy::json_rows(&[identifiers])?,
         "events_since_refresh": recent,
+        "version": loaded.version,
     })))
 }

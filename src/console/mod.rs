@@ -32,6 +32,7 @@ use crate::pgwire::auth::{Role, Users};
 mod api;
 mod auth;
 mod builder;
+mod cache;
 mod charts;
 mod data;
 mod pages;
@@ -100,6 +101,8 @@ pub struct Console {
     /// The collector's recent events and counters, when it runs here.
     pub(crate) recent: Option<Arc<Recent>>,
     pub(crate) collector: Option<Box<dyn Fn() -> CollectorStats + Send + Sync>>,
+    /// The profile API's in-memory copy of the profiles.
+    pub(crate) cache: Arc<cache::ProfileCache>,
 }
 
 impl Console {
@@ -123,6 +126,7 @@ impl Console {
             auth: auth::Auth::new(users, &config.tokens),
             recent: None,
             collector: None,
+            cache: Arc::default(),
         }
     }
 
