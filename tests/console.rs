@@ -196,6 +196,20 @@ async fn the_console_and_profile_api_serve_people_as_sql_does() {
     }
     assert!(seen > before, "the API still answers version {seen}");
 
+    // A proof of consent requested for the person shows on their page.
+    let proof = Command::new(env!("CARGO_BIN_EXE_panorama"))
+        .arg("--lake")
+        .arg(&lake)
+        .args(["privacy", "proof", "email", &email])
+        .env_remove("PANORAMA_LAKE")
+        .output()
+        .unwrap();
+    assert!(
+        proof.status.success(),
+        "{}",
+        String::from_utf8_lossy(&proof.stderr)
+    );
+
     browser(&served, &client, &profile_id, &email).await;
 }
 
@@ -262,6 +276,16 @@ async fn browser(served: &Served, client: &tokio_postgres::Client, profile_id: &
     assert_eq!(report["analyst_emails"], "[***]", "{report}");
     assert_eq!(report["analyst_sees_email"], false, "{report}");
     assert_eq!(report["keyboard_nav"], "/segments", "{report}");
+    assert!(
+        report["requests"]
+            .as_str()
+            .is_some_and(|r| r.contains("proof") && r.contains("completed")),
+        "{report}"
+    );
+    assert!(
+        report["block_buttons"].as_u64().is_some_and(|n| n >= 3),
+        "{report}"
+    );
     assert_eq!(report["console_errors"], serde_json::json!([]), "{report}");
     for page in [
         "login",

@@ -356,6 +356,7 @@ async fn person_page(
     )
     .await?;
     let segments = member_of(console, user.role, id).await?;
+    let requests = privacy_requests(console, user.role, &ids).await?;
     let survivors = survivorship(console, &people, &profile).await?;
     let traits: Vec<(String, String)> = profile
         .columns
@@ -458,7 +459,23 @@ async fn person_page(
                         button type="submit" { "Block " (t) " " (v) }
                     }
                 }
+                @for ((a, b), _) in &edges {
+                    @let ((t, v), (ot, ov)) = (&links.nodes[*a], &links.nodes[*b]);
+                    form.inline method="post" action={ "/person/" (id) "/block" } {
+                        input type="hidden" name="csrf" value=(user.csrf);
+                        input type="hidden" name="id_type" value=(t);
+                        input type="hidden" name="id_value" value=(v);
+                        input type="hidden" name="other_type" value=(ot);
+                        input type="hidden" name="other_value" value=(ov);
+                        button type="submit" { "Block the link " (t) " " (v) " — " (ot) " " (ov) }
+                    }
+                }
             }
+        }
+        section aria-labelledby="requests" {
+            h2 id="requests" { "Privacy requests" }
+            p.hint { "Requests (access, proof, suppression, erasure) made for one of these identifiers, found by their salted hashes." }
+            (table(&requests))
         }
         section aria-labelledby="merges" {
             h2 id="merges" { "Merges and splits" }
@@ -481,6 +498,35 @@ async fn person_page(
         }
     };
     Ok(Some(layout("Person", Some(user), body)))
+}
+
+/// The privacy requests made for one of `ids`, matched by the salted
+/// hash the audit keeps (never the value).
+async fn privacy_requests(
+    console: &Console,
+    role: Role,
+    ids: &[(String, String)],
+) -> crate::error::Result<Grid> {
+    use crate::identity::suppression;
+    let exists = crate::lake::delta::open(&console.lake, &crate::privacy::requests_dir()).await?;
+    if exists.is_none() || ids.is_empty() {
+        return Ok(Grid::default());
+    }
+    let salt = suppression::salt(&console.lake).await?;
+    let hashes: Vec<String> = ids
+        .iter()
+        .map(|(t, v)| format!("'{}'", suppression::hash(&salt, t, v)))
+        .collect();
+    data::grid(
+        console.session(role),
+        &format!(
+            "SELECT requested_at, kind, id_type, status, completed_at FROM system.privacy_requests \
+             WHERE value_hash IN ({}) ORDER BY requested_at DESC",
+            hashes.join(", ")
+        ),
+        &[],
+    )
+    .await
 }
 
 /// The saved segments `id` is in now.
@@ -572,6 +618,9 @@ struct BlockForm {
     csrf: String,
     id_type: String,
     id_value: String,
+    /// With the other end of a link: block the link, not the value.
+    other_type: String,
+    other_value: String,
 }
 
 async fn block(
@@ -586,12 +635,21 @@ async fn block(
     if user.role != Role::Admin {
         return failure(StatusCode::FORBIDDEN, "Only administrators can block.");
     }
-    let args = [form.id_type.clone(), form.id_value.clone()];
-    let decision =
-        match crate::identity::blocks::procedure(&console.identity, "block_identifier", &args) {
-            Ok(d) => d,
-            Err(e) => return failure(StatusCode::BAD_REQUEST, &e.to_string()),
-        };
+    let (procedure, args) = if form.other_type.is_empty() {
+        ("block_identifier", vec![form.id_type, form.id_value])
+    } else {
+        let ends = vec![
+            form.id_type,
+            form.id_value,
+            form.other_type,
+            form.other_value,
+        ];
+        ("block_link", ends)
+    };
+    let decision = match crate::identity::blocks::procedure(&console.identity, procedure, &args) {
+        Ok(d) => d,
+        Err(e) => return failure(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
     if let Err(e) =
         crate::identity::blocks::record(&console.lake, &decision, chrono::Utc::now()).await
     {

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
@@ -69,18 +70,19 @@ try:
     report["admin_emails"] = text("td[data-trait=emails]")
     report["identifiers"] = len(driver.find_elements(By.CSS_SELECTOR, "section[aria-labelledby=ids] tbody tr"))
     report["graph_edges"] = len(driver.find_elements(By.CSS_SELECTOR, "svg.graph line.edge"))
+    report["requests"] = text("section[aria-labelledby=requests] tbody")
+    report["block_buttons"] = len(driver.find_elements(By.CSS_SELECTOR, "form.inline button"))
     shot("person")
 
     # Keyboard only: Tab from the top of the page to "Segments", Enter.
-    driver.find_element(By.TAG_NAME, "body").click()
-    driver.execute_script("document.activeElement.blur()")
-    body = driver.find_element(By.TAG_NAME, "body")
-    body.send_keys(Keys.TAB)
+    # From a fresh load, where sequential focus starts at the top.
+    driver.get(driver.current_url)
+    ActionChains(driver).send_keys(Keys.TAB).perform()
     for _ in range(12):
         if driver.switch_to.active_element.text == "Segments":
-            driver.switch_to.active_element.send_keys(Keys.ENTER)
+            ActionChains(driver).send_keys(Keys.ENTER).perform()
             break
-        driver.switch_to.active_element.send_keys(Keys.TAB)
+        ActionChains(driver).send_keys(Keys.TAB).perform()
     report["keyboard_nav"] = path()
 
     driver.get(f"{base}/segments/new")
