@@ -678,15 +678,7 @@ async fn segments(State(console): State<Arc<Console>>, user: User) -> Response {
         let purpose = crate::analytics::purpose_of(&definition)
             .unwrap_or("")
             .to_string();
-        let size = data::grid(
-            console.session(user.role),
-            &format!("SELECT count(DISTINCT profile_id) FROM analytics.\"{name}\""),
-            &[],
-        )
-        .await
-        .ok()
-        .and_then(|g| g.rows.first().map(|r| r[0].clone()))
-        .unwrap_or_else(|| "error".into());
+        let size = segment_size(console.session(user.role), &name).await;
         rows.push((name, purpose, size));
     }
     layout(
@@ -737,15 +729,7 @@ async fn segment(
             moe: 0.0,
         })
         .collect();
-    let size = data::grid(
-        ctx,
-        &format!("SELECT count(DISTINCT profile_id) FROM analytics.\"{name}\""),
-        &[],
-    )
-    .await
-    .ok()
-    .and_then(|g| g.rows.first().map(|r| r[0].clone()))
-    .unwrap_or_default();
+    let size = segment_size(ctx, &name).await;
     let purpose = crate::analytics::purpose_of(&definition).map(str::to_string);
     layout(
         &format!("Segment {name}"),
@@ -772,6 +756,17 @@ async fn segment(
         },
     )
     .into_response()
+}
+
+/// How many profiles the saved segment `name` holds now ("error" when it
+/// cannot be read).
+async fn segment_size(ctx: &datafusion::prelude::SessionContext, name: &str) -> String {
+    let sql = format!("SELECT count(DISTINCT profile_id) FROM analytics.\"{name}\"");
+    data::grid(ctx, &sql, &[])
+        .await
+        .ok()
+        .and_then(|g| g.rows.first().map(|r| r[0].clone()))
+        .unwrap_or_else(|| "error".into())
 }
 
 #[derive(Deserialize, Default)]

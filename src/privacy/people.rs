@@ -376,15 +376,24 @@ impl ScalarUDFImpl for Match {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::error::Result<ColumnarValue> {
-        let rows = args.number_rows;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let columns = arrays
-            .iter()
-            .map(|a| Ok(cast(a, &DataType::Utf8)?.as_string::<i32>().clone()))
-            .collect::<datafusion::error::Result<Vec<StringArray>>>()?;
-        let answer: BooleanArray = (0..rows).map(|i| Some(self.row(&columns, i))).collect();
-        Ok(ColumnarValue::Array(Arc::new(answer)))
+        by_row(args, |columns, i| self.row(columns, i))
     }
+}
+
+/// A boolean SQL function's answer, row by row, from its arguments as
+/// text (in argument order).
+pub(super) fn by_row(
+    args: ScalarFunctionArgs,
+    row: impl Fn(&[StringArray], usize) -> bool,
+) -> datafusion::error::Result<ColumnarValue> {
+    let rows = args.number_rows;
+    let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+    let columns = arrays
+        .iter()
+        .map(|a| Ok(cast(a, &DataType::Utf8)?.as_string::<i32>().clone()))
+        .collect::<datafusion::error::Result<Vec<StringArray>>>()?;
+    let answer: BooleanArray = (0..rows).map(|i| Some(row(&columns, i))).collect();
+    Ok(ColumnarValue::Array(Arc::new(answer)))
 }
 
 #[cfg(test)]

@@ -11,8 +11,7 @@ use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use datafusion::arrow::array::{AsArray, BooleanArray, StringArray};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::StringArray;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{
@@ -224,13 +223,6 @@ impl ScalarUDFImpl for Unidentified {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::error::Result<ColumnarValue> {
-        let rows = args.number_rows;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let columns = arrays
-            .iter()
-            .map(|a| Ok(cast(a, &DataType::Utf8)?.as_string::<i32>().clone()))
-            .collect::<datafusion::error::Result<Vec<StringArray>>>()?;
-        let answer: BooleanArray = (0..rows).map(|i| Some(self.row(&columns, i))).collect();
-        Ok(ColumnarValue::Array(Arc::new(answer)))
+        super::people::by_row(args, |columns, i| self.row(columns, i))
     }
 }
