@@ -428,22 +428,7 @@ async fn the_retention_job_erases_events_older_than_their_period() {
     )
     .await;
     assert_eq!(refresh_now(&lake).await.profiles, 2);
-    let job = panorama::jobs::load(&lake)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|j| j.name == "retention")
-        .expect("the shipped retention job");
-    let ctx = panorama::engine::session(&lake, &Default::default()).unwrap();
-    let run = panorama::jobs::run(
-        &ctx,
-        &lake,
-        &IdentityConfig::default(),
-        &job,
-        chrono::Utc::now(),
-    )
-    .await
-    .unwrap();
+    let run = run_shipped_retention(&lake, &IdentityConfig::default(), chrono::Utc::now()).await;
     assert_eq!((run.status, run.rows_written), ("succeeded", 1), "{run:?}");
     assert_eq!(
         sql_lines(&lake, "SELECT anonymous_id FROM raw.events").await,
@@ -511,16 +496,7 @@ async fn retention_erases_old_rows_of_visitors_never_identified() {
         config.retention.anonymous,
         panorama::identity::retention::Period::Months(13)
     );
-    let job = panorama::jobs::load(&lake)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|j| j.name == "retention")
-        .expect("the shipped retention job");
-    let ctx = panorama::engine::session(&lake, &Default::default()).unwrap();
-    let run = panorama::jobs::run(&ctx, &lake, &config, &job, now)
-        .await
-        .unwrap();
+    let run = run_shipped_retention(&lake, &config, now).await;
     assert_eq!((run.status, run.rows_written), ("succeeded", 1), "{run:?}");
     let left = sql_lines(
         &lake,
@@ -550,9 +526,7 @@ async fn retention_erases_old_rows_of_visitors_never_identified() {
 
     // A shorter period from the configuration takes the next one.
     config.retention = toml::from_str("anonymous = \"90 days\"").unwrap();
-    let run = panorama::jobs::run(&ctx, &lake, &config, &job, now)
-        .await
-        .unwrap();
+    let run = run_shipped_retention(&lake, &config, now).await;
     assert_eq!((run.status, run.rows_written), ("succeeded", 1), "{run:?}");
     let left = sql_lines(
         &lake,
@@ -560,6 +534,24 @@ async fn retention_erases_old_rows_of_visitors_never_identified() {
     )
     .await;
     assert_eq!(left, vec!["0"]);
+}
+
+/// Run the shipped `retention` job on `lake` under `config` at `now`.
+async fn run_shipped_retention(
+    lake: &Lake,
+    config: &IdentityConfig,
+    now: chrono::DateTime<chrono::Utc>,
+) -> panorama::jobs::Run {
+    let job = panorama::jobs::load(lake)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|j| j.name == "retention")
+        .expect("the shipped retention job");
+    let ctx = panorama::engine::session(lake, &Default::default()).unwrap();
+    panorama::jobs::run(&ctx, lake, config, &job, now)
+        .await
+        .unwrap()
 }
 
 /// The one text value `sql` answers.
