@@ -114,9 +114,12 @@ enum Command {
         /// Files, folders or URLs (https://…, s3://bucket/key) to load.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// Column mapping, `column=source_field` (repeatable), e.g.
-        /// `--map email=Email_Address`.
-        #[arg(long = "map", value_name = "COLUMN=FIELD")]
+        /// Column mapping (repeatable): `column=field` renames a field
+        /// (`--map email=Email_Address`); `column=<SQL expression>` computes
+        /// the column from the file's fields, read as text
+        /// (`--map "order_id=OrderNo || '-' || Line"`, `CAST(…)`, `CASE`,
+        /// `json_build_object('tier', Tier)`).
+        #[arg(long = "map", value_name = "COLUMN=FIELD|EXPRESSION")]
         map: Vec<String>,
         /// A value for rows that lack a column, `column=value` (repeatable),
         /// e.g. `--default source=crm`.

@@ -411,3 +411,79 @@ async fn fields_no_column_holds_are_kept_in_extra_unless_dropped() {
     let schema = table.snapshot().unwrap().schema();
     assert!(schema.field("extra").is_some(), "{schema:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn computed_mappings_build_keys_cast_branch_and_pack_json() {
+    let (dir, lake) = temp_lake();
+    let csv = dir.path().join("till.csv");
+    std::fs::write(
+        &csv,
+        "OrderNo,Line,Mail,When,Total,Paid,Tier,Points,Till\n\
+         T1,1,A@X.com,2026-01-15 10:00:00,12.5,y,gold,120,7\n\
+         T1,2,a@x.com,2026-01-15 10:00:00,3,n,silver,8,7\n\
+         T2,1,b@x.com,2026-01-16 10:00:00,9.99,y,gold,many,8\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_panorama"))
+        .args(["ingest", "orders"])
+        .arg(&csv)
+        .args([
+            "--map",
+            "order_id=OrderNo || '-' || Line",
+            "--map",
+            "email=Mail",
+            "--map",
+            "ordered_at=When",
+            "--map",
+            "amount=CAST(Total AS DECIMAL(12,2))",
+            "--map",
+            "status=CASE WHEN Paid = 'y' THEN 'completed' ELSE 'pending' END",
+            "--map",
+            "extra=json_build_object('tier', Tier, 'points', CAST(Points AS BIGINT))",
+            "--default",
+            "currency=EUR",
+            "--default",
+            "channel=store",
+            "--default",
+            "item_count=1",
+            "--lake",
+        ])
+        .arg(dir.path())
+        .env_remove("PANORAMA_LAKE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // One row rejected: the command says so and exits non-zero.
+    assert!(!output.status.success(), "{stderr}");
+    assert_eq!(
+        sql_lines(
+            &lake,
+            "SELECT order_id, email, amount, status, extra FROM raw.orders ORDER BY 1"
+        )
+        .await,
+        vec![
+            r#"T1-1 | a@x.com | 12.50 | completed | {"Till":"7","points":120,"tier":"gold"}"#,
+            r#"T1-2 | a@x.com | 3.00 | pending | {"Till":"7","points":8,"tier":"silver"}"#,
+        ]
+    );
+    let rejects = sql_lines(&lake, "SELECT line, field, reason FROM system.rejects").await;
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert!(
+        rejects[0].starts_with("4 | extra | the mapping \"json_build_object("),
+        "{rejects:?}"
+    );
+    assert!(!rejects[0].contains("many"), "{rejects:?}");
+
+    // A syntax error stops the load before a row is read, naming it.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_panorama"))
+        .args(["ingest", "orders"])
+        .arg(&csv)
+        .args(["--map", "order_id=OrderNo ||", "--lake"])
+        .arg(dir.path())
+        .env_remove("PANORAMA_LAKE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("order_id=\"OrderNo ||\""), "{stderr}");
+}

@@ -5,7 +5,7 @@
 //! with, so SQL and the identity graph always agree; the survey and RFM
 //! functions of [`scores`]; and `json_get_str(json, 'a.b')`, a string at a
 //! dotted path of the JSON text columns (`properties`, `traits`,
-//! `context`).
+//! `context`), and [`json_object`]'s `json_build_object(k, v, …)`.
 
 use std::sync::Arc;
 
@@ -19,6 +19,7 @@ use phonenumber::country::Id as Country;
 
 use crate::identity::normalize::{self, Normalize};
 
+pub mod json_object;
 pub mod scores;
 pub mod session;
 
@@ -37,6 +38,7 @@ pub fn register_all(ctx: &SessionContext, default_country: Country) {
     }
     ctx.register_udf(scores::rfm_segment());
     ctx.register_udf(json_get_str());
+    ctx.register_udf(json_object::json_build_object());
 }
 
 /// The PostgreSQL release Panorama answers as (its `pg_catalog` follows 16).

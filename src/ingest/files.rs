@@ -35,6 +35,9 @@ use crate::schema::{EXTRA_COLUMN, RawTable, utc_timestamps};
 /// Rows per landed chunk: bounds memory for files of any size.
 const CHUNK_ROWS: usize = 100_000;
 
+/// Rows evaluated together by computed mappings.
+const COMPUTE_ROWS: usize = 8_192;
+
 /// Namespace of the ids derived from content hashes.
 const INGEST_NAMESPACE: Uuid = Uuid::from_u128(0x7061_6e6f_7261_6d61_2d69_6e67_6573_7400);
 
@@ -760,12 +763,23 @@ pub async fn load_file_as(
     let load_id = Uuid::new_v5(&INGEST_NAMESPACE, hash.as_bytes());
     let schema = table.file_schema();
     let received = started.to_rfc3339();
+    let country = normalize::country(&options.identity.default_country).unwrap_or(Country::FR);
+    let expressions = super::computed::Expressions::plan(&options.mapping, country)?;
+    // Computed columns read their value from the record key it is stored
+    // under; the fields the expressions read are placed.
+    let mut options = options.clone();
+    for column in expressions.columns() {
+        options
+            .mapping
+            .insert(column.to_string(), super::computed::key(column));
+    }
     // Parsing is synchronous; chunks are handed to the async writer.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(RecordBatch, Vec<Reject>, u64)>(2);
     let reader = {
         let (path, options, schema) = (path.to_path_buf(), options.clone(), schema.clone());
         tokio::task::spawn_blocking(move || -> Result<Unplaced> {
-            let placed = placed_fields(&schema, &options);
+            let mut placed = placed_fields(&schema, &options);
+            placed.extend(expressions.fields().map(String::from));
             let target = Target {
                 table,
                 schema: &schema,
@@ -782,36 +796,63 @@ pub async fn load_file_as(
                     _ => None,
                 }
             };
+            // Place one record (its computed values already in), or reject
+            // it; hand a full chunk to the writer.
+            let mut place = |record: Record,
+                             failed: Option<(String, String)>,
+                             read: u64,
+                             rows: &mut TableRows,
+                             rejects: &mut Vec<Reject>|
+             -> Result<()> {
+                let line = record.line;
+                let message_id = Uuid::new_v5(&load_id, &line.to_le_bytes()).to_string();
+                let with_id = |c: &str| match (table, c) {
+                    (RawTable::Events, "message_id") => Some(message_id.clone()),
+                    _ => fill(c),
+                };
+                let placed = match failed {
+                    Some(failure) => Err(failure),
+                    None => append(&target, &record, rows, &mut unplaced, with_id),
+                };
+                if let Err((field, reason)) = placed {
+                    rejects.push(Reject {
+                        line,
+                        field,
+                        reason,
+                        raw: record.raw,
+                    });
+                }
+                if rows.len() + rejects.len() >= CHUNK_ROWS {
+                    let batch = rows.finish()?;
+                    tx.blocking_send((batch, std::mem::take(rejects), read))
+                        .map_err(|_| Error::Config("the load was stopped".into()))?;
+                }
+                Ok(())
+            };
+            // With computed mappings, records wait in `pending` to be
+            // evaluated a block at a time.
+            let mut pending: Vec<Record> = Vec::new();
             read_records(&path, format, compression, |record| {
                 read += 1;
                 match record {
+                    Ok(record) if expressions.is_empty() => {
+                        place(record, None, read, &mut rows, &mut rejects)?
+                    }
                     Ok(record) => {
-                        let line = record.line;
-                        let message_id = Uuid::new_v5(&load_id, &line.to_le_bytes()).to_string();
-                        let with_id = |c: &str| match (table, c) {
-                            (RawTable::Events, "message_id") => Some(message_id.clone()),
-                            _ => fill(c),
-                        };
-                        if let Err((field, reason)) =
-                            append(&target, &record, &mut rows, &mut unplaced, with_id)
-                        {
-                            rejects.push(Reject {
-                                line,
-                                field,
-                                reason,
-                                raw: record.raw,
-                            });
+                        pending.push(record);
+                        if pending.len() >= COMPUTE_ROWS {
+                            for (record, failed) in computed(&expressions, &mut pending)? {
+                                place(record, failed, read, &mut rows, &mut rejects)?;
+                            }
                         }
                     }
                     Err(reject) => rejects.push(reject),
                 }
-                if rows.len() + rejects.len() >= CHUNK_ROWS {
-                    let batch = rows.finish()?;
-                    tx.blocking_send((batch, std::mem::take(&mut rejects), read))
-                        .map_err(|_| Error::Config("the load was stopped".into()))?;
-                }
                 Ok(())
             })?;
+            for (record, failed) in computed(&expressions, &mut pending)? {
+                place(record, failed, read, &mut rows, &mut rejects)?;
+            }
             let batch = rows.finish()?;
             tx.blocking_send((batch, rejects, read))
                 .map_err(|_| Error::Config("the load was stopped".into()))?;
@@ -849,6 +890,18 @@ pub async fn load_file_as(
     report.dropped = unplaced.dropped;
     record(lake, table, &report, &hash, &load_id, started).await?;
     Ok(report)
+}
+
+/// The `pending` records with their computed values, each with the
+/// failure that rejects it, if any (`pending` is left empty).
+fn computed(
+    expressions: &super::computed::Expressions,
+    pending: &mut Vec<Record>,
+) -> Result<Vec<(Record, Option<super::computed::Failure>)>> {
+    let mut fields: Vec<&mut BTreeMap<String, Option<String>>> =
+        pending.iter_mut().map(|r| &mut r.fields).collect();
+    let failures = expressions.apply(&mut fields)?;
+    Ok(pending.drain(..).zip(failures).collect())
 }
 
 fn sort_by_time(table: RawTable, batch: RecordBatch) -> Result<RecordBatch> {

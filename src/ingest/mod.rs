@@ -25,6 +25,7 @@ use crate::lake::parquet::writer_properties_with;
 use crate::lake::{Lake, delta, paths};
 use crate::schema::{DAY_COLUMN, RawTable};
 
+pub mod computed;
 pub mod fetch;
 pub mod files;
 

@@ -11,7 +11,6 @@
 //!   SQLAlchemy's `get_columns`; `pg_get_indexdef(oid …)`: NULL — Panorama's
 //!   tables have no indexes (the rows `pg_index` copies from PostgreSQL's
 //!   own catalogs get no definition either);
-//! - `json_build_object(k1, v1, …)`: a JSON object as text;
 //! - `pg_expandarray(array)`: a list of `(x, n)` structs, the elements
 //!   and their positions (`information_schema._pg_expandarray` becomes
 //!   `unnest(pg_expandarray(…))`, see [`super::rewrite`]);
@@ -51,7 +50,6 @@ pub fn functions() -> Vec<ScalarUDF> {
         Function::SerialSequence,
         Function::IndexDef,
         Function::CollationVisible,
-        Function::JsonBuildObject,
         Function::LikeEscape,
         Function::ExpandArray,
         Function::PostmasterStartTime,
@@ -111,7 +109,6 @@ enum Function {
     SerialSequence,
     IndexDef,
     CollationVisible,
-    JsonBuildObject,
     LikeEscape,
     ExpandArray,
     PostmasterStartTime,
@@ -193,31 +190,6 @@ fn type_oid(name: &str) -> Option<i32> {
     TYPES.get(name).and_then(|oid| i32::try_from(*oid).ok())
 }
 
-/// A JSON value for one SQL value (numbers and booleans as themselves).
-fn json_value(value: &ScalarValue) -> serde_json::Value {
-    use serde_json::Value;
-    if value.is_null() {
-        return Value::Null;
-    }
-    match value {
-        ScalarValue::Boolean(Some(b)) => Value::Bool(*b),
-        ScalarValue::Int8(Some(_))
-        | ScalarValue::Int16(Some(_))
-        | ScalarValue::Int32(Some(_))
-        | ScalarValue::Int64(Some(_))
-        | ScalarValue::UInt8(Some(_))
-        | ScalarValue::UInt16(Some(_))
-        | ScalarValue::UInt32(Some(_))
-        | ScalarValue::UInt64(Some(_))
-        | ScalarValue::Float32(Some(_))
-        | ScalarValue::Float64(Some(_)) => value
-            .to_string()
-            .parse::<serde_json::Number>()
-            .map_or_else(|_| Value::String(value.to_string()), Value::Number),
-        other => Value::String(other.to_string()),
-    }
-}
-
 fn rows(args: &[ColumnarValue]) -> usize {
     args.iter()
         .find_map(|a| match a {
@@ -235,7 +207,6 @@ impl ScalarUDFImpl for Udf {
             Function::SerialSequence => "pg_get_serial_sequence",
             Function::IndexDef => "pg_get_indexdef",
             Function::CollationVisible => "pg_collation_is_visible",
-            Function::JsonBuildObject => "json_build_object",
             Function::LikeEscape => "pg_like_escape",
             Function::ExpandArray => "pg_expandarray",
             Function::PostmasterStartTime => "pg_postmaster_start_time",
@@ -331,31 +302,6 @@ impl ScalarUDFImpl for Udf {
             Function::CollationVisible => {
                 arity(1, 1)?;
                 Arc::new(datafusion::arrow::array::BooleanArray::from(vec![true; n]))
-            }
-            Function::JsonBuildObject => {
-                if !args.len().is_multiple_of(2) {
-                    return Err(DataFusionError::Plan(
-                        "json_build_object takes an even number of arguments (key, value, …)"
-                            .into(),
-                    ));
-                }
-                let arrays = ColumnarValue::values_to_arrays(&args)?;
-                let mut out = Vec::with_capacity(n);
-                for row in 0..n {
-                    let mut object = serde_json::Map::new();
-                    for pair in arrays.chunks(2) {
-                        let key = ScalarValue::try_from_array(&pair[0], row)?;
-                        if key.is_null() {
-                            return Err(DataFusionError::Execution(
-                                "json_build_object: a key is NULL".into(),
-                            ));
-                        }
-                        let value = ScalarValue::try_from_array(&pair[1], row)?;
-                        object.insert(key.to_string(), json_value(&value));
-                    }
-                    out.push(serde_json::Value::Object(object).to_string());
-                }
-                Arc::new(StringArray::from(out))
             }
             Function::ExpandArray => {
                 arity(1, 1)?;
