@@ -45,6 +45,13 @@ pub struct Config {
     pub retention: crate::identity::retention::RetentionConfig,
     /// `[console]`: the web console and profile API (see [`crate::console`]).
     pub console: crate::console::ConsoleConfig,
+    /// `[tables.<name>]`: raw tables of the user's own (see
+    /// [`crate::schema::declared`]).
+    pub tables: std::collections::BTreeMap<String, crate::schema::declared::TableConfig>,
+    /// The checked declarations of `tables`, which every command declares
+    /// in the lake it opens ([`crate::lake::Lake::declare_table`]).
+    #[serde(skip)]
+    pub declared: Vec<crate::schema::declared::Declaration>,
 }
 
 /// How files for one raw table are read by `panorama ingest`.
@@ -80,8 +87,12 @@ impl Config {
                 });
             }
         };
+        // Declared tables first: the other sections may name them.
+        let declared = declared_tables(&text)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         let mut config: Config =
             toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        config.declared = declared;
         config.identity = config.identity.with_builtins();
         config
             .consent
@@ -111,6 +122,61 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// The `[tables.<name>]` of a configuration text, checked and known to
+/// [`crate::schema::RawTable::from_name`] from then on. A column that an
+/// `[identity]` source reads as an email or a phone is personal (masked
+/// for analysts) whether or not it says so.
+fn declared_tables(
+    text: &str,
+) -> std::result::Result<Vec<crate::schema::declared::Declaration>, String> {
+    use crate::schema::declared::{Declaration, TableConfig};
+    let value: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    let Some(tables) = value.get("tables") else {
+        return Ok(Vec::new());
+    };
+    let tables: std::collections::BTreeMap<String, TableConfig> = tables
+        .clone()
+        .try_into()
+        .map_err(|e| format!("[tables]: {e}"))?;
+    let identity = value.get("identity");
+    let list = |key: &str| {
+        identity
+            .and_then(|i| i.get(key))
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let text_of =
+        |v: &toml::Value, key: &str| v.get(key).and_then(|s| s.as_str()).map(String::from);
+    // Identifier types whose values are emails or phones.
+    let mut contact_types = vec!["email".to_string(), "phone".to_string()];
+    for t in list("types") {
+        if matches!(text_of(&t, "normalize").as_deref(), Some("email" | "phone")) {
+            contact_types.extend(text_of(&t, "name"));
+        }
+    }
+    let mut out = Vec::new();
+    for (name, table) in &tables {
+        let mut declaration = Declaration::from_config(name, table)?;
+        for source in list("sources") {
+            if text_of(&source, "table").as_deref() != Some(name)
+                || !text_of(&source, "id_type").is_some_and(|t| contact_types.contains(&t))
+            {
+                continue;
+            }
+            let column = text_of(&source, "column");
+            for c in &mut declaration.columns {
+                if Some(&c.name) == column.as_ref() {
+                    c.personal = true;
+                }
+            }
+        }
+        crate::schema::RawTable::declare(&declaration);
+        out.push(declaration);
+    }
+    Ok(out)
 }
 
 /// Environment variable naming the lake URL.

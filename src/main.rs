@@ -109,7 +109,8 @@ enum Command {
     /// run again. Exits non-zero when any row was rejected.
     Ingest {
         /// The raw table: events, customers, orders, order_items, products,
-        /// survey_responses or consents.
+        /// survey_responses, consents, or one declared ([tables.<name>] in
+        /// panorama.toml, or CREATE TABLE raw.<name> over SQL).
         table: String,
         /// Files, folders or URLs (https://…, s3://bucket/key) to load.
         #[arg(required = true)]
@@ -385,10 +386,10 @@ async fn run() -> Result<()> {
         Command::Refresh { full } => run_refresh(&cli.lake, &settings, full).await,
         Command::Identity { action } => run_identity(&cli.lake, &settings, action).await,
         Command::Generate { scale, seed, files } => {
-            run_generate(&cli.lake, GenerateOptions { scale, seed }, files).await
+            run_generate(&cli.lake, &settings, GenerateOptions { scale, seed }, files).await
         }
         Command::Sql { query } => run_sql(&cli.lake, &settings, &query).await,
-        Command::Jobs => list_jobs(&cli.lake).await,
+        Command::Jobs => list_jobs(&cli.lake, &settings).await,
         Command::Passwd => passwd(),
         Command::Ingest {
             table,
@@ -405,11 +406,11 @@ async fn run() -> Result<()> {
             run_ingest(&cli.lake, &settings, &table, &paths, flags).await
         }
         Command::RunJob { name } => run_job(&cli.lake, &settings, &name).await,
-        Command::Compact { tables } => run_compact(&cli.lake, &tables).await,
+        Command::Compact { tables } => run_compact(&cli.lake, &settings, &tables).await,
         Command::Vacuum {
             tables,
             retain_hours,
-        } => run_vacuum(&cli.lake, &tables, retain_hours).await,
+        } => run_vacuum(&cli.lake, &settings, &tables, retain_hours).await,
         Command::Lake {
             action: LakeAction::Upgrade,
         } => run_upgrade(&cli.lake).await,
@@ -437,7 +438,7 @@ async fn run() -> Result<()> {
                  FROM system.privacy_requests WHERE request_id = '{id}' \
                  ORDER BY completed_at NULLS FIRST, id_type"
             );
-            let lake = open_current_lake(&cli.lake).await?;
+            let lake = open_current_lake(&cli.lake, &settings).await?;
             let ctx = engine::session(&lake, &engine_options(&settings))?;
             let batches = query::run(&ctx, &sql).await?;
             if batches.iter().all(|b| b.num_rows() == 0) {
@@ -462,7 +463,7 @@ async fn run() -> Result<()> {
                 },
         } => {
             let requested = identifiers_to_forget(&identifiers, file.as_deref())?;
-            let lake = open_current_lake(&cli.lake).await?;
+            let lake = open_current_lake(&cli.lake, &settings).await?;
             let done = panorama::privacy::export(
                 &lake,
                 &settings.identity,
@@ -491,7 +492,7 @@ async fn run() -> Result<()> {
             action: PrivacyAction::Proof { identifiers, file },
         } => {
             let requested = identifiers_to_forget(&identifiers, file.as_deref())?;
-            let lake = open_current_lake(&cli.lake).await?;
+            let lake = open_current_lake(&cli.lake, &settings).await?;
             let proof = panorama::privacy::proof(&lake, &settings.identity, &requested)
                 .await
                 .context("gathering the proof of consent")?;
@@ -624,7 +625,7 @@ async fn run_suppress(
     lift: bool,
 ) -> Result<()> {
     let requested = identifiers_to_forget(pairs, file)?;
-    let lake = open_current_lake(location).await?;
+    let lake = open_current_lake(location, settings).await?;
     let n = panorama::privacy::suppress(&lake, &settings.identity, &requested, lift)
         .await
         .context("recording the suppression")?;
@@ -647,7 +648,7 @@ async fn run_forget(
     options: panorama::privacy::ForgetOptions,
 ) -> Result<()> {
     let requested = identifiers_to_forget(pairs, file)?;
-    let lake = open_current_lake(location).await?;
+    let lake = open_current_lake(location, settings).await?;
     let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
         "{spinner} {elapsed_precise} {msg}",
     )?);
@@ -674,9 +675,9 @@ async fn run_forget(
     Ok(())
 }
 
-async fn run_compact(location: &str, names: &[String]) -> Result<()> {
-    let lake = open_current_lake(location).await?;
-    let tables = panorama::maintenance::raw_tables(names)?;
+async fn run_compact(location: &str, settings: &config::Config, names: &[String]) -> Result<()> {
+    let lake = open_current_lake(location, settings).await?;
+    let tables = panorama::maintenance::raw_tables(&lake, names)?;
     let total = panorama::maintenance::compact(&lake, &tables, |table, done| {
         eprintln!(
             "raw.{table}: {} files rewritten into {}",
@@ -694,9 +695,14 @@ async fn run_compact(location: &str, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-async fn run_vacuum(location: &str, names: &[String], retain_hours: u32) -> Result<()> {
-    let lake = open_current_lake(location).await?;
-    let tables = panorama::maintenance::raw_tables(names)?;
+async fn run_vacuum(
+    location: &str,
+    settings: &config::Config,
+    names: &[String],
+    retain_hours: u32,
+) -> Result<()> {
+    let lake = open_current_lake(location, settings).await?;
+    let tables = panorama::maintenance::raw_tables(&lake, names)?;
     let deleted = panorama::maintenance::vacuum(&lake, &tables, retain_hours)
         .await
         .context("vacuuming")?;
@@ -748,9 +754,23 @@ fn open_lake(location: &str) -> Result<Lake> {
 }
 
 /// The lake, refused when it still needs `panorama lake upgrade`.
-async fn open_current_lake(location: &str) -> Result<Lake> {
+/// Open the lake at `location`, refuse one an older release wrote, and
+/// know its declared tables and those `settings` declares.
+async fn open_current_lake(location: &str, settings: &config::Config) -> Result<Lake> {
     let lake = open_lake(location)?;
     panorama::maintenance::check_upgraded(&lake).await?;
+    lake.load_declared_tables()
+        .await
+        .context("reading the lake's declared tables")?;
+    for declaration in &settings.declared {
+        let (table, changed) = lake
+            .declare_table(declaration)
+            .await
+            .with_context(|| format!("declaring raw.{} from [tables]", declaration.name))?;
+        if changed {
+            eprintln!("raw.{table}: declared in the lake (panorama.toml [tables.{table}])");
+        }
+    }
     Ok(lake)
 }
 
@@ -768,7 +788,7 @@ async fn run_identity(
     settings: &config::Config,
     action: IdentityAction,
 ) -> Result<()> {
-    let lake = open_current_lake(location).await?;
+    let lake = open_current_lake(location, settings).await?;
     let (block, args) = match action {
         IdentityAction::Block(a) => (true, a),
         IdentityAction::Unblock(a) => (false, a),
@@ -822,7 +842,7 @@ fn choose_page_size() {
 async fn run_refresh(location: &str, settings: &config::Config, full: bool) -> Result<()> {
     keep_freed_memory();
     choose_page_size();
-    let lake = open_current_lake(location).await?;
+    let lake = open_current_lake(location, settings).await?;
     let started = Instant::now();
     let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
         "{spinner} {elapsed_precise} {msg}",
@@ -869,6 +889,12 @@ async fn run_refresh(location: &str, settings: &config::Config, full: bool) -> R
         report.refused_links,
         report.blocked_values
     );
+    for (source, count) in &report.refused_values {
+        eprintln!(
+            "{source}: {count} values its rule could not normalise linked nothing \
+             (set invalid = \"keep\" on the type to keep them as sent)"
+        );
+    }
     Ok(())
 }
 
@@ -891,7 +917,7 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
         ),
         None => None,
     };
-    let lake = open_current_lake(location).await?;
+    let lake = open_current_lake(location, settings).await?;
     if !args.no_seed {
         let bar = ProgressBar::new(panorama::schema::RawTable::ALL.len() as u64).with_style(
             ProgressStyle::with_template("seeding sample data {bar:30} {pos}/{len} {msg}")?,
@@ -1175,6 +1201,7 @@ async fn start_collector(
 
 async fn run_generate(
     location: &str,
+    settings: &config::Config,
     options: GenerateOptions,
     files: Option<PathBuf>,
 ) -> Result<()> {
@@ -1182,7 +1209,7 @@ async fn run_generate(
     let output = match &files {
         Some(dir) => Output::Files(dir.clone()),
         None => {
-            lake = open_current_lake(location).await?;
+            lake = open_current_lake(location, settings).await?;
             Output::Lake(&lake)
         }
     };
@@ -1252,12 +1279,9 @@ async fn run_ingest(
     } = flags;
     use panorama::ingest::fetch as files_fetch;
     use panorama::ingest::files;
-    let lake = open_current_lake(location).await?;
-    let Some(raw) = panorama::schema::RawTable::from_name(table) else {
-        let names: Vec<&str> = panorama::schema::RawTable::ALL
-            .iter()
-            .map(|t| t.name())
-            .collect();
+    let lake = open_current_lake(location, settings).await?;
+    let Some(raw) = lake.raw_table(table) else {
+        let names: Vec<&str> = lake.raw_tables().iter().map(|t| t.name()).collect();
         anyhow::bail!("no raw table '{table}' (tables: {})", names.join(", "));
     };
     // panorama.toml's [ingest.<table>], then the command line's flags.
@@ -1375,8 +1399,8 @@ async fn run_ingest(
     Ok(())
 }
 
-async fn list_jobs(location: &str) -> Result<()> {
-    let lake = open_current_lake(location).await?;
+async fn list_jobs(location: &str, settings: &config::Config) -> Result<()> {
+    let lake = open_current_lake(location, settings).await?;
     let jobs = jobs::load(&lake).await.context("reading the jobs")?;
     let now = chrono::Utc::now();
     println!(
@@ -1401,7 +1425,7 @@ async fn list_jobs(location: &str) -> Result<()> {
 }
 
 async fn run_job(location: &str, settings: &config::Config, name: &str) -> Result<()> {
-    let lake = open_current_lake(location).await?;
+    let lake = open_current_lake(location, settings).await?;
     let all = jobs::load(&lake).await.context("reading the jobs")?;
     let Some(job) = all.iter().find(|j| j.name == name) else {
         let names: Vec<&str> = all.iter().map(|j| j.name.as_str()).collect();
@@ -1436,7 +1460,7 @@ async fn run_export(
     to: &str,
     purpose: &str,
 ) -> Result<()> {
-    let lake = open_current_lake(location).await?;
+    let lake = open_current_lake(location, settings).await?;
     let ctx = engine::session(&lake, &engine_options(settings))?;
     let summary = panorama::export::export(
         &ctx,
@@ -1459,7 +1483,7 @@ async fn run_export(
 }
 
 async fn run_sql(location: &str, settings: &config::Config, sql: &str) -> Result<()> {
-    let lake = open_current_lake(location).await?;
+    let lake = open_current_lake(location, settings).await?;
     let ctx = engine::session(&lake, &engine_options(settings))?;
     let batches = query::run(&ctx, sql).await?;
     println!("{}", query::render(&batches)?);

@@ -25,16 +25,16 @@ pub const DEFAULT_RETENTION_HOURS: u32 = 4;
 /// The raw tables named in `names` (`events` or `raw.events`; all of them
 /// when empty or `raw`); an unknown name is refused with the list of known
 /// ones.
-pub fn raw_tables(names: &[String]) -> Result<Vec<RawTable>> {
+pub fn raw_tables(lake: &Lake, names: &[String]) -> Result<Vec<RawTable>> {
     if names.is_empty() || names.iter().any(|n| n == "raw") {
-        return Ok(RawTable::ALL.to_vec());
+        return Ok(lake.raw_tables());
     }
     names
         .iter()
         .map(|name| {
             let name = name.strip_prefix("raw.").unwrap_or(name);
-            RawTable::from_name(name).ok_or_else(|| {
-                let known: Vec<&str> = RawTable::ALL.iter().map(|t| t.name()).collect();
+            lake.raw_table(name).ok_or_else(|| {
+                let known: Vec<&str> = lake.raw_tables().iter().map(|t| t.name()).collect();
                 Error::Config(format!(
                     "no raw table is named '{name}' (known: {})",
                     known.join(", ")
@@ -168,7 +168,7 @@ pub async fn upgrade(
         }
         upgraded.push((table, landed));
     }
-    for table in crate::catalog::system_tables() {
+    for table in crate::catalog::system_tables(&lake.raw_tables()) {
         for dir in &table.dirs {
             if let Some(landed) = upgrade_records(lake, dir).await? {
                 progress_records(dir, landed);
@@ -249,7 +249,7 @@ async fn upgrade_records(lake: &Lake, dir: &Path) -> Result<Option<usize>> {
 
 /// Refuse a lake whose raw or record tables are not Delta tables yet.
 pub async fn check_upgraded(lake: &Lake) -> Result<()> {
-    for table in crate::catalog::system_tables() {
+    for table in crate::catalog::system_tables(&lake.raw_tables()) {
         for dir in &table.dirs {
             if !old_records(lake, dir).await?.is_empty() {
                 return Err(Error::Config(format!(

@@ -32,20 +32,33 @@ pub const MONEY_PRECISION: u8 = 12;
 /// Scale of money columns.
 pub const MONEY_SCALE: i8 = 2;
 
-/// One of the raw tables landed in the lake.
+pub mod declared;
+
+/// One of the raw tables landed in the lake: a built-in table (the
+/// constants below) or one a user declared ([`declared`]). A small `Copy`
+/// handle; a declared table's definition lives in [`declared`]'s registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RawTable {
-    Events,
-    Customers,
-    Orders,
-    OrderItems,
-    Products,
-    SurveyResponses,
-    Consents,
+pub struct RawTable(u16);
+
+/// How many raw tables are built in.
+const BUILT_IN: u16 = 7;
+
+// The built-in tables read like enum variants (`RawTable::Orders`), which
+// they were before tables could be declared, and can be matched on.
+#[allow(non_upper_case_globals)]
+impl RawTable {
+    pub const Events: RawTable = RawTable(0);
+    pub const Customers: RawTable = RawTable(1);
+    pub const Orders: RawTable = RawTable(2);
+    pub const OrderItems: RawTable = RawTable(3);
+    pub const Products: RawTable = RawTable(4);
+    pub const SurveyResponses: RawTable = RawTable(5);
+    pub const Consents: RawTable = RawTable(6);
 }
 
 impl RawTable {
-    /// Every raw table, in a stable order.
+    /// Every built-in raw table, in a stable order. A lake's tables,
+    /// declared ones included, are [`crate::lake::Lake::raw_tables`].
     pub const ALL: [RawTable; 7] = [
         RawTable::Events,
         RawTable::Customers,
@@ -55,6 +68,24 @@ impl RawTable {
         RawTable::SurveyResponses,
         RawTable::Consents,
     ];
+
+    /// The handle of a declared table (the same for the same declaration).
+    pub fn declare(declaration: &declared::Declaration) -> RawTable {
+        let index = declared::intern(declaration);
+        RawTable(BUILT_IN + u16::try_from(index).unwrap_or(u16::MAX - BUILT_IN))
+    }
+
+    /// A declared table's definition; `None` for a built-in one.
+    pub fn declaration(self) -> Option<&'static declared::Declaration> {
+        self.0
+            .checked_sub(BUILT_IN)
+            .and_then(|i| declared::get(usize::from(i)))
+    }
+
+    /// Whether a user declared this table.
+    pub fn is_declared(self) -> bool {
+        self.0 >= BUILT_IN
+    }
 
     /// The SQL name of the table inside the `raw` schema.
     pub fn name(self) -> &'static str {
@@ -66,12 +97,19 @@ impl RawTable {
             RawTable::Products => "products",
             RawTable::SurveyResponses => "survey_responses",
             RawTable::Consents => "consents",
+            _ => self.declaration().map_or("", |d| d.name.as_str()),
         }
     }
 
-    /// Look a table up by its SQL name.
+    /// Look a table up by its SQL name: a built-in one, or the latest
+    /// declaration this process has seen by that name.
     pub fn from_name(name: &str) -> Option<RawTable> {
-        RawTable::ALL.into_iter().find(|t| t.name() == name)
+        RawTable::ALL
+            .into_iter()
+            .find(|t| t.name() == name)
+            .or_else(|| {
+                declared::latest(name).and_then(|i| declared::get(i).map(RawTable::declare))
+            })
     }
 
     /// The column holding the row's business time; its day is the partition.
@@ -82,6 +120,9 @@ impl RawTable {
             RawTable::Orders | RawTable::OrderItems => "ordered_at",
             RawTable::SurveyResponses => "responded_at",
             RawTable::Consents => "recorded_at",
+            _ => self
+                .declaration()
+                .map_or(declared::LOADED_AT, |d| d.time_column()),
         }
     }
 
@@ -173,6 +214,12 @@ impl RawTable {
                 timestamp("recorded_at", false),
                 text("source", false),
             ],
+            _ => {
+                return self
+                    .declaration()
+                    .map(declared::Declaration::file_schema)
+                    .unwrap_or_else(|| Arc::new(Schema::new(vec![text(EXTRA_COLUMN, true)])));
+            }
         };
         fields.push(text(EXTRA_COLUMN, true));
         Arc::new(Schema::new(fields))
@@ -511,6 +558,9 @@ pub mod cdp {
             int("splits"),
             int("refused_links"),
             int("blocked_values"),
+            // JSON: identifier values each source's rule refused, by
+            // source (`{"raw.customers.phone (phone)": 12}`); NULL: none.
+            Field::new("refused_values", DataType::Utf8, true),
         ]))
     }
 }

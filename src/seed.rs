@@ -30,6 +30,8 @@ fn sample_file(table: RawTable) -> &'static [u8] {
             include_bytes!("../datasets/sample/survey_responses.parquet")
         }
         RawTable::Consents => include_bytes!("../datasets/sample/consents.parquet"),
+        // Declared tables have no sample rows.
+        _ => &[],
     }
 }
 

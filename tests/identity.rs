@@ -764,6 +764,7 @@ async fn any_identifier_column_may_also_feed_profile_facts() {
             normalize: Normalize::Text,
             max_per_profile: None,
             priority: 9,
+            invalid: Default::default(),
         });
         config.sources.push(IdentifierSource {
             table: table.into(),
@@ -803,4 +804,85 @@ async fn any_identifier_column_may_also_feed_profile_facts() {
             "{table}.{column}: the facts are kept\n{text}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_a_rule_refuses_are_counted_or_kept_as_the_type_says() {
+    use panorama::identity::normalize::Invalid;
+    use panorama::ingest::files::{self, IngestOptions};
+
+    let (dir, lake) = temp_lake();
+    let csv = dir.path().join("crm.csv");
+    std::fs::write(
+        &csv,
+        "customer_id,email,phone,source,updated_at\n\
+         C1,ann@x.com,+33 6 12 34 56 78,crm,2026-01-10\n\
+         C2,not-an-email,9123456789,crm,2026-01-10\n\
+         C3,cy@z.com,9123456789,crm,2026-01-11\n",
+    )
+    .unwrap();
+    files::load_file(
+        &lake,
+        RawTable::Customers,
+        &csv,
+        &IngestOptions::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let config = IdentityConfig::default();
+    let report = refresh_with(&lake, &config).await;
+    // Under the default rules (phones of France), a US number and a
+    // malformed email link nothing, and say so.
+    assert_eq!(
+        report.refused_values,
+        [
+            ("raw.customers.email (email)".to_string(), 1),
+            ("raw.customers.phone (phone)".to_string(), 2),
+        ]
+        .into()
+    );
+    assert_eq!(
+        sql_lines(&lake, "SELECT refused_values FROM system.refreshes").await,
+        vec![r#"{"raw.customers.email (email)":1,"raw.customers.phone (phone)":2}"#]
+    );
+    assert_eq!(
+        sql_lines(
+            &lake,
+            "SELECT count(*) FROM cdp.identity_links WHERE id_type = 'phone'"
+        )
+        .await,
+        vec!["1"]
+    );
+
+    // Kept as sent: the shared number now links C2 and C3.
+    let mut keep = IdentityConfig::default();
+    for t in &mut keep.types {
+        if t.name == "phone" {
+            t.invalid = Invalid::Keep;
+        }
+    }
+    let report = identity::refresh(
+        &lake,
+        &keep,
+        identity::Mode::Full,
+        chrono::DateTime::from_timestamp_micros(JAN_15 + 30 * DAY).unwrap(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        report.refused_values,
+        [("raw.customers.email (email)".to_string(), 1)].into()
+    );
+    // The number is an identifier now (joining C2; C3 keeps its own
+    // profile, as one customer_id per profile allows).
+    assert_eq!(
+        sql_lines(
+            &lake,
+            "SELECT id_value FROM cdp.identity_links WHERE id_type = 'phone' ORDER BY 1"
+        )
+        .await,
+        vec!["+33612345678", "9123456789"]
+    );
 }

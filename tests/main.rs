@@ -30,4 +30,5 @@ mod privacy;
 mod psql;
 mod s3;
 mod session;
+mod sources;
 mod wire;

@@ -35,7 +35,7 @@ impl TableHistory {
 
     async fn batch(&self) -> crate::error::Result<RecordBatch> {
         let mut rows: Vec<(RawTable, delta::Commit)> = Vec::new();
-        for table in RawTable::ALL {
+        for table in self.lake.raw_tables() {
             let dir = paths::raw_table_dir(table);
             for commit in delta::history(&self.lake, &dir, NEWEST).await? {
                 rows.push((table, commit));

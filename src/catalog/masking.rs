@@ -6,7 +6,8 @@
 //! columns by `***` (lists keep their length) and, in JSON columns, every
 //! value outside an allow-list of paths ([`MaskPolicy`]). Which columns are
 //! personal: by name in raw, `cdp` and `system` tables (email, phone,
-//! names, street address, identifier values, rejected rows as sent); by
+//! names, street address, identifier values, rejected rows as sent), and
+//! the columns a declared raw table flags `personal`; by
 //! lineage in views and job tables ([`super::lineage`]), so a column
 //! computed from personal data is masked under any name.
 //!
@@ -89,10 +90,15 @@ pub enum Mask {
 /// One mask (or none) per column of a schema, in order.
 pub type Masks = Vec<Option<Mask>>;
 
-/// The masks a column name alone calls for.
+/// The masks a column's name (or, for a declared table's column, its
+/// `personal` flag) calls for.
 fn mask_of(field: &Field) -> Option<Mask> {
     let name = field.name().to_lowercase();
-    if PERSONAL.contains(&name.as_str()) {
+    let declared_personal = field
+        .metadata()
+        .get(crate::schema::declared::PERSONAL_METADATA)
+        .is_some_and(|v| v == "true");
+    if declared_personal || PERSONAL.contains(&name.as_str()) {
         Some(Mask::Whole)
     } else if JSON_COLUMNS.contains(&name.as_str()) {
         Some(Mask::Json)

@@ -1,11 +1,12 @@
 //! The SQL catalog over the lake: schemas `raw`, `cdp`, `analytics`,
 //! `system` and `public` inside one catalog named `panorama`.
 //!
-//! Raw tables are DataFusion listing tables over `raw/<table>/`, with the
-//! schema fixed in [`crate::schema`] and the Hive `date` partition column.
-//! They list their files at every scan (the engine turns the list cache
-//! off), so files landed after start-up are visible to the next query
-//! without a restart. The catalog only builds plans; it never loads data.
+//! Raw tables are Delta tables over `raw/<table>/` ([`delta_table`]), the
+//! built-in ones with the schema fixed in [`crate::schema`], declared ones
+//! with theirs ([`raw_schema`] lists both, including tables declared after
+//! start-up). Each scan reads the table's latest version, so rows landed
+//! after start-up are visible to the next query without a restart. The
+//! catalog only builds plans; it never loads data.
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub mod lookup;
 mod lookup_exec;
 pub mod masking;
 mod parquet_format;
+pub mod raw_schema;
 mod versioned;
 
 pub use parquet_format::LakeParquetFormat;
@@ -72,21 +74,11 @@ pub fn lake_catalog(
         let schema: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
         match name {
             "raw" => {
-                for table in RawTable::ALL {
-                    let mut provider = raw_table(lake, table)?;
-                    let keys = lookup
-                        .columns_of(table)
-                        .map_err(crate::error::Error::Config)?;
-                    if !keys.is_empty() {
-                        provider = Arc::new(lookup::LookupTable::new(
-                            provider,
-                            lake.clone(),
-                            table,
-                            keys,
-                        ));
-                    }
-                    schema.register_table(table.name().to_string(), provider)?;
-                }
+                catalog.register_schema(
+                    name,
+                    Arc::new(raw_schema::RawSchema::new(lake.clone(), lookup.clone())?),
+                )?;
+                continue;
             }
             "cdp" => {
                 for (table, table_schema) in cdp_tables(id_types, purposes) {
@@ -97,7 +89,7 @@ pub fn lake_catalog(
                 }
             }
             "system" => {
-                for table in system_tables() {
+                for table in system_tables(&lake.raw_tables()) {
                     schema.register_table(
                         table.name.to_string(),
                         Arc::new(delta_table::DeltaLakeTable::new(
@@ -159,8 +151,9 @@ pub struct SystemTable {
     pub schema: datafusion::arrow::datatypes::SchemaRef,
 }
 
-/// Every record table of `system`, where its Delta tables are.
-pub fn system_tables() -> Vec<SystemTable> {
+/// Every record table of `system`, where its Delta tables are, for a lake
+/// whose raw tables are `tables` (each has its rejects).
+pub fn system_tables(tables: &[RawTable]) -> Vec<SystemTable> {
     let one = |name, dir: &str, schema| SystemTable {
         name,
         dirs: vec![Path::from(dir)],
@@ -175,7 +168,7 @@ pub fn system_tables() -> Vec<SystemTable> {
         },
         SystemTable {
             name: "rejects",
-            dirs: RawTable::ALL
+            dirs: tables
                 .iter()
                 .map(|t| crate::ingest::files::rejects_dir(*t))
                 .collect(),

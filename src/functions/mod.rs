@@ -1,7 +1,8 @@
 //! Panorama's SQL functions, registered on every session by
 //! [`register_all`]: `normalize_email(text)`, `normalize_phone(text)`
-//! (E.164, with the configured default country), `normalize_id(text)` and
-//! `normalize_lower(text)` — the very code identity resolution matches
+//! (E.164, with the configured default country), `normalize_id(text)`,
+//! `normalize_lower(text)`, `normalize_exact(text)` and
+//! `normalize_digits(text)` — the very code identity resolution matches
 //! with, so SQL and the identity graph always agree; the survey and RFM
 //! functions of [`scores`]; and `json_get_str(json, 'a.b')`, a string at a
 //! dotted path of the JSON text columns (`properties`, `traits`,
@@ -30,6 +31,8 @@ pub fn register_all(ctx: &SessionContext, default_country: Country) {
         ("normalize_phone", Normalize::Phone),
         ("normalize_id", Normalize::Text),
         ("normalize_lower", Normalize::Lowercase),
+        ("normalize_exact", Normalize::Exact),
+        ("normalize_digits", Normalize::Digits),
     ] {
         ctx.register_udf(normalizer(name, kind, default_country));
     }
@@ -114,6 +117,8 @@ pub fn normalizer_name(kind: Normalize) -> &'static str {
         Normalize::Phone => "normalize_phone",
         Normalize::Text => "normalize_id",
         Normalize::Lowercase => "normalize_lower",
+        Normalize::Exact => "normalize_exact",
+        Normalize::Digits => "normalize_digits",
     }
 }
 

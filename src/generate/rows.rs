@@ -3,8 +3,8 @@
 //! that stops before `extra` has none.
 
 use datafusion::arrow::array::{
-    ArrayBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder, make_builder,
+    ArrayBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder,
+    RecordBatch, StringBuilder, TimestampMicrosecondBuilder, make_builder,
 };
 use datafusion::arrow::datatypes::SchemaRef;
 
@@ -76,6 +76,12 @@ impl TableRows {
     /// Next column: 64-bit integer.
     pub fn int(&mut self, value: Option<i64>) -> &mut Self {
         self.next::<Int64Builder>().append_option(value);
+        self
+    }
+
+    /// Next column: 64-bit float (`float8`, declared tables only).
+    pub fn float(&mut self, value: Option<f64>) -> &mut Self {
+        self.next::<Float64Builder>().append_option(value);
         self
     }
 

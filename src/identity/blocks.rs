@@ -67,7 +67,8 @@ pub fn identifier(config: &IdentityConfig, id_type: &str, value: &str) -> Result
     })?;
     let country = normalize::country(&config.default_country)
         .ok_or_else(|| Error::Config("bad default_country".into()))?;
-    let value = normalize::normalize(t.normalize, value, country)
+    let value = t
+        .normalize_value(value, country)
         .ok_or_else(|| Error::Config(format!("'{value}' is not a valid {id_type} value")))?;
     Ok((id_type.to_string(), value))
 }

@@ -23,6 +23,17 @@ pub struct IdentifierType {
     /// Lower links first: links through strong identifiers are made before
     /// links through weak ones, so limits keep the strong ones.
     pub priority: u32,
+    /// What becomes of a value `normalize` cannot normalise: refused and
+    /// counted (the default), or kept as sent.
+    #[serde(default)]
+    pub invalid: normalize::Invalid,
+}
+
+impl IdentifierType {
+    /// `raw` normalised by this type's rule (see [`IdentifierType::invalid`]).
+    pub fn normalize_value(&self, raw: &str, country: normalize::Country) -> Option<String> {
+        normalize::normalize_or(self.normalize, self.invalid, raw, country)
+    }
 }
 
 /// Where values of an identifier type are read: a column of a raw table, or
@@ -85,6 +96,7 @@ impl Default for IdentityConfig {
             normalize,
             max_per_profile,
             priority,
+            invalid: normalize::Invalid::Refuse,
         };
         let source = |table: &str, column: &str, id_type: &str| IdentifierSource {
             table: table.into(),
@@ -223,6 +235,14 @@ impl IdentityConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The raw tables identifiers are read from, built-in or declared.
+    pub fn source_tables(&self) -> std::collections::BTreeSet<RawTable> {
+        self.sources
+            .iter()
+            .filter_map(|s| RawTable::from_name(&s.table))
+            .collect()
     }
 
     /// The declared type called `name`.

@@ -21,6 +21,36 @@ pub enum Normalize {
     Text,
     /// Trim and lower-case (hashed emails, device ids in mixed case).
     Lowercase,
+    /// Exactly as sent, spaces included (only an empty value is none).
+    Exact,
+    /// The digits only (`"0612-34 56"` → `"06123456"`; none without one):
+    /// card and account numbers written with separators.
+    Digits,
+}
+
+/// What becomes of a value its rule cannot normalise (an email without
+/// `@`, a phone number that does not parse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Invalid {
+    /// It links nothing, and is counted (`system.refreshes.refused_values`).
+    #[default]
+    Refuse,
+    /// It is kept as sent (trimmed) and links like any value.
+    Keep,
+}
+
+/// [`normalize`], then what `invalid` says for a value it refuses.
+pub fn normalize_or(
+    kind: Normalize,
+    invalid: Invalid,
+    raw: &str,
+    default_country: Country,
+) -> Option<String> {
+    normalize(kind, raw, default_country).or_else(|| match invalid {
+        Invalid::Keep => Some(raw.trim()).filter(|v| !v.is_empty()).map(String::from),
+        Invalid::Refuse => None,
+    })
 }
 
 /// Normalise `raw` the way `kind` says; `None` when nothing usable is left.
@@ -34,6 +64,11 @@ pub fn normalize(kind: Normalize, raw: &str, default_country: Country) -> Option
         Normalize::Lowercase => Some(trimmed.to_lowercase()),
         Normalize::Email => email(trimmed),
         Normalize::Phone => phone(trimmed, default_country),
+        Normalize::Exact => Some(raw.to_string()),
+        Normalize::Digits => {
+            let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
+            (!digits.is_empty()).then_some(digits)
+        }
     }
 }
 
@@ -49,6 +84,7 @@ pub fn normalize_cow(
     match kind {
         _ if trimmed.is_empty() => None,
         Normalize::Text => Some(Cow::Borrowed(trimmed)),
+        Normalize::Exact => Some(Cow::Borrowed(raw)),
         Normalize::Lowercase if !trimmed.chars().any(char::is_uppercase) => {
             Some(Cow::Borrowed(trimmed))
         }
@@ -93,6 +129,33 @@ pub fn country(code: &str) -> Option<Country> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exact_keeps_everything_and_digits_keeps_only_digits() {
+        let fr = Country::FR;
+        assert_eq!(
+            normalize(Normalize::Exact, " A-1 ", fr).as_deref(),
+            Some(" A-1 ")
+        );
+        assert_eq!(normalize(Normalize::Exact, "  ", fr), None);
+        assert_eq!(
+            normalize(Normalize::Digits, " 4970 1234-56 ", fr).as_deref(),
+            Some("4970123456")
+        );
+        assert_eq!(normalize(Normalize::Digits, "n/a", fr), None);
+        assert_eq!(
+            normalize_or(Normalize::Phone, Invalid::Keep, " 9123456789 ", fr).as_deref(),
+            Some("9123456789")
+        );
+        assert_eq!(
+            normalize_or(Normalize::Phone, Invalid::Refuse, "9123456789", fr),
+            None
+        );
+        assert_eq!(
+            normalize_cow(Normalize::Exact, " x ", fr).as_deref(),
+            Some(" x ")
+        );
+    }
 
     #[test]
     fn emails_are_trimmed_lowercased_and_checked() {

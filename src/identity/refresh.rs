@@ -53,6 +53,10 @@ pub struct RefreshReport {
     pub splits: usize,
     pub refused_links: usize,
     pub blocked_values: usize,
+    /// Identifier values a rule turned into nothing (an email without `@`,
+    /// a phone that does not parse), per source: `raw.<table>.<column>
+    /// (<type>)` → count. Recorded in `system.refreshes.refused_values`.
+    pub refused_values: std::collections::BTreeMap<String, u64>,
     /// Milliseconds spent reading identifiers and resolving the graph.
     pub graph_ms: u64,
     /// Of `graph_ms`, milliseconds spent resolving the graph (guards,
@@ -353,7 +357,8 @@ async fn run(
     // The tables listed together: on a local disk whose metadata the
     // kernel no longer caches (after a full refresh, say), each listing
     // mostly waits on the disk, for a second or more at scale 1,000.
-    let tables: Vec<RawTable> = RawTable::ALL
+    let tables: Vec<RawTable> = lake
+        .raw_tables()
         .into_iter()
         .filter(|&t| probe.reads(t))
         .collect();
@@ -866,6 +871,22 @@ async fn scan(
     scan.read(lake, files, progress).await?;
     report.raw_files = scan.files;
     report.raw_rows = scan.rows;
+    for (source, &count) in config.sources.iter().zip(&scan.refused) {
+        if count > 0 {
+            let path = source
+                .json_path
+                .as_ref()
+                .map(|p| format!(".{p}"))
+                .unwrap_or_default();
+            *report
+                .refused_values
+                .entry(format!(
+                    "raw.{}.{}{path} ({})",
+                    source.table, source.column, source.id_type
+                ))
+                .or_default() += count;
+        }
+    }
     Ok((scan.nodes, scan.facts))
 }
 
@@ -1194,6 +1215,10 @@ async fn record(
             int(r.splits),
             int(r.refused_links),
             int(r.blocked_values),
+            Arc::new(StringArray::from(vec![
+                (!r.refused_values.is_empty())
+                    .then(|| serde_json::to_string(&r.refused_values).unwrap_or_default()),
+            ])),
         ],
     )?;
     delta::append_record(lake, &refreshes_dir(), b, "refresh", None).await

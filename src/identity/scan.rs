@@ -49,6 +49,9 @@ pub struct RawFile {
 struct Source {
     id_type: u16,
     normalize: Normalize,
+    invalid: normalize::Invalid,
+    /// Position of the source in the configuration (its refusal counter).
+    index: usize,
     column: usize,
     json_path: Option<Vec<String>>,
 }
@@ -85,11 +88,13 @@ impl Plan {
         for name in fact_columns(table) {
             plan.column(table, name);
         }
-        for (_, _, t, s) in sources {
+        for (_, i, t, s) in sources {
             let column = plan.column(table, &s.column);
             plan.sources.push(Source {
                 id_type: t as u16,
                 normalize: config.types[t].normalize,
+                invalid: config.types[t].invalid,
+                index: i,
                 column,
                 json_path: s
                     .json_path
@@ -124,7 +129,7 @@ fn fact_columns(table: RawTable) -> Vec<&'static str> {
         RawTable::Customers => std::iter::once("source").chain(field::TRAITS).collect(),
         RawTable::SurveyResponses => vec!["survey", "score"],
         RawTable::Consents => vec!["purpose", "status"],
-        RawTable::OrderItems | RawTable::Products => vec![],
+        _ => vec![],
     }
 }
 
@@ -266,6 +271,9 @@ struct Shard {
     hashes: Vec<u64>,
     facts: Facts,
     rows: usize,
+    /// Per identifier source (by its position in the configuration): the
+    /// values its rule refused.
+    refused: Vec<u64>,
     /// Per table and identifier source: nodes of the current dictionary.
     caches: HashMap<RawTable, Vec<DictCache>>,
 }
@@ -273,6 +281,8 @@ struct Shard {
 /// A dictionary entry not looked up yet / that gives no identifier.
 const UNSEEN: NodeId = NodeId::MAX;
 const NOTHING: NodeId = NodeId::MAX - 1;
+/// A dictionary entry whose value the rule refuses (counted per row).
+const REFUSED: NodeId = NodeId::MAX - 2;
 
 /// The nodes of one dictionary's values, looked up on first use. Batches
 /// of one column chunk share their dictionary, so a value is normalised and
@@ -306,18 +316,36 @@ enum Text<'a> {
     Dict(&'a DictionaryArray<Int32Type>, &'a StringArray),
 }
 
-/// The node of a raw identifier value (JSON path, normalisation, interning).
-fn node_for(nodes: &mut Interner, source: &Source, raw: &str, country: Country) -> Option<NodeId> {
+/// The node of a raw identifier value (JSON path, normalisation,
+/// interning): `Ok(None)` when there is no value, `Err(())` when the rule
+/// refuses it.
+fn node_for(
+    nodes: &mut Interner,
+    source: &Source,
+    raw: &str,
+    country: Country,
+) -> std::result::Result<Option<NodeId>, ()> {
     let extracted;
     let raw = match &source.json_path {
-        Some(path) => {
-            extracted = json_path(raw, path)?;
-            extracted.as_str()
-        }
+        Some(path) => match json_path(raw, path) {
+            Some(value) => {
+                extracted = value;
+                extracted.as_str()
+            }
+            None => return Ok(None),
+        },
         None => raw,
     };
-    let value = normalize::normalize_cow(source.normalize, raw, country)?;
-    Some(nodes.intern(source.id_type, &value))
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    match normalize::normalize_cow(source.normalize, raw, country) {
+        Some(value) => Ok(Some(nodes.intern(source.id_type, &value))),
+        None => match normalize::normalize_or(source.normalize, source.invalid, raw, country) {
+            Some(kept) => Ok(Some(nodes.intern(source.id_type, &kept))),
+            None => Err(()),
+        },
+    }
 }
 
 /// Everything a refresh learns from raw files.
@@ -328,6 +356,10 @@ pub struct Scan {
     pub facts: Facts,
     pub rows: usize,
     pub files: usize,
+    /// Per identifier source (by its position in the configuration): the
+    /// values its rule refused (an email without `@`, a phone that does
+    /// not parse), so none disappears without a count.
+    pub refused: Vec<u64>,
     rules: Arc<Rules>,
 }
 
@@ -339,7 +371,8 @@ impl Scan {
                 config.default_country
             ))
         })?;
-        let plans = RawTable::ALL
+        let plans = config
+            .source_tables()
             .into_iter()
             .filter_map(|t| Plan::new(t, config).map(|p| (t, p)))
             .collect();
@@ -353,6 +386,7 @@ impl Scan {
             nodes,
             facts,
             rows: 0,
+            refused: Vec::new(),
             files: 0,
             rules: Arc::new(Rules {
                 country,
@@ -460,8 +494,19 @@ impl Scan {
         self.nodes = merged.nodes;
         self.facts = merged.facts;
         self.rows += merged.rows;
+        add_counts(&mut self.refused, &merged.refused);
         self.files += read;
         Ok(())
+    }
+}
+
+/// Add `more` to `counts`, position by position.
+fn add_counts(counts: &mut Vec<u64>, more: &[u64]) {
+    if counts.len() < more.len() {
+        counts.resize(more.len(), 0);
+    }
+    for (count, more) in counts.iter_mut().zip(more) {
+        *count += more;
     }
 }
 
@@ -534,6 +579,7 @@ impl Shard {
             hashes: Vec::new(),
             facts,
             rows: 0,
+            refused: Vec::new(),
             caches: HashMap::new(),
         }
     }
@@ -544,6 +590,7 @@ impl Shard {
         self.hashes.clear();
         self.facts.clear();
         self.rows = 0;
+        self.refused.clear();
         self.caches.clear();
     }
 
@@ -567,6 +614,7 @@ impl Shard {
             .intern_from(&other.nodes, &other.hashes, &mut map);
         self.facts.absorb(&mut other.facts, &map);
         self.rows += other.rows;
+        add_counts(&mut self.refused, &other.refused);
     }
 
     /// Fold one batch of `table` (columns as planned) into graph and facts.
@@ -627,15 +675,30 @@ impl Shard {
                                     values.value(k),
                                     rules.country,
                                 );
-                                cache.nodes[k] = node.unwrap_or(NOTHING);
+                                cache.nodes[k] = match node {
+                                    Ok(Some(node)) => node,
+                                    Ok(None) => NOTHING,
+                                    Err(()) => REFUSED,
+                                };
                                 node
                             }
-                            NOTHING => None,
-                            node => Some(node),
+                            NOTHING => Ok(None),
+                            REFUSED => Err(()),
+                            node => Ok(Some(node)),
                         }
                     }
                 };
-                let Some(node) = node else { continue };
+                let node = match node {
+                    Ok(Some(node)) => node,
+                    Ok(None) => continue,
+                    Err(()) => {
+                        if self.refused.len() <= source.index {
+                            self.refused.resize(source.index + 1, 0);
+                        }
+                        self.refused[source.index] += 1;
+                        continue;
+                    }
+                };
                 if !nodes.contains(&node) {
                     nodes.push(node);
                 }
@@ -801,7 +864,9 @@ fn fold_facts(
                     );
                 }
             }
-            RawTable::OrderItems | RawTable::Products => {}
+            // Declared tables give identifiers and links only; their facts
+            // are computed in SQL (jobs) over the rows and profile ids.
+            _ => {}
         }
     }
 }

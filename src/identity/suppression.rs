@@ -66,7 +66,7 @@ pub fn normalised(config: &IdentityConfig, id_type: &str, value: &str) -> String
     config
         .id_type(id_type)
         .zip(country)
-        .and_then(|(t, country)| normalize::normalize(t.normalize, value, country))
+        .and_then(|(t, country)| t.normalize_value(value, country))
         .unwrap_or_else(|| value.trim().to_string())
 }
 

@@ -30,6 +30,7 @@ use crate::generate::rows::TableRows;
 use crate::identity::IdentityConfig;
 use crate::identity::normalize::{self, Country, Normalize};
 use crate::lake::Lake;
+use crate::schema::declared::LOADED_AT;
 use crate::schema::{EXTRA_COLUMN, RawTable, utc_timestamps};
 
 /// Rows per landed chunk: bounds memory for files of any size.
@@ -569,6 +570,7 @@ fn append(
         Text(Option<String>),
         Time(Option<i64>),
         Int(Option<i64>),
+        Float(Option<f64>),
         Cents(Option<i64>),
         Bool(Option<bool>),
         Date(Option<i32>),
@@ -606,6 +608,16 @@ fn append(
                 None => Typed::Int(None),
                 Some(s) => Typed::Int(Some(s.trim().parse().map_err(|_| bad("an integer"))?)),
             },
+            DataType::Float64 => match &v {
+                None => Typed::Float(None),
+                Some(s) => Typed::Float(Some(
+                    s.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|f| f.is_finite())
+                        .ok_or_else(|| bad("a number"))?,
+                )),
+            },
             DataType::Decimal128(_, _) => match &v {
                 None => Typed::Cents(None),
                 Some(s) => Typed::Cents(Some(
@@ -633,6 +645,7 @@ fn append(
             Typed::Text(v) => rows.text(v.as_deref()),
             Typed::Time(v) => rows.timestamp(v),
             Typed::Int(v) => rows.int(v),
+            Typed::Float(v) => rows.float(v),
             Typed::Cents(v) => rows.money(v),
             Typed::Bool(v) => rows.boolean(v),
             Typed::Date(v) => rows.date(v),
@@ -793,6 +806,10 @@ pub async fn load_file_as(
             let fill = |column: &str| -> Option<String> {
                 match (table, column) {
                     (RawTable::Events, "received_at") => Some(received.clone()),
+                    // A declared table without a time column: the landing.
+                    (t, LOADED_AT) if t.is_declared() && t.time_column() == LOADED_AT => {
+                        Some(received.clone())
+                    }
                     _ => None,
                 }
             };

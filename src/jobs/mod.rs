@@ -351,7 +351,7 @@ async fn execute(
     if job.refresh {
         identity::refresh(lake, identity, identity::Mode::Incremental, now, |_| {}).await?;
     }
-    let tables = || crate::maintenance::raw_tables(std::slice::from_ref(&job.target));
+    let tables = || crate::maintenance::raw_tables(lake, std::slice::from_ref(&job.target));
     match &job.work {
         Work::Compact => {
             let done = crate::maintenance::compact(lake, &tables()?, |_, _| {}).await?;

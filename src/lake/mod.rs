@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod parquet;
 pub mod paths;
 mod secret;
+pub mod tables;
 
 use std::sync::Arc;
 
@@ -37,6 +38,9 @@ pub struct Lake {
     store: Arc<dyn ObjectStore>,
     store_url: ObjectStoreUrl,
     root: Path,
+    /// The tables users declared in this lake ([`tables`]), shared by
+    /// every clone: one declared over SQL is seen by all sessions.
+    declared: Arc<std::sync::RwLock<Vec<crate::schema::RawTable>>>,
 }
 
 impl Lake {
@@ -73,6 +77,7 @@ impl Lake {
                     store_url: ObjectStoreUrl::local_filesystem(),
                     root,
                     url,
+                    declared: Arc::default(),
                 })
             }
             "memory" => Ok(Lake {
@@ -80,6 +85,7 @@ impl Lake {
                 store_url: ObjectStoreUrl::parse("memory://")?,
                 root: Path::from(url.path()),
                 url,
+                declared: Arc::default(),
             }),
             "s3" => {
                 let bucket = url.host_str().ok_or_else(|| Error::LakeUrl {
@@ -101,6 +107,7 @@ impl Lake {
                     store_url: ObjectStoreUrl::parse(format!("s3://{bucket}"))?,
                     root: Path::from(url.path()),
                     url,
+                    declared: Arc::default(),
                 })
             }
             other => Err(Error::LakeUrl {

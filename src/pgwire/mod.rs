@@ -11,6 +11,7 @@ pub mod auth;
 mod complexity;
 mod connection;
 mod copy;
+mod create_raw;
 mod cursors;
 pub mod errors;
 mod execute;

@@ -223,7 +223,7 @@ async fn erase(
     // Every Delta table that can hold rows about them: (name, folder,
     // the rows, how its files are written), in the order above.
     let mut deletes = Vec::new();
-    for table in RawTable::ALL {
+    for table in lake.raw_tables() {
         let dir = crate::ingest::files::rejects_dir(table);
         let mentions = people.mentioned_in("raw");
         deletes.push((
@@ -246,7 +246,7 @@ async fn erase(
     // Order lines are found by their order's id: before the orders go.
     raw.sort_by_key(|(table, _)| *table != RawTable::OrderItems);
     let mut predicates: Vec<_> = raw.into_iter().map(|(t, p)| (t, Some(p))).collect();
-    for table in RawTable::ALL {
+    for table in lake.raw_tables() {
         if !predicates.iter().any(|(t, _)| *t == table) {
             // Nothing to remove; its history is still purged on a resume.
             predicates.push((table, None));
@@ -467,7 +467,12 @@ pub(super) async fn raw_rows_about(
         None => HashSet::new(),
     };
     let mut out = Vec::new();
-    for table in RawTable::ALL {
+    // Built-in tables, and declared ones that identifiers are read from.
+    let tables: std::collections::BTreeSet<RawTable> = RawTable::ALL
+        .into_iter()
+        .chain(config.source_tables())
+        .collect();
+    for table in tables {
         let predicate = match table {
             RawTable::OrderItems if !order_ids.is_empty() => {
                 Some(People::key_in(order_ids.clone(), "order_id"))

@@ -76,7 +76,7 @@ pub async fn retain(
     }
     if let Some(first) = rules.anonymous.and_then(|p| p.first_day_kept(now)) {
         let known = Arc::new(known_anonymous_ids(lake, config).await?);
-        for table in RawTable::ALL {
+        for table in lake.raw_tables() {
             let sources = Sources::of(table.name(), config)?;
             if !sources.sources.iter().any(|s| s.id_type == ANONYMOUS_TYPE) {
                 continue;

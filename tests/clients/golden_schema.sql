@@ -270,7 +270,8 @@ CREATE TABLE system.refreshes (
     merges         bigint,
     splits         bigint,
     refused_links  bigint,
-    blocked_values bigint
+    blocked_values bigint,
+    refused_values text
 );
 
 CREATE TABLE system.rejects (

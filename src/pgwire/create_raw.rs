@@ -1,0 +1,165 @@
+//! `CREATE TABLE raw.<name> (<column> <type> [NOT NULL], …) [WITH (time =
+//! '<column>', personal = '<column>, …')]` from any SQL client: declares a
+//! raw table of the user's own in the lake ([`crate::schema::declared`]),
+//! at once ingestable (`panorama ingest <name>`), queryable and listed to
+//! BI tools by every session. Administrators only (the analyst role is
+//! refused before this, as for any write). DataFusion would make an
+//! in-memory table that vanishes at restart, hence this hook.
+
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{
+    ColumnOption, CreateTable, CreateTableOptions, ObjectName, SqlOption,
+};
+use datafusion_postgres::pgwire::api::results::{Response, Tag};
+use datafusion_postgres::pgwire::error::PgWireResult;
+
+use super::statements::error;
+use crate::catalog::CATALOG;
+use crate::catalog::masking::MaskedSchema;
+use crate::catalog::raw_schema::RawSchema;
+use crate::schema::declared::{Column, Declaration};
+
+/// The table name of `name` when it is `raw.<table>`.
+pub fn raw_table_name(name: &ObjectName) -> Option<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident().map(|i| i.value.clone()))
+        .collect();
+    match parts.as_slice() {
+        [schema, table] if schema.eq_ignore_ascii_case("raw") => Some(table.clone()),
+        [catalog, schema, table]
+            if catalog.eq_ignore_ascii_case(CATALOG) && schema.eq_ignore_ascii_case("raw") =>
+        {
+            Some(table.clone())
+        }
+        _ => None,
+    }
+}
+
+/// Run a `CREATE TABLE raw.<name> …`.
+pub async fn create(ctx: &SessionContext, create: &CreateTable) -> PgWireResult<Response> {
+    let Some(name) = raw_table_name(&create.name) else {
+        return Err(error("42601", "not a raw table".into()));
+    };
+    let unsupported = |what: &str| {
+        Err(error(
+            "0A000",
+            format!("raw tables take columns and WITH (time, personal) only, not {what}"),
+        ))
+    };
+    if create.query.is_some() {
+        return unsupported("AS SELECT (load rows with panorama ingest)");
+    }
+    if !create.constraints.is_empty() {
+        return unsupported("constraints");
+    }
+    if create.like.is_some() || create.clone.is_some() {
+        return unsupported("LIKE or CLONE");
+    }
+    if create.or_replace || create.temporary {
+        return unsupported("OR REPLACE or TEMPORARY");
+    }
+    let (time, personal) = options(&create.table_options)?;
+    let mut columns = Vec::with_capacity(create.columns.len());
+    for column in &create.columns {
+        let mut not_null = false;
+        for option in &column.options {
+            match option.option {
+                ColumnOption::NotNull => not_null = true,
+                ColumnOption::Null => {}
+                ref other => return unsupported(&format!("column option {other}")),
+            }
+        }
+        let column_name = column.name.value.clone();
+        let is_personal = personal.contains(&column_name);
+        columns.push(
+            Column::new(
+                &column_name,
+                &column.data_type.to_string(),
+                not_null,
+                is_personal,
+            )
+            .map_err(|e| error("42P16", e))?,
+        );
+    }
+    if let Some(unknown) = personal
+        .iter()
+        .find(|p| !columns.iter().any(|c| &c.name == *p))
+    {
+        return Err(error(
+            "42703",
+            format!("personal names {unknown}, which is not a column of raw.{name}"),
+        ));
+    }
+    let declaration = Declaration::new(&name, columns, time).map_err(|e| error("42P16", e))?;
+    let Some(schema) = ctx.catalog(CATALOG).and_then(|c| c.schema("raw")) else {
+        return Err(error("XX000", "no raw schema".into()));
+    };
+    let schema = match schema.downcast_ref::<MaskedSchema>() {
+        Some(masked) => std::sync::Arc::clone(masked.inner()),
+        None => schema,
+    };
+    let Some(raw) = schema.downcast_ref::<RawSchema>() else {
+        return Err(error("XX000", "the raw schema is not the lake's".into()));
+    };
+    let lake = raw.lake();
+    if lake.raw_table(&name).is_some() {
+        if create.if_not_exists {
+            return Ok(Response::Execution(Tag::new("CREATE TABLE")));
+        }
+        return Err(error(
+            "42P07",
+            format!(
+                "relation \"raw.{name}\" already exists (declare new columns in panorama.toml \
+                 [tables.{name}])"
+            ),
+        ));
+    }
+    lake.declare_table(&declaration)
+        .await
+        .map_err(|e| error("42P16", e.to_string()))?;
+    tracing::info!("raw.{name}: declared over SQL");
+    Ok(Response::Execution(Tag::new("CREATE TABLE")))
+}
+
+/// `WITH (time = '…', personal = '…, …')`.
+fn options(options: &CreateTableOptions) -> PgWireResult<(Option<String>, Vec<String>)> {
+    let list: &[SqlOption] = match options {
+        CreateTableOptions::None => &[],
+        CreateTableOptions::With(list) => list,
+        other => {
+            return Err(error(
+                "0A000",
+                format!("raw tables take WITH (time, personal) only, not {other}"),
+            ));
+        }
+    };
+    let (mut time, mut personal) = (None, Vec::new());
+    for option in list {
+        let SqlOption::KeyValue { key, value } = option else {
+            return Err(error(
+                "22023",
+                format!("unrecognized parameter \"{option}\""),
+            ));
+        };
+        let text = value.to_string().trim_matches('\'').to_string();
+        match key.value.to_ascii_lowercase().as_str() {
+            "time" | "time_column" => time = Some(text),
+            "personal" => {
+                personal = text
+                    .split(',')
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty())
+                    .collect();
+            }
+            other => {
+                return Err(error(
+                    "22023",
+                    format!("unrecognized parameter \"{other}\" (raw tables take time, personal)"),
+                ));
+            }
+        }
+    }
+    Ok((time, personal))
+}
