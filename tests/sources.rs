@@ -306,6 +306,59 @@ async fn declared_tables_load_resolve_into_profiles_and_mask_what_is_personal() 
             Some(r#"{"priority":2}"#.to_string())
         ]]
     );
+
+    // Widened over SQL; the next load fills the new column, older rows
+    // read NULL, and a bad row's reject shows in the running server.
+    let e = admin
+        .simple_query("ALTER TABLE raw.orders ADD COLUMN loyalty_id text")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "0A000", "{e:?}");
+    admin
+        .simple_query("ALTER TABLE raw.support_tickets ADD COLUMN channel text")
+        .await
+        .unwrap();
+    std::fs::write(
+        dir.path().join("tickets2.csv"),
+        "ticket_id,customer_id,subject,opened_at,channel\n\
+         T2,C1,Refund,2026-02-02T09:00:00Z,phone\n\
+         ,C1,No id,2026-02-02T10:00:00Z,chat\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = panorama(
+        elsewhere.path(),
+        &[
+            "ingest",
+            "support_tickets",
+            dir.path().join("tickets2.csv").to_str().unwrap(),
+            "--lake",
+            lake_arg,
+        ],
+    );
+    assert!(!ok, "one row rejected: {stderr}");
+    assert_eq!(
+        simple_rows(
+            &admin,
+            "SELECT ticket_id, coalesce(channel, 'NULL') FROM raw.support_tickets ORDER BY 1"
+        )
+        .await,
+        vec![
+            vec![Some("T1".to_string()), Some("NULL".to_string())],
+            vec![Some("T2".to_string()), Some("phone".to_string())]
+        ]
+    );
+    assert_eq!(
+        simple_rows(
+            &admin,
+            "SELECT line, field, reason FROM system.rejects WHERE table_name = 'support_tickets'"
+        )
+        .await,
+        vec![vec![
+            Some("3".to_string()),
+            Some("ticket_id".to_string()),
+            Some("required, but missing".to_string())
+        ]]
+    );
     server.stop().await;
 }
 

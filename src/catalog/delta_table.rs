@@ -35,7 +35,11 @@ pub struct DeltaLakeTable {
     schema: SchemaRef,
     format: LakeParquetFormat,
     source: Arc<dyn FileSource>,
-    followers: Vec<Follower>,
+    followers: std::sync::RwLock<Vec<Arc<Follower>>>,
+    /// For a table over one Delta table per raw table (`system.rejects`):
+    /// the folders it should follow now, so a raw table declared after
+    /// start-up has its rejects read too.
+    more: Option<fn(&Lake) -> Vec<Path>>,
 }
 
 impl std::fmt::Debug for DeltaLakeTable {
@@ -54,11 +58,40 @@ impl DeltaLakeTable {
         let source = format.file_source(TableSchema::builder(Arc::clone(&schema)).build());
         DeltaLakeTable {
             schema,
-            followers: dirs.into_iter().map(Follower::new).collect(),
+            followers: std::sync::RwLock::new(
+                dirs.into_iter()
+                    .map(|d| Arc::new(Follower::new(d)))
+                    .collect(),
+            ),
+            more: None,
             lake,
             format,
             source,
         }
+    }
+
+    /// Also follow, at each scan, the folders `more` names for the lake
+    /// then (see [`DeltaLakeTable::more`]).
+    pub fn following(mut self, more: fn(&Lake) -> Vec<Path>) -> DeltaLakeTable {
+        self.more = Some(more);
+        self
+    }
+
+    /// The followers to read now (new folders added first).
+    fn followers(&self) -> Vec<Arc<Follower>> {
+        if let Some(more) = self.more {
+            let dirs = more(&self.lake);
+            let mut followers = self.followers.write().unwrap_or_else(|e| e.into_inner());
+            for dir in dirs {
+                if !followers.iter().any(|f| f.dir() == &dir) {
+                    followers.push(Arc::new(Follower::new(dir)));
+                }
+            }
+        }
+        self.followers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// `raw.<table>`.
@@ -98,7 +131,7 @@ impl TableProvider for DeltaLakeTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let mut files: Vec<PartitionedFile> = Vec::new();
-        for follower in &self.followers {
+        for follower in self.followers() {
             let listed = follower
                 .latest(&self.lake)
                 .await

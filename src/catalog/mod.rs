@@ -90,14 +90,17 @@ pub fn lake_catalog(
             }
             "system" => {
                 for table in system_tables(&lake.raw_tables()) {
-                    schema.register_table(
-                        table.name.to_string(),
-                        Arc::new(delta_table::DeltaLakeTable::new(
-                            lake.clone(),
-                            table.dirs,
-                            table.schema,
-                        )),
-                    )?;
+                    let mut provider =
+                        delta_table::DeltaLakeTable::new(lake.clone(), table.dirs, table.schema);
+                    if table.name == "rejects" {
+                        provider = provider.following(|lake| {
+                            lake.raw_tables()
+                                .into_iter()
+                                .map(crate::ingest::files::rejects_dir)
+                                .collect()
+                        });
+                    }
+                    schema.register_table(table.name.to_string(), Arc::new(provider))?;
                 }
                 schema.register_table(
                     "table_history".to_string(),

@@ -335,6 +335,11 @@ pub struct Follower {
 }
 
 impl Follower {
+    /// The folder followed.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Follow the table in `dir` (which need not exist yet).
     pub fn new(dir: Path) -> Follower {
         Follower {

@@ -2,13 +2,15 @@
 //! '<column>', personal = '<column>, …')]` from any SQL client: declares a
 //! raw table of the user's own in the lake ([`crate::schema::declared`]),
 //! at once ingestable (`panorama ingest <name>`), queryable and listed to
-//! BI tools by every session. Administrators only (the analyst role is
-//! refused before this, as for any write). DataFusion would make an
-//! in-memory table that vanishes at restart, hence this hook.
+//! BI tools by every session; `ALTER TABLE raw.<name> ADD COLUMN <column>
+//! <type>` widens one (older rows read NULL). Administrators only (the
+//! analyst role is refused before this, as for any write). DataFusion
+//! would make an in-memory table that vanishes at restart, hence this hook.
 
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    ColumnOption, CreateTable, CreateTableOptions, ObjectName, SqlOption,
+    AlterTable, AlterTableOperation, ColumnOption, CreateTable, CreateTableOptions, ObjectName,
+    SqlOption, Statement,
 };
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
 use datafusion_postgres::pgwire::error::PgWireResult;
@@ -37,8 +39,113 @@ pub fn raw_table_name(name: &ObjectName) -> Option<String> {
     }
 }
 
+/// Whether `statement` is one this module runs.
+pub fn handles(statement: &Statement) -> bool {
+    match statement {
+        Statement::CreateTable(create) => raw_table_name(&create.name).is_some(),
+        Statement::AlterTable(alter) => raw_table_name(&alter.name).is_some(),
+        _ => false,
+    }
+}
+
+/// Run a statement [`handles`] said it runs.
+pub async fn run(ctx: &SessionContext, statement: &Statement) -> PgWireResult<Response> {
+    match statement {
+        Statement::CreateTable(create) => self::create(ctx, create).await,
+        Statement::AlterTable(alter) => self::alter(ctx, alter).await,
+        _ => Err(error("XX000", "not a raw table statement".into())),
+    }
+}
+
+/// The lake of the session's `raw` schema.
+fn lake_of(ctx: &SessionContext) -> PgWireResult<crate::lake::Lake> {
+    let Some(schema) = ctx.catalog(CATALOG).and_then(|c| c.schema("raw")) else {
+        return Err(error("XX000", "no raw schema".into()));
+    };
+    let schema = match schema.downcast_ref::<MaskedSchema>() {
+        Some(masked) => std::sync::Arc::clone(masked.inner()),
+        None => schema,
+    };
+    match schema.downcast_ref::<RawSchema>() {
+        Some(raw) => Ok(raw.lake().clone()),
+        None => Err(error("XX000", "the raw schema is not the lake's".into())),
+    }
+}
+
+/// Run an `ALTER TABLE raw.<name> ADD COLUMN …` (nothing else).
+async fn alter(ctx: &SessionContext, alter: &AlterTable) -> PgWireResult<Response> {
+    let Some(name) = raw_table_name(&alter.name) else {
+        return Err(error("42601", "not a raw table".into()));
+    };
+    let lake = lake_of(ctx)?;
+    let Some(table) = lake.raw_table(&name) else {
+        if alter.if_exists {
+            return Ok(Response::Execution(Tag::new("ALTER TABLE")));
+        }
+        return Err(error(
+            "42P01",
+            format!("relation \"raw.{name}\" does not exist"),
+        ));
+    };
+    let Some(before) = table.declaration() else {
+        return Err(error(
+            "0A000",
+            format!(
+                "raw.{name} is built in: its columns are fixed (fields it lacks are kept in its \
+                 extra column)"
+            ),
+        ));
+    };
+    let mut columns = before.columns.clone();
+    for operation in &alter.operations {
+        let AlterTableOperation::AddColumn {
+            column_def,
+            if_not_exists,
+            ..
+        } = operation
+        else {
+            return Err(error(
+                "0A000",
+                format!("raw tables take ALTER TABLE … ADD COLUMN only, not {operation}"),
+            ));
+        };
+        if columns.iter().any(|c| c.name == column_def.name.value) {
+            if *if_not_exists {
+                continue;
+            }
+            return Err(error(
+                "42701",
+                format!(
+                    "column \"{}\" of relation \"raw.{name}\" already exists",
+                    column_def.name.value
+                ),
+            ));
+        }
+        let not_null = column_def
+            .options
+            .iter()
+            .any(|o| matches!(o.option, ColumnOption::NotNull));
+        columns.push(
+            Column::new(
+                &column_def.name.value,
+                &column_def.data_type.to_string(),
+                not_null,
+                false,
+            )
+            .map_err(|e| error("42P16", e))?,
+        );
+    }
+    let declaration =
+        Declaration::new(&name, columns, before.time.clone()).map_err(|e| error("42P16", e))?;
+    lake.declare_table(&declaration)
+        .await
+        .map_err(|e| error("42P16", e.to_string()))?;
+    tracing::info!("raw.{name}: widened over SQL");
+    Ok(Response::Execution(Tag::new("ALTER TABLE")))
+}
+
 /// Run a `CREATE TABLE raw.<name> …`.
-pub async fn create(ctx: &SessionContext, create: &CreateTable) -> PgWireResult<Response> {
+async fn create(ctx: &SessionContext, create: &CreateTable) -> PgWireResult<Response> {
     let Some(name) = raw_table_name(&create.name) else {
         return Err(error("42601", "not a raw table".into()));
     };
@@ -93,17 +200,7 @@ pub async fn create(ctx: &SessionContext, create: &CreateTable) -> PgWireResult<
         ));
     }
     let declaration = Declaration::new(&name, columns, time).map_err(|e| error("42P16", e))?;
-    let Some(schema) = ctx.catalog(CATALOG).and_then(|c| c.schema("raw")) else {
-        return Err(error("XX000", "no raw schema".into()));
-    };
-    let schema = match schema.downcast_ref::<MaskedSchema>() {
-        Some(masked) => std::sync::Arc::clone(masked.inner()),
-        None => schema,
-    };
-    let Some(raw) = schema.downcast_ref::<RawSchema>() else {
-        return Err(error("XX000", "the raw schema is not the lake's".into()));
-    };
-    let lake = raw.lake();
+    let lake = lake_of(ctx)?;
     if lake.raw_table(&name).is_some() {
         if create.if_not_exists {
             return Ok(Response::Execution(Tag::new("CREATE TABLE")));
@@ -111,8 +208,8 @@ pub async fn create(ctx: &SessionContext, create: &CreateTable) -> PgWireResult<
         return Err(error(
             "42P07",
             format!(
-                "relation \"raw.{name}\" already exists (declare new columns in panorama.toml \
-                 [tables.{name}])"
+                "relation \"raw.{name}\" already exists (add columns with ALTER TABLE raw.{name} \
+                 ADD COLUMN)"
             ),
         ));
     }

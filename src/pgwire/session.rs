@@ -12,7 +12,8 @@
 //!   `standard_conforming_strings`, `max_identifier_length`, ... exist.
 //! - `CREATE VIEW` / `DROP VIEW` / `CREATE TABLE … AS` answer with their
 //!   command tag rather than an empty result set; `CREATE TABLE raw.<name>`
-//!   declares a raw table in the lake ([`super::create_raw`]).
+//!   and `ALTER TABLE raw.<name> ADD COLUMN` declare and widen a raw table
+//!   in the lake ([`super::create_raw`]).
 //!
 //! Both the simple and the extended protocol go through here.
 
@@ -583,8 +584,7 @@ impl QueryHook for SessionHook {
     ) -> Option<PgWireResult<LogicalPlan>> {
         let saved_for_purpose = matches!(statement, Statement::CreateView(view)
             if view.options != CreateTableOptions::None)
-            || matches!(statement, Statement::CreateTable(create)
-                if super::create_raw::raw_table_name(&create.name).is_some());
+            || super::create_raw::handles(statement);
         let fields = match route(statement, client) {
             // Planned and run at execution ([`create_view_with_options`]).
             _ if saved_for_purpose => vec![],
@@ -639,10 +639,8 @@ async fn handle(
     {
         return Some(create_view_with_options(ctx, view).await);
     }
-    if let Statement::CreateTable(create) = statement
-        && super::create_raw::raw_table_name(&create.name).is_some()
-    {
-        return Some(super::create_raw::create(ctx, create).await);
+    if super::create_raw::handles(statement) {
+        return Some(super::create_raw::run(ctx, statement).await);
     }
     if let Some(tag) = ddl_tag(statement) {
         return Some(run_ddl(ctx, &statement.to_string(), tag).await);
