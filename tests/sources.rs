@@ -426,3 +426,53 @@ async fn a_declaration_that_cannot_work_is_refused_with_its_reason() {
         "{stderr}"
     );
 }
+
+/// README's "sources of your own" example, as written there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_example_joins_a_loyalty_account_to_its_email_profile() {
+    let readme = include_str!("../README.md");
+    let from = readme
+        .find("Sources of your own")
+        .expect("README has the example");
+    let block = &readme[from..];
+    let start = block.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let config = &block[start..start + block[start..].find("```").expect("closed")];
+    assert!(config.lines().count() <= 10, "under ten lines: {config}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("panorama.toml"), config).unwrap();
+    std::fs::write(
+        dir.path().join("crm.csv"),
+        "customer_id,email,source,updated_at\nC1,ann@x.com,crm,2026-01-10\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("loyalty.csv"),
+        "loyalty_id,member_email,full_name,points,updated_at\n\
+         L1,Ann@X.com,Ann Lee,120,2026-01-12\n",
+    )
+    .unwrap();
+    // The commands README gives (the lake is the default ./panorama-lake).
+    for args in [
+        &["ingest", "customers", "crm.csv"][..],
+        &["ingest", "loyalty_accounts", "loyalty.csv"],
+        &["refresh"],
+    ] {
+        let (ok, _, stderr) = panorama(dir.path(), args);
+        assert!(ok, "{args:?}: {stderr}");
+    }
+    let (ok, stdout, stderr) = panorama(
+        dir.path(),
+        &[
+            "sql",
+            "SELECT count(DISTINCT profile_id) AS profiles FROM cdp.identity_links \
+             WHERE (id_type = 'loyalty_id' AND id_value = 'L1') \
+                OR (id_type = 'customer_id' AND id_value = 'C1')",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let count: Vec<&str> = stdout.split_whitespace().collect();
+    assert!(
+        count.contains(&"1") && !count.contains(&"2"),
+        "one profile: {stdout}"
+    );
+}
