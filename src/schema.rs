@@ -71,7 +71,11 @@ impl RawTable {
 
     /// The handle of a declared table (the same for the same declaration).
     pub fn declare(declaration: &declared::Declaration) -> RawTable {
-        let index = declared::intern(declaration);
+        RawTable::declared_at(declared::intern(declaration))
+    }
+
+    /// The handle of the declaration at `index` of the registry.
+    fn declared_at(index: usize) -> RawTable {
         RawTable(BUILT_IN + u16::try_from(index).unwrap_or(u16::MAX - BUILT_IN))
     }
 
@@ -107,9 +111,7 @@ impl RawTable {
         RawTable::ALL
             .into_iter()
             .find(|t| t.name() == name)
-            .or_else(|| {
-                declared::latest(name).and_then(|i| declared::get(i).map(RawTable::declare))
-            })
+            .or_else(|| declared::latest(name).map(RawTable::declared_at))
     }
 
     /// The column holding the row's business time; its day is the partition.

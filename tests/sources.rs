@@ -360,6 +360,37 @@ async fn declared_tables_load_resolve_into_profiles_and_mask_what_is_personal() 
         ]]
     );
     server.stop().await;
+
+    // Erasing Ann reaches her rows in the declared tables too: her
+    // loyalty account (by email and card) and her store visit (by card).
+    let (ok, _, stderr) = panorama(
+        dir.path(),
+        &[
+            "privacy",
+            "forget",
+            "email",
+            "ann@x.com",
+            "--lake",
+            lake_arg,
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let lake = panorama::lake::Lake::open(lake_arg).unwrap();
+    lake.load_declared_tables().await.unwrap();
+    assert_eq!(
+        sql_lines(
+            &lake,
+            "SELECT loyalty_id FROM raw.loyalty_accounts ORDER BY 1"
+        )
+        .await,
+        vec!["L3"]
+    );
+    assert_eq!(
+        sql_lines(&lake, "SELECT card FROM raw.store_visits ORDER BY 1").await,
+        vec!["L3"]
+    );
+    let left = found_in_lake(&lake_dir, &["ann lee", "paris-1/9001", "ann@x.com"]);
+    assert!(left.is_empty(), "no byte of hers is left: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

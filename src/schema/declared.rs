@@ -292,6 +292,7 @@ pub(super) fn intern(declaration: &Declaration) -> usize {
         return i;
     }
     let mut registry = REGISTRY.write().unwrap_or_else(|e| e.into_inner());
+    // Another thread may have interned it between the two locks.
     if let Some(i) = registry.iter().position(|d| *d == declaration) {
         return i;
     }
@@ -309,8 +310,10 @@ pub(super) fn latest(name: &str) -> Option<usize> {
     registry().iter().rposition(|d| d.name == name)
 }
 
-fn registry() -> Vec<&'static Declaration> {
-    REGISTRY.read().unwrap_or_else(|e| e.into_inner()).clone()
+/// The registry, read (no copy: `RawTable::name` of a declared table
+/// comes through here).
+fn registry() -> std::sync::RwLockReadGuard<'static, Vec<&'static Declaration>> {
+    REGISTRY.read().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
