@@ -9,8 +9,8 @@
 
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    AlterTable, AlterTableOperation, ColumnOption, CreateTable, CreateTableOptions, ObjectName,
-    SqlOption, Statement,
+    AlterTable, AlterTableOperation, ColumnDef, ColumnOption, CreateTable, CreateTableOptions,
+    ObjectName, SqlOption, Statement,
 };
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
 use datafusion_postgres::pgwire::error::PgWireResult;
@@ -121,19 +121,7 @@ async fn alter(ctx: &SessionContext, alter: &AlterTable) -> PgWireResult<Respons
                 ),
             ));
         }
-        let not_null = column_def
-            .options
-            .iter()
-            .any(|o| matches!(o.option, ColumnOption::NotNull));
-        columns.push(
-            Column::new(
-                &column_def.name.value,
-                &column_def.data_type.to_string(),
-                not_null,
-                false,
-            )
-            .map_err(|e| error("42P16", e))?,
-        );
+        columns.push(column(column_def, false)?);
     }
     let declaration =
         Declaration::new(&name, columns, before.time.clone()).map_err(|e| error("42P16", e))?;
@@ -168,28 +156,11 @@ async fn create(ctx: &SessionContext, create: &CreateTable) -> PgWireResult<Resp
         return unsupported("OR REPLACE or TEMPORARY");
     }
     let (time, personal) = options(&create.table_options)?;
-    let mut columns = Vec::with_capacity(create.columns.len());
-    for column in &create.columns {
-        let mut not_null = false;
-        for option in &column.options {
-            match option.option {
-                ColumnOption::NotNull => not_null = true,
-                ColumnOption::Null => {}
-                ref other => return unsupported(&format!("column option {other}")),
-            }
-        }
-        let column_name = column.name.value.clone();
-        let is_personal = personal.contains(&column_name);
-        columns.push(
-            Column::new(
-                &column_name,
-                &column.data_type.to_string(),
-                not_null,
-                is_personal,
-            )
-            .map_err(|e| error("42P16", e))?,
-        );
-    }
+    let columns = create
+        .columns
+        .iter()
+        .map(|def| column(def, personal.contains(&def.name.value)))
+        .collect::<PgWireResult<Vec<_>>>()?;
     if let Some(unknown) = personal
         .iter()
         .find(|p| !columns.iter().any(|c| &c.name == *p))
@@ -218,6 +189,31 @@ async fn create(ctx: &SessionContext, create: &CreateTable) -> PgWireResult<Resp
         .map_err(|e| error("42P16", e.to_string()))?;
     tracing::info!("raw.{name}: declared over SQL");
     Ok(Response::Execution(Tag::new("CREATE TABLE")))
+}
+
+/// A declared column from its SQL definition: a type and `NOT NULL` (or
+/// `NULL`); any other column option is refused.
+fn column(def: &ColumnDef, personal: bool) -> PgWireResult<Column> {
+    let mut not_null = false;
+    for option in &def.options {
+        match option.option {
+            ColumnOption::NotNull => not_null = true,
+            ColumnOption::Null => {}
+            ref other => {
+                return Err(error(
+                    "0A000",
+                    format!("raw table columns take NOT NULL only, not {other}"),
+                ));
+            }
+        }
+    }
+    Column::new(
+        &def.name.value,
+        &def.data_type.to_string(),
+        not_null,
+        personal,
+    )
+    .map_err(|e| error("42P16", e))
 }
 
 /// `WITH (time = '…', personal = '…, …')`.

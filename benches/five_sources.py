@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Five sources, ten million rows: Panorama against the DuckDB pipeline of
+the public `sql-identity-resolution` project (anilkulkarni87), same data.
+
+The project's generator (benchmarks/duckdb/idr_scale_test.py, --scale=2M
+--seed=42: 2,000,000 rows in each of customer, transactions,
+loyalty_accounts, web_events and store_visits) writes a DuckDB database;
+its five source tables are exported to Parquet (one file each) beforehand.
+
+Steps, in one run on the same machine:
+  1. Panorama: a new, empty lake; `panorama ingest <table> <table>.parquet`
+     for each table with benches/five_sources.toml (the five tables declared
+     as sources of their own, email / phone / loyalty_id as identifier
+     types), then `panorama refresh`; wall time and peak RSS of each
+     process (/usr/bin/time), and the profiles the refresh reports;
+  2. the peer: the command given with --peer (the project's
+     sql/duckdb/core/idr_run.py --run-mode=FULL on its database, run from
+     the project's folder), timed the same way; the edges and clusters it
+     prints are quoted.
+  3. a markdown table on stdout.
+
+The two sides count differently: the peer's clusters are components of
+entities (rows), rows without any identifier each a cluster of their own;
+Panorama's profiles are components of identifiers. Both find the same
+1,208,109 components of identifiers (the peer's edge groups, checked with
+DuckDB when this benchmark was written).
+
+Usage:
+  python3 benches/five_sources.py --data /var/tmp/sir/data \\
+      --panorama target/release/panorama \\
+      --peer-dir /var/tmp/sir/repo \\
+      --peer "/var/tmp/sir/venv/bin/python sql/duckdb/core/idr_run.py \\
+              --db=/var/tmp/sir/scale_test_2M.duckdb --run-mode=FULL --max-iters=50"
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+
+TABLES = ["customer", "transactions", "loyalty_accounts", "web_events", "store_visits"]
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def timed(cmd: list[str], cwd: pathlib.Path) -> tuple[float, float, str]:
+    """Run `cmd`; (wall seconds, peak RSS GiB, its stdout and stderr)."""
+    out = subprocess.run(
+        ["/usr/bin/time", "-f", "@@ %e %M"] + cmd,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
+    text = out.stdout + out.stderr
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{text}")
+    wall, rss = re.findall(r"@@ ([\d.]+) (\d+)", text)[-1]
+    return float(wall), int(rss) / 1024 / 1024, text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True, type=pathlib.Path)
+    ap.add_argument("--panorama", required=True, type=pathlib.Path)
+    ap.add_argument("--peer", help="the peer's command line (run after Panorama)")
+    ap.add_argument("--peer-dir", type=pathlib.Path, default=pathlib.Path("."))
+    args = ap.parse_args()
+
+    work = pathlib.Path(tempfile.mkdtemp(prefix="five-sources-"))
+    shutil.copy(HERE / "five_sources.toml", work / "panorama.toml")
+    panorama = str(args.panorama.resolve())
+    rows = []
+    ingest_wall, ingest_rss = 0.0, 0.0
+    for table in TABLES:
+        wall, rss, text = timed(
+            [panorama, "ingest", table, str(args.data / f"{table}.parquet"), "--lake", "lake"],
+            work,
+        )
+        if " 0 rejected" not in text:
+            raise SystemExit(f"rows of {table} were rejected:\n{text}")
+        ingest_wall += wall
+        ingest_rss = max(ingest_rss, rss)
+    wall, refresh_rss, text = timed([panorama, "refresh", "--lake", "lake"], work)
+    profiles = re.search(r"→ (\d+) profiles", text).group(1)
+    rows.append(
+        ("Panorama ingest (5 Parquet files → Delta)", ingest_wall, ingest_rss, "10,000,000 rows landed")
+    )
+    rows.append(("Panorama refresh (full)", wall, refresh_rss, f"{int(profiles):,} profiles"))
+    rows.append(("Panorama ingest + refresh", ingest_wall + wall, max(ingest_rss, refresh_rss), ""))
+    if args.peer:
+        peer_wall, peer_rss, text = timed(shlex.split(args.peer), args.peer_dir)
+        edges = re.search(r"Edges:\s+([\d,]+)", text)
+        clusters = re.search(r"Clusters:\s+([\d,]+)", text)
+        rows.append(
+            (
+                "DuckDB pipeline (idr_run.py, FULL)",
+                peer_wall,
+                peer_rss,
+                f"{edges.group(1) if edges else '?'} edges, "
+                f"{clusters.group(1) if clusters else '?'} clusters",
+            )
+        )
+    print("| step | wall s | peak RSS GiB | result |")
+    print("| --- | ---: | ---: | --- |")
+    for name, wall, rss, result in rows:
+        print(f"| {name} | {wall:.1f} | {rss:.2f} | {result} |")
+    if args.peer:
+        total = ingest_wall + rows[1][1]
+        print(f"\nratio (peer / Panorama ingest + refresh): {peer_wall / total:.1f}×")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
