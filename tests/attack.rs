@@ -10,32 +10,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use panorama::engine::EngineOptions;
-use panorama::pgwire::auth::{Role, UserConfig, Users, Verifier};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
-
-fn user(name: &str, password: &str, role: Role) -> UserConfig {
-    UserConfig {
-        name: name.into(),
-        password: Verifier::make(password, name.as_bytes(), 4096).to_text(),
-        role,
-    }
-}
-
-/// A server with an admin (ada) and an analyst (ana) over `lake`.
-async fn secured(lake: &panorama::lake::Lake) -> TestServer {
-    let users = Users::from_config(&[
-        user("ada", "admin-secret", Role::Admin),
-        user("ana", "analyst-secret", Role::Analyst),
-    ])
-    .expect("users");
-    let options = EngineOptions {
-        target_partitions: 2,
-        ..EngineOptions::default()
-    };
-    TestServer::start_secure(lake, panorama::pgwire::Actions::default(), options, users).await
-}
 
 async fn login(port: u16, user: &str, password: &str) -> tokio_postgres::Client {
     let conn =
@@ -165,7 +142,7 @@ fn shapes() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_query_plan_statistic_or_error_shows_an_analyst_personal_data() {
     let lake = sample_lake().await;
-    let server = secured(&lake).await;
+    let server = ada_and_ana(&lake).await;
     let port = server.addr.port();
     let admin = login(port, "ada", "admin-secret").await;
     let secrets = secrets(&admin).await;
@@ -229,7 +206,7 @@ async fn no_query_plan_statistic_or_error_shows_an_analyst_personal_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_views_run_with_their_definers_rights_and_mask_their_output() {
     let lake = sample_lake().await;
-    let server = secured(&lake).await;
+    let server = ada_and_ana(&lake).await;
     let port = server.addr.port();
     let admin = login(port, "ada", "admin-secret").await;
     let analyst = login(port, "ana", "analyst-secret").await;
@@ -281,7 +258,7 @@ async fn a_job_table_keeps_the_mask_of_what_it_was_computed_from() {
         .expect("run");
     assert_eq!(run.status, "succeeded", "{:?}", run.error);
 
-    let server = secured(&lake).await;
+    let server = ada_and_ana(&lake).await;
     let analyst = login(server.addr.port(), "ana", "analyst-secret").await;
     let rows = simple_rows(
         &analyst,
@@ -396,7 +373,7 @@ async fn injecting_proxy(target: std::net::SocketAddr, extra: Vec<(String, Strin
 async fn no_startup_parameter_setting_or_reset_makes_an_analyst_an_admin() {
     let (_dir, lake) = temp_lake();
     land_and_refresh_fixture(&lake).await;
-    let server = secured(&lake).await;
+    let server = ada_and_ana(&lake).await;
     let injected = [
         ("panorama.role", "admin"),
         ("panorama.default.panorama.role", "admin"),
@@ -452,7 +429,7 @@ async fn no_startup_parameter_setting_or_reset_makes_an_analyst_an_admin() {
 async fn settings_are_per_connection_and_analysts_cannot_change_server_resources() {
     let (_dir, lake) = temp_lake();
     land_and_refresh_fixture(&lake).await;
-    let server = secured(&lake).await;
+    let server = ada_and_ana(&lake).await;
     let port = server.addr.port();
     let ana = login(port, "ana", "analyst-secret").await;
     let ana2 = login(port, "ana", "analyst-secret").await;
@@ -527,7 +504,7 @@ async fn settings_are_per_connection_and_analysts_cannot_change_server_resources
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_guessing_is_slowed_down_per_address() {
     let (_dir, lake) = temp_lake();
-    let server = secured(&lake).await;
+    let server = ada_and_ana(&lake).await;
     let port = server.addr.port();
     let started = std::time::Instant::now();
     for _ in 0..5 {

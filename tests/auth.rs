@@ -4,47 +4,9 @@
 //! (42501) on both protocols, and `serve` refusing an open address without
 //! users.
 
-use panorama::engine::EngineOptions;
-use panorama::pgwire::auth::{Role, UserConfig, Users, Verifier};
+use panorama::pgwire::auth::Verifier;
 
 use crate::support::*;
-
-fn user(name: &str, password: &str, role: Role) -> UserConfig {
-    UserConfig {
-        name: name.into(),
-        password: Verifier::make(password, name.as_bytes(), 4096).to_text(),
-        role,
-    }
-}
-
-/// A server with an admin (ada / admin-secret) and an analyst (ana /
-/// analyst-secret).
-async fn ada_and_ana(lake: &panorama::lake::Lake) -> TestServer {
-    let users = Users::from_config(&[
-        user("ada", "admin-secret", Role::Admin),
-        user("ana", "analyst-secret", Role::Analyst),
-    ])
-    .unwrap();
-    let options = EngineOptions {
-        target_partitions: 2,
-        ..EngineOptions::default()
-    };
-    TestServer::start_secure(lake, panorama::pgwire::Actions::default(), options, users).await
-}
-
-async fn connect(
-    server: &TestServer,
-    user: &str,
-    password: &str,
-) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let conn = format!(
-        "host=127.0.0.1 port={} user={user} password={password} dbname=panorama",
-        server.addr.port()
-    );
-    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_passwords_and_the_read_only_analyst_role() {
@@ -54,7 +16,7 @@ async fn scram_passwords_and_the_read_only_analyst_role() {
 
     // Wrong password and unknown user: the same refusal, 28P01.
     for (who, password) in [("ada", "wrong"), ("nobody", "admin-secret")] {
-        let Err(e) = connect(&server, who, password).await else {
+        let Err(e) = connect_as(&server, who, password).await else {
             panic!("{who} was let in");
         };
         assert_eq!(e.code().map(|c| c.code()), Some("28P01"), "{who}: {e:?}");
@@ -70,7 +32,7 @@ async fn scram_passwords_and_the_read_only_analyst_role() {
             .is_err()
     );
 
-    let admin = connect(&server, "ada", "admin-secret").await.unwrap();
+    let admin = connect_as(&server, "ada", "admin-secret").await.unwrap();
     assert_eq!(scalar(&admin, "SELECT count(*) FROM raw.orders").await, 4);
     admin
         .batch_execute(
@@ -79,7 +41,7 @@ async fn scram_passwords_and_the_read_only_analyst_role() {
         .await
         .unwrap();
 
-    let analyst = connect(&server, "ana", "analyst-secret").await.unwrap();
+    let analyst = connect_as(&server, "ana", "analyst-secret").await.unwrap();
     assert_eq!(
         scalar(&analyst, "SELECT count(*) FROM analytics.big_orders").await,
         2
@@ -179,8 +141,8 @@ async fn analysts_see_personal_data_masked_in_every_plan_shape() {
     let (_dir, lake) = temp_lake();
     land_and_refresh_fixture(&lake).await;
     let server = ada_and_ana(&lake).await;
-    let admin = connect(&server, "ada", "admin-secret").await.unwrap();
-    let analyst = connect(&server, "ana", "analyst-secret").await.unwrap();
+    let admin = connect_as(&server, "ada", "admin-secret").await.unwrap();
+    let analyst = connect_as(&server, "ana", "analyst-secret").await.unwrap();
     let jane = "SELECT count(*) FROM cdp.profiles WHERE 'jane.doe@example.com' = ANY(emails)";
     assert_eq!(scalar(&admin, jane).await, 1, "the admin sees Jane");
 

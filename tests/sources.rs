@@ -5,9 +5,6 @@
 //! listed to BI tools — by the process that declared them and by every
 //! later one.
 
-use panorama::engine::EngineOptions;
-use panorama::pgwire::auth::{Role, UserConfig, Users, Verifier};
-
 use crate::support::*;
 
 const CONFIG: &str = r#"
@@ -62,26 +59,6 @@ fn panorama(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-fn user(name: &str, password: &str, role: Role) -> UserConfig {
-    UserConfig {
-        name: name.into(),
-        password: Verifier::make(password, name.as_bytes(), 4096).to_text(),
-        role,
-    }
-}
-
-async fn connect(server: &TestServer, user: &str, password: &str) -> tokio_postgres::Client {
-    let conn = format!(
-        "host=127.0.0.1 port={} user={user} password={password} dbname=panorama",
-        server.addr.port()
-    );
-    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,18 +186,8 @@ async fn declared_tables_load_resolve_into_profiles_and_mask_what_is_personal() 
     );
 
     // Analysts read flagged and identifier-fed columns masked.
-    let users = Users::from_config(&[
-        user("ada", "admin-secret", Role::Admin),
-        user("ana", "analyst-secret", Role::Analyst),
-    ])
-    .unwrap();
-    let options = EngineOptions {
-        target_partitions: 2,
-        ..EngineOptions::default()
-    };
-    let server =
-        TestServer::start_secure(&lake, panorama::pgwire::Actions::default(), options, users).await;
-    let analyst = connect(&server, "ana", "analyst-secret").await;
+    let server = ada_and_ana(&lake).await;
+    let analyst = connect_as(&server, "ana", "analyst-secret").await.unwrap();
     let rows = simple_rows(
         &analyst,
         "SELECT loyalty_id, full_name, member_email FROM raw.loyalty_accounts ORDER BY 1",
@@ -237,7 +204,7 @@ async fn declared_tables_load_resolve_into_profiles_and_mask_what_is_personal() 
         .await
         .unwrap_err();
     assert_eq!(e.code().unwrap().code(), "42501");
-    let admin = connect(&server, "ada", "admin-secret").await;
+    let admin = connect_as(&server, "ada", "admin-secret").await.unwrap();
     admin
         .simple_query(
             "CREATE TABLE raw.support_tickets (ticket_id text NOT NULL, customer_id text, \

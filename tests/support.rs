@@ -654,3 +654,47 @@ pub fn found_in_lake<S: AsRef<str>>(root: &std::path::Path, needles: &[S]) -> Ve
     }
     found
 }
+
+/// A user of `panorama.toml`'s `[[users]]` with a SCRAM verifier.
+pub fn user(
+    name: &str,
+    password: &str,
+    role: panorama::pgwire::auth::Role,
+) -> panorama::pgwire::auth::UserConfig {
+    panorama::pgwire::auth::UserConfig {
+        name: name.into(),
+        password: panorama::pgwire::auth::Verifier::make(password, name.as_bytes(), 4096).to_text(),
+        role,
+    }
+}
+
+/// A server over `lake` with an admin (ada / admin-secret) and an analyst
+/// (ana / analyst-secret).
+pub async fn ada_and_ana(lake: &Lake) -> TestServer {
+    use panorama::pgwire::auth::Role;
+    let users = panorama::pgwire::auth::Users::from_config(&[
+        user("ada", "admin-secret", Role::Admin),
+        user("ana", "analyst-secret", Role::Analyst),
+    ])
+    .expect("users");
+    let options = EngineOptions {
+        target_partitions: 2,
+        ..EngineOptions::default()
+    };
+    TestServer::start_secure(lake, panorama::pgwire::Actions::default(), options, users).await
+}
+
+/// Log in to `server` as `user`.
+pub async fn connect_as(
+    server: &TestServer,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let conn = format!(
+        "host=127.0.0.1 port={} user={user} password={password} dbname=panorama",
+        server.addr.port()
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
