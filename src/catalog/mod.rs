@@ -71,15 +71,15 @@ pub fn lake_catalog(
 ) -> Result<Arc<dyn CatalogProvider>> {
     let catalog = MemoryCatalogProvider::new();
     for name in SCHEMAS {
+        if name == "raw" {
+            catalog.register_schema(
+                name,
+                Arc::new(raw_schema::RawSchema::new(lake.clone(), lookup.clone())?),
+            )?;
+            continue;
+        }
         let schema: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
         match name {
-            "raw" => {
-                catalog.register_schema(
-                    name,
-                    Arc::new(raw_schema::RawSchema::new(lake.clone(), lookup.clone())?),
-                )?;
-                continue;
-            }
             "cdp" => {
                 for (table, table_schema) in cdp_tables(id_types, purposes) {
                     schema.register_table(
