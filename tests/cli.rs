@@ -1,20 +1,9 @@
 //! The `panorama` binary as a script uses it.
 
-use std::process::Command;
-
 use crate::support::*;
 
 fn panorama(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_panorama"))
-        .args(args)
-        .env_remove("PANORAMA_LAKE")
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    run_panorama(std::path::Path::new("."), args)
 }
 
 #[tokio::test]

@@ -47,19 +47,11 @@ id_type = "loyalty_id"
 "#;
 
 fn panorama(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_panorama"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("PANORAMA_LAKE")
-        .env_remove("PANORAMA_CONFIG")
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    run_panorama(dir, args)
 }
+
+/// One CRM customer, Ann, whom the loyalty rows join by email.
+const CRM_CSV: &str = "customer_id,email,source,updated_at\nC1,ann@x.com,crm,2026-01-10\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declared_tables_load_resolve_into_profiles_and_mask_what_is_personal() {
@@ -67,11 +59,7 @@ async fn declared_tables_load_resolve_into_profiles_and_mask_what_is_personal() 
     let lake_dir = dir.path().join("lake");
     let lake_arg = lake_dir.to_str().unwrap();
     std::fs::write(dir.path().join("panorama.toml"), CONFIG).unwrap();
-    std::fs::write(
-        dir.path().join("crm.csv"),
-        "customer_id,email,source,updated_at\nC1,ann@x.com,crm,2026-01-10\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("crm.csv"), CRM_CSV).unwrap();
     std::fs::write(
         dir.path().join("loyalty.csv"),
         "loyalty_id,member_email,full_name,points,balance,updated_at,tier\n\
@@ -438,11 +426,7 @@ async fn the_readme_example_joins_a_loyalty_account_to_its_email_profile() {
     assert!(config.lines().count() <= 10, "under ten lines: {config}");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("panorama.toml"), config).unwrap();
-    std::fs::write(
-        dir.path().join("crm.csv"),
-        "customer_id,email,source,updated_at\nC1,ann@x.com,crm,2026-01-10\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("crm.csv"), CRM_CSV).unwrap();
     std::fs::write(
         dir.path().join("loyalty.csv"),
         "loyalty_id,member_email,full_name,points,updated_at\n\

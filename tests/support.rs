@@ -698,3 +698,20 @@ pub async fn connect_as(
     tokio::spawn(connection);
     Ok(client)
 }
+
+/// Run the `panorama` binary in `cwd` with neither `PANORAMA_LAKE` nor
+/// `PANORAMA_CONFIG` from the environment: (success, stdout, stderr).
+pub fn run_panorama(cwd: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_panorama"))
+        .current_dir(cwd)
+        .args(args)
+        .env_remove("PANORAMA_LAKE")
+        .env_remove("PANORAMA_CONFIG")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
