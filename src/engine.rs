@@ -14,6 +14,7 @@ use datafusion_postgres::auth::AuthManager;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
 use crate::analytics::AnalyticsSchema;
+use crate::catalog::profile_index::ProfileIndexCache;
 use crate::catalog::{self, CATALOG};
 use crate::error::{Error, Result};
 use crate::functions;
@@ -36,6 +37,10 @@ pub struct EngineOptions {
     pub lookup: crate::catalog::lookup::LookupConfig,
     /// What analysts may read inside JSON columns.
     pub masking: crate::catalog::masking::MaskingConfig,
+    /// The identifiers of the committed profiles, in memory: one per
+    /// process, shared by every session built with these options (the
+    /// `resolved` schema and the profile API read it).
+    pub profile_index: Arc<ProfileIndexCache>,
 }
 
 impl Default for EngineOptions {
@@ -49,6 +54,7 @@ impl Default for EngineOptions {
             mask_personal_data: false,
             lookup: Default::default(),
             masking: Default::default(),
+            profile_index: Arc::default(),
         }
     }
 }
@@ -80,7 +86,7 @@ pub fn analyst_session(
     let catalog = ctx
         .catalog(CATALOG)
         .ok_or_else(|| Error::Config("the panorama catalog is missing".into()))?;
-    for name in ["raw", "cdp", "system"] {
+    for name in ["raw", "cdp", "resolved", "system"] {
         if let Some(schema) = catalog.schema(name) {
             let masked = catalog::masking::MaskedSchema::new(schema, Arc::clone(&policy));
             catalog.register_schema(name, Arc::new(masked))?;
@@ -108,7 +114,8 @@ fn build(
         .with_target_partitions(options.target_partitions)
         .with_extension(Arc::new(catalog::masking::MaskPolicy::new(
             &options.masking,
-        )));
+        )))
+        .with_extension(Arc::clone(&options.profile_index));
     let runtime = match runtime {
         Some(shared) => shared,
         None => {
@@ -121,27 +128,22 @@ fn build(
     };
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     ctx.register_object_store(lake.store_url().as_ref(), Arc::clone(lake.store()));
-    let id_types: Vec<String> = options
-        .identity
-        .types
-        .iter()
-        .map(|t| t.name.clone())
-        .collect();
-    ctx.register_catalog(
-        CATALOG,
-        catalog::lake_catalog(
-            lake,
-            &id_types,
-            &options.identity.consent.purposes,
-            &options.lookup,
-        )?,
-    );
     let country = normalize::country(&options.identity.default_country).ok_or_else(|| {
         Error::Config(format!(
             "default_country '{}' is not an ISO country code",
             options.identity.default_country
         ))
     })?;
+    ctx.register_catalog(
+        CATALOG,
+        catalog::lake_catalog(
+            lake,
+            &options.identity,
+            country,
+            &options.lookup,
+            Arc::clone(&options.profile_index),
+        )?,
+    );
     functions::register_all(&ctx, country);
     // Not in an `Arc`: datafusion-pg-catalog 0.19's provider impl for
     // `Arc<T>` calls itself, and reading `pg_roles` overflowed the stack.

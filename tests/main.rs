@@ -28,6 +28,7 @@ mod ingest;
 mod lookup;
 mod privacy;
 mod psql;
+mod resolved;
 mod s3;
 mod session;
 mod sources;

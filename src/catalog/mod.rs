@@ -27,7 +27,9 @@ pub mod lookup;
 mod lookup_exec;
 pub mod masking;
 mod parquet_format;
+pub mod profile_index;
 pub mod raw_schema;
+pub mod resolved;
 mod versioned;
 
 pub use parquet_format::LakeParquetFormat;
@@ -36,14 +38,17 @@ pub use versioned::VersionedTable;
 use object_store::path::Path;
 
 use crate::error::Result;
+use crate::identity::IdentityConfig;
+use crate::identity::normalize::Country;
 use crate::lake::Lake;
 use crate::schema::{RawTable, cdp};
+use profile_index::ProfileIndexCache;
 
 /// Name of the one catalog (what `current_database()` answers).
 pub const CATALOG: &str = "panorama";
 
 /// The schemas every lake has, in the order `\dn` shows them.
-pub const SCHEMAS: [&str; 5] = ["public", "raw", "cdp", "analytics", "system"];
+pub const SCHEMAS: [&str; 6] = ["public", "raw", "cdp", "resolved", "analytics", "system"];
 
 /// The materialised views of the `cdp` schema and their schemas.
 pub fn cdp_tables(
@@ -58,30 +63,44 @@ pub fn cdp_tables(
     ]
 }
 
-/// Build the `panorama` catalog for `lake`; `id_types` are the configured
-/// identifier types (each is a list column of `cdp.profiles`), `purposes`
-/// the consent purposes (each a `consent_<purpose>` column).
-/// `lookup` names the raw-table key columns that answer point lookups from
-/// an index ([`lookup::LookupTable`]).
+/// Build the `panorama` catalog for `lake`: `identity` gives the
+/// identifier types (each a list column of `cdp.profiles`), the consent
+/// purposes (each a `consent_<purpose>` column) and the identifier sources
+/// (the tables of the `resolved` schema, whose profiles `index` finds;
+/// `country` is the phone rule's default). `lookup` names the raw-table key
+/// columns that answer point lookups from an index
+/// ([`lookup::LookupTable`]).
 pub fn lake_catalog(
     lake: &Lake,
-    id_types: &[String],
-    purposes: &[String],
+    identity: &IdentityConfig,
+    country: Country,
     lookup: &lookup::LookupConfig,
+    index: Arc<ProfileIndexCache>,
 ) -> Result<Arc<dyn CatalogProvider>> {
+    let id_types: Vec<String> = identity.types.iter().map(|t| t.name.clone()).collect();
     let catalog = MemoryCatalogProvider::new();
+    let raw: Arc<dyn SchemaProvider> =
+        Arc::new(raw_schema::RawSchema::new(lake.clone(), lookup.clone())?);
     for name in SCHEMAS {
         if name == "raw" {
-            catalog.register_schema(
-                name,
-                Arc::new(raw_schema::RawSchema::new(lake.clone(), lookup.clone())?),
-            )?;
+            catalog.register_schema(name, Arc::clone(&raw))?;
+            continue;
+        }
+        if name == "resolved" {
+            let resolved = resolved::ResolvedSchema::new(
+                lake.clone(),
+                Arc::clone(&raw),
+                Arc::new(identity.clone()),
+                country,
+                Arc::clone(&index),
+            );
+            catalog.register_schema(name, Arc::new(resolved))?;
             continue;
         }
         let schema: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
         match name {
             "cdp" => {
-                for (table, table_schema) in cdp_tables(id_types, purposes) {
+                for (table, table_schema) in cdp_tables(&id_types, &identity.consent.purposes) {
                     schema.register_table(
                         table.to_string(),
                         Arc::new(VersionedTable::new(lake.clone(), table, table_schema)),

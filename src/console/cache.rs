@@ -1,44 +1,44 @@
-//! The profile API's fast path: the current version of `cdp.profiles` and
-//! `cdp.identity_links` held in memory, with a hash index from every
-//! normalised identifier to its profile, so that answering a website costs
-//! a normalisation, two hash lookups and the JSON of one row — no SQL
-//! planning. Loaded at the first call and again (in the background, the
-//! old copy answering meanwhile) when a refresh commits a new version,
-//! which is checked at most once a second. Memory: about the size of the
-//! two tables in Arrow plus ~60 bytes per identifier and per profile
-//! (docs/console.md gives figures).
+//! The profile API's fast path: the current version of `cdp.profiles` held
+//! in memory beside the process's [`ProfileIndex`] (every identifier and
+//! its profile), so that answering a website costs a normalisation, two
+//! hash lookups and the JSON of one row — no SQL planning. Loaded at the
+//! first call and again (in the background, the old copy answering
+//! meanwhile) when the index moves to a newer version, which it checks at
+//! most once a second. Memory: the profiles in Arrow, the index
+//! ([`crate::catalog::profile_index`]) and 4 bytes per identifier (docs/console.md
+//! gives figures).
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use datafusion::arrow::array::{Array, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::prelude::SessionContext;
 
+use crate::catalog::profile_index::{ProfileIndex, ProfileIndexCache};
 use crate::error::{Error, Result};
 use crate::identity::suppression::text;
 use crate::lake::Lake;
-use crate::lake::manifest::Manifest;
 
-/// How often the manifest is checked for a new version.
-const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// An identifier whose profile is not in `cdp.profiles`.
+const NO_PROFILE: u32 = u32::MAX;
 
-/// One version of the two tables, indexed.
+/// One version of the profiles, indexed.
 pub struct Loaded {
     pub version: u64,
+    index: Arc<ProfileIndex>,
     profiles: RecordBatch,
-    links: RecordBatch,
-    /// `type \0 value` → profile row.
-    by_identifier: HashMap<String, u32>,
-    /// Profile row → its rows of `links`.
+    /// Identifier row of the index → profile row.
+    profile_of: Vec<u32>,
+    /// Profile row → its identifier rows.
     links_of: Vec<Vec<u32>>,
 }
 
 impl Loaded {
     /// The profile row of an identifier (normalised).
     pub fn find(&self, id_type: &str, value: &str) -> Option<u32> {
-        self.by_identifier.get(&key(id_type, value)).copied()
+        let link = self.index.find(id_type, value)?;
+        Some(self.profile_of[link as usize]).filter(|&row| row != NO_PROFILE)
     }
 
     /// The profile at `row`, as a one-row batch.
@@ -50,156 +50,117 @@ impl Loaded {
     /// first_seen, last_seen`.
     pub fn identifiers(&self, row: u32) -> Result<RecordBatch> {
         let rows = UInt32Array::from(self.links_of[row as usize].clone());
-        take_record_batch(&self.links, &rows)
+        let links = self
+            .index
+            .links()
+            .project(&[0, 1, 3, 4])
+            .map_err(|e| Error::arrow("reading a profile's identifiers", e))?;
+        take_record_batch(&links, &rows)
             .map_err(|e| Error::arrow("reading a profile's identifiers", e))
     }
 }
 
-fn key(id_type: &str, value: &str) -> String {
-    let mut key = String::with_capacity(id_type.len() + value.len() + 1);
-    key.push_str(id_type);
-    key.push('\0');
-    key.push_str(value);
-    key
-}
-
-/// The cache: the loaded version and when the manifest was last checked.
+/// The cache: the loaded version.
 #[derive(Default)]
 pub struct ProfileCache {
     loaded: RwLock<Option<Arc<Loaded>>>,
-    checked: RwLock<Option<Instant>>,
     reloading: tokio::sync::Mutex<()>,
 }
 
 impl ProfileCache {
+    fn held(&self) -> Option<Arc<Loaded>> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The current version, loading it if there is none yet; starts a
-    /// reload in the background when a newer one was committed.
+    /// reload in the background when the index moved to a newer one.
     pub async fn current(
         self: &Arc<Self>,
         lake: &Lake,
         admin: &Arc<SessionContext>,
     ) -> Result<Option<Arc<Loaded>>> {
-        let loaded = self
-            .loaded
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let Some(loaded) = loaded else {
+        let Some(index) = ProfileIndexCache::of_session(&admin.state())
+            .latest(lake)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(held) = self.held() else {
             // Nothing yet: the first caller loads, the others wait for it.
             let _guard = self.reloading.lock().await;
-            if let Some(loaded) = self
-                .loaded
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-            {
-                return Ok(Some(loaded));
+            if let Some(held) = self.held() {
+                return Ok(Some(held));
             }
-            let Some(manifest) = Manifest::load(lake).await? else {
-                return Ok(None);
-            };
-            let fresh = Arc::new(load(admin, manifest.version).await?);
+            let fresh = Arc::new(load(admin, index).await?);
             *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
-            *self.checked.write().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
             return Ok(Some(fresh));
         };
-        let due = self
-            .checked
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none_or(|at| at.elapsed() >= CHECK_EVERY);
-        if due {
-            *self.checked.write().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-            let (cache, lake, admin) = (Arc::clone(self), lake.clone(), Arc::clone(admin));
-            let version = loaded.version;
+        if held.version != index.version() {
+            let (cache, admin) = (Arc::clone(self), Arc::clone(admin));
             tokio::spawn(async move {
                 let Ok(_guard) = cache.reloading.try_lock() else {
                     return;
                 };
-                match Manifest::load(&lake).await {
-                    Ok(Some(m)) if m.version != version => match load(&admin, m.version).await {
-                        Ok(fresh) => {
-                            *cache.loaded.write().unwrap_or_else(|e| e.into_inner()) =
-                                Some(Arc::new(fresh));
-                        }
-                        Err(e) => tracing::warn!(
-                            "the profile API keeps version {version}: loading {} failed: {}",
-                            m.version,
-                            crate::redact::values(&e.to_string())
-                        ),
-                    },
-                    _ => {}
+                let version = index.version();
+                match load(&admin, index).await {
+                    Ok(fresh) => {
+                        *cache.loaded.write().unwrap_or_else(|e| e.into_inner()) =
+                            Some(Arc::new(fresh));
+                    }
+                    Err(e) => tracing::warn!(
+                        "the profile API keeps its profiles: loading version {version} failed: {}",
+                        crate::redact::values(&e.to_string())
+                    ),
                 }
             });
         }
-        Ok(Some(loaded))
+        Ok(Some(held))
     }
 }
 
-/// Read and index `version` (the current one) of the two tables.
-async fn load(admin: &SessionContext, version: u64) -> Result<Loaded> {
+/// Read `cdp.profiles` and tie it to `index`'s identifiers.
+async fn load(admin: &SessionContext, index: Arc<ProfileIndex>) -> Result<Loaded> {
     let started = Instant::now();
     let profiles = admin
         .sql("SELECT * FROM cdp.profiles")
         .await?
         .collect()
         .await?;
-    let links = admin
-        .sql("SELECT id_type, id_value, first_seen, last_seen, profile_id FROM cdp.identity_links")
-        .await?
-        .collect()
-        .await?;
     let profiles = concat(&profiles, admin, "SELECT * FROM cdp.profiles LIMIT 0").await?;
-    let links = concat(
-        &links,
-        admin,
-        "SELECT id_type, id_value, first_seen, last_seen, profile_id FROM cdp.identity_links LIMIT 0",
-    )
-    .await?;
     let ids = profiles
         .column_by_name("profile_id")
         .ok_or_else(|| Error::Config("cdp.profiles has no profile_id".into()))?;
     let ids = text(ids)?;
-    let row_of: HashMap<&str, u32> = ids
+    let row_of: std::collections::HashMap<&str, u32> = ids
         .iter()
         .enumerate()
         .filter_map(|(i, id)| Some((id?, i as u32)))
         .collect();
-    let (types, values, owners) = (
-        text(links.column(0))?,
-        text(links.column(1))?,
-        text(links.column(4))?,
-    );
-    let mut by_identifier = HashMap::with_capacity(links.num_rows());
+    let links = index.links();
+    let owners = text(links.column(2))?;
+    let mut profile_of = vec![NO_PROFILE; links.num_rows()];
     let mut links_of = vec![Vec::new(); profiles.num_rows()];
-    for i in 0..links.num_rows() {
-        let Some(&row) = owners
-            .is_valid(i)
-            .then(|| row_of.get(owners.value(i)))
-            .flatten()
-        else {
-            continue;
-        };
-        links_of[row as usize].push(i as u32);
-        if types.is_valid(i) && values.is_valid(i) {
-            by_identifier.insert(key(types.value(i), values.value(i)), row);
+    for (i, owner) in owners.iter().enumerate() {
+        if let Some(&row) = owner.and_then(|o| row_of.get(o)) {
+            profile_of[i] = row;
+            links_of[row as usize].push(i as u32);
         }
     }
-    let links = links
-        .project(&[0, 1, 2, 3])
-        .map_err(|e| Error::arrow("indexing the links", e))?;
     tracing::info!(
-        version,
+        version = index.version(),
         profiles = profiles.num_rows(),
-        identifiers = by_identifier.len(),
+        identifiers = index.len(),
         ms = started.elapsed().as_millis() as u64,
         "profile API: loaded the profiles into memory"
     );
     Ok(Loaded {
-        version,
+        version: index.version(),
+        index,
         profiles,
-        links,
-        by_identifier,
+        profile_of,
         links_of,
     })
 }

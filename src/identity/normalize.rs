@@ -92,6 +92,41 @@ pub fn normalize_cow(
     }
 }
 
+/// The identifier a raw value makes under a type's rule, as identity
+/// resolution reads it: `Ok(None)` when the value is blank, `Err(Refused)`
+/// when the rule refuses it (and `invalid` says not to keep it).
+pub fn identifier(
+    kind: Normalize,
+    invalid: Invalid,
+    raw: &str,
+    default_country: Country,
+) -> Result<Option<std::borrow::Cow<'_, str>>, Refused> {
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    match normalize_cow(kind, raw, default_country) {
+        Some(value) => Ok(Some(value)),
+        None => match normalize_or(kind, invalid, raw, default_country) {
+            Some(kept) => Ok(Some(std::borrow::Cow::Owned(kept))),
+            None => Err(Refused),
+        },
+    }
+}
+
+/// The text or number at `path` of a JSON text (an identifier source's
+/// `json_path`); `None` when absent or of another JSON type.
+pub fn at_json_path(json: &str, path: &[String]) -> Option<String> {
+    match crate::functions::json_at(json, path.iter().map(String::as_str))? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A value an identifier rule refused (counted, never linked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused;
+
 /// `" Jane.Doe@Example.com "` → `jane.doe@example.com`.
 pub fn email(raw: &str) -> Option<String> {
     let value = raw.trim().to_lowercase();

@@ -327,7 +327,7 @@ fn node_for(
 ) -> std::result::Result<Option<NodeId>, ()> {
     let extracted;
     let raw = match &source.json_path {
-        Some(path) => match json_path(raw, path) {
+        Some(path) => match normalize::at_json_path(raw, path) {
             Some(value) => {
                 extracted = value;
                 extracted.as_str()
@@ -336,15 +336,10 @@ fn node_for(
         },
         None => raw,
     };
-    if raw.trim().is_empty() {
-        return Ok(None);
-    }
-    match normalize::normalize_cow(source.normalize, raw, country) {
-        Some(value) => Ok(Some(nodes.intern(source.id_type, &value))),
-        None => match normalize::normalize_or(source.normalize, source.invalid, raw, country) {
-            Some(kept) => Ok(Some(nodes.intern(source.id_type, &kept))),
-            None => Err(()),
-        },
+    match normalize::identifier(source.normalize, source.invalid, raw, country) {
+        Ok(Some(value)) => Ok(Some(nodes.intern(source.id_type, &value))),
+        Ok(None) => Ok(None),
+        Err(normalize::Refused) => Err(()),
     }
 }
 
@@ -889,14 +884,5 @@ fn text_at(column: &ArrayRef, row: usize) -> Option<&str> {
                 .map(|k| values.value(k))
         }
         None => Some(column.as_string_opt::<i32>()?.value(row)),
-    }
-}
-
-/// Extract a string at a dotted path of a JSON object.
-fn json_path(json: &str, path: &[String]) -> Option<String> {
-    match crate::functions::json_at(json, path.iter().map(String::as_str))? {
-        serde_json::Value::String(s) => Some(s),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
     }
 }
