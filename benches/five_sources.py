@@ -17,7 +17,15 @@ Steps, in one run on the same machine:
      sql/duckdb/core/idr_run.py --run-mode=FULL on its database, run from
      the project's folder), timed the same way; the edges and clusters it
      prints are quoted.
-  3. a markdown table on stdout.
+  3. with --peer-membership (the peer's idr_out.identity_resolved_membership
+     exported to Parquet: table_id, record_key, resolved_id) and the
+     `duckdb` module: every row's Panorama profile, read from
+     `resolved.<table>` (COPY … TO Parquet), compared with the peer's
+     cluster of the same row: the two partitions of the rows that have an
+     identifier must be the same (as many peer clusters as profiles as
+     distinct pairs), and each row without a profile must be alone in its
+     peer cluster;
+  4. a markdown table on stdout.
 
 The two sides count differently: the peer's clusters are components of
 entities (rows), rows without any identifier each a cluster of their own;
@@ -45,6 +53,14 @@ import tempfile
 
 TABLES = ["customer", "transactions", "loyalty_accounts", "web_events", "store_visits"]
 HERE = pathlib.Path(__file__).resolve().parent
+# The peer's record key of each table's rows.
+RECORD_KEYS = {
+    "customer": "customer_id",
+    "transactions": "order_id || '-' || line_id",
+    "loyalty_accounts": "loyalty_account_id",
+    "web_events": "event_id",
+    "store_visits": "visit_id",
+}
 
 
 def timed(cmd: list[str], cwd: pathlib.Path) -> tuple[float, float, str]:
@@ -68,6 +84,7 @@ def main() -> None:
     ap.add_argument("--panorama", required=True, type=pathlib.Path)
     ap.add_argument("--peer", help="the peer's command line (run after Panorama)")
     ap.add_argument("--peer-dir", type=pathlib.Path, default=pathlib.Path("."))
+    ap.add_argument("--peer-membership", type=pathlib.Path)
     args = ap.parse_args()
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="five-sources-"))
@@ -91,6 +108,7 @@ def main() -> None:
     )
     rows.append(("Panorama refresh (full)", wall, refresh_rss, f"{int(profiles):,} profiles"))
     rows.append(("Panorama ingest + refresh", ingest_wall + wall, max(ingest_rss, refresh_rss), ""))
+    compared = compare(panorama, work, args.peer_membership) if args.peer_membership else None
     if args.peer:
         peer_wall, peer_rss, text = timed(shlex.split(args.peer), args.peer_dir)
         edges = re.search(r"Edges:\s+([\d,]+)", text)
@@ -111,7 +129,56 @@ def main() -> None:
     if args.peer:
         total = ingest_wall + rows[1][1]
         print(f"\nratio (peer / Panorama ingest + refresh): {peer_wall / total:.1f}×")
+    if compared:
+        print("\nrow memberships against the peer's:")
+        for name, value in compared.items():
+            print(f"- {name}: {value:,}")
     shutil.rmtree(work, ignore_errors=True)
+
+
+def compare(panorama: str, work: pathlib.Path, peer: pathlib.Path) -> dict[str, int]:
+    """Each row's profile (resolved.<table>) against the peer's cluster."""
+    import duckdb
+
+    for table, key in RECORD_KEYS.items():
+        out = work / f"profiles_{table}.parquet"
+        sql = (
+            f"COPY (SELECT '{table}' AS table_id, {key} AS record_key, profile_id "
+            f"FROM resolved.{table}) TO '{out}' STORED AS PARQUET"
+        )
+        timed([panorama, "sql", sql, "--lake", "lake"], work)
+    con = duckdb.connect()
+    row = con.execute(
+        f"""
+        WITH ours AS (SELECT * FROM read_parquet('{work}/profiles_*.parquet')),
+        theirs AS (
+            SELECT table_id, record_key, resolved_id,
+                   count(*) OVER (PARTITION BY resolved_id) AS cluster_rows
+            FROM read_parquet('{peer}')),
+        both_ AS (SELECT * FROM ours FULL JOIN theirs USING (table_id, record_key))
+        SELECT
+            count(*),
+            count(*) FILTER (WHERE profile_id IS NULL AND resolved_id IS NOT NULL
+                             AND cluster_rows = 1),
+            count(*) FILTER (WHERE profile_id IS NULL AND (resolved_id IS NULL
+                             OR cluster_rows > 1)),
+            count(*) FILTER (WHERE resolved_id IS NULL),
+            count(DISTINCT profile_id),
+            count(DISTINCT resolved_id) FILTER (WHERE profile_id IS NOT NULL),
+            count(DISTINCT (profile_id, resolved_id)) FILTER (WHERE profile_id IS NOT NULL)
+        FROM both_
+        """
+    ).fetchone()
+    names = [
+        "rows",
+        "rows without a profile, alone in their peer cluster",
+        "rows without a profile the peer clusters with others (must be 0)",
+        "rows the peer does not have (must be 0)",
+        "profiles",
+        "peer clusters of those rows",
+        "distinct (profile, peer cluster) pairs (= both: the same partition)",
+    ]
+    return dict(zip(names, row))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@
 //! identifier (a `u32` row and a control byte, at 7/8 load).
 
 use std::hash::BuildHasher;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
@@ -47,6 +47,9 @@ pub struct ProfileIndex {
     /// Rows of `links` by the hash of `(id_type, id_value)`.
     table: HashTable<u32>,
     hasher: DefaultHashBuilder,
+    /// Rows of `links` in profile-id order (4 bytes per identifier), built
+    /// at the first [`ProfileIndex::identifiers_of`].
+    by_profile: OnceLock<Vec<u32>>,
 }
 
 impl std::fmt::Debug for ProfileIndex {
@@ -132,6 +135,7 @@ impl ProfileIndex {
             profiles,
             table,
             hasher,
+            by_profile: OnceLock::new(),
         })
     }
 
@@ -163,6 +167,34 @@ impl ProfileIndex {
     /// The profile id of identifier row `row`.
     pub fn profile_id(&self, row: u32) -> &str {
         self.profiles.value(row as usize)
+    }
+
+    /// The identifier rows of profile `profile_id` (none for an unknown
+    /// id): a binary search over the rows in profile order.
+    pub fn identifiers_of(&self, profile_id: &str) -> &[u32] {
+        let sorted = self.by_profile.get_or_init(|| {
+            let mut rows: Vec<u32> = (0..self.profiles.len() as u32)
+                .filter(|&r| self.profiles.is_valid(r as usize))
+                .collect();
+            rows.sort_unstable_by(|&a, &b| {
+                self.profiles
+                    .value(a as usize)
+                    .cmp(self.profiles.value(b as usize))
+            });
+            rows
+        });
+        let id = |r: &u32| self.profiles.value(*r as usize);
+        let start = sorted.partition_point(|r| id(r) < profile_id);
+        let end = start + sorted[start..].partition_point(|r| id(r) == profile_id);
+        &sorted[start..end]
+    }
+
+    /// The identifier at row `row`: (type, normalised value).
+    pub fn identifier(&self, row: u32) -> (&str, &str) {
+        (
+            self.types.value(row as usize),
+            self.values.value(row as usize),
+        )
     }
 
     /// Every identifier: `id_type, id_value, profile_id, first_seen,
@@ -311,5 +343,21 @@ mod tests {
         // The type is part of the key, and values are compared whole.
         assert_eq!(profile("phone", "ada@example.com"), None);
         assert_eq!(profile("email", "ada@example.co"), None);
+        // And back: a profile's identifiers.
+        let of = |p| {
+            let mut ids: Vec<_> = index
+                .identifiers_of(p)
+                .iter()
+                .map(|&r| index.identifier(r))
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(
+            of("p1"),
+            [("email", "ada@example.com"), ("phone", "+33612")]
+        );
+        assert_eq!(of("p2"), [("email", "bob@example.com")]);
+        assert!(of("p0").is_empty() && of("p3").is_empty());
     }
 }

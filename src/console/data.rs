@@ -16,6 +16,7 @@ use datafusion::common::ScalarValue;
 use datafusion::prelude::{SessionContext, col};
 
 use super::Console;
+use crate::catalog::profile_index::{ProfileIndex, ProfileIndexCache};
 use crate::error::{Error, Result};
 use crate::identity::suppression::{Sources, normalised};
 use crate::pgwire::auth::Role;
@@ -99,15 +100,13 @@ pub async fn find(console: &Console, id_type: Option<&str>, value: &str) -> Resu
             .collect(),
     };
     let mut ids = BTreeSet::new();
-    for t in types {
-        let wanted = normalised(&console.identity, t, value);
-        let found = grid(
-            &console.admin,
-            "SELECT DISTINCT profile_id FROM cdp.identity_links WHERE id_type = $1 AND id_value = $2",
-            &[t, &wanted],
-        )
-        .await?;
-        ids.extend(found.rows.into_iter().filter_map(|r| r.into_iter().next()));
+    if let Some(index) = profile_index(console).await? {
+        for t in types {
+            let wanted = normalised(&console.identity, t, value);
+            if let Some(row) = index.find(t, &wanted) {
+                ids.insert(index.profile_id(row).to_string());
+            }
+        }
     }
     if ids.is_empty() && uuid::Uuid::parse_str(value).is_ok() {
         let found = grid(
@@ -123,17 +122,26 @@ pub async fn find(console: &Console, id_type: Option<&str>, value: &str) -> Resu
 
 /// The identifiers of a profile, unmasked (for finding its rows).
 pub async fn identifiers(console: &Console, profile_id: &str) -> Result<Vec<(String, String)>> {
-    let found = grid(
-        &console.admin,
-        "SELECT id_type, id_value FROM cdp.identity_links WHERE profile_id = $1",
-        &[profile_id],
-    )
-    .await?;
-    Ok(found
-        .rows
-        .into_iter()
-        .map(|r| (r[0].clone(), r[1].clone()))
+    let Some(index) = profile_index(console).await? else {
+        return Ok(Vec::new());
+    };
+    Ok(index
+        .identifiers_of(profile_id)
+        .iter()
+        .map(|&row| {
+            let (id_type, value) = index.identifier(row);
+            (id_type.to_string(), value.to_string())
+        })
         .collect())
+}
+
+/// The process's identifier index at the committed version (a hash probe
+/// finds a profile, a binary search its identifiers: no scan of
+/// `cdp.identity_links`).
+async fn profile_index(console: &Console) -> Result<Option<Arc<ProfileIndex>>> {
+    ProfileIndexCache::of_session(&console.admin.state())
+        .committed(&console.lake)
+        .await
 }
 
 /// One entry of a person's timeline.

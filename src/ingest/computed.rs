@@ -79,6 +79,9 @@ struct Computed {
     expr: Arc<dyn PhysicalExpr>,
 }
 
+/// A record's fields by name (names shared by every record of a file).
+pub type Fields = BTreeMap<Arc<str>, Option<String>>;
+
 /// The computed mappings of a load, planned once against the fields they
 /// read.
 #[derive(Debug, Default)]
@@ -161,10 +164,7 @@ impl Expressions {
     /// name) and store each result in its record under [`key`]`(column)`
     /// (NULL: not stored). Returns, per row, the first failure as (column,
     /// reason).
-    pub fn apply(
-        &self,
-        rows: &mut [&mut BTreeMap<String, Option<String>>],
-    ) -> Result<Vec<Option<Failure>>> {
+    pub fn apply(&self, rows: &mut [&mut Fields]) -> Result<Vec<Option<Failure>>> {
         let mut failures = vec![None; rows.len()];
         let Some(schema) = &self.schema else {
             return Ok(failures);
@@ -177,7 +177,7 @@ impl Expressions {
             .iter()
             .map(|f| {
                 Arc::new(StringArray::from_iter(
-                    rows.iter().map(|r| r.get(f).cloned().flatten()),
+                    rows.iter().map(|r| r.get(f.as_str()).cloned().flatten()),
                 )) as ArrayRef
             })
             .collect();
@@ -209,7 +209,7 @@ impl Expressions {
                     StringArray::from(values)
                 }
             };
-            let key = key(&computed.column);
+            let key: Arc<str> = key(&computed.column).into();
             for (row, record) in rows.iter_mut().enumerate() {
                 if !values.is_null(row) {
                     record.insert(key.clone(), Some(values.value(row).to_string()));
@@ -262,10 +262,10 @@ fn referenced_fields(column: &str, text: &str) -> Result<BTreeSet<String>> {
 mod tests {
     use super::*;
 
-    fn record(pairs: &[(&str, Option<&str>)]) -> BTreeMap<String, Option<String>> {
+    fn record(pairs: &[(&str, Option<&str>)]) -> Fields {
         pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), v.map(String::from)))
+            .map(|(k, v)| (Arc::from(*k), v.map(String::from)))
             .collect()
     }
 
@@ -319,15 +319,15 @@ mod tests {
             ("paid", None),
         ]);
         let failures = plan.apply(&mut [&mut a, &mut b]).unwrap();
-        assert_eq!(a[&key("order_id")].as_deref(), Some("A1-3"));
-        assert_eq!(a[&key("item_count")].as_deref(), Some("4"));
-        assert_eq!(a[&key("status")].as_deref(), Some("paid"));
+        assert_eq!(a[key("order_id").as_str()].as_deref(), Some("A1-3"));
+        assert_eq!(a[key("item_count").as_str()].as_deref(), Some("4"));
+        assert_eq!(a[key("status").as_str()].as_deref(), Some("paid"));
         assert_eq!(
-            a[&key("extra")].as_deref(),
+            a[key("extra").as_str()].as_deref(),
             Some(r#"{"points":120,"tier":"gold"}"#)
         );
         assert!(failures[0].is_none());
-        assert_eq!(b[&key("status")].as_deref(), Some("open"));
+        assert_eq!(b[key("status").as_str()].as_deref(), Some("open"));
         let (column, reason) = failures[1].clone().expect("qty 'two' is no number");
         assert_eq!(column, "item_count");
         assert!(reason.contains("CAST(qty AS BIGINT) * 2"), "{reason}");

@@ -217,7 +217,7 @@ fn load_hash(path: &FsPath, table: RawTable, options: &IngestOptions) -> Result<
 /// `extra` keeps its JSON type.
 struct Record {
     line: u64,
-    fields: BTreeMap<String, Option<String>>,
+    fields: super::computed::Fields,
     raw: String,
     json: serde_json::Map<String, serde_json::Value>,
 }
@@ -235,11 +235,11 @@ fn read_records(
             let mut reader = csv::ReaderBuilder::new()
                 .flexible(true)
                 .from_reader(open(path, compression)?);
-            let headers: Vec<String> = reader
+            let headers: Vec<Arc<str>> = reader
                 .headers()
                 .map_err(|e| Error::Config(format!("{}: no CSV header: {e}", path.display())))?
                 .iter()
-                .map(|h| h.trim().to_string())
+                .map(|h| Arc::from(h.trim()))
                 .collect();
             for record in reader.records() {
                 let record = match record {
@@ -310,7 +310,7 @@ fn read_records(
                                         Some(text)
                                     }
                                 };
-                                (k, text)
+                                (Arc::from(k), text)
                             })
                             .collect();
                         each(Ok(Record {
@@ -353,11 +353,11 @@ fn read_records(
             for batch in reader {
                 let batch =
                     batch.map_err(|e| Error::arrow(format!("reading {}", path.display()), e))?;
-                let names: Vec<String> = batch
+                let names: Vec<Arc<str>> = batch
                     .schema()
                     .fields()
                     .iter()
-                    .map(|f| f.name().clone())
+                    .map(|f| Arc::from(f.name().as_str()))
                     .collect();
                 let texts: Vec<ArrayRef> = batch
                     .columns()
@@ -499,6 +499,7 @@ fn pack_extra(
         },
     };
     for (name, value) in &record.fields {
+        let name: &str = name;
         if placed.contains(name) {
             continue;
         }
@@ -511,7 +512,7 @@ fn pack_extra(
         };
         if object.contains_key(name) {
             return Err((
-                name.clone(),
+                name.to_string(),
                 format!("is both a field of the file and a key of its {EXTRA_COLUMN} object"),
             ));
         }
@@ -521,7 +522,7 @@ fn pack_extra(
             .get(name)
             .cloned()
             .unwrap_or_else(|| Value::String(text.to_string()));
-        object.insert(name.clone(), value);
+        object.insert(name.to_string(), value);
     }
     Ok((!object.is_empty()).then(|| Value::Object(object).to_string()))
 }
@@ -822,9 +823,10 @@ pub async fn load_file_as(
                              rejects: &mut Vec<Reject>|
              -> Result<()> {
                 let line = record.line;
-                let message_id = Uuid::new_v5(&load_id, &line.to_le_bytes()).to_string();
                 let with_id = |c: &str| match (table, c) {
-                    (RawTable::Events, "message_id") => Some(message_id.clone()),
+                    (RawTable::Events, "message_id") => {
+                        Some(Uuid::new_v5(&load_id, &line.to_le_bytes()).to_string())
+                    }
                     _ => fill(c),
                 };
                 let placed = match failed {
@@ -915,7 +917,7 @@ fn computed(
     expressions: &super::computed::Expressions,
     pending: &mut Vec<Record>,
 ) -> Result<Vec<(Record, Option<super::computed::Failure>)>> {
-    let mut fields: Vec<&mut BTreeMap<String, Option<String>>> =
+    let mut fields: Vec<&mut super::computed::Fields> =
         pending.iter_mut().map(|r| &mut r.fields).collect();
     let failures = expressions.apply(&mut fields)?;
     Ok(pending.drain(..).zip(failures).collect())
