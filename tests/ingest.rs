@@ -487,3 +487,108 @@ async fn computed_mappings_build_keys_cast_branch_and_pack_json() {
     assert!(!output.status.success());
     assert!(stderr.contains("order_id=\"OrderNo ||\""), "{stderr}");
 }
+
+/// A Parquet file whose columns already have the table's types (a
+/// timestamp in nanoseconds with an offset, a 32-bit count) lands the same
+/// rows, rejects and `extra` as the same data sent as CSV text: typed
+/// columns skip the text round trip, never its rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_parquet_columns_land_what_the_same_rows_as_text_land() {
+    use datafusion::arrow::array::{
+        ArrayRef, Float32Array, Int32Array, RecordBatch, StringArray, TimestampNanosecondArray,
+    };
+    use std::sync::Arc;
+
+    const HOUR_NS: i64 = 3_600_000_000_000;
+    let jan_15_10h = 1_768_471_200_000_000_000i64; // 2026-01-15T10:00:00Z
+    let text = |v: &[Option<&str>]| Arc::new(StringArray::from(v.to_vec())) as ArrayRef;
+    let batch = RecordBatch::try_from_iter([
+        ("order_id", text(&[Some("O1"), Some("O2"), Some("O3")])),
+        ("customer_id", text(&[Some("C1"), Some("C2"), None])),
+        (
+            "ordered_at",
+            Arc::new(
+                TimestampNanosecondArray::from(vec![
+                    Some(jan_15_10h),
+                    None,
+                    Some(jan_15_10h + HOUR_NS),
+                ])
+                .with_timezone("+02:00"),
+            ) as ArrayRef,
+        ),
+        ("amount", text(&[Some("12.50"), Some("3"), Some("1")])),
+        ("currency", text(&[Some("EUR"), Some("EUR"), Some("EUR")])),
+        (
+            "status",
+            text(&[Some("completed"), Some("completed"), Some("returned")]),
+        ),
+        ("channel", text(&[Some("web"), Some("web"), Some("store")])),
+        (
+            "item_count",
+            Arc::new(Int32Array::from(vec![Some(3), Some(1), None])) as ArrayRef,
+        ),
+        (
+            "score",
+            Arc::new(Float32Array::from(vec![Some(1.5), None, Some(2.0)])) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let csv = "order_id,customer_id,ordered_at,amount,currency,status,channel,item_count,score\n\
+               O1,C1,2026-01-15T10:00:00Z,12.50,EUR,completed,web,3,1.5\n\
+               O2,C2,,3,EUR,completed,web,1,\n\
+               O3,,2026-01-15T11:00:00Z,1,EUR,returned,store,,2\n";
+    let options = IngestOptions {
+        defaults: [("ordered_at".to_string(), "2026-01-20".to_string())].into(),
+        ..Default::default()
+    };
+    let mut answers = Vec::new();
+    for parquet in [true, false] {
+        let (dir, lake) = temp_lake();
+        let path = if parquet {
+            let path = dir.path().join("orders.parquet");
+            let file = std::fs::File::create(&path).unwrap();
+            let mut writer =
+                datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)
+                    .unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+            path
+        } else {
+            let path = dir.path().join("orders.csv");
+            std::fs::write(&path, csv).unwrap();
+            path
+        };
+        let report = files::load_file(&lake, RawTable::Orders, &path, &options, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            (report.rows_read, report.rows_landed, report.rows_rejected),
+            (3, 2, 1),
+            "{report:?}"
+        );
+        answers.push((
+            sql_lines(
+                &lake,
+                "SELECT order_id, customer_id, ordered_at, amount, item_count, extra \
+                 FROM raw.orders ORDER BY 1",
+            )
+            .await,
+            sql_lines(&lake, "SELECT field, reason FROM system.rejects").await,
+        ));
+        // A Parquet row is numbered from 1; a CSV line counts the header.
+        assert_eq!(
+            sql_lines(&lake, "SELECT line FROM system.rejects").await,
+            [if parquet { "3" } else { "4" }]
+        );
+    }
+    assert_eq!(answers[0], answers[1], "Parquet, then CSV");
+    let (rows, rejects) = &answers[0];
+    assert_eq!(
+        rows,
+        &[
+            r#"O1 | C1 | 2026-01-15T10:00:00Z | 12.50 | 3 | {"score":"1.5"}"#,
+            "O2 | C2 | 2026-01-20T00:00:00Z | 3.00 | 1",
+        ]
+    );
+    assert_eq!(rejects, &["item_count | required, but missing"]);
+}

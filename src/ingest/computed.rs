@@ -18,7 +18,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, StringArray, new_null_array,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::DFSchema;
@@ -28,6 +30,7 @@ use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
+use super::read::Block;
 use crate::error::{Error, Result};
 use crate::identity::normalize::Country;
 
@@ -78,9 +81,6 @@ struct Computed {
     text: String,
     expr: Arc<dyn PhysicalExpr>,
 }
-
-/// A record's fields by name (names shared by every record of a file).
-pub type Fields = BTreeMap<Arc<str>, Option<String>>;
 
 /// The computed mappings of a load, planned once against the fields they
 /// read.
@@ -160,27 +160,26 @@ impl Expressions {
         self.computed.iter().map(|c| c.column.as_str())
     }
 
-    /// Evaluate every expression over `rows` (each a record's fields by
-    /// name) and store each result in its record under [`key`]`(column)`
-    /// (NULL: not stored). Returns, per row, the first failure as (column,
-    /// reason).
-    pub fn apply(&self, rows: &mut [&mut Fields]) -> Result<Vec<Option<Failure>>> {
-        let mut failures = vec![None; rows.len()];
+    /// Evaluate every expression over the records of `block`, adding each
+    /// result as a text column named [`key`]`(column)`. Returns, per
+    /// record, the first failure as (column, reason).
+    pub fn apply(&self, block: &mut Block) -> Result<Vec<Option<Failure>>> {
+        let rows = block.len();
+        let mut failures = vec![None; rows];
         let Some(schema) = &self.schema else {
             return Ok(failures);
         };
-        if rows.is_empty() {
+        if rows == 0 {
             return Ok(failures);
         }
         let columns: Vec<ArrayRef> = self
             .fields
             .iter()
-            .map(|f| {
-                Arc::new(StringArray::from_iter(
-                    rows.iter().map(|r| r.get(f.as_str()).cloned().flatten()),
-                )) as ArrayRef
+            .map(|f| match block.index_of(f) {
+                Some(i) => Ok(Arc::new(block.text(i)?.clone()) as ArrayRef),
+                None => Ok(new_null_array(&DataType::Utf8, rows)),
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let batch = RecordBatch::try_new(Arc::clone(schema), columns)
             .map_err(|e| Error::arrow("preparing the computed mappings", e))?;
         for computed in &self.computed {
@@ -188,7 +187,7 @@ impl Expressions {
                 Ok(values) => values,
                 // Find the rows it fails on, one by one.
                 Err(_) => {
-                    let mut values: Vec<Option<String>> = Vec::with_capacity(rows.len());
+                    let mut values: Vec<Option<String>> = Vec::with_capacity(rows);
                     for (i, failure) in failures.iter_mut().enumerate() {
                         match evaluate(&computed.expr, &batch.slice(i, 1)) {
                             Ok(one) => values.push((!one.is_null(0)).then(|| one.value(0).into())),
@@ -209,12 +208,7 @@ impl Expressions {
                     StringArray::from(values)
                 }
             };
-            let key: Arc<str> = key(&computed.column).into();
-            for (row, record) in rows.iter_mut().enumerate() {
-                if !values.is_null(row) {
-                    record.insert(key.clone(), Some(values.value(row).to_string()));
-                }
-            }
+            block.push_text(&key(&computed.column), values);
         }
         Ok(failures)
     }
@@ -262,13 +256,6 @@ fn referenced_fields(column: &str, text: &str) -> Result<BTreeSet<String>> {
 mod tests {
     use super::*;
 
-    fn record(pairs: &[(&str, Option<&str>)]) -> Fields {
-        pairs
-            .iter()
-            .map(|(k, v)| (Arc::from(*k), v.map(String::from)))
-            .collect()
-    }
-
     #[test]
     fn names_rename_and_everything_else_computes() {
         assert!(is_field_name("Email_Address"));
@@ -304,30 +291,28 @@ mod tests {
             plan.fields().collect::<Vec<_>>(),
             ["OrderId", "line", "paid", "points", "qty", "tier"]
         );
-        let mut a = record(&[
-            ("OrderId", Some("A1")),
-            ("line", Some("3")),
-            ("qty", Some("2")),
-            ("paid", Some("y")),
-            ("tier", Some("gold")),
-            ("points", Some("120")),
+        let mut block = Block::of_text(&[
+            ("OrderId", &[Some("A1"), Some("A2")]),
+            ("line", &[Some("3"), Some("1")]),
+            ("qty", &[Some("2"), Some("two")]),
+            ("paid", &[Some("y"), None]),
+            ("tier", &[Some("gold"), None]),
+            ("points", &[Some("120"), None]),
         ]);
-        let mut b = record(&[
-            ("OrderId", Some("A2")),
-            ("line", Some("1")),
-            ("qty", Some("two")),
-            ("paid", None),
-        ]);
-        let failures = plan.apply(&mut [&mut a, &mut b]).unwrap();
-        assert_eq!(a[key("order_id").as_str()].as_deref(), Some("A1-3"));
-        assert_eq!(a[key("item_count").as_str()].as_deref(), Some("4"));
-        assert_eq!(a[key("status").as_str()].as_deref(), Some("paid"));
+        let failures = plan.apply(&mut block).unwrap();
+        let value = |column: &str, row: usize| {
+            let text = block.text(block.index_of(&key(column)).unwrap()).unwrap();
+            text.is_valid(row).then(|| text.value(row).to_string())
+        };
+        assert_eq!(value("order_id", 0).as_deref(), Some("A1-3"));
+        assert_eq!(value("item_count", 0).as_deref(), Some("4"));
+        assert_eq!(value("status", 0).as_deref(), Some("paid"));
         assert_eq!(
-            a[key("extra").as_str()].as_deref(),
+            value("extra", 0).as_deref(),
             Some(r#"{"points":120,"tier":"gold"}"#)
         );
         assert!(failures[0].is_none());
-        assert_eq!(b[key("status").as_str()].as_deref(), Some("open"));
+        assert_eq!(value("status", 1).as_deref(), Some("open"));
         let (column, reason) = failures[1].clone().expect("qty 'two' is no number");
         assert_eq!(column, "item_count");
         assert!(reason.contains("CAST(qty AS BIGINT) * 2"), "{reason}");

@@ -1,9 +1,13 @@
 //! Batch loads: CSV, NDJSON and Parquet files (CSV and NDJSON also gzip-
 //! or zstd-compressed) into a raw table (`panorama ingest`).
 //!
-//! Every row is read as text fields, renamed by the column mapping, and
-//! coerced to the raw table's types with the identity rules' checks (a
-//! required identifier present, a parseable time). A row that fails goes to
+//! A file is read a block of records at a time ([`super::read`]); each
+//! record's fields, renamed by the column mapping (or computed,
+//! [`super::computed`]), are coerced to the raw table's types with the
+//! identity rules' checks (a required identifier present, a parseable
+//! time) — a Parquet column already of the column's type is taken as it
+//! is, anything else is parsed from its text, by the same rules whatever
+//! the format. A row that fails goes to
 //! `rejects/<table>/` in the lake with its source file, line, field and
 //! reason (queryable as `system.rejects`); every good row lands. Files are
 //! streamed in chunks, so memory stays bounded whatever their size; each
@@ -11,19 +15,22 @@
 //! interrupted midway can be run again without duplicating rows, and a file
 //! already loaded is skipped. Every load is recorded in `system.ingests`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::compute::{cast, sort_to_indices, take_record_batch};
+use datafusion::arrow::compute::{sort_to_indices, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use object_store::path::Path;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::computed::Failure;
+use super::read::{Block, Item, format_of, read_blocks};
 use super::{Landed, land_once};
 use crate::error::{Error, Result};
 use crate::generate::rows::TableRows;
@@ -35,9 +42,6 @@ use crate::schema::{EXTRA_COLUMN, RawTable, utc_timestamps};
 
 /// Rows per landed chunk: bounds memory for files of any size.
 const CHUNK_ROWS: usize = 100_000;
-
-/// Rows evaluated together by computed mappings.
-const COMPUTE_ROWS: usize = 8_192;
 
 /// Namespace of the ids derived from content hashes.
 const INGEST_NAMESPACE: Uuid = Uuid::from_u128(0x7061_6e6f_7261_6d61_2d69_6e67_6573_7400);
@@ -110,13 +114,6 @@ pub struct Reject {
     pub raw: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Csv,
-    Ndjson,
-    Parquet,
-}
-
 /// The files a list of paths names (folders expand to their files, sorted).
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
@@ -138,45 +135,6 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(out)
-}
-
-fn format_of(path: &FsPath) -> Result<(Format, Option<&'static str>)> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .to_lowercase();
-    let (base, compression) = match name.rsplit_once('.') {
-        Some((base, "gz")) => (base.to_string(), Some("gz")),
-        Some((base, "zst")) => (base.to_string(), Some("zst")),
-        _ => (name.clone(), None),
-    };
-    let format = match base.rsplit_once('.').map(|(_, ext)| ext) {
-        Some("csv") => Format::Csv,
-        Some("ndjson" | "jsonl" | "json") => Format::Ndjson,
-        Some("parquet") if compression.is_none() => Format::Parquet,
-        _ => {
-            return Err(Error::Config(format!(
-                "{}: unknown format (use .csv, .ndjson, .jsonl or .parquet, optionally .gz or .zst)",
-                path.display()
-            )));
-        }
-    };
-    Ok((format, compression))
-}
-
-fn open(path: &FsPath, compression: Option<&str>) -> Result<Box<dyn Read + Send>> {
-    let io = |e| Error::Io {
-        what: "opening a file to load".into(),
-        path: path.to_path_buf(),
-        source: e,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    Ok(match compression {
-        Some("gz") => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
-        Some("zst") => Box::new(zstd::stream::read::Decoder::new(file).map_err(io)?),
-        _ => Box::new(file),
-    })
 }
 
 /// SHA-256 of a file's bytes, the table and the load options: the identity
@@ -209,195 +167,6 @@ fn load_hash(path: &FsPath, table: RawTable, options: &IngestOptions) -> Result<
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect())
-}
-
-/// A source row: its line (or row) number, its fields as text by name, the
-/// line as sent (CSV, NDJSON), and the JSON values of an NDJSON row's
-/// fields that are not strings (numbers, objects), so a field kept in
-/// `extra` keeps its JSON type.
-struct Record {
-    line: u64,
-    fields: super::computed::Fields,
-    raw: String,
-    json: serde_json::Map<String, serde_json::Value>,
-}
-
-/// Read `path` record by record, calling `each` with each one (or with the
-/// reason a line cannot be read at all).
-fn read_records(
-    path: &FsPath,
-    format: Format,
-    compression: Option<&str>,
-    mut each: impl FnMut(std::result::Result<Record, Reject>) -> Result<()>,
-) -> Result<()> {
-    match format {
-        Format::Csv => {
-            let mut reader = csv::ReaderBuilder::new()
-                .flexible(true)
-                .from_reader(open(path, compression)?);
-            let headers: Vec<Arc<str>> = reader
-                .headers()
-                .map_err(|e| Error::Config(format!("{}: no CSV header: {e}", path.display())))?
-                .iter()
-                .map(|h| Arc::from(h.trim()))
-                .collect();
-            for record in reader.records() {
-                let record = match record {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let line = e.position().map_or(0, |p| p.line());
-                        each(Err(Reject {
-                            line,
-                            field: String::new(),
-                            reason: format!("unreadable CSV: {e}"),
-                            raw: String::new(),
-                        }))?;
-                        continue;
-                    }
-                };
-                let line = record.position().map_or(0, |p| p.line());
-                let raw = record.iter().collect::<Vec<_>>().join(",");
-                if record.len() != headers.len() {
-                    each(Err(Reject {
-                        line,
-                        field: String::new(),
-                        reason: format!(
-                            "{} fields where the header has {}",
-                            record.len(),
-                            headers.len()
-                        ),
-                        raw,
-                    }))?;
-                    continue;
-                }
-                let fields = headers
-                    .iter()
-                    .zip(record.iter())
-                    .map(|(h, v)| (h.clone(), (!v.is_empty()).then(|| v.to_string())))
-                    .collect();
-                each(Ok(Record {
-                    line,
-                    fields,
-                    raw,
-                    json: serde_json::Map::new(),
-                }))?;
-            }
-        }
-        Format::Ndjson => {
-            let reader = BufReader::new(open(path, compression)?);
-            for (i, line) in reader.lines().enumerate() {
-                let n = i as u64 + 1;
-                let line = line.map_err(|e| Error::Io {
-                    what: format!("reading line {n}"),
-                    path: path.to_path_buf(),
-                    source: e,
-                })?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                match serde_json::from_str::<serde_json::Value>(&line) {
-                    Ok(serde_json::Value::Object(map)) => {
-                        let mut json = serde_json::Map::new();
-                        let fields = map
-                            .into_iter()
-                            .map(|(k, v)| {
-                                let text = match v {
-                                    serde_json::Value::Null => None,
-                                    serde_json::Value::String(s) => Some(s),
-                                    other => {
-                                        let text = other.to_string();
-                                        json.insert(k.clone(), other);
-                                        Some(text)
-                                    }
-                                };
-                                (Arc::from(k), text)
-                            })
-                            .collect();
-                        each(Ok(Record {
-                            line: n,
-                            fields,
-                            raw: line,
-                            json,
-                        }))?;
-                    }
-                    Ok(_) => each(Err(Reject {
-                        line: n,
-                        field: String::new(),
-                        reason: "not a JSON object".into(),
-                        raw: line,
-                    }))?,
-                    Err(e) => each(Err(Reject {
-                        line: n,
-                        field: String::new(),
-                        reason: format!("malformed JSON: {e}"),
-                        raw: line,
-                    }))?,
-                }
-            }
-        }
-        Format::Parquet => {
-            let file = std::fs::File::open(path).map_err(|e| Error::Io {
-                what: "opening a file to load".into(),
-                path: path.to_path_buf(),
-                source: e,
-            })?;
-            let reader =
-                datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                    file,
-                )
-                .map_err(|e| Error::parquet(format!("{} is not Parquet", path.display()), e))?
-                .with_batch_size(8192)
-                .build()
-                .map_err(|e| Error::parquet(format!("reading {}", path.display()), e))?;
-            let mut row = 0u64;
-            for batch in reader {
-                let batch =
-                    batch.map_err(|e| Error::arrow(format!("reading {}", path.display()), e))?;
-                let names: Vec<Arc<str>> = batch
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| Arc::from(f.name().as_str()))
-                    .collect();
-                let texts: Vec<ArrayRef> = batch
-                    .columns()
-                    .iter()
-                    .map(|c| text_of(c))
-                    .collect::<Result<_>>()?;
-                for i in 0..batch.num_rows() {
-                    row += 1;
-                    let fields = names
-                        .iter()
-                        .zip(&texts)
-                        .map(|(n, c)| {
-                            let c = c.as_string::<i32>();
-                            (n.clone(), (!c.is_null(i)).then(|| c.value(i).to_string()))
-                        })
-                        .collect();
-                    each(Ok(Record {
-                        line: row,
-                        fields,
-                        raw: String::new(),
-                        json: serde_json::Map::new(),
-                    }))?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A column as text; timestamps as RFC 3339 in UTC.
-fn text_of(column: &ArrayRef) -> Result<ArrayRef> {
-    let column = match column.data_type() {
-        DataType::Timestamp(_, _) => cast(
-            column,
-            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        )
-        .map_err(|e| Error::arrow("reading a timestamp", e))?,
-        _ => column.clone(),
-    };
-    cast(&column, &DataType::Utf8).map_err(|e| Error::arrow("reading a column as text", e))
 }
 
 /// Parse a time: RFC 3339, `YYYY-MM-DD HH:MM:SS[.f]` with an offset
@@ -480,36 +249,29 @@ fn note(set: &mut BTreeSet<String>, name: &str) {
     }
 }
 
-/// The `extra` object of a record: the file's own `extra` field (a JSON
-/// object), plus every field no column holds and the load does not drop,
-/// with its JSON value for NDJSON and its text otherwise.
+/// The `extra` object of row `row`: the file's own `extra` field (a JSON
+/// object), plus every field of `kept` the row has, with its JSON value
+/// for NDJSON and its text otherwise.
 fn pack_extra(
-    own: Option<String>,
-    record: &Record,
-    placed: &HashSet<String>,
-    drop: &BTreeSet<String>,
+    own: Option<&str>,
+    block: &Block,
+    row: usize,
+    kept: &[(usize, &StringArray)],
     unplaced: &mut Unplaced,
-) -> std::result::Result<Option<String>, (String, String)> {
+) -> std::result::Result<Option<String>, Failure> {
     use serde_json::Value;
     let mut object = match own {
         None => serde_json::Map::new(),
-        Some(text) => match serde_json::from_str::<Value>(&text) {
+        Some(text) => match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(object)) => object,
             _ => return Err((EXTRA_COLUMN.into(), "not a JSON object".into())),
         },
     };
-    for (name, value) in &record.fields {
-        let name: &str = name;
-        if placed.contains(name) {
+    for &(column, text) in kept {
+        if text.is_null(row) || text.value(row).is_empty() {
             continue;
         }
-        if drop.contains(name) {
-            note(&mut unplaced.dropped, name);
-            continue;
-        }
-        let Some(text) = value.as_deref().filter(|v| !v.is_empty()) else {
-            continue;
-        };
+        let name: &str = &block.names()[column];
         if object.contains_key(name) {
             return Err((
                 name.to_string(),
@@ -517,69 +279,224 @@ fn pack_extra(
             ));
         }
         note(&mut unplaced.kept, name);
-        let value = record
-            .json
-            .get(name)
+        let value = block
+            .json(column, row)
             .cloned()
-            .unwrap_or_else(|| Value::String(text.to_string()));
+            .unwrap_or_else(|| Value::String(text.value(row).to_string()));
         object.insert(name.to_string(), value);
     }
     Ok((!object.is_empty()).then(|| Value::Object(object).to_string()))
 }
 
-/// Where one record goes: the load's options and the fields it places.
+/// Where one load's records go: the table, its options, the fields it
+/// places, and the values the loader fills in (`received_at`, an event's
+/// `message_id` from its line).
 struct Target<'a> {
     table: RawTable,
     schema: &'a SchemaRef,
     options: &'a IngestOptions,
     placed: &'a HashSet<String>,
+    fill: &'a (dyn Fn(&str, u64) -> Option<String> + Sync),
 }
 
-/// Append one record to `rows`, or say which field is wrong and why.
-fn append(
-    target: &Target<'_>,
-    record: &Record,
-    rows: &mut TableRows,
-    unplaced: &mut Unplaced,
-    fill: impl Fn(&str) -> Option<String>,
-) -> std::result::Result<(), (String, String)> {
-    let Target {
-        table,
-        schema,
-        options,
-        placed,
-    } = *target;
-    let fields = &record.fields;
-    let value = |column: &str| -> Option<String> {
-        let source = options.mapping.get(column).map_or(column, String::as_str);
-        fields
-            .get(source)
-            .cloned()
-            .flatten()
+/// How the fields of one block fill the table's columns.
+struct Layout<'b> {
+    /// Per column: its field as text, if the block has it.
+    text: Vec<Option<&'b StringArray>>,
+    /// Per column: its field already of the column's type (Parquet), read
+    /// without parsing.
+    typed: Vec<Option<ArrayRef>>,
+    /// The fields kept in `extra`.
+    kept: Vec<(usize, &'b StringArray)>,
+}
+
+impl<'b> Layout<'b> {
+    fn new(target: &Target<'_>, block: &'b Block, unplaced: &mut Unplaced) -> Result<Layout<'b>> {
+        let options = target.options;
+        let mut layout = Layout {
+            text: Vec::with_capacity(target.schema.fields().len()),
+            typed: Vec::with_capacity(target.schema.fields().len()),
+            kept: Vec::new(),
+        };
+        for f in target.schema.fields() {
+            let name = f.name().as_str();
+            let field = options.mapping.get(name).map_or(name, String::as_str);
+            let column = block.index_of(field);
+            let typed = column
+                .and_then(|c| block.typed(c))
+                .and_then(|a| as_column_type(a, f.data_type()));
+            layout.text.push(match (column, &typed) {
+                (Some(c), None) => Some(block.text(c)?),
+                _ => None,
+            });
+            layout.typed.push(typed);
+        }
+        for (column, name) in block.names().iter().enumerate() {
+            if target.placed.contains(&**name) {
+                continue;
+            }
+            if options.drop.contains(&**name) {
+                note(&mut unplaced.dropped, name);
+                continue;
+            }
+            layout.kept.push((column, block.text(column)?));
+        }
+        Ok(layout)
+    }
+
+    /// The text of column `i` at `row` (blank: none), else the load's
+    /// default, else what the loader fills in.
+    fn value(&self, target: &Target<'_>, i: usize, row: usize, line: u64) -> Option<Cow<'b, str>> {
+        let name = target.schema.field(i).name().as_str();
+        self.text[i]
+            .filter(|t| t.is_valid(row))
+            .map(|t| t.value(row))
             .filter(|v| !v.trim().is_empty())
-            .or_else(|| options.defaults.get(column).cloned())
-            .or_else(|| fill(column))
+            .map(Cow::Borrowed)
+            .or_else(|| target.options.defaults.get(name).cloned().map(Cow::Owned))
+            .or_else(|| (target.fill)(name, line).map(Cow::Owned))
+    }
+}
+
+/// `array` as a column of type `wanted` when that loses nothing and needs
+/// no parsing (an integer column of any width, a timestamp of any unit);
+/// `None` sends the column through text.
+fn as_column_type(array: &ArrayRef, wanted: &DataType) -> Option<ArrayRef> {
+    use DataType::*;
+    let fits = matches!(
+        (array.data_type(), wanted),
+        (
+            Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32,
+            Int64
+        ) | (Float32 | Float64, Float64)
+            | (Timestamp(_, _), Timestamp(_, _))
+            | (Boolean, Boolean)
+            | (Date32, Date32)
+    );
+    let strict = datafusion::arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
     };
-    if table == RawTable::Events && value("anonymous_id").is_none() && value("user_id").is_none() {
+    fits.then(|| datafusion::arrow::compute::cast_with_options(array, wanted, &strict).ok())
+        .flatten()
+}
+
+/// A value of a row, typed for its column.
+enum Typed<'b> {
+    Text(Option<Cow<'b, str>>),
+    Time(Option<i64>),
+    Int(Option<i64>),
+    Float(Option<f64>),
+    Cents(Option<i64>),
+    Bool(Option<bool>),
+    Date(Option<i32>),
+}
+
+/// Place the records of `block` into `rows`, each but the ones that fail
+/// (`failed`: their computed mappings did) — those go to `rejects` with
+/// their line, field and reason.
+fn place_block(
+    target: &Target<'_>,
+    block: &Block,
+    failed: Vec<Option<Failure>>,
+    rows: &mut TableRows,
+    rejects: &mut Vec<Reject>,
+    unplaced: &mut Unplaced,
+) -> Result<()> {
+    let layout = Layout::new(target, block, unplaced)?;
+    let mut typed = Vec::with_capacity(target.schema.fields().len());
+    for (row, failure) in failed.into_iter().enumerate() {
+        let line = block.lines[row];
+        let placed = match failure {
+            Some(failure) => Err(failure),
+            None => typed_row(target, &layout, block, row, line, unplaced, &mut typed),
+        };
+        match placed {
+            Ok(()) => {
+                for value in typed.drain(..) {
+                    match value {
+                        Typed::Text(v) => rows.text(v.as_deref()),
+                        Typed::Time(v) => rows.timestamp(v),
+                        Typed::Int(v) => rows.int(v),
+                        Typed::Float(v) => rows.float(v),
+                        Typed::Cents(v) => rows.money(v),
+                        Typed::Bool(v) => rows.boolean(v),
+                        Typed::Date(v) => rows.date(v),
+                    };
+                }
+                rows.end_row();
+            }
+            Err((field, reason)) => {
+                typed.clear();
+                rejects.push(Reject {
+                    line,
+                    field,
+                    reason,
+                    raw: block.raw(row).to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Type every column of row `row` into `typed`, or say which field is
+/// wrong and why.
+fn typed_row<'b>(
+    target: &Target<'_>,
+    layout: &Layout<'b>,
+    block: &'b Block,
+    row: usize,
+    line: u64,
+    unplaced: &mut Unplaced,
+    typed: &mut Vec<Typed<'b>>,
+) -> std::result::Result<(), Failure> {
+    let schema = target.schema;
+    let column = |name: &str| schema.index_of(name).ok();
+    if target.table == RawTable::Events
+        && ["anonymous_id", "user_id"].iter().all(|name| {
+            column(name).is_none_or(|i| {
+                layout.value(target, i, row, line).is_none()
+                    && layout.typed[i].as_ref().is_none_or(|a| a.is_null(row))
+            })
+        })
+    {
         return Err((
             "anonymous_id".into(),
             "an event needs an anonymous_id or a user_id".into(),
         ));
     }
-    // Parse every field first so a bad row leaves `rows` untouched.
-    enum Typed {
-        Text(Option<String>),
-        Time(Option<i64>),
-        Int(Option<i64>),
-        Float(Option<f64>),
-        Cents(Option<i64>),
-        Bool(Option<bool>),
-        Date(Option<i32>),
-    }
-    let mut typed = Vec::with_capacity(schema.fields().len());
-    for f in schema.fields() {
+    for (i, f) in schema.fields().iter().enumerate() {
         let name = f.name().as_str();
-        let v = value(name);
+        if let Some(array) = layout.typed[i].as_ref().filter(|a| a.is_valid(row)) {
+            typed.push(match f.data_type() {
+                DataType::Timestamp(_, _) => Typed::Time(Some(
+                    array
+                        .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
+                        .value(row),
+                )),
+                DataType::Int64 => Typed::Int(Some(
+                    array
+                        .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                        .value(row),
+                )),
+                DataType::Float64 => Typed::Float(Some(
+                    array
+                        .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                        .value(row),
+                ))
+                .finite(name)?,
+                DataType::Boolean => Typed::Bool(Some(array.as_boolean().value(row))),
+                DataType::Date32 => Typed::Date(Some(
+                    array
+                        .as_primitive::<datafusion::arrow::datatypes::Date32Type>()
+                        .value(row),
+                )),
+                other => return Err((name.into(), format!("type {other} cannot be loaded"))),
+            });
+            continue;
+        }
+        let v = layout.value(target, i, row, line);
         if v.is_none() && !f.is_nullable() {
             return Err((name.into(), "required, but missing".into()));
         }
@@ -588,13 +505,15 @@ fn append(
         // rows' masking (`system.rejects.raw` keeps the row as sent).
         let bad = |what: &str| (name.to_string(), format!("not {what}"));
         typed.push(match f.data_type() {
-            DataType::Utf8 if name == EXTRA_COLUMN => {
-                Typed::Text(pack_extra(v, record, placed, &options.drop, unplaced)?)
-            }
-            DataType::Utf8 => match (&v, options.normalize.get(name)) {
-                (Some(raw), Some((kind, country))) => {
-                    Typed::Text(normalize::normalize(*kind, raw, *country).or(v))
-                }
+            DataType::Utf8 if name == EXTRA_COLUMN => Typed::Text(
+                pack_extra(v.as_deref(), block, row, &layout.kept, unplaced)?.map(Cow::Owned),
+            ),
+            DataType::Utf8 => match (&v, target.options.normalize.get(name)) {
+                (Some(raw), Some((kind, country))) => Typed::Text(
+                    normalize::normalize(*kind, raw, *country)
+                        .map(Cow::Owned)
+                        .or(v),
+                ),
                 _ => Typed::Text(v),
             },
             DataType::Timestamp(_, _) => {
@@ -641,19 +560,19 @@ fn append(
             other => return Err((name.into(), format!("type {other} cannot be loaded"))),
         });
     }
-    for t in typed {
-        match t {
-            Typed::Text(v) => rows.text(v.as_deref()),
-            Typed::Time(v) => rows.timestamp(v),
-            Typed::Int(v) => rows.int(v),
-            Typed::Float(v) => rows.float(v),
-            Typed::Cents(v) => rows.money(v),
-            Typed::Bool(v) => rows.boolean(v),
-            Typed::Date(v) => rows.date(v),
-        };
-    }
-    rows.end_row();
     Ok(())
+}
+
+impl Typed<'_> {
+    /// A float must be finite (NaN and infinities are refused as from text).
+    fn finite(self, name: &str) -> std::result::Result<Self, Failure> {
+        match self {
+            Typed::Float(Some(f)) if !f.is_finite() => {
+                Err((name.to_string(), "not a number".into()))
+            }
+            other => Ok(other),
+        }
+    }
 }
 
 /// Folder of rejected rows of a table.
@@ -794,19 +713,12 @@ pub async fn load_file_as(
         tokio::task::spawn_blocking(move || -> Result<Unplaced> {
             let mut placed = placed_fields(&schema, &options);
             placed.extend(expressions.fields().map(String::from));
-            let target = Target {
-                table,
-                schema: &schema,
-                options: &options,
-                placed: &placed,
-            };
-            let mut unplaced = Unplaced::default();
-            let mut rows = TableRows::new(table);
-            let mut rejects = Vec::new();
-            let mut read = 0u64;
-            let fill = |column: &str| -> Option<String> {
+            let fill = |column: &str, line: u64| -> Option<String> {
                 match (table, column) {
                     (RawTable::Events, "received_at") => Some(received.clone()),
+                    (RawTable::Events, "message_id") => {
+                        Some(Uuid::new_v5(&load_id, &line.to_le_bytes()).to_string())
+                    }
                     // A declared table without a time column: the landing.
                     (t, LOADED_AT) if t.is_declared() && t.time_column() == LOADED_AT => {
                         Some(received.clone())
@@ -814,64 +726,44 @@ pub async fn load_file_as(
                     _ => None,
                 }
             };
-            // Place one record (its computed values already in), or reject
-            // it; hand a full chunk to the writer.
-            let mut place = |record: Record,
-                             failed: Option<(String, String)>,
-                             read: u64,
-                             rows: &mut TableRows,
-                             rejects: &mut Vec<Reject>|
-             -> Result<()> {
-                let line = record.line;
-                let with_id = |c: &str| match (table, c) {
-                    (RawTable::Events, "message_id") => {
-                        Some(Uuid::new_v5(&load_id, &line.to_le_bytes()).to_string())
+            let target = Target {
+                table,
+                schema: &schema,
+                options: &options,
+                placed: &placed,
+                fill: &fill,
+            };
+            let mut unplaced = Unplaced::default();
+            let mut rows = TableRows::new(table);
+            let mut rejects = Vec::new();
+            let mut read = 0u64;
+            read_blocks(&path, format, compression, |item| {
+                match item {
+                    Item::Reject(reject) => {
+                        read += 1;
+                        rejects.push(reject);
                     }
-                    _ => fill(c),
-                };
-                let placed = match failed {
-                    Some(failure) => Err(failure),
-                    None => append(&target, &record, rows, &mut unplaced, with_id),
-                };
-                if let Err((field, reason)) = placed {
-                    rejects.push(Reject {
-                        line,
-                        field,
-                        reason,
-                        raw: record.raw,
-                    });
+                    Item::Block(mut block) => {
+                        read += block.len() as u64;
+                        let failed = expressions.apply(&mut block)?;
+                        place_block(
+                            &target,
+                            &block,
+                            failed,
+                            &mut rows,
+                            &mut rejects,
+                            &mut unplaced,
+                        )?;
+                    }
                 }
+                // Hand a full chunk to the writer.
                 if rows.len() + rejects.len() >= CHUNK_ROWS {
                     let batch = rows.finish()?;
-                    tx.blocking_send((batch, std::mem::take(rejects), read))
+                    tx.blocking_send((batch, std::mem::take(&mut rejects), read))
                         .map_err(|_| Error::Config("the load was stopped".into()))?;
                 }
                 Ok(())
-            };
-            // With computed mappings, records wait in `pending` to be
-            // evaluated a block at a time.
-            let mut pending: Vec<Record> = Vec::new();
-            read_records(&path, format, compression, |record| {
-                read += 1;
-                match record {
-                    Ok(record) if expressions.is_empty() => {
-                        place(record, None, read, &mut rows, &mut rejects)?
-                    }
-                    Ok(record) => {
-                        pending.push(record);
-                        if pending.len() >= COMPUTE_ROWS {
-                            for (record, failed) in computed(&expressions, &mut pending)? {
-                                place(record, failed, read, &mut rows, &mut rejects)?;
-                            }
-                        }
-                    }
-                    Err(reject) => rejects.push(reject),
-                }
-                Ok(())
             })?;
-            for (record, failed) in computed(&expressions, &mut pending)? {
-                place(record, failed, read, &mut rows, &mut rejects)?;
-            }
             let batch = rows.finish()?;
             tx.blocking_send((batch, rejects, read))
                 .map_err(|_| Error::Config("the load was stopped".into()))?;
@@ -909,18 +801,6 @@ pub async fn load_file_as(
     report.dropped = unplaced.dropped;
     record(lake, table, &report, &hash, &load_id, started).await?;
     Ok(report)
-}
-
-/// The `pending` records with their computed values, each with the
-/// failure that rejects it, if any (`pending` is left empty).
-fn computed(
-    expressions: &super::computed::Expressions,
-    pending: &mut Vec<Record>,
-) -> Result<Vec<(Record, Option<super::computed::Failure>)>> {
-    let mut fields: Vec<&mut super::computed::Fields> =
-        pending.iter_mut().map(|r| &mut r.fields).collect();
-    let failures = expressions.apply(&mut fields)?;
-    Ok(pending.drain(..).zip(failures).collect())
 }
 
 fn sort_by_time(table: RawTable, batch: RecordBatch) -> Result<RecordBatch> {

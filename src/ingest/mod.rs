@@ -28,6 +28,7 @@ use crate::schema::{DAY_COLUMN, RawTable};
 pub mod computed;
 pub mod fetch;
 pub mod files;
+pub mod read;
 
 /// What one call to [`land`] wrote.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
