@@ -889,10 +889,19 @@ async fn run_refresh(location: &str, settings: &config::Config, full: bool) -> R
         report.refused_links,
         report.blocked_values
     );
-    for (source, count) in &report.refused_values {
+    for (source, refused) in &report.refused_values {
+        let files = match refused.files.len() {
+            1 => format!(
+                "in {}",
+                refused.files.keys().next().map_or("", |f| f.as_str())
+            ),
+            n => format!("in {n} files"),
+        };
         eprintln!(
-            "{source}: {count} values its rule could not normalise linked nothing \
-             (set invalid = \"keep\" on the type to keep them as sent)"
+            "{source}: {} values its rule could not normalise linked nothing, {files} \
+             (system.refreshes.refused_values lists them per file; set invalid = \"keep\" \
+             on the type to keep them as sent)",
+            refused.total
         );
     }
     Ok(())

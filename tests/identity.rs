@@ -834,17 +834,39 @@ async fn values_a_rule_refuses_are_counted_or_kept_as_the_type_says() {
     let report = refresh_with(&lake, &config).await;
     // Under the default rules (phones of France), a US number and a
     // malformed email link nothing, and say so.
+    // Counted per source and per file (the one file loaded).
+    let totals = |report: &identity::RefreshReport| -> Vec<(String, u64, Vec<String>)> {
+        report
+            .refused_values
+            .iter()
+            .map(|(source, r)| (source.clone(), r.total, r.files.keys().cloned().collect()))
+            .collect()
+    };
+    let counted = totals(&report);
     assert_eq!(
-        report.refused_values,
+        counted
+            .iter()
+            .map(|(s, n, _)| (s.as_str(), *n))
+            .collect::<Vec<_>>(),
         [
-            ("raw.customers.email (email)".to_string(), 1),
-            ("raw.customers.phone (phone)".to_string(), 2),
+            ("raw.customers.email (email)", 1),
+            ("raw.customers.phone (phone)", 2)
         ]
-        .into()
     );
+    let file = &counted[0].2;
+    assert!(
+        file.len() == 1 && file[0].starts_with("raw/customers/") && file[0].ends_with(".parquet"),
+        "{file:?}"
+    );
+    assert_eq!(counted[1].2, *file);
+    let recorded = sql_lines(&lake, "SELECT refused_values FROM system.refreshes").await;
+    let recorded: serde_json::Value = serde_json::from_str(&recorded[0]).unwrap();
     assert_eq!(
-        sql_lines(&lake, "SELECT refused_values FROM system.refreshes").await,
-        vec![r#"{"raw.customers.email (email)":1,"raw.customers.phone (phone)":2}"#]
+        recorded,
+        serde_json::json!({
+            "raw.customers.email (email)": {"total": 1, "files": {file[0].clone(): 1}},
+            "raw.customers.phone (phone)": {"total": 2, "files": {file[0].clone(): 2}},
+        })
     );
     assert_eq!(
         sql_lines(
@@ -872,8 +894,11 @@ async fn values_a_rule_refuses_are_counted_or_kept_as_the_type_says() {
     .await
     .unwrap();
     assert_eq!(
-        report.refused_values,
-        [("raw.customers.email (email)".to_string(), 1)].into()
+        totals(&report)
+            .iter()
+            .map(|(s, n, _)| (s.as_str(), *n))
+            .collect::<Vec<_>>(),
+        [("raw.customers.email (email)", 1)]
     );
     // The number is an identifier now (joining C2; C3 keeps its own
     // profile, as one customer_id per profile allows).

@@ -34,4 +34,6 @@ mod table;
 mod views;
 
 pub use config::IdentityConfig;
-pub use refresh::{Mode, RefreshReport, record_interrupted, refresh, remove_old_versions};
+pub use refresh::{
+    Mode, RefreshReport, Refusals, record_interrupted, refresh, remove_old_versions,
+};

@@ -54,9 +54,9 @@ pub struct RefreshReport {
     pub refused_links: usize,
     pub blocked_values: usize,
     /// Identifier values a rule turned into nothing (an email without `@`,
-    /// a phone that does not parse), per source: `raw.<table>.<column>
-    /// (<type>)` → count. Recorded in `system.refreshes.refused_values`.
-    pub refused_values: std::collections::BTreeMap<String, u64>,
+    /// a phone that does not parse), per source (`raw.<table>.<column>
+    /// (<type>)`) and file. Recorded in `system.refreshes.refused_values`.
+    pub refused_values: std::collections::BTreeMap<String, Refusals>,
     /// Milliseconds spent reading identifiers and resolving the graph.
     pub graph_ms: u64,
     /// Of `graph_ms`, milliseconds spent resolving the graph (guards,
@@ -871,20 +871,24 @@ async fn scan(
     scan.read(lake, files, progress).await?;
     report.raw_files = scan.files;
     report.raw_rows = scan.rows;
-    for (source, &count) in config.sources.iter().zip(&scan.refused) {
-        if count > 0 {
-            let path = source
-                .json_path
-                .as_ref()
-                .map(|p| format!(".{p}"))
-                .unwrap_or_default();
-            *report
-                .refused_values
-                .entry(format!(
-                    "raw.{}.{}{path} ({})",
-                    source.table, source.column, source.id_type
-                ))
-                .or_default() += count;
+    let name = |source: &super::config::IdentifierSource| {
+        let path = source
+            .json_path
+            .as_ref()
+            .map(|p| format!(".{p}"))
+            .unwrap_or_default();
+        format!(
+            "raw.{}.{}{path} ({})",
+            source.table, source.column, source.id_type
+        )
+    };
+    for (file, counts) in &scan.refused_in {
+        for (source, &count) in config.sources.iter().zip(counts) {
+            if count > 0 {
+                let refusals = report.refused_values.entry(name(source)).or_default();
+                refusals.total += count;
+                *refusals.files.entry(file.clone()).or_default() += count;
+            }
         }
     }
     Ok((scan.nodes, scan.facts))
@@ -1182,6 +1186,14 @@ pub(super) fn is_blocked(blocked: &HashSet<String>, value: &str) -> bool {
 fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
     RecordBatch::try_new(schema.clone(), columns)
         .map_err(|e| Error::arrow("building a view batch", e))
+}
+
+/// The values one identifier source's rule refused in a refresh: how
+/// many, and how many in each raw file (its path in the lake).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Refusals {
+    pub total: u64,
+    pub files: std::collections::BTreeMap<String, u64>,
 }
 
 /// Append one row to `system.refreshes`.

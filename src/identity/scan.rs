@@ -148,7 +148,8 @@ fn readable(found: &DataType, wanted: &DataType) -> bool {
 /// What the reader task sends to the folding one.
 enum Message {
     Batch(RawTable, RecordBatch),
-    FileDone,
+    /// The file (`raw/<table>/<name>`) was read whole.
+    FileDone(String),
     Failed(Error),
 }
 
@@ -274,6 +275,8 @@ struct Shard {
     /// Per identifier source (by its position in the configuration): the
     /// values its rule refused.
     refused: Vec<u64>,
+    /// The files with refused values, each with its counts as `refused`.
+    refused_in: Vec<(String, Vec<u64>)>,
     /// Per table and identifier source: nodes of the current dictionary.
     caches: HashMap<RawTable, Vec<DictCache>>,
 }
@@ -355,6 +358,9 @@ pub struct Scan {
     /// values its rule refused (an email without `@`, a phone that does
     /// not parse), so none disappears without a count.
     pub refused: Vec<u64>,
+    /// The same counts for each file that had any: (path in the lake,
+    /// counts by source).
+    pub refused_in: Vec<(String, Vec<u64>)>,
     rules: Arc<Rules>,
 }
 
@@ -382,6 +388,7 @@ impl Scan {
             facts,
             rows: 0,
             refused: Vec::new(),
+            refused_in: Vec::new(),
             files: 0,
             rules: Arc::new(Rules {
                 country,
@@ -454,7 +461,15 @@ impl Scan {
                         let _ = tx.send(Message::Failed(e)).await;
                         return;
                     }
-                    if tx.send(Message::FileDone).await.is_err() {
+                    if tx
+                        .send(Message::FileDone(format!(
+                            "raw/{}/{}",
+                            file.table.name(),
+                            file.meta.location.filename().unwrap_or_default()
+                        )))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -490,6 +505,7 @@ impl Scan {
         self.facts = merged.facts;
         self.rows += merged.rows;
         add_counts(&mut self.refused, &merged.refused);
+        self.refused_in.extend(merged.refused_in);
         self.files += read;
         Ok(())
     }
@@ -532,7 +548,11 @@ fn fold_files(
                 Ok(()) => continue,
                 Err(e) => summaries.send(Err(e)),
             },
-            Message::FileDone => {
+            Message::FileDone(path) => {
+                if shard.refused.iter().any(|&n| n > 0) {
+                    let counts = shard.refused.clone();
+                    shard.refused_in.push((path, counts));
+                }
                 shard.hash_nodes();
                 summaries.send(Ok(std::mem::replace(&mut shard, empty())))
             }
@@ -575,6 +595,7 @@ impl Shard {
             facts,
             rows: 0,
             refused: Vec::new(),
+            refused_in: Vec::new(),
             caches: HashMap::new(),
         }
     }
@@ -586,6 +607,7 @@ impl Shard {
         self.facts.clear();
         self.rows = 0;
         self.refused.clear();
+        self.refused_in.clear();
         self.caches.clear();
     }
 
@@ -610,6 +632,7 @@ impl Shard {
         self.facts.absorb(&mut other.facts, &map);
         self.rows += other.rows;
         add_counts(&mut self.refused, &other.refused);
+        self.refused_in.append(&mut other.refused_in);
     }
 
     /// Fold one batch of `table` (columns as planned) into graph and facts.
