@@ -29,13 +29,13 @@ Steps, in one run on the same machine:
 
 The two sides count differently: the peer's clusters are components of
 entities (rows), rows without any identifier each a cluster of their own;
-Panorama's profiles are components of identifiers. Both find the same
-1,208,109 components of identifiers (the peer's edge groups, checked with
-DuckDB when this benchmark was written).
+Panorama's profiles are components of identifiers; step 3 checks that
+the two are the same partition of the rows that carry an identifier.
 
 Usage:
   python3 benches/five_sources.py --data /var/tmp/sir/data \\
       --panorama target/release/panorama \\
+      --peer-membership /var/tmp/sir/duckdb_membership.parquet \\
       --peer-dir /var/tmp/sir/repo \\
       --peer "/var/tmp/sir/venv/bin/python sql/duckdb/core/idr_run.py \\
               --db=/var/tmp/sir/scale_test_2M.duckdb --run-mode=FULL --max-iters=50"
