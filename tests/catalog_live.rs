@@ -1,7 +1,5 @@
 //! Files landed while the server runs are visible to the next query.
 
-use panorama::generate::rows::TableRows;
-use panorama::ingest;
 use panorama::schema::RawTable;
 
 use crate::support::*;
@@ -17,22 +15,7 @@ async fn files_landed_after_start_are_seen_without_restart() {
     let before = scalar(&client, "SELECT count(*) FROM raw.orders").await;
     assert_eq!(before, 4);
 
-    let mut orders = TableRows::new(RawTable::Orders);
-    orders
-        .text(Some("O5"))
-        .text(Some("C2"))
-        .text(None)
-        .text(None)
-        .timestamp(Some(JAN_15 + 5 * DAY))
-        .money(Some(500))
-        .text(Some("EUR"))
-        .text(Some("completed"))
-        .text(Some("store"))
-        .int(Some(1));
-    orders.end_row();
-    ingest::land(&lake, RawTable::Orders, &[orders.finish().unwrap()])
-        .await
-        .unwrap();
+    land_order(&lake, "O5", "C2").await;
 
     let after = scalar(&client, "SELECT count(*) FROM raw.orders").await;
     assert_eq!(after, 5);

@@ -7,10 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use panorama::generate::rows::TableRows;
-use panorama::ingest;
-use panorama::schema::RawTable;
-
 use crate::support::*;
 
 /// `key → profile_id` of `sql`'s two text columns (NULL profile: `-`).
@@ -25,26 +21,6 @@ async fn profiles_of(client: &tokio_postgres::Client, sql: &str) -> BTreeMap<Str
             )
         })
         .collect()
-}
-
-/// Land one order of `customer` (after the fixture's).
-async fn land_order(lake: &panorama::lake::Lake, id: &str, customer: &str) {
-    let mut orders = TableRows::new(RawTable::Orders);
-    orders
-        .text(Some(id))
-        .text(Some(customer))
-        .text(None)
-        .text(None)
-        .timestamp(Some(JAN_15 + 20 * DAY))
-        .money(Some(500))
-        .text(Some("EUR"))
-        .text(Some("completed"))
-        .text(Some("web"))
-        .int(Some(1));
-    orders.end_row();
-    ingest::land(lake, RawTable::Orders, &[orders.finish().unwrap()])
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -286,6 +286,26 @@ pub async fn land_fixture(lake: &Lake) {
     assert_eq!((landed.files, landed.rows), (1, 4), "one commit, one file");
 }
 
+/// Land one order of `customer` (after the fixture's).
+pub async fn land_order(lake: &Lake, id: &str, customer: &str) {
+    let mut orders = TableRows::new(RawTable::Orders);
+    orders
+        .text(Some(id))
+        .text(Some(customer))
+        .text(None)
+        .text(None)
+        .timestamp(Some(JAN_15 + 20 * DAY))
+        .money(Some(500))
+        .text(Some("EUR"))
+        .text(Some("completed"))
+        .text(Some("web"))
+        .int(Some(1));
+    orders.end_row();
+    ingest::land(lake, RawTable::Orders, &[orders.finish().unwrap()])
+        .await
+        .unwrap();
+}
+
 /// The rows of `sql` over `lake`, each as its cells joined by ` | `.
 pub async fn sql_lines(lake: &Lake, sql: &str) -> Vec<String> {
     let ctx = engine::session(lake, &EngineOptions::default()).unwrap();

@@ -132,22 +132,12 @@ impl ResolvedTable {
             )));
         }
         let config = &schema.identity;
-        let mut rules = Vec::new();
-        for (i, source) in config.sources.iter().enumerate() {
-            if source.table != name {
-                continue;
-            }
-            let (Some(id_type), Ok(column)) = (
-                config.id_type(&source.id_type),
-                raw_schema.index_of(&source.column),
-            ) else {
-                continue;
-            };
-            rules.push((
-                id_type.priority,
-                i,
-                Rule {
-                    column,
+        let rules = config
+            .sources_of(name)
+            .into_iter()
+            .filter_map(|(_, source, _, id_type)| {
+                Some(Rule {
+                    column: raw_schema.index_of(&source.column).ok()?,
                     id_type: id_type.name.clone(),
                     normalize: id_type.normalize,
                     invalid: id_type.invalid,
@@ -155,10 +145,9 @@ impl ResolvedTable {
                         .json_path
                         .as_ref()
                         .map(|p| p.split('.').map(String::from).collect()),
-                },
-            ));
-        }
-        rules.sort_by_key(|&(priority, i, _)| (priority, i));
+                })
+            })
+            .collect();
         let mut fields: Vec<Field> = raw_schema
             .fields()
             .iter()
@@ -172,7 +161,7 @@ impl ResolvedTable {
                 fields,
                 raw_schema.metadata().clone(),
             )),
-            rules: rules.into_iter().map(|(_, _, rule)| rule).collect(),
+            rules,
             country: schema.country,
             index: Arc::clone(&schema.index),
         })

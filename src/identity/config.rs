@@ -249,6 +249,28 @@ impl IdentityConfig {
     pub fn id_type(&self, name: &str) -> Option<&IdentifierType> {
         self.types.iter().find(|t| t.name == name)
     }
+
+    /// The identifier sources of raw table `table`, strongest type first
+    /// (`priority`, then configuration order), each as (its position in
+    /// `sources`, the source, its type's position in `types`, the type):
+    /// the order in which a row's identifiers are read.
+    pub fn sources_of(
+        &self,
+        table: &str,
+    ) -> Vec<(usize, &IdentifierSource, usize, &IdentifierType)> {
+        let mut sources: Vec<_> = self
+            .sources
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.table == table)
+            .filter_map(|(i, s)| {
+                let t = self.types.iter().position(|t| t.name == s.id_type)?;
+                Some((i, s, t, &self.types[t]))
+            })
+            .collect();
+        sources.sort_by_key(|&(i, _, _, t)| (t.priority, i));
+        sources
+    }
 }
 
 #[cfg(test)]

@@ -66,20 +66,10 @@ struct Plan {
 
 impl Plan {
     fn new(table: RawTable, config: &IdentityConfig) -> Option<Plan> {
-        let mut sources: Vec<_> = config
-            .sources
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.table == table.name())
-            .filter_map(|(i, s)| {
-                let t = config.types.iter().position(|t| t.name == s.id_type)?;
-                Some((config.types[t].priority, i, t, s))
-            })
-            .collect();
+        let sources = config.sources_of(table.name());
         if sources.is_empty() {
             return None;
         }
-        sources.sort_by_key(|&(priority, i, _, _)| (priority, i));
         let mut plan = Plan {
             columns: Vec::new(),
             sources: Vec::new(),
@@ -88,12 +78,12 @@ impl Plan {
         for name in fact_columns(table) {
             plan.column(table, name);
         }
-        for (_, i, t, s) in sources {
+        for (i, s, t, id_type) in sources {
             let column = plan.column(table, &s.column);
             plan.sources.push(Source {
                 id_type: t as u16,
-                normalize: config.types[t].normalize,
-                invalid: config.types[t].invalid,
+                normalize: id_type.normalize,
+                invalid: id_type.invalid,
                 index: i,
                 column,
                 json_path: s
