@@ -135,6 +135,12 @@ fn shapes() -> Vec<String> {
         "SELECT * FROM analytics.survey_answers".to_string(),
         "SELECT * FROM analytics.detractors".to_string(),
         "SELECT * FROM system.rejects".to_string(),
+        // Raw rows with their profile: found below the mask, shown above it.
+        "SELECT * FROM resolved.customers".to_string(),
+        "SELECT email, phone, profile_id FROM resolved.customers WHERE profile_id IS NOT NULL"
+            .to_string(),
+        "SELECT max(email), min(phone) FROM resolved.customers GROUP BY profile_id".to_string(),
+        "SELECT * FROM resolved.events".to_string(),
     ]);
     queries
 }
@@ -189,6 +195,8 @@ async fn no_query_plan_statistic_or_error_shows_an_analyst_personal_data() {
         format!("SELECT count(*) FROM raw.customers WHERE lower(email) = lower('{guess}')"),
         format!("SELECT count(*) FROM cdp.identity_links WHERE id_value = '{guess}'"),
         format!("SELECT count(*) FROM cdp.profiles WHERE array_has(emails, '{guess}')"),
+        format!("SELECT count(*) FROM resolved.customers WHERE email = '{guess}'"),
+        format!("SELECT count(profile_id) FROM resolved.events WHERE email = '{guess}'"),
     ] {
         assert_eq!(answer_text(&analyst, &sql).await, "0", "{sql}");
     }
