@@ -7,13 +7,14 @@
 //!
 //! One [`ProfileIndexCache`] is shared by every session of a process (a
 //! session-config extension): it loads the index at the first use and again
-//! when a refresh has committed a newer version. Memory: the identifiers'
+//! when a refresh has committed a newer version (checked by each query of
+//! `resolved`, and once a second by the profile API). Memory: the identifiers'
 //! text and profile ids in Arrow, plus about 9 bytes of hash table per
 //! identifier (a `u32` row and a control byte, at 7/8 load).
 
 use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::{cast, concat_batches};
@@ -204,15 +205,10 @@ impl ProfileIndex {
     }
 }
 
-/// How often a caller that accepts a slightly older index
-/// ([`ProfileIndexCache::latest`]) has the manifest checked.
-const CHECK_EVERY: Duration = Duration::from_secs(1);
-
 /// The process's index, reloaded when a refresh commits a newer version.
 #[derive(Default)]
 pub struct ProfileIndexCache {
     loaded: RwLock<Option<Arc<ProfileIndex>>>,
-    checked: RwLock<Option<Instant>>,
     /// Held while loading, so one caller loads and the others wait.
     loading: tokio::sync::Mutex<()>,
 }
@@ -259,37 +255,7 @@ impl ProfileIndexCache {
         }
         let fresh = ProfileIndex::load(lake).await?.map(Arc::new);
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
-        *self.checked.write().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         Ok(fresh)
-    }
-
-    /// The index held now, without waiting for a newer one: loads it only
-    /// when none is held; otherwise checks the manifest at most once a
-    /// second and reloads in the background, the held index answering
-    /// meanwhile. The profile API uses this, so a refresh never stalls it.
-    pub async fn latest(self: &Arc<Self>, lake: &Lake) -> Result<Option<Arc<ProfileIndex>>> {
-        let Some(held) = self.held() else {
-            return self.committed(lake).await;
-        };
-        let due = self
-            .checked
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none_or(|at| at.elapsed() >= CHECK_EVERY);
-        if due {
-            *self.checked.write().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-            let (cache, lake) = (Arc::clone(self), lake.clone());
-            tokio::spawn(async move {
-                if let Err(e) = cache.committed(&lake).await {
-                    tracing::warn!(
-                        "the profile index keeps version {}: reloading failed: {}",
-                        cache.held().map_or(0, |i| i.version),
-                        crate::redact::values(&e.to_string())
-                    );
-                }
-            });
-        }
-        Ok(Some(held))
     }
 }
 

@@ -9,7 +9,7 @@
 //! gives figures).
 
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
@@ -60,10 +60,14 @@ impl Loaded {
     }
 }
 
-/// The cache: the loaded version.
+/// How often the committed version is checked.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The cache: the loaded version and when the manifest was last checked.
 #[derive(Default)]
 pub struct ProfileCache {
     loaded: RwLock<Option<Arc<Loaded>>>,
+    checked: RwLock<Option<Instant>>,
     reloading: tokio::sync::Mutex<()>,
 }
 
@@ -75,43 +79,57 @@ impl ProfileCache {
             .clone()
     }
 
-    /// The current version, loading it if there is none yet; starts a
-    /// reload in the background when the index moved to a newer one.
+    /// The current version, loading it if there is none yet; at most once
+    /// a second, checks for a newer committed version and loads it (index
+    /// and profiles in one go) in the background, the held copy answering
+    /// meanwhile.
     pub async fn current(
         self: &Arc<Self>,
         lake: &Lake,
         admin: &Arc<SessionContext>,
     ) -> Result<Option<Arc<Loaded>>> {
-        let Some(index) = ProfileIndexCache::of_session(&admin.state())
-            .latest(lake)
-            .await?
-        else {
-            return Ok(None);
-        };
+        let index = ProfileIndexCache::of_session(&admin.state());
         let Some(held) = self.held() else {
             // Nothing yet: the first caller loads, the others wait for it.
             let _guard = self.reloading.lock().await;
             if let Some(held) = self.held() {
                 return Ok(Some(held));
             }
-            let fresh = Arc::new(load(admin, index).await?);
+            let Some(committed) = index.committed(lake).await? else {
+                return Ok(None);
+            };
+            let fresh = Arc::new(load(admin, committed).await?);
             *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
+            *self.checked.write().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
             return Ok(Some(fresh));
         };
-        if held.version != index.version() {
-            let (cache, admin) = (Arc::clone(self), Arc::clone(admin));
+        let due = self
+            .checked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|at| at.elapsed() >= CHECK_EVERY);
+        if due {
+            *self.checked.write().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            let (cache, lake, admin) = (Arc::clone(self), lake.clone(), Arc::clone(admin));
+            let version = held.version;
             tokio::spawn(async move {
                 let Ok(_guard) = cache.reloading.try_lock() else {
                     return;
                 };
-                let version = index.version();
-                match load(&admin, index).await {
+                let fresh = match index.committed(&lake).await {
+                    Ok(Some(committed)) if committed.version() != version => {
+                        load(&admin, committed).await
+                    }
+                    Ok(_) => return,
+                    Err(e) => Err(e),
+                };
+                match fresh {
                     Ok(fresh) => {
                         *cache.loaded.write().unwrap_or_else(|e| e.into_inner()) =
                             Some(Arc::new(fresh));
                     }
                     Err(e) => tracing::warn!(
-                        "the profile API keeps its profiles: loading version {version} failed: {}",
+                        "the profile API keeps version {version}: loading a newer one failed: {}",
                         crate::redact::values(&e.to_string())
                     ),
                 }
