@@ -15,7 +15,10 @@
 //! spawns still land on the query runtime, but a cheap query's stream is
 //! never queued behind a heavy query's partition tasks. All these threads
 //! have large stacks, so deeply nested SQL is planned without overflowing a
-//! thread's stack.
+//! thread's stack. [`spawn_within`] plans a statement in a task of its own
+//! and waits for it against a clock on a thread of its own, so a
+//! `statement_timeout` fires on time even while planning computes for
+//! seconds without yielding.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,6 +40,15 @@ const QUERY_NICE: i32 = 10;
 /// serve many cheap statements while a few heavy single-partition ones run.
 const DRIVER_THREADS: usize = 4;
 
+/// Why [`spawn_within`] gave no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfinished {
+    /// The limit passed first; the task is aborted at its next yield.
+    TimedOut,
+    /// The query runtime is shutting down.
+    Stopped,
+}
+
 /// The dedicated runtimes queries run on. Dropping it stops their threads
 /// without waiting for them.
 #[derive(Debug)]
@@ -47,11 +59,14 @@ pub struct QueryRuntime {
 
 /// Where a statement's work goes: `cpu` (nice 10, one worker per core) for
 /// planning and partitions, `drivers` for the tasks that pull a result
-/// stream and hand its rows to the protocol.
+/// stream and hand its rows to the protocol, `clock` (one thread that only
+/// keeps time) for deadlines that must fire while every other thread
+/// computes.
 #[derive(Debug, Clone)]
 pub struct QueryHandle {
     cpu: Handle,
     drivers: Handle,
+    clock: Handle,
 }
 
 impl QueryRuntime {
@@ -71,12 +86,18 @@ impl QueryRuntime {
             .thread_stack_size(THREAD_STACK_BYTES)
             .enable_all()
             .build()?;
+        let clock = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("panorama-clock")
+            .enable_time()
+            .build()?;
         let handle = QueryHandle {
             cpu: cpu.handle().clone(),
             drivers: drivers.handle().clone(),
+            clock: clock.handle().clone(),
         };
         Ok(QueryRuntime {
-            runtimes: vec![cpu, drivers],
+            runtimes: vec![cpu, drivers, clock],
             handle,
         })
     }
@@ -131,6 +152,69 @@ pub async fn run<F: Future>(runtime: Option<&QueryHandle>, future: F) -> F::Outp
     }
 }
 
+/// Run `future` — the planning of a statement and the start of its
+/// execution — on a thread of the drivers' blocking pool (normal priority,
+/// never queued behind a heavy query's partitions; what it spawns lands on
+/// the query runtime), and wait for it at most `limit`. The wait is kept by
+/// the clock thread, so past the limit the caller gets
+/// [`Unfinished::TimedOut`] at once even while the planning, or every query
+/// thread, computes without yielding; the planning is then dropped at its
+/// next yield (so is it when the caller drops the returned future). A panic
+/// in it resumes in the caller, where the protocol contains it. Without a
+/// query runtime, `future` runs here with a plain timeout.
+pub async fn spawn_within<F>(
+    runtime: Option<&QueryHandle>,
+    limit: Option<std::time::Duration>,
+    future: F,
+) -> Result<F::Output, Unfinished>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let Some(QueryHandle {
+        cpu,
+        drivers,
+        clock,
+    }) = runtime
+    else {
+        return match limit {
+            Some(limit) => tokio::time::timeout(limit, future)
+                .await
+                .map_err(|_| Unfinished::TimedOut),
+            None => Ok(future.await),
+        };
+    };
+    // Dropped when this function returns or is dropped: the planning
+    // stops at its next yield.
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let cpu = cpu.clone();
+    let task = drivers.spawn_blocking(move || {
+        cpu.block_on(async move {
+            tokio::select! {
+                output = future => Some(output),
+                _ = stopped => None,
+            }
+        })
+    });
+    let finished = async move {
+        match task.await {
+            Ok(Some(output)) => Ok(output),
+            Ok(None) => Err(Unfinished::Stopped),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(Unfinished::Stopped),
+        }
+    };
+    let Some(limit) = limit else {
+        return finished.await;
+    };
+    let alarm = clock.spawn(tokio::time::sleep(limit));
+    let _silence = AbortOnDrop(alarm.abort_handle());
+    tokio::select! {
+        output = finished => output,
+        _ = alarm => Err(Unfinished::TimedOut),
+    }
+}
+
 /// `stream`, driven by a task of its own on a driver thread (when there is
 /// a query runtime; what the stream spawns lands on the query runtime) and
 /// handed over in chunks of what is ready. The caller's side only waits for
@@ -142,7 +226,7 @@ pub fn stream<T: Send + 'static>(
     stream: futures::stream::BoxStream<'static, T>,
 ) -> futures::stream::BoxStream<'static, T> {
     use futures::StreamExt;
-    let Some(QueryHandle { cpu, drivers }) = runtime else {
+    let Some(QueryHandle { cpu, drivers, .. }) = runtime else {
         return stream;
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<T>>(4);
@@ -228,5 +312,52 @@ mod tests {
         }));
         assert_ne!(names.0.as_deref(), Some("panorama-query"));
         assert_eq!(names.1.as_deref(), Some("panorama-query"));
+    }
+
+    /// Work that never yields: what planning a pathological statement is.
+    fn busy_for(duration: std::time::Duration) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            let started = std::time::Instant::now();
+            while started.elapsed() < duration {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    #[test]
+    fn a_limit_fires_on_time_while_every_query_thread_computes_without_yielding() {
+        use std::time::{Duration, Instant};
+        let queries = QueryRuntime::new().expect("runtime");
+        let handle = queries.handle();
+        let protocol = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        // Both query threads taken by other statements' synchronous work,
+        // and this statement's own planning never yielding either.
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        for _ in 0..workers {
+            drop(handle.cpu.spawn(busy_for(Duration::from_secs(3))));
+        }
+        let started = Instant::now();
+        let answer = protocol.block_on(spawn_within(
+            Some(&handle),
+            Some(Duration::from_millis(200)),
+            busy_for(Duration::from_secs(3)),
+        ));
+        assert_eq!(answer, Err(Unfinished::TimedOut));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the limit fired after {:?}",
+            started.elapsed()
+        );
+        // A cheap statement is planned at once meanwhile, not queued behind
+        // the busy query threads.
+        let started = Instant::now();
+        let answer = protocol.block_on(spawn_within(Some(&handle), None, async {
+            std::thread::current().name().map(str::to_string)
+        }));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(answer.expect("answered").as_deref(), Some("panorama-rows"));
     }
 }

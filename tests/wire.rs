@@ -182,6 +182,75 @@ async fn statement_timeout_and_cancel_stop_a_running_query_with_57014() {
     assert_eq!(scalar(&client, "SELECT 41 + 1").await, 42, "still usable");
 }
 
+/// A statement whose planning alone takes long: a chain of `links` CTEs,
+/// each a view of the one before, over a four-row table.
+fn chained_views(links: usize) -> String {
+    let views: Vec<String> = std::iter::once("c0 AS (SELECT * FROM raw.orders)".to_string())
+        .chain((1..links).map(|i| format!("c{i} AS (SELECT * FROM c{})", i - 1)))
+        .collect();
+    format!(
+        "WITH {} SELECT count(*) FROM c{}",
+        views.join(", "),
+        links - 1
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_stops_a_statement_still_being_planned() {
+    use std::time::{Duration, Instant};
+    let (_dir, lake) = temp_lake();
+    land_fixture(&lake).await;
+    let server = TestServer::start(&lake).await;
+    let client = server.client().await;
+    let other = server.client().await;
+
+    // A chain long enough that planning it takes seconds on this machine.
+    let (mut links, mut planning) = (250, Duration::ZERO);
+    while planning < Duration::from_secs(2) && links <= 16_000 {
+        links *= 2;
+        let started = Instant::now();
+        let rows = client.simple_query(&chained_views(links)).await.unwrap();
+        planning = started.elapsed();
+        assert!(rows.iter().any(|m| matches!(
+            m,
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("4")
+        )));
+    }
+    assert!(
+        planning >= Duration::from_secs(2),
+        "{links} chained views planned in {planning:?}: no statement here plans for long"
+    );
+    let sql = chained_views(links);
+
+    client
+        .batch_execute("SET statement_timeout = '300ms'")
+        .await
+        .unwrap();
+    // Simple protocol (planned at once), then extended (planned at Parse);
+    // meanwhile another connection is answered.
+    for extended in [false, true] {
+        let started = Instant::now();
+        let sent = if extended {
+            client.query(&sql, &[]).await.map(drop)
+        } else {
+            client.simple_query(&sql).await.map(drop)
+        };
+        let took = started.elapsed();
+        let e = sent.unwrap_err();
+        assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}");
+        assert!(
+            took < planning / 2,
+            "extended: {extended}: a 300 ms statement_timeout fired after {took:?}, \
+             planning takes {planning:?}"
+        );
+        let started = Instant::now();
+        assert_eq!(scalar(&other, "SELECT 41 + 1").await, 42);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    assert_eq!(scalar(&client, "SELECT 41 + 1").await, 42, "still usable");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_over_the_memory_limit_is_53200_and_the_server_keeps_serving() {
     let (_dir, lake) = temp_lake();

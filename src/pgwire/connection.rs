@@ -41,7 +41,7 @@ pub struct RoleSession {
 struct BaseOptions(ConfigOptions);
 
 impl RoleSession {
-    fn new(base: &SessionContext) -> RoleSession {
+    fn new(base: &SessionContext, runtime: Option<&QueryHandle>) -> RoleSession {
         let mut state = base.state();
         let options = (**state.config().options()).clone();
         state
@@ -51,11 +51,12 @@ impl RoleSession {
         RoleSession {
             service: Arc::new(DfSessionService::new_with_hooks(
                 Arc::clone(&ctx),
-                super::hooks(),
+                super::hooks(runtime),
             )),
             executor: Executor {
                 ctx: Arc::clone(&ctx),
-                hooks: super::hooks(),
+                hooks: super::hooks(runtime),
+                runtime: runtime.cloned(),
             },
             ctx,
         }
@@ -83,10 +84,10 @@ impl ConnectionSessions {
         match role {
             Role::Admin => self
                 .admin
-                .get_or_init(|| RoleSession::new(&self.bases.admin)),
+                .get_or_init(|| RoleSession::new(&self.bases.admin, self.runtime())),
             Role::Analyst => self
                 .analyst
-                .get_or_init(|| RoleSession::new(&self.bases.analyst)),
+                .get_or_init(|| RoleSession::new(&self.bases.analyst, self.runtime())),
         }
     }
 

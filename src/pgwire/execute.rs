@@ -31,10 +31,11 @@ type Statement_ = (
     Option<(Statement, datafusion::logical_expr::LogicalPlan)>,
 );
 
-/// One role's session and hooks.
+/// One role's session and hooks, and where its queries are planned.
 pub struct Executor {
     pub ctx: Arc<SessionContext>,
     pub hooks: Vec<Arc<dyn QueryHook>>,
+    pub runtime: Option<crate::executor::QueryHandle>,
 }
 
 impl Executor {
@@ -91,12 +92,16 @@ impl Executor {
             .clone()
             .replace_params_with_values(&params)
             .map_err(api)?;
-        // Optimised once, when the DataFrame plans its execution.
-        let frame = self.ctx.execute_logical_plan(bound).await.map_err(api)?;
-        let format = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-        let encoded =
-            df::encode_dataframe(frame, &portal.result_column_format, Some(format)).await?;
-        Ok(Response::Query(encoded))
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let format = portal.result_column_format.clone();
+        let ctx = Arc::clone(&self.ctx);
+        // Optimised once, when the DataFrame plans its execution: in a task
+        // the statement's deadline can abandon (`super::planned`).
+        let work = async move {
+            let frame = ctx.execute_logical_plan(bound).await.map_err(api)?;
+            super::planned::respond(frame, false, &format, options).await
+        };
+        super::planned::run_planned(self.runtime.as_ref(), &*client, work).await
     }
 }
 

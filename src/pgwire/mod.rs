@@ -21,6 +21,7 @@ mod naming;
 pub mod panics;
 pub mod pg_catalog;
 mod pg_functions;
+mod planned;
 pub mod rewrite;
 mod savepoints;
 mod session;
@@ -107,8 +108,12 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-/// Panorama's session answers first, then datafusion-postgres' hooks.
-fn hooks() -> Vec<Arc<dyn datafusion_postgres::QueryHook>> {
+/// Panorama's session answers first, then datafusion-postgres' hooks; the
+/// statements none of them answers are planned on `runtime` within the
+/// connection's `statement_timeout` ([`planned`]).
+fn hooks(
+    runtime: Option<&crate::executor::QueryHandle>,
+) -> Vec<Arc<dyn datafusion_postgres::QueryHook>> {
     use datafusion_postgres::hooks::{cursor, set_show, transactions};
     vec![
         Arc::new(session::SessionHook),
@@ -119,6 +124,9 @@ fn hooks() -> Vec<Arc<dyn datafusion_postgres::QueryHook>> {
         // CLOSE.
         Arc::new(cursor::CursorStatementHook),
         Arc::new(set_show::SetShowHook),
+        Arc::new(planned::PlannedHook {
+            runtime: runtime.cloned(),
+        }),
     ]
 }
 
