@@ -76,6 +76,11 @@ pub enum Error {
     /// Invalid configuration or command-line settings.
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    /// Our own fault: a task that panicked, a thread or runtime that could
+    /// not start or stopped early.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {

@@ -9,7 +9,9 @@
 //! one place by [`engine`]; the [`pgwire`] front end serves that session to
 //! any PostgreSQL client; [`privacy`] erases a person from all of it.
 //! [`generate`] writes a deterministic synthetic CDP
-//! and [`seed`] fills an empty lake with the bundled sample. Dependencies
+//! and [`seed`] fills an empty lake with the bundled sample; [`server`]
+//! starts what `panorama serve` runs, for the binary and the tests alike.
+//! Dependencies
 //! point down that flow: the lake knows nothing of SQL, the catalog nothing
 //! of the wire protocol.
 
@@ -37,5 +39,6 @@ pub mod query;
 pub mod redact;
 pub mod schema;
 pub mod seed;
+pub mod server;
 
 pub use error::{Error, Result};

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -16,7 +15,7 @@ use panorama::generate::{self, GenerateOptions, Output};
 use panorama::identity::blocks;
 use panorama::jobs;
 use panorama::lake::Lake;
-use panorama::{host, pgwire, query, seed};
+use panorama::{host, query, seed};
 
 /// mimalloc rather than glibc's malloc: a point lookup or `SELECT 1` spends
 /// a fifth of its CPU allocating (plans, session state clones, Parquet
@@ -542,36 +541,6 @@ fn print_proof(
     }
 }
 
-/// `CALL panorama.forget('email', 'jane@example.com', …)`: the summary
-/// names no value.
-async fn forget_procedure(
-    lake: &panorama::lake::Lake,
-    identity: &panorama::identity::IdentityConfig,
-    args: &[String],
-) -> std::result::Result<String, String> {
-    if args.is_empty() || !args.len().is_multiple_of(2) {
-        return Err(
-            "forget takes pairs of identifier type and value: CALL panorama.forget('email', 'jane@example.com')"
-                .into(),
-        );
-    }
-    let requested: Vec<(String, String)> = args
-        .chunks(2)
-        .map(|p| (p[0].clone(), p[1].clone()))
-        .collect();
-    let options = panorama::privacy::ForgetOptions::default();
-    let done = panorama::privacy::forget(lake, identity, &requested, options, |_| {})
-        .await
-        .map_err(|e| panorama::redact::values(&e.to_string()))?;
-    Ok(format!(
-        "request {}: {} identifiers of {} profiles erased, {} rows removed",
-        done.request_id,
-        done.identifiers,
-        done.profiles,
-        done.rows()
-    ))
-}
-
 /// (type, value) pairs from the command line and from a CSV file, for a
 /// privacy request.
 fn identifiers_to_forget(pairs: &[String], file: Option<&Path>) -> Result<Vec<(String, String)>> {
@@ -908,30 +877,55 @@ async fn run_refresh(location: &str, settings: &config::Config, full: bool) -> R
 }
 
 async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Result<()> {
-    // Checked first: nothing long should run before a refusal.
-    let users = pgwire::auth::Users::from_config(&settings.users).map_err(anyhow::Error::msg)?;
-    if users.is_empty() && !args.listen.ip().is_loopback() {
-        anyhow::bail!(
-            "refusing to listen on {} without authentication: anyone who can reach it would read \
-             every profile. Add [[users]] to panorama.toml (`panorama passwd` makes a password \
-             verifier) or listen on 127.0.0.1",
-            args.listen
-        );
+    let mut settings = settings.clone();
+    if let Some(listen) = args.collect_listen {
+        settings.collector.listen = listen;
     }
-    let tls = match &settings.tls {
-        Some(config) => Some(
-            pgwire::tls::acceptor(config)
-                .map_err(anyhow::Error::msg)
-                .context("loading [tls] (the server does not start without it)")?,
-        ),
-        None => None,
-    };
-    let lake = open_current_lake(location, settings).await?;
+    if let Some(dir) = &args.wal_dir {
+        settings.collector.wal_dir = dir.clone();
+    }
+    settings.collector.enabled &= !args.no_collect;
+    if let Some(listen) = args.console_listen {
+        settings.console.listen = listen;
+    }
+    settings.console.enabled &= !args.no_console;
+    let lake = open_current_lake(location, &settings).await?;
+    let server = panorama::server::Server::builder(lake.clone(), settings.clone())
+        .listen(args.listen)
+        .engine(EngineOptions {
+            memory_limit: args.memory_limit_mb << 20,
+            ..engine_options(&settings)
+        });
+    // Refused before anything long runs.
+    server.check()?;
+    prepare(&lake, &settings, &args).await?;
+    let running = server.start().await?;
+    tracing::info!(
+        lake = %lake.url(),
+        "ready: psql -h {} -p {} -U panorama panorama",
+        running.addr.ip(),
+        running.addr.port()
+    );
+    running
+        .until(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("Ctrl-C received");
+        })
+        .await
+        .context("serving")
+}
+
+/// Ready the lake for serving, showing progress: seed an empty lake with
+/// the sample data (unless `--no-seed`), build the first profiles of a lake
+/// never refreshed, record refreshes an earlier process left unfinished,
+/// and complete an erasure a crash interrupted before anyone can query the
+/// rows it was removing.
+async fn prepare(lake: &Lake, settings: &config::Config, args: &ServeArgs) -> Result<()> {
     if !args.no_seed {
         let bar = ProgressBar::new(panorama::schema::RawTable::ALL.len() as u64).with_style(
             ProgressStyle::with_template("seeding sample data {bar:30} {pos}/{len} {msg}")?,
         );
-        let seeded = seed::seed_if_empty(&lake, |table, landed| {
+        let seeded = seed::seed_if_empty(lake, |table, landed| {
             bar.set_message(format!("raw.{table}: {} rows", landed.rows));
             bar.inc(1);
         })
@@ -946,9 +940,7 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
             );
         }
     }
-    // A lake that was never refreshed gets its profiles now, so the 360°
-    // view and the analytics views have data from the first query.
-    if panorama::lake::manifest::Manifest::load(&lake)
+    if panorama::lake::manifest::Manifest::load(lake)
         .await?
         .is_none()
         && lake.has_raw_data().await?
@@ -958,7 +950,7 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
         )?);
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
         let report = panorama::identity::refresh(
-            &lake,
+            lake,
             &settings.identity,
             panorama::identity::Mode::Incremental,
             chrono::Utc::now(),
@@ -972,7 +964,7 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
             "built the unified profiles (cdp.profiles); REFRESH MATERIALIZED VIEW cdp.profiles updates them"
         );
     }
-    let interrupted = panorama::identity::record_interrupted(&lake)
+    let interrupted = panorama::identity::record_interrupted(lake)
         .await
         .context("recording refreshes an earlier process left unfinished")?;
     if interrupted > 0 {
@@ -981,12 +973,10 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
             "earlier refreshes stopped before committing: recorded as interrupted in system.refreshes"
         );
     }
-    // An erasure a crash interrupted is finished before anyone can query
-    // the rows it was removing.
     let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
         "{spinner} {elapsed_precise} {msg}",
     )?);
-    let resumed = panorama::privacy::resume(&lake, &settings.identity, &mut |step: &str| {
+    let resumed = panorama::privacy::resume(lake, &settings.identity, &mut |step: &str| {
         bar.set_message(step.to_string())
     })
     .await
@@ -996,216 +986,7 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
     for done in resumed {
         tracing::info!(request = %done.request_id, rows = done.rows(), "completed an interrupted erasure");
     }
-    let options = EngineOptions {
-        memory_limit: args.memory_limit_mb << 20,
-        ..engine_options(settings)
-    };
-    let ctx = Arc::new(engine::session(&lake, &options).context("building the SQL session")?);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    // The bound address: with port 0 the system picked one.
-    let bound = listener.local_addr().unwrap_or(args.listen);
-    tracing::info!(
-        lake = %lake.url(),
-        "ready: psql -h {} -p {} -U panorama panorama",
-        bound.ip(),
-        bound.port()
-    );
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("Ctrl-C received");
-    };
-    let refresh: pgwire::AdminAction = {
-        let (lake, identity) = (lake.clone(), settings.identity.clone());
-        Arc::new(move || {
-            let (lake, identity) = (lake.clone(), identity.clone());
-            Box::pin(async move {
-                let mode = panorama::identity::Mode::Incremental;
-                panorama::identity::refresh(&lake, &identity, mode, chrono::Utc::now(), |_| {})
-                    .await
-                    .map(|r| {
-                        format!(
-                            "version {}: {} profiles, {} merges",
-                            r.version, r.profiles, r.merges
-                        )
-                    })
-                    .map_err(|e| e.to_string())
-            })
-        })
-    };
-    let call: pgwire::CallAction = {
-        let (lake, identity) = (lake.clone(), settings.identity.clone());
-        Arc::new(move |procedure, args| {
-            let (lake, identity) = (lake.clone(), identity.clone());
-            Box::pin(async move {
-                if procedure == "forget" {
-                    return forget_procedure(&lake, &identity, &args).await;
-                }
-                let decision =
-                    blocks::procedure(&identity, &procedure, &args).map_err(|e| e.to_string())?;
-                blocks::record(&lake, &decision, chrono::Utc::now())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(blocks::describe(&decision))
-            })
-        })
-    };
-    let actions = pgwire::Actions {
-        refresh: Some(refresh),
-        call: Some(call),
-    };
-    let all_jobs = jobs::load(&lake).await.context("reading the jobs")?;
-    tracing::info!(
-        jobs = all_jobs.len(),
-        "scheduling jobs (`panorama jobs` lists them)"
-    );
-    let (stop_jobs, jobs_stopped) = tokio::sync::oneshot::channel::<()>();
-    let scheduler = tokio::spawn(jobs::scheduler::run_forever(
-        ctx.clone(),
-        lake.clone(),
-        settings.identity.clone(),
-        all_jobs,
-        async {
-            let _ = jobs_stopped.await;
-        },
-    ));
-    let collector = start_collector(&lake, settings, &args).await?;
-    // Analysts query a session whose scans mask personal data.
-    let analyst = engine::analyst_session(&lake, &options, &ctx)
-        .context("building the analysts' SQL session")?;
-    // Queries run on their own runtime, so a heavy one never holds up the
-    // protocol (logins, cancels, other clients' small queries).
-    let queries = panorama::executor::QueryRuntime::new().context("starting the query runtime")?;
-    let analyst = Arc::new(analyst);
-    let console = start_console(
-        &lake,
-        settings,
-        &args,
-        (ctx.clone(), analyst.clone()),
-        users.clone(),
-        collector.as_ref(),
-    )
-    .await?;
-    let access = pgwire::Access {
-        users,
-        analyst: Some(analyst),
-        tls_required: settings.tls.as_ref().is_some_and(|t| t.require),
-        tls,
-        query_runtime: Some(queries.handle()),
-    };
-    let served = pgwire::serve_secure(listener, ctx, actions, access, shutdown).await;
-    if let Some((stop, task)) = console {
-        let _ = stop.send(());
-        let _ = task.await;
-    }
-    let _ = stop_jobs.send(());
-    let _ = scheduler.await;
-    if let Some(collector) = collector {
-        match collector.shutdown().await {
-            Ok(flushed) => tracing::info!(
-                events = flushed.events,
-                "collector stopped; its log is flushed into raw.events"
-            ),
-            Err(e) => tracing::warn!(
-                "collector stopped; its log could not be flushed and will be at the next start: {e}"
-            ),
-        }
-    }
-    served.context("serving the PostgreSQL protocol")
-}
-
-/// The running console: what stops it, and its task.
-type RunningConsole = (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-);
-
-/// Start the web console and profile API unless turned off; refused on a
-/// non-loopback address without users, like the PostgreSQL endpoint.
-async fn start_console(
-    lake: &Lake,
-    settings: &config::Config,
-    args: &ServeArgs,
-    (admin, analyst): (
-        Arc<datafusion::prelude::SessionContext>,
-        Arc<datafusion::prelude::SessionContext>,
-    ),
-    users: pgwire::auth::Users,
-    collector: Option<&panorama::collect::Collector>,
-) -> Result<Option<RunningConsole>> {
-    let config = &settings.console;
-    if args.no_console || !config.enabled {
-        return Ok(None);
-    }
-    let listen = args.console_listen.unwrap_or(config.listen);
-    if users.is_empty() && !listen.ip().is_loopback() {
-        anyhow::bail!(
-            "refusing to serve the console on {listen} without users: add [[users]] to \
-             panorama.toml or listen on 127.0.0.1"
-        );
-    }
-    let mut console = panorama::console::Console::new(
-        lake.clone(),
-        settings.identity.clone(),
-        admin,
-        analyst,
-        users,
-        config,
-    );
-    if let Some(collector) = collector {
-        let stats = collector.stats_handle();
-        console = console.with_collector(collector.recent(), stats);
-    }
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("the console cannot listen on {listen}"))?;
-    let bound = listener.local_addr().unwrap_or(listen);
-    tracing::info!(
-        "console ready: http://{bound}/ (profile API: http://{bound}/api/v1/profiles/<id_type>/<value>)"
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(panorama::console::serve(
-        listener,
-        Arc::new(console),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    Ok(Some((stop, task)))
-}
-
-/// Start the HTTP collector unless it is turned off.
-async fn start_collector(
-    lake: &Lake,
-    settings: &config::Config,
-    args: &ServeArgs,
-) -> Result<Option<panorama::collect::Collector>> {
-    let mut config = settings.collector.clone();
-    config.identity = settings.identity.clone();
-    if let Some(listen) = args.collect_listen {
-        config.listen = listen;
-    }
-    if let Some(dir) = &args.wal_dir {
-        config.wal_dir = dir.clone();
-    }
-    if args.no_collect || !config.enabled {
-        return Ok(None);
-    }
-    let any_key = config.write_keys.is_empty();
-    let collector = panorama::collect::Collector::start(lake.clone(), config)
-        .await
-        .context("starting the HTTP collector")?;
-    let addr = collector.addr();
-    tracing::info!(
-        "collector ready: Segment-compatible HTTP API at http://{addr}/v1/ ({})",
-        if any_key {
-            "any write key accepted: set [collector] write_keys in panorama.toml"
-        } else {
-            "write keys from panorama.toml"
-        }
-    );
-    Ok(Some(collector))
+    Ok(())
 }
 
 async fn run_generate(

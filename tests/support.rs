@@ -5,25 +5,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use panorama::engine::{self, EngineOptions};
-use panorama::generate::rows::TableRows;
 use panorama::ingest;
 use panorama::lake::Lake;
 use panorama::schema::RawTable;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use panorama::generate::rows::TableRows;
 
 /// Microseconds of 2026-01-15T10:00:00Z.
 pub const JAN_15: i64 = 1_768_471_200_000_000;
 /// Microseconds in a day.
 pub const DAY: i64 = 86_400_000_000;
 
-/// A running server; stops when dropped.
+/// A running server — the one `panorama serve` starts, without its jobs,
+/// collector and console; stops when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
-    /// Where its queries run, as in `panorama serve`.
-    _queries: panorama::executor::QueryRuntime,
+    running: Option<panorama::server::Running>,
 }
 
 impl TestServer {
@@ -88,44 +84,32 @@ impl TestServer {
         actions: panorama::pgwire::Actions,
         options: EngineOptions,
     ) -> TestServer {
-        TestServer::start_secure(lake, actions, options, Default::default()).await
+        TestServer::start_secure(lake, actions, options, Vec::new()).await
     }
 
-    /// A server asking `users` for passwords.
+    /// A server asking `users` (`[[users]]` of panorama.toml) for passwords.
     pub async fn start_secure(
         lake: &Lake,
         actions: panorama::pgwire::Actions,
         options: EngineOptions,
-        users: panorama::pgwire::auth::Users,
+        users: Vec<panorama::pgwire::auth::UserConfig>,
     ) -> TestServer {
-        let admin = engine::session(lake, &options).expect("session");
-        let analyst = engine::analyst_session(lake, &options, &admin).expect("session");
-        let ctx = Arc::new(admin);
-        let queries = panorama::executor::QueryRuntime::new().expect("query runtime");
-        let access = panorama::pgwire::Access {
+        let mut config = panorama::config::Config {
             users,
-            analyst: Some(Arc::new(analyst)),
-            tls: None,
-            tls_required: false,
-            query_runtime: Some(queries.handle()),
+            ..Default::default()
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(panorama::pgwire::serve_secure(
-            listener,
-            ctx,
-            actions,
-            access,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        config.console.enabled = false;
+        config.collector.enabled = false;
+        let running = panorama::server::Server::builder(lake.clone(), config)
+            .engine(options)
+            .actions(actions)
+            .jobs(false)
+            .start()
+            .await
+            .expect("server");
         TestServer {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-            _queries: queries,
+            addr: running.addr,
+            running: Some(running),
         }
     }
 
@@ -148,19 +132,8 @@ impl TestServer {
     }
 
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        if let Some(running) = self.running.take() {
+            running.stop().await.expect("the server stops cleanly");
         }
     }
 }
@@ -692,11 +665,10 @@ pub fn user(
 /// (ana / analyst-secret).
 pub async fn ada_and_ana(lake: &Lake) -> TestServer {
     use panorama::pgwire::auth::Role;
-    let users = panorama::pgwire::auth::Users::from_config(&[
+    let users = vec![
         user("ada", "admin-secret", Role::Admin),
         user("ana", "analyst-secret", Role::Analyst),
-    ])
-    .expect("users");
+    ];
     let options = EngineOptions {
         target_partitions: 2,
         ..EngineOptions::default()

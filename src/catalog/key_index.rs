@@ -147,7 +147,7 @@ impl NewFile {
                     Error::arrow(format!("{}: column {}", meta.location, field.name()), e)
                 })?;
                 let hashes = hash_array(&column).map_err(|e| {
-                    Error::Config(format!("{}: hashing {}: {e}", meta.location, field.name()))
+                    Error::Internal(format!("{}: hashing {}: {e}", meta.location, field.name()))
                 })?;
                 pairs[k].extend(
                     hashes

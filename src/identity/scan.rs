@@ -485,7 +485,7 @@ impl Scan {
             }
         }
         let stopped =
-            |e: tokio::task::JoinError| Error::Config(format!("a raw file reader stopped: {e}"));
+            |e: tokio::task::JoinError| Error::Internal(format!("a raw file reader stopped: {e}"));
         let merged = merger.await.map_err(stopped)?;
         for folder in folders {
             folder.await.map_err(stopped)?;

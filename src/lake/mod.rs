@@ -228,7 +228,7 @@ impl Lake {
     pub async fn put_json<T: serde::Serialize>(&self, relative: &Path, value: &T) -> Result<()> {
         let path = self.path(relative);
         let json = serde_json::to_vec_pretty(value)
-            .map_err(|e| Error::Config(format!("encoding {path}: {e}")))?;
+            .map_err(|e| Error::Internal(format!("encoding {path}: {e}")))?;
         self.store
             .put(&path, object_store::PutPayload::from(json))
             .await

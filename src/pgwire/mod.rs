@@ -192,27 +192,6 @@ fn write_fatal(socket: &std::net::TcpStream, code: &str, message: &str) -> std::
     (&*socket).write_all(&frame)
 }
 
-/// Serve `ctx` to every client that connects to `listener` until `shutdown`
-/// resolves; then stop accepting and wait for open connections to end.
-pub async fn serve(
-    listener: TcpListener,
-    ctx: Arc<SessionContext>,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    serve_with(listener, ctx, Actions::default(), shutdown).await
-}
-
-/// Like [`serve`], with Panorama's own statements (`REFRESH MATERIALIZED
-/// VIEW`) wired to `actions`.
-pub async fn serve_with(
-    listener: TcpListener,
-    ctx: Arc<SessionContext>,
-    actions: Actions,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    serve_secure(listener, ctx, actions, Access::default(), shutdown).await
-}
-
 /// Who may connect, and the session analysts query.
 #[derive(Default)]
 pub struct Access {
@@ -232,8 +211,12 @@ pub struct Access {
     pub query_runtime: Option<crate::executor::QueryHandle>,
 }
 
-/// Like [`serve_with`], with users, roles and the analysts' session.
-pub async fn serve_secure(
+/// Serve `ctx` (the admin role's session; `access` says who may connect
+/// and gives the analysts' session) to every client that connects to
+/// `listener` until `shutdown` resolves, with Panorama's own statements
+/// (`REFRESH MATERIALIZED VIEW`, `CALL`) wired to `actions`; then stop
+/// accepting and wait for open connections to end.
+pub async fn serve(
     listener: TcpListener,
     ctx: Arc<SessionContext>,
     actions: Actions,
