@@ -85,7 +85,7 @@ pub fn analyst_session(
     let policy = Arc::new(catalog::masking::MaskPolicy::new(&options.masking));
     let catalog = ctx
         .catalog(CATALOG)
-        .ok_or_else(|| Error::Config("the panorama catalog is missing".into()))?;
+        .ok_or_else(|| Error::Internal("the panorama catalog is missing".into()))?;
     for name in ["raw", "cdp", "resolved", "system"] {
         if let Some(schema) = catalog.schema(name) {
             let masked = catalog::masking::MaskedSchema::new(schema, Arc::clone(&policy));
@@ -149,7 +149,7 @@ fn build(
     // `Arc<T>` calls itself, and reading `pg_roles` overflowed the stack.
     setup_pg_catalog(&ctx, CATALOG, AuthManager::default()).map_err(|e| Error::DataFusion(*e))?;
     ctx.register_udf(functions::version());
-    crate::pgwire::pg_catalog::install(&ctx, CATALOG)?;
+    crate::postgres::catalog::install(&ctx, CATALOG)?;
     for udf in functions::session::functions() {
         ctx.register_udf(udf);
     }
@@ -158,7 +158,7 @@ fn build(
     let analytics =
         AnalyticsSchema::new(lake.clone(), ctx.state(), options.identity.consent.clone());
     ctx.catalog(CATALOG)
-        .ok_or_else(|| Error::Config("the panorama catalog is missing".into()))?
+        .ok_or_else(|| Error::Internal("the panorama catalog is missing".into()))?
         .register_schema("analytics", Arc::new(analytics))?;
     Ok(ctx)
 }

@@ -34,6 +34,7 @@ pub mod keyed;
 pub mod lake;
 pub mod maintenance;
 pub mod pgwire;
+pub mod postgres;
 pub mod privacy;
 pub mod query;
 pub mod redact;

@@ -33,6 +33,7 @@ pub const MONEY_PRECISION: u8 = 12;
 pub const MONEY_SCALE: i8 = 2;
 
 pub mod declared;
+pub mod rows;
 
 /// One of the raw tables landed in the lake: a built-in table (the
 /// constants below) or one a user declared ([`declared`]). A small `Copy`
@@ -227,6 +228,15 @@ impl RawTable {
         Arc::new(Schema::new(fields))
     }
 
+    /// The schema of the table as a Delta table: its file columns, then
+    /// [`DAY_COLUMN`].
+    pub fn delta_schema(self) -> SchemaRef {
+        let schema = self.file_schema();
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(DAY_COLUMN, DataType::Date32, false));
+        Arc::new(Schema::new(fields))
+    }
+
     /// `batch` with the columns of [`RawTable::file_schema`]: rows written
     /// before a column existed (the bundled sample, a lake from an older
     /// release) get it as NULL; a column the table lacks, or of another
@@ -345,7 +355,7 @@ mod tests {
 pub mod cdp {
     use std::sync::Arc;
 
-    use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
     use super::timestamp_type;
 
@@ -360,6 +370,53 @@ pub mod cdp {
     }
     fn money(name: &str) -> Field {
         Field::new(name, DataType::Decimal128(18, 2), true)
+    }
+
+    /// `system.rejects`: rows a load could not use.
+    pub fn rejects() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("load_id", DataType::Utf8, false),
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("source", DataType::Utf8, false),
+            Field::new("line", DataType::Int64, false),
+            Field::new("field", DataType::Utf8, true),
+            Field::new("reason", DataType::Utf8, false),
+            Field::new("raw", DataType::Utf8, true),
+            Field::new(
+                "rejected_at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ]))
+    }
+
+    /// `system.ingests`: one row per file loaded.
+    pub fn ingests() -> SchemaRef {
+        let ts = |n: &str| {
+            Field::new(
+                n,
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            )
+        };
+        Arc::new(Schema::new(vec![
+            Field::new("load_id", DataType::Utf8, false),
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("source", DataType::Utf8, false),
+            Field::new("content_hash", DataType::Utf8, false),
+            Field::new("status", DataType::Utf8, false),
+            Field::new("rows_read", DataType::Int64, false),
+            Field::new("rows_landed", DataType::Int64, false),
+            Field::new("rows_rejected", DataType::Int64, false),
+            ts("started_at"),
+            ts("finished_at"),
+            // Names of the file fields kept in `extra` / left out on request,
+            // comma-separated (NULL: none).
+            Field::new("fields_in_extra", DataType::Utf8, true),
+            Field::new("fields_dropped", DataType::Utf8, true),
+            // Rows not landed: they carry a suppressed identifier.
+            Field::new("rows_suppressed", DataType::Int64, true),
+        ]))
     }
 
     /// `cdp.identity_links`: one row per known identifier.

@@ -5,13 +5,13 @@
 
 use chrono::Utc;
 use panorama::engine::{self, EngineOptions};
-use panorama::generate::rows::TableRows;
 use panorama::identity::consent::ConsentConfig;
 use panorama::identity::{self, IdentityConfig};
 use panorama::ingest;
 use panorama::jobs::{self, Job};
 use panorama::lake::Lake;
 use panorama::schema::RawTable;
+use panorama::schema::rows::TableRows;
 
 use crate::support::*;
 

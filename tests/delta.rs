@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use panorama::generate::rows::TableRows;
 use panorama::generate::{self, GenerateOptions, Output};
 use panorama::identity::{self, IdentityConfig};
 use panorama::ingest;
 use panorama::lake::{Lake, delta, paths};
 use panorama::schema::RawTable;
+use panorama::schema::rows::TableRows;
 use sha2::Digest;
 
 use crate::support::*;

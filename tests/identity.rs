@@ -2,11 +2,11 @@
 //! data, `identity::refresh`, and the `cdp` views read over the Postgres
 //! protocol. Every expected value is written out here.
 
-use panorama::generate::rows::TableRows;
 use panorama::identity::{self, IdentityConfig};
 use panorama::ingest;
 use panorama::lake::Lake;
 use panorama::schema::RawTable;
+use panorama::schema::rows::TableRows;
 
 use crate::support::*;
 

@@ -4,10 +4,10 @@
 //! after the index was built (committed by any writer, at once), files
 //! compacted together, and never a file no commit names.
 
-use panorama::generate::rows::TableRows;
 use panorama::ingest;
 use panorama::lake::{Lake, paths};
 use panorama::schema::RawTable;
+use panorama::schema::rows::TableRows;
 
 use crate::support::*;
 

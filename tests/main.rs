@@ -25,6 +25,7 @@ mod generator;
 mod identity;
 mod incremental;
 mod ingest;
+mod layers;
 mod lookup;
 mod privacy;
 mod psql;

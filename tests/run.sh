@@ -82,7 +82,20 @@ pglast_version=8.8  # bundles libpg_query 18, PostgreSQL 18.6's regression SQL
 if [ ! -e "$corpora/postgres/.fetched-$pglast_version" ]; then
     echo "fetching PostgreSQL's regression SQL (pglast $pglast_version) into $corpora/postgres"
     scratch="$(mktemp -d)"
-    "$venv/bin/pip" download --quiet --no-deps --no-binary :all: "pglast==$pglast_version" -d "$scratch"
+    # The source archive straight from PyPI: `pip download --no-binary`
+    # would build Cython from source to read the archive's metadata.
+    "$venv/bin/python" - "$pglast_version" "$scratch" <<'PY'
+import json, sys, urllib.request
+version, folder = sys.argv[1], sys.argv[2]
+name = f"pglast-{version}.tar.gz"
+index = urllib.request.Request(
+    "https://pypi.org/simple/pglast/",
+    headers={"Accept": "application/vnd.pypi.simple.v1+json"},
+)
+with urllib.request.urlopen(index) as answer:
+    url = next(f["url"] for f in json.load(answer)["files"] if f["filename"] == name)
+urllib.request.urlretrieve(url, f"{folder}/{name}")
+PY
     rm -rf "$corpora/postgres"
     mkdir -p "$corpora/postgres"
     tar -xzf "$scratch/pglast-$pglast_version.tar.gz" -C "$corpora/postgres" --strip-components=5 \

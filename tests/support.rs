@@ -8,7 +8,7 @@ use panorama::engine::{self, EngineOptions};
 use panorama::ingest;
 use panorama::lake::Lake;
 use panorama::schema::RawTable;
-use panorama::generate::rows::TableRows;
+use panorama::schema::rows::TableRows;
 
 /// Microseconds of 2026-01-15T10:00:00Z.
 pub const JAN_15: i64 = 1_768_471_200_000_000;

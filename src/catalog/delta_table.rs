@@ -99,7 +99,7 @@ impl DeltaLakeTable {
         DeltaLakeTable::new(
             lake,
             vec![paths::raw_table_dir(table)],
-            crate::ingest::delta_schema(table),
+            table.delta_schema(),
         )
     }
 }

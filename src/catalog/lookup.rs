@@ -157,7 +157,7 @@ impl LookupTable {
         table: RawTable,
         keys: Vec<usize>,
     ) -> Self {
-        let file_schema = crate::ingest::delta_schema(table);
+        let file_schema = table.delta_schema();
         // The rows are known: no bloom filters to read (Parquet still reads
         // only the pages holding them, through the page index).
         let mut options = TableParquetOptions::default();

@@ -38,7 +38,7 @@ pub use versioned::VersionedTable;
 use object_store::path::Path;
 
 use crate::error::Result;
-use crate::identity::IdentityConfig;
+use crate::identity::config::IdentityConfig;
 use crate::identity::normalize::Country;
 use crate::lake::Lake;
 use crate::schema::{RawTable, cdp};
@@ -115,7 +115,7 @@ pub fn lake_catalog(
                         provider = provider.following(|lake| {
                             lake.raw_tables()
                                 .into_iter()
-                                .map(crate::ingest::files::rejects_dir)
+                                .map(crate::lake::paths::rejects_dir)
                                 .collect()
                         });
                     }
@@ -185,16 +185,16 @@ pub fn system_tables(tables: &[RawTable]) -> Vec<SystemTable> {
         one("refreshes", "system/refreshes", cdp::refreshes()),
         SystemTable {
             name: "ingests",
-            dirs: vec![crate::ingest::files::ingests_dir()],
-            schema: crate::ingest::files::ingests_schema(),
+            dirs: vec![crate::lake::paths::ingests_dir()],
+            schema: crate::schema::cdp::ingests(),
         },
         SystemTable {
             name: "rejects",
             dirs: tables
                 .iter()
-                .map(|t| crate::ingest::files::rejects_dir(*t))
+                .map(|t| crate::lake::paths::rejects_dir(*t))
                 .collect(),
-            schema: crate::ingest::files::rejects_schema(),
+            schema: crate::schema::cdp::rejects(),
         },
         one("job_runs", "system/job_runs", cdp::job_runs()),
         one(

@@ -30,7 +30,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
 
 use super::profile_index::{ProfileIndex, ProfileIndexCache};
-use crate::identity::IdentityConfig;
+use crate::identity::config::IdentityConfig;
 use crate::identity::normalize::{self, Country, Invalid, Normalize};
 use crate::lake::Lake;
 

@@ -98,7 +98,7 @@ pub fn json_get_str() -> ScalarUDF {
             let out: StringArray = json
                 .iter()
                 .zip(path.iter())
-                .map(|(j, p)| match json_at(j?, p?.split('.'))? {
+                .map(|(j, p)| match normalize::json_at(j?, p?.split('.'))? {
                     serde_json::Value::String(s) => Some(s),
                     serde_json::Value::Number(n) => Some(n.to_string()),
                     serde_json::Value::Bool(b) => Some(b.to_string()),
@@ -120,20 +120,6 @@ pub fn normalizer_name(kind: Normalize) -> &'static str {
         Normalize::Exact => "normalize_exact",
         Normalize::Digits => "normalize_digits",
     }
-}
-
-/// The value at a path of keys inside a JSON text; `None` when the text is
-/// not JSON or a key is missing. Shared by `json_get_str` and the identity
-/// sources read from JSON columns.
-pub fn json_at<'a>(
-    json: &str,
-    path: impl IntoIterator<Item = &'a str>,
-) -> Option<serde_json::Value> {
-    let mut value: serde_json::Value = serde_json::from_str(json).ok()?;
-    for key in path {
-        value = value.get_mut(key)?.take();
-    }
-    Some(value)
 }
 
 /// A function's result: a scalar when every argument was one.

@@ -10,7 +10,6 @@
 //! model and its proportions.
 
 pub mod model;
-pub mod rows;
 pub mod sim;
 
 use std::collections::BTreeMap;

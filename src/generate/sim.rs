@@ -12,8 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use super::model::*;
-use super::rows::TableRows;
 use crate::schema::RawTable;
+use crate::schema::rows::TableRows;
 
 /// Sizes of a generated population.
 #[derive(Debug, Clone, Copy)]

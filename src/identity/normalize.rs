@@ -113,10 +113,24 @@ pub fn identifier(
     }
 }
 
+/// The value at a path of keys inside a JSON text; `None` when the text is
+/// not JSON or a key is missing. Shared by SQL's `json_get_str` and the
+/// identity sources read from JSON columns.
+pub fn json_at<'a>(
+    json: &str,
+    path: impl IntoIterator<Item = &'a str>,
+) -> Option<serde_json::Value> {
+    let mut value: serde_json::Value = serde_json::from_str(json).ok()?;
+    for key in path {
+        value = value.get_mut(key)?.take();
+    }
+    Some(value)
+}
+
 /// The text or number at `path` of a JSON text (an identifier source's
 /// `json_path`); `None` when absent or of another JSON type.
 pub fn at_json_path(json: &str, path: &[String]) -> Option<String> {
-    match crate::functions::json_at(json, path.iter().map(String::as_str))? {
+    match json_at(json, path.iter().map(String::as_str))? {
         serde_json::Value::String(s) => Some(s),
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,

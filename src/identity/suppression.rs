@@ -292,7 +292,7 @@ impl Sources {
                 let raw = column.value(i);
                 let value = match &source.json_path {
                     Some(path) => {
-                        match crate::functions::json_at(raw, path.iter().map(String::as_str))? {
+                        match super::normalize::json_at(raw, path.iter().map(String::as_str))? {
                             serde_json::Value::String(s) => s,
                             serde_json::Value::Number(n) => n.to_string(),
                             _ => return None,

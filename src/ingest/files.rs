@@ -24,8 +24,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::{sort_to_indices, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use object_store::path::Path;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -33,11 +32,11 @@ use super::computed::Failure;
 use super::read::{Block, Item, format_of, read_blocks};
 use super::{Landed, land_once};
 use crate::error::{Error, Result};
-use crate::generate::rows::TableRows;
 use crate::identity::IdentityConfig;
 use crate::identity::normalize::{self, Country, Normalize};
 use crate::lake::Lake;
 use crate::schema::declared::LOADED_AT;
+use crate::schema::rows::TableRows;
 use crate::schema::{EXTRA_COLUMN, RawTable, utc_timestamps};
 
 /// Rows per landed chunk: bounds memory for files of any size.
@@ -575,62 +574,8 @@ impl Typed<'_> {
     }
 }
 
-/// Folder of rejected rows of a table.
-pub fn rejects_dir(table: RawTable) -> Path {
-    Path::from(format!("rejects/{table}"))
-}
-
-/// Folder of `system.ingests`.
-pub fn ingests_dir() -> Path {
-    Path::from("system/ingests")
-}
-
-/// `system.rejects`: rows a load could not use.
-pub fn rejects_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("load_id", DataType::Utf8, false),
-        Field::new("table_name", DataType::Utf8, false),
-        Field::new("source", DataType::Utf8, false),
-        Field::new("line", DataType::Int64, false),
-        Field::new("field", DataType::Utf8, true),
-        Field::new("reason", DataType::Utf8, false),
-        Field::new("raw", DataType::Utf8, true),
-        Field::new(
-            "rejected_at",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-    ]))
-}
-
-/// `system.ingests`: one row per file loaded.
-pub fn ingests_schema() -> SchemaRef {
-    let ts = |n: &str| {
-        Field::new(
-            n,
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        )
-    };
-    Arc::new(Schema::new(vec![
-        Field::new("load_id", DataType::Utf8, false),
-        Field::new("table_name", DataType::Utf8, false),
-        Field::new("source", DataType::Utf8, false),
-        Field::new("content_hash", DataType::Utf8, false),
-        Field::new("status", DataType::Utf8, false),
-        Field::new("rows_read", DataType::Int64, false),
-        Field::new("rows_landed", DataType::Int64, false),
-        Field::new("rows_rejected", DataType::Int64, false),
-        ts("started_at"),
-        ts("finished_at"),
-        // Names of the file fields kept in `extra` / left out on request,
-        // comma-separated (NULL: none).
-        Field::new("fields_in_extra", DataType::Utf8, true),
-        Field::new("fields_dropped", DataType::Utf8, true),
-        // Rows not landed: they carry a suppressed identifier.
-        Field::new("rows_suppressed", DataType::Int64, true),
-    ]))
-}
+pub use crate::lake::paths::{ingests_dir, rejects_dir};
+pub use crate::schema::cdp::{ingests as ingests_schema, rejects as rejects_schema};
 
 /// Whether a load with this hash was committed before.
 async fn loaded_before(lake: &Lake, hash: &str) -> Result<bool> {

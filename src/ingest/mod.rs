@@ -16,7 +16,7 @@
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, TimestampMicrosecondArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use std::sync::Arc;
 
@@ -101,13 +101,9 @@ fn with_day(batch: &RecordBatch, table: RawTable) -> Result<RecordBatch> {
         .map_err(|e| Error::arrow(format!("dating rows of raw.{table}"), e))
 }
 
-/// The schema of a raw table as a Delta table: its file columns, then
-/// `date`.
-pub fn delta_schema(table: RawTable) -> Arc<Schema> {
-    let schema = table.file_schema();
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(DAY_COLUMN, DataType::Date32, false));
-    Arc::new(Schema::new(fields))
+/// The schema of a raw table as a Delta table ([`RawTable::delta_schema`]).
+pub fn delta_schema(table: RawTable) -> SchemaRef {
+    table.delta_schema()
 }
 
 /// The codec of a raw table's files. The CRM and the catalogue

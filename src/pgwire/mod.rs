@@ -19,8 +19,6 @@ mod floats;
 mod limits;
 mod naming;
 pub mod panics;
-pub mod pg_catalog;
-mod pg_functions;
 mod planned;
 pub mod rewrite;
 mod savepoints;

@@ -785,11 +785,11 @@ impl VisitorMut for Rules<'_> {
     }
 
     /// `pg_locks` and the other relations Panorama adds to `pg_catalog`
-    /// (`super::pg_catalog::EXTRA_TABLES`), named without their schema:
+    /// (`crate::postgres::catalog::EXTRA_TABLES`), named without their schema:
     /// `datafusion-pg-catalog` qualifies only its own.
     fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
         if relation.0.len() == 1
-            && super::pg_catalog::EXTRA_TABLES.contains(&last_part(relation).as_str())
+            && crate::postgres::catalog::EXTRA_TABLES.contains(&last_part(relation).as_str())
         {
             relation.0.insert(
                 0,

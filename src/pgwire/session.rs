@@ -43,10 +43,7 @@ use datafusion_postgres::pgwire::messages::startup::ParameterStatus;
 
 use super::auth::Role;
 use super::statements::error;
-
-use crate::functions::{
-    POSTGRES_VERSION as SERVER_VERSION, POSTGRES_VERSION_NUM as SERVER_VERSION_NUM,
-};
+use crate::postgres::settings::fixed;
 
 /// Parameters `datafusion-postgres` stores and shows itself.
 const DELEGATED: &[&str] = &[
@@ -92,68 +89,6 @@ const KEPT: &[&str] = &[
     "enable_mergejoin",
     "timezone_abbreviations",
 ];
-
-/// Read-only parameters and what they show, unless set in the connection.
-const FIXED: &[(&str, &str)] = &[
-    ("server_version_num", SERVER_VERSION_NUM),
-    ("transaction_isolation", "read committed"),
-    ("default_transaction_isolation", "read committed"),
-    ("standard_conforming_strings", "on"),
-    ("integer_datetimes", "on"),
-    ("max_identifier_length", "63"),
-    ("client_encoding", "UTF8"),
-    ("server_encoding", "UTF8"),
-    ("client_min_messages", "notice"),
-    ("lc_collate", "C.UTF-8"),
-    ("lc_ctype", "C.UTF-8"),
-    ("lc_messages", "C.UTF-8"),
-    ("lc_monetary", "C.UTF-8"),
-    ("lc_numeric", "C.UTF-8"),
-    ("lc_time", "C.UTF-8"),
-    ("block_size", "8192"),
-    ("max_index_keys", "32"),
-    ("default_transaction_read_only", "off"),
-    ("transaction_read_only", "off"),
-    ("lock_timeout", "0"),
-    ("idle_in_transaction_session_timeout", "0"),
-    ("idle_session_timeout", "0"),
-    ("is_superuser", "on"),
-];
-
-fn server_version() -> String {
-    format!("{SERVER_VERSION} (Panorama {})", env!("CARGO_PKG_VERSION"))
-}
-
-fn fixed(name: &str) -> Option<String> {
-    if name == "server_version" {
-        return Some(server_version());
-    }
-    FIXED
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.to_string())
-}
-
-/// Every parameter with a server-wide value, for `pg_settings`: the fixed
-/// ones and the defaults of those a connection may set.
-pub(super) fn fixed_settings() -> Vec<(&'static str, String)> {
-    let defaults = [
-        ("TimeZone", "UTC"),
-        ("DateStyle", "ISO, MDY"),
-        ("search_path", "\"$user\", public"),
-        ("statement_timeout", "0"),
-        ("extra_float_digits", "1"),
-        ("bytea_output", "hex"),
-    ];
-    std::iter::once(("server_version", server_version()))
-        .chain(
-            FIXED
-                .iter()
-                .chain(&defaults)
-                .map(|(n, v)| (*n, v.to_string())),
-        )
-        .collect()
-}
 
 /// Where a `SHOW` or `SET` goes.
 enum Route {

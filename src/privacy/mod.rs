@@ -224,7 +224,7 @@ async fn erase(
     // the rows, how its files are written), in the order above.
     let mut deletes = Vec::new();
     for table in lake.raw_tables() {
-        let dir = crate::ingest::files::rejects_dir(table);
+        let dir = crate::lake::paths::rejects_dir(table);
         let mentions = people.mentioned_in("raw");
         deletes.push((
             "system.rejects".into(),

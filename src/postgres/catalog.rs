@@ -19,7 +19,7 @@
 //!   (pgjdbc's `getImportedKeys`) and `unnest(indkey)` (SQLAlchemy's
 //!   `get_pk_constraint`) plan; `pg_class` has `reloptions` (NULL).
 //!
-//! with the functions of [`super::pg_functions`] that clients call.
+//! with the functions of [`super::functions`] that clients call.
 //!
 //! Each corrected table is read from the original (the catalogs are small)
 //! and patched in memory, so OIDs stay those the rest of `pg_catalog`
@@ -53,7 +53,7 @@ pub fn install(ctx: &SessionContext, catalog: &str) -> Result<()> {
         .schema("pg_catalog")
         .ok_or_else(|| DataFusionError::Configuration("pg_catalog must be set up first".into()))?;
     provider.register_schema("pg_catalog", Arc::new(Overlay { inner, catalogs }))?;
-    for udf in super::pg_functions::functions() {
+    for udf in super::functions::functions() {
         ctx.register_udf(udf);
     }
     Ok(())
@@ -1047,7 +1047,7 @@ fn namespaces(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
 
 /// `pg_settings`: every setting `SHOW` knows, with its value.
 fn settings(schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
-    let rows = super::session::fixed_settings();
+    let rows = super::settings::fixed_settings();
     let columns = schema
         .fields()
         .iter()

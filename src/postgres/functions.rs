@@ -13,9 +13,9 @@
 //!   own catalogs get no definition either);
 //! - `pg_expandarray(array)`: a list of `(x, n)` structs, the elements
 //!   and their positions (`information_schema._pg_expandarray` becomes
-//!   `unnest(pg_expandarray(…))`, see [`super::rewrite`]);
+//!   `unnest(pg_expandarray(…))`, see `crate::pgwire::rewrite`);
 //! - `pg_like_escape(pattern, escape)`: a `LIKE` pattern written with
-//!   another escape character, in backslash form (see [`super::rewrite`]);
+//!   another escape character, in backslash form (see `crate::pgwire::rewrite`);
 //! - what BI tools ask when they connect (`tests/bi_catalog.rs`):
 //!   `pg_postmaster_start_time()`, `pg_is_in_recovery()` and
 //!   `pg_is_wal_replay_paused()` (false), `txid_current()`, `age(xid)` (0),
@@ -381,7 +381,7 @@ impl ScalarUDFImpl for Udf {
                     .as_any()
                     .downcast_ref::<StringArray>()
                     .ok_or_else(|| DataFusionError::Internal("current_setting: not text".into()))?;
-                let settings = super::session::fixed_settings();
+                let settings = super::settings::fixed_settings();
                 let mut out = Vec::with_capacity(n);
                 for name in names.iter() {
                     let Some(name) = name else {
@@ -411,7 +411,7 @@ impl ScalarUDFImpl for Udf {
                 let text = |a: &ArrayRef| datafusion::arrow::compute::cast(a, &DataType::Utf8);
                 let (names, values) = (text(&arrays[0])?, text(&arrays[1])?);
                 let (names, values) = (names.as_string::<i32>(), values.as_string::<i32>());
-                let settings = super::session::fixed_settings();
+                let settings = super::settings::fixed_settings();
                 let mut out = Vec::with_capacity(n);
                 for (name, value) in names.iter().zip(values.iter()) {
                     let (Some(name), Some(value)) = (name, value) else {
