@@ -29,6 +29,7 @@ use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::types::format::FormatOptions;
 
 use crate::executor::{QueryHandle, Unfinished};
+use crate::functions::session::CONNECTION;
 
 /// The last hook: plans in a task the statement's deadline can abandon.
 pub struct PlannedHook {
@@ -92,6 +93,15 @@ pub async fn run_planned<T: Send + 'static>(
     work: impl std::future::Future<Output = PgWireResult<T>> + Send + 'static,
 ) -> PgWireResult<T> {
     let limit = super::limits::timeout(client);
+    // The connection's user and pid, which planning fixes into the plan
+    // (`crate::functions::session`), go along to the planning task.
+    let connection = CONNECTION.try_with(Arc::clone).ok();
+    let work = async move {
+        match connection {
+            Some(connection) => CONNECTION.scope(connection, work).await,
+            None => work.await,
+        }
+    };
     match crate::executor::spawn_within(runtime, limit, work).await {
         Ok(answer) => answer,
         Err(Unfinished::TimedOut) => Err(super::statements::error(
