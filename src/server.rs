@@ -112,7 +112,7 @@ impl Builder {
         }
         let tls = match &config.tls {
             Some(tls) => Some(pgwire::tls::acceptor(tls).map_err(|e| {
-                Error::Config(format!("[tls]: {e} (the server does not start without it)"))
+                Error::Config(format!("loading [tls]: {e} (the server does not start without it)"))
             })?),
             None => None,
         };
