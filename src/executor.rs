@@ -315,12 +315,10 @@ mod tests {
     }
 
     /// Work that never yields: what planning a pathological statement is.
-    fn busy_for(duration: std::time::Duration) -> impl Future<Output = ()> + Send + 'static {
-        async move {
-            let started = std::time::Instant::now();
-            while started.elapsed() < duration {
-                std::hint::spin_loop();
-            }
+    async fn busy_for(duration: std::time::Duration) {
+        let started = std::time::Instant::now();
+        while started.elapsed() < duration {
+            std::hint::spin_loop();
         }
     }
 
