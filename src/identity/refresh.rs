@@ -18,7 +18,7 @@ use super::changes::{self, Visibility};
 use super::config::IdentityConfig;
 use super::facts::Facts;
 use super::graph::{
-    Edge, Graph, NONE as NO_PROFILE, NodeId, Previous, Rejection, Resolution, TypeRule,
+    Edge, Graph, NONE as NO_PROFILE, NodeId, Previous, Rejection, Resolution, TypeRule, Usable,
 };
 use super::interner::Interner;
 use super::partial;
@@ -300,7 +300,7 @@ impl Saving {
     async fn done(mut self) -> Result<()> {
         (&mut self.0)
             .await
-            .map_err(|e| Error::Config(format!("writing the refresh state stopped: {e}")))?
+            .map_err(|e| Error::Internal(format!("writing the refresh state stopped: {e}")))?
     }
 }
 
@@ -339,6 +339,55 @@ fn stored_format(m: &Manifest) -> Option<u64> {
     settings.get("state_format")?.as_u64()
 }
 
+/// One refresh, carried through its phases ([`run`]): list the inputs,
+/// load them, resolve, write the new version's views, commit.
+struct Refresh<'a> {
+    lake: &'a Lake,
+    config: &'a IdentityConfig,
+    now: DateTime<Utc>,
+    previous: Option<Manifest>,
+    version: u64,
+    /// Names this attempt's folders apart from an earlier attempt's.
+    run: String,
+    settings: String,
+    /// Each identity table's Delta version as listed.
+    raw_versions: BTreeMap<String, u64>,
+    report: RefreshReport,
+}
+
+/// The raw files a refresh reads.
+struct Inputs {
+    /// Every file of the identity tables, by path.
+    files: BTreeMap<String, RawFile>,
+    /// Why every file is read; `None`: only `new_files`.
+    reason: Option<String>,
+    new_files: Vec<RawFile>,
+}
+
+/// What resolution decided, for the writes.
+struct Resolved {
+    resolution: Resolution,
+    /// Only what changed, when a delta layer of each view is written.
+    changes: Option<changes::Changes>,
+    /// The stored cells read while a part was resolved again.
+    prefetched: Option<Vec<(usize, RecordBatch)>>,
+    /// The configured blocked values (lower-cased), and sorted.
+    blocked: HashSet<String>,
+    blocked_values: Vec<String>,
+    cutoff: i64,
+}
+
+/// The folders the new version's tables are written to.
+struct Folders {
+    links: Path,
+    profiles: Path,
+    state: Path,
+    rejections: Path,
+    merges: Path,
+    removed_links: Path,
+    removed_profiles: Path,
+}
+
 async fn run(
     lake: &Lake,
     config: &IdentityConfig,
@@ -346,127 +395,457 @@ async fn run(
     now: DateTime<Utc>,
     progress: &mut impl FnMut(&str),
 ) -> Result<RefreshReport> {
-    let phase = std::time::Instant::now();
+    let started = std::time::Instant::now();
     let previous = Manifest::load(lake).await?;
-    let version = previous.as_ref().map_or(1, |m| m.version + 1);
-    let run = Uuid::new_v4().simple().to_string()[..8].to_string();
-    let settings = state_settings(config);
-
+    let mut refresh = Refresh {
+        lake,
+        config,
+        now,
+        version: previous.as_ref().map_or(1, |m| m.version + 1),
+        run: Uuid::new_v4().simple().to_string()[..8].to_string(),
+        settings: state_settings(config),
+        previous,
+        raw_versions: BTreeMap::new(),
+        report: RefreshReport::default(),
+    };
     // 1. Which raw files to read: all, or those landed since the last commit.
-    let probe = Scan::new(config, Interner::default(), Facts::default())?;
-    // The tables listed together: on a local disk whose metadata the
-    // kernel no longer caches (after a full refresh, say), each listing
-    // mostly waits on the disk, for a second or more at scale 1,000.
-    let tables: Vec<RawTable> = lake
-        .raw_tables()
-        .into_iter()
-        .filter(|&t| probe.reads(t))
-        .collect();
-    let listed = futures::future::try_join_all(
-        tables
-            .iter()
-            .map(|&table| async move { delta::files(lake, &paths::raw_table_dir(table)).await }),
-    )
-    .await?;
-    let mut files: BTreeMap<String, RawFile> = BTreeMap::new();
-    let mut raw_versions = BTreeMap::new();
-    for (&table, listed) in tables.iter().zip(listed) {
-        if let Some(version) = listed.version {
-            raw_versions.insert(table.name().to_string(), version);
-        }
-        for file in listed.files {
-            let path = lake.relative(&file.meta.location).to_string();
-            files.insert(
-                path,
-                RawFile {
-                    table,
-                    meta: file.meta,
-                },
-            );
-        }
-    }
-    let mut reason = match mode {
-        Mode::Full => Some("requested".to_string()),
-        Mode::Incremental => full_rebuild_reason(previous.as_ref(), &settings, &files),
-    };
-    let mut new_files = Vec::new();
-    if let (None, Some(m)) = (&reason, &previous) {
-        match committed_since(lake, m, &tables, &raw_versions, &files).await? {
-            Ok(new) => new_files = new,
-            Err(why) => reason = Some(why),
-        }
-    }
-    let mut report = RefreshReport {
-        version,
-        full: reason.is_some(),
-        full_reason: reason.clone(),
-        ..RefreshReport::default()
-    };
-    let loaded = match (&reason, &previous) {
-        (None, Some(m)) => {
-            let new = std::mem::take(&mut new_files);
-            load_incremental(lake, config, m, new, progress, &mut report).await?
-        }
-        _ => {
-            progress(&format!(
-                "rebuilding from all raw data ({})",
-                reason.as_deref().unwrap_or("full")
-            ));
-            let all = files.values().cloned().collect();
-            let state_dir = version_dir(STATE_TABLE, version, &run);
-            load_full(
-                lake,
-                config,
-                previous.as_ref(),
-                all,
-                &state_dir,
-                progress,
-                &mut report,
-            )
-            .await?
-        }
-    };
+    let inputs = refresh.list_inputs(mode).await?;
     let Loaded {
         graph,
-        mut facts,
+        facts,
         previous: previous_ids,
         before,
         saving,
-    } = loaded;
-    // Shared with a partial resolution: the identifiers outside its part
-    // kept these ids.
-    let previous_ids = Arc::new(previous_ids);
-    report.identifiers = graph.len();
-    report.links = graph.edges.len();
-
+    } = refresh.load(inputs, progress).await?;
+    refresh.report.identifiers = graph.len();
+    refresh.report.links = graph.edges.len();
     // 2. Resolve, with the configured and the administrators' blocks.
-    progress("resolving identities");
-    let blocked: HashSet<String> = config
-        .blocked_values
-        .iter()
-        .map(|v| v.trim().to_lowercase())
-        .collect();
-    let admin = blocks::load(lake).await?;
+    let resolved = refresh
+        .resolve(&graph, &facts, previous_ids, before.as_ref(), progress)
+        .await?;
+    refresh.report.graph_ms = started.elapsed().as_millis() as u64;
+    let writing = std::time::Instant::now();
+    // 3. and 4. Plan and write the new version's views.
+    let manifest = refresh
+        .write(&graph, facts, before.as_ref(), saving, resolved, progress)
+        .await?;
+    // 5. Commit: one atomic switch of the manifest.
+    manifest.commit(lake).await?;
+    progress("committed");
+    collect_garbage(lake, manifest.folders(), manifest.version).await?;
+    refresh.report.views_ms = writing.elapsed().as_millis() as u64;
+    Ok(refresh.report)
+}
+
+impl Refresh<'_> {
+    /// List the identity tables' files; decide whether every one is read
+    /// (and why) or only those committed since the last refresh.
+    async fn list_inputs(&mut self, mode: Mode) -> Result<Inputs> {
+        let lake = self.lake;
+        let probe = Scan::new(self.config, Interner::default(), Facts::default())?;
+        // The tables listed together: on a local disk whose metadata the
+        // kernel no longer caches (after a full refresh, say), each listing
+        // mostly waits on the disk, for a second or more at scale 1,000.
+        let tables: Vec<RawTable> = lake
+            .raw_tables()
+            .into_iter()
+            .filter(|&t| probe.reads(t))
+            .collect();
+        let listed =
+            futures::future::try_join_all(tables.iter().map(|&table| async move {
+                delta::files(lake, &paths::raw_table_dir(table)).await
+            }))
+            .await?;
+        let mut files: BTreeMap<String, RawFile> = BTreeMap::new();
+        for (&table, listed) in tables.iter().zip(listed) {
+            if let Some(version) = listed.version {
+                self.raw_versions.insert(table.name().to_string(), version);
+            }
+            for file in listed.files {
+                let path = lake.relative(&file.meta.location).to_string();
+                files.insert(
+                    path,
+                    RawFile {
+                        table,
+                        meta: file.meta,
+                    },
+                );
+            }
+        }
+        let mut reason = match mode {
+            Mode::Full => Some("requested".to_string()),
+            Mode::Incremental => {
+                full_rebuild_reason(self.previous.as_ref(), &self.settings, &files)
+            }
+        };
+        let mut new_files = Vec::new();
+        if let (None, Some(m)) = (&reason, &self.previous) {
+            match committed_since(lake, m, &tables, &self.raw_versions, &files).await? {
+                Ok(new) => new_files = new,
+                Err(why) => reason = Some(why),
+            }
+        }
+        self.report = RefreshReport {
+            version: self.version,
+            full: reason.is_some(),
+            full_reason: reason.clone(),
+            ..RefreshReport::default()
+        };
+        Ok(Inputs {
+            files,
+            reason,
+            new_files,
+        })
+    }
+
+    /// Read the inputs: the new files on top of the stored state, or every
+    /// file into a new state.
+    async fn load(&mut self, inputs: Inputs, progress: &mut impl FnMut(&str)) -> Result<Loaded> {
+        let (lake, config) = (self.lake, self.config);
+        match (&inputs.reason, &self.previous) {
+            (None, Some(m)) => {
+                load_incremental(
+                    lake,
+                    config,
+                    m,
+                    inputs.new_files,
+                    progress,
+                    &mut self.report,
+                )
+                .await
+            }
+            _ => {
+                progress(&format!(
+                    "rebuilding from all raw data ({})",
+                    inputs.reason.as_deref().unwrap_or("full")
+                ));
+                let all = inputs.files.into_values().collect();
+                let state_dir = version_dir(STATE_TABLE, self.version, &self.run);
+                let previous = self.previous.as_ref();
+                load_full(
+                    lake,
+                    config,
+                    previous,
+                    all,
+                    &state_dir,
+                    progress,
+                    &mut self.report,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Resolve the graph, with the configured and the administrators'
+    /// blocks: again only what the new rows can change when a delta layer
+    /// is written, else everything; and find what changed.
+    async fn resolve(
+        &mut self,
+        graph: &Graph,
+        facts: &Facts,
+        previous_ids: Previous,
+        before: Option<&Stored>,
+        progress: &mut impl FnMut(&str),
+    ) -> Result<Resolved> {
+        let (lake, config) = (self.lake, self.config);
+        let previous = self.previous.as_ref();
+        // Shared with a partial resolution: the identifiers outside its
+        // part kept these ids.
+        let previous_ids = Arc::new(previous_ids);
+        progress("resolving identities");
+        let blocked: HashSet<String> = config
+            .blocked_values
+            .iter()
+            .map(|v| v.trim().to_lowercase())
+            .collect();
+        let admin = blocks::load(lake).await?;
+        let resolving = std::time::Instant::now();
+        let mut blocked_values: Vec<String> = blocked.iter().cloned().collect();
+        blocked_values.sort_unstable();
+        let stored = (before, previous, &*previous_ids);
+        let usable = usable_links(config, graph, &admin, &blocked, &blocked_values, stored);
+        // An incremental refresh that writes a delta resolves again only
+        // what the new rows can change; a compaction, or a cut-off moved
+        // back (idle profiles could come back into view), resolves
+        // everything.
+        let cutoff = profiles::anonymous_cutoff(config, self.now.timestamp_micros());
+        let layer_room =
+            |m: &Manifest| m.deltas_of("profiles").len() < config.max_delta_layers as usize;
+        let writes_delta =
+            |m: &Manifest| layer_room(m) && m.anonymous_cutoff.is_none_or(|c| c <= cutoff);
+        let part = match (before, previous) {
+            (Some(b), Some(m)) if writes_delta(m) => {
+                let seeds = (b.keys..facts.len()).flat_map(|k| facts.key_nodes(k).iter().copied());
+                partial::touched_part(graph, &usable, &previous_ids, b.nodes, seeds)
+            }
+            _ => None,
+        };
+        // What to write: only what changed (a delta layer of each view),
+        // or everything (a full refresh, a compaction).
+        let visibility = Visibility::new(config, cutoff);
+        let compared = |resolution: &Resolution, touching: Option<&[bool]>| match (before, previous)
+        {
+            (Some(b), Some(m)) if layer_room(m) => {
+                let changes = changes::compare(
+                    graph,
+                    facts,
+                    resolution,
+                    &changes::Before {
+                        nodes: b.nodes,
+                        keys: b.keys,
+                        cutoff: m.anonymous_cutoff.unwrap_or(cutoff),
+                        previous: &previous_ids,
+                        touching,
+                    },
+                    visibility,
+                );
+                let share = changes.rewritten() as f64 / resolution.profiles.max(1) as f64;
+                (share <= config.max_delta_share).then_some(changes)
+            }
+            _ => None,
+        };
+        let report = &mut self.report;
+        let (mut resolution, changes, prefetched) = match (part, before) {
+            (Some(scope), Some(b)) => {
+                progress(&format!(
+                    "resolving again the {} of {} identifiers the new data can change",
+                    scope.nodes.len(),
+                    graph.len()
+                ));
+                // The stored cells of the keys touching the part (those of
+                // the changed profiles among them) are read meanwhile.
+                let touching = scope.touching_keys(facts, b.keys);
+                let reading = async {
+                    let keep = |k: u32| touching.get(k as usize).copied().unwrap_or(false);
+                    state::read_cells(lake, &b.layers, facts.len(), keep).await
+                };
+                let working = async {
+                    let resolution = partial::resolve_within(graph, &usable, &previous_ids, scope);
+                    report.resolve_ms = resolving.elapsed().as_millis() as u64;
+                    let changes = compared(&resolution, Some(&touching));
+                    Ok::<_, Error>((resolution, changes))
+                };
+                let ((resolution, changes), kept) = both(working, reading).await?;
+                (resolution, changes, Some(kept))
+            }
+            _ => {
+                let resolution = graph.resolve_allowed(&usable, &previous_ids);
+                report.resolve_ms = resolving.elapsed().as_millis() as u64;
+                let changes = compared(&resolution, None);
+                (resolution, changes, None)
+            }
+        };
+        if changes.is_none() && resolution.scope().is_some() {
+            // Too much changed for a delta: whole views need every profile.
+            progress("resolving every identity (too much changed for a delta)");
+            resolution = graph.resolve_allowed(&usable, &previous_ids);
+        }
+        count(report, &resolution);
+        Ok(Resolved {
+            resolution,
+            changes,
+            prefetched,
+            blocked,
+            blocked_values,
+            cutoff,
+        })
+    }
+
+    /// Where the new version's tables go.
+    fn folders(&self) -> Folders {
+        let dir = |table: &str| version_dir(table, self.version, &self.run);
+        let removed = |table: &str| removed_dir(table, self.version, &self.run);
+        Folders {
+            links: dir("identity_links"),
+            profiles: dir("profiles"),
+            state: dir(STATE_TABLE),
+            rejections: dir("identity_rejections"),
+            merges: dir("profile_merges"),
+            removed_links: removed("identity_links"),
+            removed_profiles: removed("profiles"),
+        }
+    }
+
+    /// The new version's manifest, before its tables are named.
+    fn manifest(&mut self, cutoff: i64, blocked_values: Vec<String>) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            version: self.version,
+            committed_at: self.now.to_rfc3339(),
+            tables: BTreeMap::new(),
+            raw_files: BTreeMap::new(),
+            raw_versions: std::mem::take(&mut self.raw_versions),
+            identity_settings: Some(self.settings.clone()),
+            views_format: VIEWS_FORMAT,
+            deltas: BTreeMap::new(),
+            anonymous_cutoff: Some(cutoff),
+            blocked_values: Some(blocked_values),
+        }
+    }
+
+    /// Write the new version's views and state — only what changed (a
+    /// delta layer of each), or everything — and return the manifest that
+    /// commits them.
+    async fn write(
+        &mut self,
+        graph: &Graph,
+        mut facts: Arc<Facts>,
+        before: Option<&Stored>,
+        saving: Option<Saving>,
+        resolved: Resolved,
+        progress: &mut impl FnMut(&str),
+    ) -> Result<Manifest> {
+        let (lake, config, version) = (self.lake, self.config, self.version);
+        let now_micros = self.now.timestamp_micros();
+        let Resolved {
+            resolution,
+            changes,
+            prefetched,
+            blocked,
+            blocked_values,
+            cutoff,
+        } = resolved;
+        let sources = views::Sources {
+            lake,
+            config,
+            graph,
+            resolution: &resolution,
+            blocked: &blocked,
+            now_micros,
+        };
+        let folders = self.folders();
+        let mut manifest = self.manifest(cutoff, blocked_values);
+        let previous = self.previous.as_ref();
+        let old_merges = previous
+            .and_then(|m| m.tables.get("profile_merges"))
+            .map(String::as_str);
+        // Only what changed (a delta layer), or everything.
+        let delta = match (&changes, before, previous) {
+            (Some(c), Some(b), Some(m)) => Some((c, b, m)),
+            _ => None,
+        };
+        self.report.delta = delta.is_some();
+        self.report.rewritten_profiles = changes
+            .as_ref()
+            .map_or(resolution.profiles, |c| c.rewritten());
+        if before.is_some() {
+            progress("reading the stored facts of the changed profiles");
+        }
+        let Writes {
+            linked,
+            select,
+            layer,
+            assignment,
+        } = writes(graph, &resolution, delta, progress);
+        let main_work = async {
+            views::links(&sources, &linked, &folders.links).await?;
+            if let Some((c, _, _)) = delta {
+                views::removed_links(&sources, &c.unlinked, &folders.removed_links).await?;
+            }
+            views::rejections(&sources, &folders.rejections).await?;
+            views::merges(&sources, old_merges, version, &folders.merges).await
+        };
+        // The profiles and the state need the facts, topped up first (after
+        // an incremental refresh) with the stored cells of the keys whose
+        // profiles are written (all of them for whole views): that runs
+        // while the links are written, and while the profiles written again
+        // are sorted and their keys gathered.
+        let facts_work = async {
+            let plan = |keys| profiles::plan(config, graph, &resolution, now_micros, keys);
+            let planned = match (before, select) {
+                (None, _) => plan(profiles::Keys::All(&facts))?,
+                (Some(b), Some(select)) => {
+                    let facts = only_owner(&mut facts)?;
+                    let top_up = top_up(lake, b, facts, changes.as_ref(), prefetched);
+                    let selected = async { plan(profiles::Keys::Selected(select)) };
+                    both(selected, top_up).await?.0
+                }
+                (Some(b), None) => {
+                    let owned = only_owner(&mut facts)?;
+                    top_up(lake, b, owned, changes.as_ref(), prefetched).await?;
+                    plan(profiles::Keys::All(&facts))?
+                }
+            };
+            let facts: &Facts = &facts;
+            let profiles_work = async {
+                views::profiles(&sources, planned.with(facts), &folders.profiles).await?;
+                match delta {
+                    Some((c, _, _)) => {
+                        views::removed_profiles(
+                            lake,
+                            &c.removed_profiles,
+                            &folders.removed_profiles,
+                        )
+                        .await
+                    }
+                    None => Ok(()),
+                }
+            };
+            let state_work = async {
+                match saving {
+                    Some(saving) => {
+                        state::save_assignment(lake, &folders.state, &assignment).await?;
+                        saving.done().await
+                    }
+                    None => {
+                        state::save(lake, &folders.state, graph, facts, layer, &assignment).await
+                    }
+                }
+            };
+            both(profiles_work, state_work).await.map(|_| ())
+        };
+        // Old versions the committed one does not use go meanwhile:
+        // deleting files is mostly waiting on the disk (a second for a whole
+        // version on this VM), and the last commit stays readable whatever
+        // happens next. What the new version stops using goes after the
+        // commit.
+        let early_garbage = async {
+            if let Some(m) = previous {
+                // An error here is met again, and reported, after the commit.
+                let _ = collect_garbage(lake, m.folders(), version).await;
+            }
+            Ok(())
+        };
+        let (main_done, side_done) = alongside(
+            main_work,
+            vec![Box::pin(facts_work), Box::pin(early_garbage)],
+        )
+        .await;
+        main_done?;
+        side_done.into_iter().collect::<Result<Vec<()>>>()?;
+        record_tables(&mut manifest, delta.map(|(_, _, m)| m), &folders);
+        Ok(manifest)
+    }
+}
+
+/// Which identifiers and links resolution may use: not those on the
+/// configured blocked list (under the list of the last commit, identifiers
+/// that had a profile are not on it: only the others, and new ones, are
+/// compared with it), nor those the administrators blocked, nor a link past
+/// the neighbour limit.
+fn usable_links(
+    config: &IdentityConfig,
+    graph: &Graph,
+    admin: &blocks::Blocks,
+    blocked: &HashSet<String>,
+    blocked_values: &[String],
+    (before, previous, previous_ids): (Option<&Stored>, Option<&Manifest>, &Previous),
+) -> Usable {
     let ident = |n: NodeId| {
         (
             config.types[graph.id_type(n) as usize].name.clone(),
             graph.value(n).to_string(),
         )
     };
-    let resolving = std::time::Instant::now();
-    let on_blocked_list = blocked_list_test(&blocked);
-    let mut blocked_values: Vec<String> = blocked.iter().cloned().collect();
-    blocked_values.sort_unstable();
-    // Under the list of the last commit, identifiers that had a profile
-    // are not on it: only the others (and new ones) are compared with it.
-    let had_profile: &[u32] = match (&before, &previous) {
-        (Some(b), Some(m)) if m.blocked_values.as_ref() == Some(&blocked_values) => {
+    let on_blocked_list = blocked_list_test(blocked);
+    let had_profile: &[u32] = match (before, previous) {
+        (Some(b), Some(m)) if m.blocked_values.as_deref() == Some(blocked_values) => {
             let numbers = previous_ids.numbers();
             &numbers[..b.nodes.min(numbers.len())]
         }
         _ => &[],
     };
-    let usable = graph.usable(
+    graph.usable(
         |node| {
             let listed = || {
                 had_profile
@@ -478,95 +857,74 @@ async fn run(
         },
         |a, b| !admin.links.is_empty() && admin.link_blocked(ident(a), ident(b)),
         config.max_distinct_neighbours,
-    );
-    // An incremental refresh that writes a delta resolves again only what
-    // the new rows can change; a compaction, or a cut-off moved back
-    // (idle profiles could come back into view), resolves everything.
-    let now_micros = now.timestamp_micros();
-    let cutoff = profiles::anonymous_cutoff(config, now_micros);
-    let layer_room =
-        |m: &Manifest| m.deltas_of("profiles").len() < config.max_delta_layers as usize;
-    let writes_delta =
-        |m: &Manifest| layer_room(m) && m.anonymous_cutoff.is_none_or(|c| c <= cutoff);
-    let part = match (&before, &previous) {
-        (Some(b), Some(m)) if writes_delta(m) => {
-            let seeds = (b.keys..facts.len()).flat_map(|k| facts.key_nodes(k).iter().copied());
-            partial::touched_part(&graph, &usable, &previous_ids, b.nodes, seeds)
-        }
-        _ => None,
-    };
-    // 3. What to write: only what changed (a delta layer of each view), or
-    //    everything (a full refresh, a compaction).
-    let visibility = Visibility::new(config, cutoff);
-    let compared = |resolution: &Resolution, touching: Option<&[bool]>| match (&before, &previous) {
-        (Some(b), Some(m)) if layer_room(m) => {
-            let changes = changes::compare(
-                &graph,
-                &facts,
-                resolution,
-                &changes::Before {
-                    nodes: b.nodes,
-                    keys: b.keys,
-                    cutoff: m.anonymous_cutoff.unwrap_or(cutoff),
-                    previous: &previous_ids,
-                    touching,
-                },
-                visibility,
-            );
-            let share = changes.rewritten() as f64 / resolution.profiles.max(1) as f64;
-            (share <= config.max_delta_share).then_some(changes)
-        }
-        _ => None,
-    };
-    let (mut resolution, changes, prefetched) = match (part, &before) {
-        (Some(scope), Some(b)) => {
+    )
+}
+
+/// What [`Refresh::write`] writes of the graph: the linked identifiers,
+/// the profiles (all, or a selection), the state's layer and each
+/// identifier's profile.
+struct Writes<'a> {
+    linked: std::borrow::Cow<'a, [NodeId]>,
+    select: Option<profiles::Selection<'a>>,
+    layer: state::Layer<'a>,
+    assignment: state::Assignment,
+}
+
+/// Only what changed (`delta`: the changes, the stored state and the last
+/// manifest), or everything.
+fn writes<'a>(
+    graph: &'a Graph,
+    resolution: &Resolution,
+    delta: Option<(&'a changes::Changes, &'a Stored, &Manifest)>,
+    progress: &mut impl FnMut(&str),
+) -> Writes<'a> {
+    match delta {
+        Some((c, b, _)) => {
             progress(&format!(
-                "resolving again the {} of {} identifiers the new data can change",
-                scope.nodes.len(),
-                graph.len()
+                "writing what changed: {} identifiers, {} profiles",
+                c.links.len(),
+                c.rewritten()
             ));
-            // The stored cells of the keys touching the part (those of
-            // the changed profiles among them) are read meanwhile.
-            let touching = scope.touching_keys(&facts, b.keys);
-            let reading = async {
-                let keep = |k: u32| touching.get(k as usize).copied().unwrap_or(false);
-                state::read_cells(lake, &b.layers, facts.len(), keep).await
-            };
-            let working = async {
-                let resolution = partial::resolve_within(&graph, &usable, &previous_ids, scope);
-                report.resolve_ms = resolving.elapsed().as_millis() as u64;
-                let changes = compared(&resolution, Some(&touching));
-                Ok::<_, Error>((resolution, changes))
-            };
-            let ((resolution, changes), kept) = both(working, reading).await?;
-            (resolution, changes, Some(kept))
+            Writes {
+                linked: std::borrow::Cow::Borrowed(&c.links),
+                select: Some(profiles::Selection {
+                    profiles: &c.rewrite,
+                    owners: &c.owners,
+                }),
+                layer: state::Layer {
+                    nodes_from: b.nodes,
+                    keys_from: b.keys,
+                    edges: &b.new_edges,
+                },
+                assignment: state::Assignment::of_pairs(&c.assignment),
+            }
         }
-        _ => {
-            let resolution = graph.resolve_allowed(&usable, &previous_ids);
-            report.resolve_ms = resolving.elapsed().as_millis() as u64;
-            let changes = compared(&resolution, None);
-            (resolution, changes, None)
+        None => {
+            progress("writing identity links, profiles and the identity graph");
+            Writes {
+                linked: (0..graph.len() as NodeId)
+                    .filter(|&n| resolution.profile(n).is_some())
+                    .collect(),
+                select: None,
+                layer: state::Layer {
+                    nodes_from: 0,
+                    keys_from: 0,
+                    edges: &graph.edges,
+                },
+                assignment: state::Assignment::of_profiles(graph.len(), resolution.components()),
+            }
         }
-    };
-    if changes.is_none() && resolution.scope().is_some() {
-        // Too much changed for a delta: whole views need every profile.
-        progress("resolving every identity (too much changed for a delta)");
-        resolution = graph.resolve_allowed(&usable, &previous_ids);
     }
-    drop((usable, previous_ids));
+}
+
+/// The resolution's counts, into the report.
+fn count(report: &mut RefreshReport, resolution: &Resolution) {
     report.union_find_ms = resolution.union_find_ms;
     report.profiles = resolution.profiles;
     report.new_profiles = resolution.new_profiles;
-    report.merges = resolution
-        .merges
-        .iter()
-        .filter(|m| m.kind == "merge")
-        .count();
-    report.splits = resolution
-        .merges
-        .iter()
-        .filter(|m| m.kind == "split")
-        .count();
+    let kinds = |kind: &str| resolution.merges.iter().filter(|m| m.kind == kind).count();
+    report.merges = kinds("merge");
+    report.splits = kinds("split");
     for r in &resolution.rejections {
         match r {
             Rejection::LimitExceeded { .. } | Rejection::BlockedLink { .. } => {
@@ -575,188 +933,27 @@ async fn run(
             _ => report.blocked_values += 1,
         }
     }
-    report.graph_ms = phase.elapsed().as_millis() as u64;
-    let phase = std::time::Instant::now();
+}
 
-    // 4. Write the new version.
-    let sources = views::Sources {
-        lake,
-        config,
-        graph: &graph,
-        resolution: &resolution,
-        blocked: &blocked,
-        now_micros,
-    };
-    let mut manifest = Manifest {
-        format: MANIFEST_FORMAT,
-        version,
-        committed_at: now.to_rfc3339(),
-        tables: BTreeMap::new(),
-        raw_files: BTreeMap::new(),
-        raw_versions,
-        identity_settings: Some(settings),
-        views_format: VIEWS_FORMAT,
-        deltas: BTreeMap::new(),
-        anonymous_cutoff: Some(cutoff),
-        blocked_values: Some(blocked_values),
-    };
-    let dir = |table: &str| version_dir(table, version, &run);
-    let (links_dir, profiles_dir, state_dir) =
-        (dir("identity_links"), dir("profiles"), dir(STATE_TABLE));
-    let rejections_dir = dir("identity_rejections");
-    let merges_dir = dir("profile_merges");
-    let old_merges = previous
-        .as_ref()
-        .and_then(|m| m.tables.get("profile_merges"))
-        .map(String::as_str);
-    // Only what changed (a delta layer), or everything.
-    let delta = match (&changes, &before, &previous) {
-        (Some(c), Some(b), Some(m)) => Some((c, b, m)),
-        _ => None,
-    };
-    report.delta = delta.is_some();
-    report.rewritten_profiles = changes
-        .as_ref()
-        .map_or(resolution.profiles, |c| c.rewritten());
-    let removed = |table: &str| removed_dir(table, version, &run);
-    if before.is_some() {
-        progress("reading the stored facts of the changed profiles");
-    }
-    let all_linked: Vec<NodeId>;
-    let (linked, select, layer) = match delta {
-        Some((c, b, _)) => {
-            progress(&format!(
-                "writing what changed: {} identifiers, {} profiles",
-                c.links.len(),
-                c.rewritten()
-            ));
-            let layer = state::Layer {
-                nodes_from: b.nodes,
-                keys_from: b.keys,
-                edges: &b.new_edges,
-            };
-            let select = profiles::Selection {
-                profiles: &c.rewrite,
-                owners: &c.owners,
-            };
-            (
-                &c.links[..],
-                Some(select),
-                (layer, state::Assignment::of_pairs(&c.assignment)),
-            )
-        }
-        None => {
-            progress("writing identity links, profiles and the identity graph");
-            all_linked = (0..graph.len() as NodeId)
-                .filter(|&n| resolution.profile(n).is_some())
-                .collect();
-            let layer = state::Layer {
-                nodes_from: 0,
-                keys_from: 0,
-                edges: &graph.edges,
-            };
-            (
-                &all_linked[..],
-                None,
-                (
-                    layer,
-                    state::Assignment::of_profiles(graph.len(), resolution.components()),
-                ),
-            )
-        }
-    };
-    let main_work = async {
-        views::links(&sources, linked, &links_dir).await?;
-        if let Some((c, _, _)) = delta {
-            views::removed_links(&sources, &c.unlinked, &removed("identity_links")).await?;
-        }
-        views::rejections(&sources, &rejections_dir).await?;
-        views::merges(&sources, old_merges, version, &merges_dir).await
-    };
-    let (layer, assignment) = layer;
-    // The profiles and the state need the facts, topped up first (after
-    // an incremental refresh) with the stored cells of the keys whose
-    // profiles are written (all of them for whole views): that runs while
-    // the links are written, and while the profiles written again are
-    // sorted and their keys gathered.
-    let facts_work = async {
-        let plan = |keys| profiles::plan(config, &graph, &resolution, now_micros, keys);
-        let planned = match (&before, select) {
-            (None, _) => plan(profiles::Keys::All(&facts))?,
-            (Some(b), Some(select)) => {
-                let top_up = top_up(
-                    lake,
-                    b,
-                    only_owner(&mut facts)?,
-                    changes.as_ref(),
-                    prefetched,
-                );
-                let selected = async { plan(profiles::Keys::Selected(select)) };
-                both(selected, top_up).await?.0
-            }
-            (Some(b), None) => {
-                top_up(
-                    lake,
-                    b,
-                    only_owner(&mut facts)?,
-                    changes.as_ref(),
-                    prefetched,
-                )
-                .await?;
-                plan(profiles::Keys::All(&facts))?
-            }
-        };
-        let facts: &Facts = &facts;
-        let profiles_work = async {
-            views::profiles(&sources, planned.with(facts), &profiles_dir).await?;
-            match delta {
-                Some((c, _, _)) => {
-                    views::removed_profiles(lake, &c.removed_profiles, &removed("profiles")).await
-                }
-                None => Ok(()),
-            }
-        };
-        let state_work = async {
-            match saving {
-                Some(saving) => {
-                    state::save_assignment(lake, &state_dir, &assignment).await?;
-                    saving.done().await
-                }
-                None => state::save(lake, &state_dir, &graph, facts, layer, &assignment).await,
-            }
-        };
-        both(profiles_work, state_work).await.map(|_| ())
-    };
-    // Old versions the committed one does not use go meanwhile: deleting
-    // files is mostly waiting on the disk (a second for a whole version on
-    // this VM), and the last commit stays readable whatever happens next.
-    // What the new version stops using goes after the commit.
-    let early_garbage = async {
-        if let Some(m) = &previous {
-            // An error here is met again, and reported, after the commit.
-            let _ = collect_garbage(lake, m.folders(), version).await;
-        }
-        Ok(())
-    };
-    let (main_done, side_done) = alongside(
-        main_work,
-        vec![Box::pin(facts_work), Box::pin(early_garbage)],
-    )
-    .await;
-    main_done?;
-    side_done.into_iter().collect::<Result<Vec<()>>>()?;
-    match delta {
-        Some((_, _, m)) => {
+/// Name the written folders in `manifest`: as a delta layer on top of
+/// `delta_of`'s tables, or as whole tables.
+fn record_tables(manifest: &mut Manifest, delta_of: Option<&Manifest>, folders: &Folders) {
+    match delta_of {
+        Some(m) => {
             manifest.tables = m.tables.clone();
             manifest.deltas = m.deltas.clone();
             for (table, rows, removed) in [
                 (
                     "identity_links",
-                    &links_dir,
-                    Some(removed("identity_links")),
+                    &folders.links,
+                    Some(&folders.removed_links),
                 ),
-                ("profiles", &profiles_dir, Some(removed("profiles"))),
-                (STATE_TABLE, &state_dir, None),
+                (
+                    "profiles",
+                    &folders.profiles,
+                    Some(&folders.removed_profiles),
+                ),
+                (STATE_TABLE, &folders.state, None),
             ] {
                 manifest
                     .deltas
@@ -770,9 +967,9 @@ async fn run(
         }
         None => {
             for (table, dir) in [
-                ("identity_links", &links_dir),
-                ("profiles", &profiles_dir),
-                (STATE_TABLE, &state_dir),
+                ("identity_links", &folders.links),
+                ("profiles", &folders.profiles),
+                (STATE_TABLE, &folders.state),
             ] {
                 manifest.tables.insert(table.into(), dir.to_string());
             }
@@ -780,17 +977,10 @@ async fn run(
     }
     manifest
         .tables
-        .insert("identity_rejections".into(), rejections_dir.to_string());
+        .insert("identity_rejections".into(), folders.rejections.to_string());
     manifest
         .tables
-        .insert("profile_merges".into(), merges_dir.to_string());
-
-    // 5. Commit: one atomic switch of the manifest.
-    manifest.commit(lake).await?;
-    progress("committed");
-    collect_garbage(lake, manifest.folders(), manifest.version).await?;
-    report.views_ms = phase.elapsed().as_millis() as u64;
-    Ok(report)
+        .insert("profile_merges".into(), folders.merges.to_string());
 }
 
 /// The resolution's rules of each configured identifier type.
@@ -1016,7 +1206,7 @@ async fn read_previous(
 /// The facts to top up, which nothing else may hold meanwhile.
 fn only_owner(facts: &mut Arc<Facts>) -> Result<&mut Facts> {
     Arc::get_mut(facts)
-        .ok_or_else(|| Error::Config("the stored facts are being written while topped up".into()))
+        .ok_or_else(|| Error::Internal("the stored facts are being written while topped up".into()))
 }
 
 /// Top up the stored `facts` with the cells of the keys whose profiles are
@@ -1060,7 +1250,7 @@ where
         })],
     )
     .await;
-    let there = other.ok_or_else(|| E::from(Error::Config("a state reader stopped".into())))?;
+    let there = other.ok_or_else(|| E::from(Error::Internal("a state reader stopped".into())))?;
     Ok((here?, there?))
 }
 
@@ -1092,8 +1282,9 @@ async fn alongside<A: std::future::Future>(
             let done = threads
                 .into_iter()
                 .map(|t| {
-                    t.join()
-                        .unwrap_or_else(|_| Err(Error::Config("writing the views panicked".into())))
+                    t.join().unwrap_or_else(|_| {
+                        Err(Error::Internal("writing the views panicked".into()))
+                    })
                 })
                 .collect();
             (a, done)
