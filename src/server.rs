@@ -112,7 +112,9 @@ impl Builder {
         }
         let tls = match &config.tls {
             Some(tls) => Some(pgwire::tls::acceptor(tls).map_err(|e| {
-                Error::Config(format!("loading [tls]: {e} (the server does not start without it)"))
+                Error::Config(format!(
+                    "loading [tls]: {e} (the server does not start without it)"
+                ))
             })?),
             None => None,
         };
