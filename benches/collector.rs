@@ -13,6 +13,8 @@
 //! Settings: `COLLECTOR_BENCH_SECONDS` (default 20), `COLLECTOR_BENCH_CLIENTS`
 //! (default 32).
 
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

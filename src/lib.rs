@@ -15,6 +15,8 @@
 //! point down that flow: the lake knows nothing of SQL, the catalog nothing
 //! of the wire protocol.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod analytics;
 pub mod catalog;
 pub mod collect;

@@ -2,6 +2,8 @@
 //! the library's parts together and report progress. All behaviour lives in
 //! the library; this file only decides what to run.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -4,6 +4,8 @@
 //! and real object stores (a local folder, an S3-compatible server on
 //! loopback).
 
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod postgres;
 mod support;
 

@@ -20,16 +20,16 @@ use crate::lake::{Lake, delta, paths};
 use crate::schema::{RawTable, cdp, utc_timestamps};
 
 /// Commits read per table.
-pub const NEWEST: usize = 1_000;
+pub(super) const NEWEST: usize = 1_000;
 
 /// `system.table_history`.
 #[derive(Debug)]
-pub struct TableHistory {
+pub(super) struct TableHistory {
     lake: Lake,
 }
 
 impl TableHistory {
-    pub fn new(lake: Lake) -> TableHistory {
+    pub(super) fn new(lake: Lake) -> TableHistory {
         TableHistory { lake }
     }
 

@@ -31,7 +31,7 @@ const HASH: RandomState = RandomState::with_seed(0x7061_6e6f_7261_6d61);
 /// Hash `values` as stored in a column of type `column_type`; `None` when a
 /// value cannot be represented in that type (the lookup then falls back to
 /// a scan). Null values are left out: `= NULL` matches no row.
-pub fn hash_values(values: &[ScalarValue], column_type: &DataType) -> Option<Vec<u64>> {
+pub(super) fn hash_values(values: &[ScalarValue], column_type: &DataType) -> Option<Vec<u64>> {
     let mut hashes = Vec::with_capacity(values.len());
     for value in values.iter().filter(|v| !v.is_null()) {
         let array = value.to_array_of_size(1).ok()?;
@@ -93,7 +93,7 @@ impl Merged {
 
 /// One Parquet file of an indexed table.
 #[derive(Debug)]
-pub struct IndexedFile {
+pub(super) struct IndexedFile {
     /// The file as listed when it was indexed (a rewrite changes its size
     /// or time, and it is indexed again).
     pub meta: ObjectMeta,
@@ -105,7 +105,7 @@ pub struct IndexedFile {
 
 /// A file just read: its key hashes, per key, with their rows.
 #[derive(Debug)]
-pub struct NewFile {
+pub(super) struct NewFile {
     file: IndexedFile,
     keys: Vec<Vec<(u64, u32)>>,
 }
@@ -113,7 +113,7 @@ pub struct NewFile {
 impl NewFile {
     /// Read the key columns (`keys`, positions in `schema`, the table's
     /// file schema) of the file `meta` and hash them.
-    pub async fn read(
+    pub(super) async fn read(
         lake: &Lake,
         meta: ObjectMeta,
         partition_values: Vec<ScalarValue>,
@@ -176,7 +176,7 @@ impl NewFile {
     }
 
     /// Rows in the file.
-    pub fn rows(&self) -> u32 {
+    pub(super) fn rows(&self) -> u32 {
         self.file.rows
     }
 }
@@ -184,20 +184,20 @@ impl NewFile {
 /// The key index of a table's files (as of one listing): one sorted run of
 /// hashes per key column, 16 bytes per indexed value.
 #[derive(Debug, Default)]
-pub struct TableKeys {
+pub(super) struct TableKeys {
     files: Vec<Arc<IndexedFile>>,
     merged: Vec<Merged>,
 }
 
 impl TableKeys {
     /// The files indexed.
-    pub fn files(&self) -> &[Arc<IndexedFile>] {
+    pub(super) fn files(&self) -> &[Arc<IndexedFile>] {
         &self.files
     }
 
     /// This index with only the files at positions `kept` (in that order)
     /// and the files `new` added; the kept files are not read again.
-    pub fn changed(&self, kept: &[usize], new: Vec<NewFile>, keys: usize) -> TableKeys {
+    pub(super) fn changed(&self, kept: &[usize], new: Vec<NewFile>, keys: usize) -> TableKeys {
         let mut renumber = vec![u32::MAX; self.files.len()];
         for (now, &before) in kept.iter().enumerate() {
             renumber[before] = now as u32;
@@ -240,7 +240,7 @@ impl TableKeys {
     /// The files holding a value of key `key` (a position in the keys the
     /// index was built with) that hashes to one of `hashes`, each with its
     /// rows (sorted, each once).
-    pub fn find(&self, key: usize, hashes: &[u64]) -> Vec<(&Arc<IndexedFile>, Vec<u32>)> {
+    pub(super) fn find(&self, key: usize, hashes: &[u64]) -> Vec<(&Arc<IndexedFile>, Vec<u32>)> {
         let mut locations = Vec::new();
         if let Some(merged) = self.merged.get(key) {
             for &hash in hashes {
@@ -262,7 +262,7 @@ impl TableKeys {
     }
 
     /// Bytes the index holds.
-    pub fn memory(&self) -> usize {
+    pub(super) fn memory(&self) -> usize {
         self.merged.iter().map(|m| m.hashes.len() * 16).sum()
     }
 }

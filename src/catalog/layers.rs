@@ -29,7 +29,7 @@ use crate::lake::manifest::Delta;
 use crate::lake::{Lake, parquet};
 
 /// The key columns of the layered views (always their first columns).
-pub fn key_columns(table: &str) -> usize {
+pub(super) fn key_columns(table: &str) -> usize {
     match table {
         "identity_links" => 2,
         _ => 1,
@@ -37,7 +37,7 @@ pub fn key_columns(table: &str) -> usize {
 }
 
 /// Keys of rows: the key columns' values joined by a NUL.
-pub type KeySet = HashSet<Box<str>>;
+pub(super) type KeySet = HashSet<Box<str>>;
 
 /// Append row `row`'s key (the first `columns` columns of `batch`, all
 /// text) to `into`.
@@ -56,7 +56,7 @@ fn key_of(batch: &RecordBatch, columns: &[usize], row: usize, into: &mut String)
 
 /// For each layer but the last (base first), the keys later layers wrote
 /// again or removed.
-pub async fn superseded(
+pub(super) async fn superseded(
     lake: &Lake,
     deltas: &[Delta],
     columns: usize,
@@ -94,7 +94,7 @@ pub async fn superseded(
 
 /// One layer's scan without its superseded rows, projected.
 #[derive(Debug)]
-pub struct LayerExec {
+pub(super) struct LayerExec {
     input: Arc<dyn ExecutionPlan>,
     /// Positions of the key columns in the input.
     keys: Vec<usize>,
@@ -105,7 +105,7 @@ pub struct LayerExec {
 }
 
 impl LayerExec {
-    pub fn try_new(
+    pub(super) fn try_new(
         input: Arc<dyn ExecutionPlan>,
         keys: Vec<usize>,
         superseded: Option<Arc<KeySet>>,

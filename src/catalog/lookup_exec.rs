@@ -22,13 +22,13 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 
 /// A scan of `rows` rows picked by the lookup index.
 #[derive(Debug)]
-pub struct LookupExec {
+pub(super) struct LookupExec {
     scan: Arc<dyn ExecutionPlan>,
     rows: usize,
 }
 
 impl LookupExec {
-    pub fn new(scan: Arc<dyn ExecutionPlan>, rows: usize) -> Self {
+    pub(super) fn new(scan: Arc<dyn ExecutionPlan>, rows: usize) -> Self {
         LookupExec { scan, rows }
     }
 }

@@ -21,7 +21,7 @@ use serde_json::json;
 use super::{Console, data};
 use crate::identity::suppression::{normalised, text};
 
-pub fn routes() -> Router<Arc<Console>> {
+pub(super) fn routes() -> Router<Arc<Console>> {
     Router::new().route("/api/v1/profiles/{id_type}/{value}", get(profile))
 }
 

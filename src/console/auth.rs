@@ -16,7 +16,7 @@ use super::ApiToken;
 use crate::pgwire::auth::{Role, Users};
 
 /// The session cookie's name.
-pub const COOKIE: &str = "panorama_session";
+pub(super) const COOKIE: &str = "panorama_session";
 /// A session unused this long is forgotten.
 const IDLE: Duration = Duration::from_secs(8 * 3600);
 /// After this many failed logins of one name, each try waits.
@@ -24,7 +24,7 @@ const FREE_FAILURES: u32 = 3;
 
 /// A signed-in user.
 #[derive(Debug, Clone)]
-pub struct User {
+pub(crate) struct User {
     pub name: String,
     pub role: Role,
     /// The token every form of this session must carry.
@@ -37,7 +37,7 @@ struct Session {
 }
 
 /// Sessions, users and API tokens.
-pub struct Auth {
+pub(crate) struct Auth {
     users: Users,
     tokens: Vec<([u8; 32], String, Role)>,
     sessions: Mutex<HashMap<String, Session>>,
@@ -45,7 +45,7 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(users: Users, tokens: &[ApiToken]) -> Auth {
+    pub(crate) fn new(users: Users, tokens: &[ApiToken]) -> Auth {
         let tokens = tokens
             .iter()
             .filter_map(|t| {
@@ -66,13 +66,13 @@ impl Auth {
     }
 
     /// No users are configured: no login, everyone is an administrator.
-    pub fn open(&self) -> bool {
+    pub(crate) fn open(&self) -> bool {
         self.users.is_empty()
     }
 
     /// Check `name` and `password`; a new session's token on success. A
     /// name that failed more than a few times waits longer at each try.
-    pub async fn login(&self, name: &str, password: &str) -> Option<String> {
+    pub(crate) async fn login(&self, name: &str, password: &str) -> Option<String> {
         let delay = {
             let failures = lock(&self.failures);
             failures.get(name).map_or(Duration::ZERO, |(n, _)| {
@@ -110,7 +110,7 @@ impl Auth {
 
     /// The user of the request's session cookie; with no users
     /// configured, the local administrator.
-    pub fn user(&self, headers: &HeaderMap) -> Option<User> {
+    pub(crate) fn user(&self, headers: &HeaderMap) -> Option<User> {
         if self.open() {
             return Some(User {
                 name: "local".into(),
@@ -130,7 +130,7 @@ impl Auth {
     }
 
     /// Forget the request's session.
-    pub fn logout(&self, headers: &HeaderMap) {
+    pub(crate) fn logout(&self, headers: &HeaderMap) {
         if let Some(token) = cookie(headers, COOKIE) {
             lock(&self.sessions).remove(&token);
         }
@@ -139,7 +139,7 @@ impl Auth {
     /// The role of the API bearer token in `headers`, if it is one of the
     /// configured tokens (or a console session's cookie, for the console's
     /// own use of the API).
-    pub fn api_role(&self, headers: &HeaderMap) -> Option<Role> {
+    pub(crate) fn api_role(&self, headers: &HeaderMap) -> Option<Role> {
         let bearer = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -171,7 +171,7 @@ fn random_token() -> String {
 }
 
 /// The value of cookie `name` in `headers`.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
@@ -183,12 +183,12 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// The `Set-Cookie` value that holds a session token.
-pub fn session_cookie(token: &str) -> String {
+pub(super) fn session_cookie(token: &str) -> String {
     format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict")
 }
 
 /// The `Set-Cookie` value that ends a session.
-pub fn expired_cookie() -> String {
+pub(super) fn expired_cookie() -> String {
     format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
 }
 

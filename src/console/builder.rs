@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::identity::consent::ConsentConfig;
 
 /// Profile traits a condition may test, and whether they are numbers.
-pub const TRAITS: &[(&str, bool)] = &[
+pub(super) const TRAITS: &[(&str, bool)] = &[
     ("city", false),
     ("country", false),
     ("loyalty_tier", false),
@@ -24,10 +24,10 @@ pub const TRAITS: &[(&str, bool)] = &[
 ];
 
 /// Comparison operators.
-pub const OPERATORS: &[&str] = &["=", "<>", ">", ">=", "<", "<=", "contains"];
+pub(super) const OPERATORS: &[&str] = &["=", "<>", ">", ">=", "<", "<=", "contains"];
 
 /// RFM segment names (`rfm_segment`).
-pub const RFM_SEGMENTS: &[&str] = &[
+pub(super) const RFM_SEGMENTS: &[&str] = &[
     "Champions",
     "Loyal Customers",
     "Potential Loyalists",
@@ -42,12 +42,12 @@ pub const RFM_SEGMENTS: &[&str] = &[
 ];
 
 /// How many trait conditions the form offers.
-pub const TRAIT_ROWS: usize = 3;
+pub(super) const TRAIT_ROWS: usize = 3;
 
 /// The builder's form.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
-pub struct Form {
+pub(super) struct Form {
     pub name: String,
     pub purpose: String,
     pub t1_field: String,
@@ -71,7 +71,7 @@ pub struct Form {
 
 impl Form {
     /// The trait conditions: (field, operator, value).
-    pub fn traits(&self) -> [(&str, &str, &str); TRAIT_ROWS] {
+    pub(super) fn traits(&self) -> [(&str, &str, &str); TRAIT_ROWS] {
         [
             (&self.t1_field, &self.t1_op, &self.t1_value),
             (&self.t2_field, &self.t2_op, &self.t2_value),
@@ -86,7 +86,7 @@ fn literal(text: &str) -> String {
 }
 
 /// The SELECT the form describes, or what is wrong with it.
-pub fn sql(form: &Form, consent: &ConsentConfig) -> Result<String, String> {
+pub(super) fn sql(form: &Form, consent: &ConsentConfig) -> Result<String, String> {
     let mut conditions = Vec::new();
     for (i, (field, op, value)) in form.traits().into_iter().enumerate() {
         if field.is_empty() {
@@ -175,7 +175,7 @@ pub fn sql(form: &Form, consent: &ConsentConfig) -> Result<String, String> {
 }
 
 /// Whether `name` can name a saved segment (a plain SQL identifier).
-pub fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')

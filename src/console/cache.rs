@@ -24,7 +24,7 @@ use crate::lake::Lake;
 const NO_PROFILE: u32 = u32::MAX;
 
 /// One version of the profiles, indexed.
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub version: u64,
     index: Arc<ProfileIndex>,
     profiles: RecordBatch,
@@ -36,19 +36,19 @@ pub struct Loaded {
 
 impl Loaded {
     /// The profile row of an identifier (normalised).
-    pub fn find(&self, id_type: &str, value: &str) -> Option<u32> {
+    pub(crate) fn find(&self, id_type: &str, value: &str) -> Option<u32> {
         let link = self.index.find(id_type, value)?;
         Some(self.profile_of[link as usize]).filter(|&row| row != NO_PROFILE)
     }
 
     /// The profile at `row`, as a one-row batch.
-    pub fn profile(&self, row: u32) -> RecordBatch {
+    pub(crate) fn profile(&self, row: u32) -> RecordBatch {
         self.profiles.slice(row as usize, 1)
     }
 
     /// The identifiers of the profile at `row`: `id_type, id_value,
     /// first_seen, last_seen`.
-    pub fn identifiers(&self, row: u32) -> Result<RecordBatch> {
+    pub(crate) fn identifiers(&self, row: u32) -> Result<RecordBatch> {
         let rows = UInt32Array::from(self.links_of[row as usize].clone());
         let links = self
             .index
@@ -65,7 +65,7 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The cache: the loaded version and when the manifest was last checked.
 #[derive(Default)]
-pub struct ProfileCache {
+pub(crate) struct ProfileCache {
     loaded: RwLock<Option<Arc<Loaded>>>,
     checked: RwLock<Option<Instant>>,
     reloading: tokio::sync::Mutex<()>,
@@ -83,7 +83,7 @@ impl ProfileCache {
     /// a second, checks for a newer committed version and loads it (index
     /// and profiles in one go) in the background, the held copy answering
     /// meanwhile.
-    pub async fn current(
+    pub(crate) async fn current(
         self: &Arc<Self>,
         lake: &Lake,
         admin: &Arc<SessionContext>,

@@ -11,14 +11,14 @@ const PAD: f64 = 36.0;
 /// A point of a line chart: its label (a month, a day), value and margin
 /// of error (0 for none).
 #[derive(Debug, Clone)]
-pub struct Point {
+pub(super) struct Point {
     pub label: String,
     pub value: f64,
     pub moe: f64,
 }
 
 /// A line through `points` with a band of ± their margin of error.
-pub fn line(title: &str, points: &[Point]) -> Markup {
+pub(super) fn line(title: &str, points: &[Point]) -> Markup {
     if points.is_empty() {
         return html! { p.empty { "No data for " (title) " yet." } };
     }
@@ -81,7 +81,7 @@ pub fn line(title: &str, points: &[Point]) -> Markup {
 }
 
 /// The RFM grid: `cells[r - 1][fm - 1]` = (profiles, segment name).
-pub fn heat_map(cells: &[[(u64, String); 5]; 5]) -> Markup {
+pub(super) fn heat_map(cells: &[[(u64, String); 5]; 5]) -> Markup {
     let max = cells
         .iter()
         .flatten()
@@ -118,7 +118,7 @@ pub fn heat_map(cells: &[[(u64, String); 5]; 5]) -> Markup {
 /// A person's identity graph: `labels` of the nodes on a circle, `edges`
 /// between them (with their tooltip: the records that linked them), and
 /// refused links to identifiers outside, drawn dashed.
-pub fn graph(
+pub(super) fn graph(
     labels: &[String],
     edges: &[((usize, usize), String)],
     refused: &[(usize, String)],

@@ -24,13 +24,13 @@ use crate::privacy::people::People;
 
 /// A query's answer as text, for display.
 #[derive(Debug, Clone, Default)]
-pub struct Grid {
+pub(super) struct Grid {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<String>>,
 }
 
 impl Grid {
-    pub fn from_batches(batches: &[RecordBatch]) -> Result<Grid> {
+    pub(super) fn from_batches(batches: &[RecordBatch]) -> Result<Grid> {
         let mut grid = Grid::default();
         let options = FormatOptions::default().with_null("");
         if let Some(first) = batches.first() {
@@ -61,14 +61,18 @@ impl Grid {
     }
 
     /// The value of `column` in row `row`.
-    pub fn get(&self, row: usize, column: &str) -> Option<&str> {
+    pub(super) fn get(&self, row: usize, column: &str) -> Option<&str> {
         let i = self.columns.iter().position(|c| c == column)?;
         self.rows.get(row)?.get(i).map(String::as_str)
     }
 }
 
 /// Run `sql` with `$1, $2, …` = `params` on `ctx`.
-pub async fn query(ctx: &SessionContext, sql: &str, params: &[&str]) -> Result<Vec<RecordBatch>> {
+pub(super) async fn query(
+    ctx: &SessionContext,
+    sql: &str,
+    params: &[&str],
+) -> Result<Vec<RecordBatch>> {
     let mut df = ctx.sql(sql).await?;
     if !params.is_empty() {
         let values: Vec<ScalarValue> = params.iter().map(|p| ScalarValue::from(*p)).collect();
@@ -78,14 +82,18 @@ pub async fn query(ctx: &SessionContext, sql: &str, params: &[&str]) -> Result<V
 }
 
 /// [`query`] as a [`Grid`].
-pub async fn grid(ctx: &SessionContext, sql: &str, params: &[&str]) -> Result<Grid> {
+pub(super) async fn grid(ctx: &SessionContext, sql: &str, params: &[&str]) -> Result<Grid> {
     Grid::from_batches(&query(ctx, sql, params).await?)
 }
 
 /// The profiles an identifier typed in a search box belongs to:
 /// normalised as the resolver does for `id_type`, or for every type when
 /// none is given; a profile id finds its profile.
-pub async fn find(console: &Console, id_type: Option<&str>, value: &str) -> Result<Vec<String>> {
+pub(super) async fn find(
+    console: &Console,
+    id_type: Option<&str>,
+    value: &str,
+) -> Result<Vec<String>> {
     let value = value.trim();
     if value.is_empty() {
         return Ok(Vec::new());
@@ -121,7 +129,10 @@ pub async fn find(console: &Console, id_type: Option<&str>, value: &str) -> Resu
 }
 
 /// The identifiers of a profile, unmasked (for finding its rows).
-pub async fn identifiers(console: &Console, profile_id: &str) -> Result<Vec<(String, String)>> {
+pub(super) async fn identifiers(
+    console: &Console,
+    profile_id: &str,
+) -> Result<Vec<(String, String)>> {
     let Some(index) = profile_index(console).await? else {
         return Ok(Vec::new());
     };
@@ -146,7 +157,7 @@ async fn profile_index(console: &Console) -> Result<Option<Arc<ProfileIndex>>> {
 
 /// One entry of a person's timeline.
 #[derive(Debug, Clone)]
-pub struct Moment {
+pub(super) struct Moment {
     pub at: String,
     pub table: &'static str,
     pub what: String,
@@ -175,11 +186,11 @@ const TIMELINE: &[(&str, &str, &[&str])] = &[
 ];
 
 /// Rows of a timeline page.
-pub const PAGE: usize = 50;
+pub(super) const PAGE: usize = 50;
 
 /// Page `page` (from 0) of the person's timeline, newest first, as
 /// `role` may read it; and whether there is a next page.
-pub async fn timeline(
+pub(super) async fn timeline(
     console: &Console,
     people: &Arc<People>,
     role: Role,
@@ -252,7 +263,7 @@ fn describe(table: &str, columns: &[String], row: &[String]) -> (String, String)
 }
 
 /// `batches` as `role` may see them.
-pub fn mask_for(
+pub(super) fn mask_for(
     console: &Console,
     role: Role,
     batches: Vec<RecordBatch>,
@@ -272,7 +283,7 @@ pub fn mask_for(
 /// linked two of them (edges, with how many rows of which tables), and
 /// the links the resolver refused (to identifiers outside the profile).
 #[derive(Debug, Default)]
-pub struct Links {
+pub(super) struct Links {
     /// (type, value as unmasked) of each node.
     pub nodes: Vec<(String, String)>,
     /// (node, node) → "table × rows".
@@ -282,7 +293,7 @@ pub struct Links {
 }
 
 /// The links of the person whose identifiers are `ids`.
-pub async fn links(
+pub(super) async fn links(
     console: &Console,
     people: &Arc<People>,
     ids: &[(String, String)],

@@ -23,7 +23,7 @@ use crate::privacy::people::People;
 
 const CSS: &str = include_str!("console.css");
 
-pub fn routes() -> Router<Arc<Console>> {
+pub(super) fn routes() -> Router<Arc<Console>> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/search") }))
         .route("/static/console.css", get(css))
@@ -126,7 +126,7 @@ fn layout(title: &str, user: Option<&User>, body: Markup) -> Html<String> {
     Html(page.into_string())
 }
 
-pub fn error_page(status: StatusCode, message: &str) -> Html<String> {
+pub(super) fn error_page(status: StatusCode, message: &str) -> Html<String> {
     layout(
         status.canonical_reason().unwrap_or("Error"),
         None,

@@ -20,7 +20,7 @@ use super::graph::{Graph, NONE as NO_PROFILE, NodeId, Previous, Resolution, in_t
 const NONE: u32 = u32::MAX;
 
 /// The committed version, as far as the comparison needs it.
-pub struct Before<'a> {
+pub(super) struct Before<'a> {
     /// Identifiers and keys below these numbers were in it.
     pub nodes: usize,
     pub keys: usize,
@@ -36,7 +36,7 @@ pub struct Before<'a> {
 /// Which profiles are in view: all but anonymous-only ones last seen
 /// before the cut-off.
 #[derive(Debug, Clone, Copy)]
-pub struct Visibility {
+pub(super) struct Visibility {
     /// The `anonymous_id` type, if configured.
     pub anonymous: Option<u16>,
     pub cutoff: i64,
@@ -45,7 +45,7 @@ pub struct Visibility {
 impl Visibility {
     /// The visibility rule of `config` for the anonymous-only profiles
     /// idle since before `cutoff`.
-    pub fn new(config: &IdentityConfig, cutoff: i64) -> Visibility {
+    pub(super) fn new(config: &IdentityConfig, cutoff: i64) -> Visibility {
         Visibility {
             anonymous: config
                 .types
@@ -57,7 +57,7 @@ impl Visibility {
     }
 
     /// Whether a profile of these members is in view.
-    pub fn shows(&self, graph: &Graph, members: &[NodeId]) -> bool {
+    pub(super) fn shows(&self, graph: &Graph, members: &[NodeId]) -> bool {
         members
             .iter()
             .any(|&n| Some(graph.id_type(n)) != self.anonymous)
@@ -71,7 +71,7 @@ impl Visibility {
 
 /// What to write for an incremental refresh.
 #[derive(Debug, Default)]
-pub struct Changes {
+pub(super) struct Changes {
     /// Per profile of [`Resolution::components`]: its row is written.
     pub rewrite: Vec<bool>,
     /// Profile ids whose rows go away.
@@ -91,14 +91,14 @@ pub struct Changes {
 
 impl Changes {
     /// How many profiles are written again.
-    pub fn rewritten(&self) -> usize {
+    pub(super) fn rewritten(&self) -> usize {
         self.rewrite.iter().filter(|&&r| r).count()
     }
 }
 
 /// Compare the resolution of this refresh with the committed version.
 /// `facts` holds the stored keys first and this refresh's new keys after.
-pub fn compare(
+pub(super) fn compare(
     graph: &Graph,
     facts: &Facts,
     resolution: &Resolution,

@@ -141,7 +141,7 @@ impl Bits {
 /// other identifier keeps its profile of `previous` (the committed
 /// assignment, of the first `before` nodes: the others are new). `None`
 /// when the part is most of the graph: resolve it whole.
-pub fn touched_part(
+pub(super) fn touched_part(
     graph: &Graph,
     usable: &Usable,
     previous: &Previous,
@@ -252,7 +252,7 @@ fn grow_part(
 
 /// Resolve the part `scope` of `graph` (from [`touched_part`]) as a graph
 /// of its own; every identifier outside keeps its profile of `previous`.
-pub fn resolve_within(
+pub(super) fn resolve_within(
     graph: &Graph,
     usable: &Usable,
     previous: &Arc<Previous>,

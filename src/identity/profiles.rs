@@ -35,7 +35,7 @@ const BATCH: usize = 64 * 1024;
 
 /// Which profiles an incremental refresh writes again.
 #[derive(Debug, Clone, Copy)]
-pub struct Selection<'s> {
+pub(super) struct Selection<'s> {
     /// Per profile of [`Resolution::components`]: whether it is written.
     pub profiles: &'s [bool],
     /// Per key: the profile its facts go to (by the same places), or
@@ -45,7 +45,7 @@ pub struct Selection<'s> {
 
 /// Which profiles are written, and where each key's facts go.
 #[derive(Debug, Clone, Copy)]
-pub enum Keys<'s> {
+pub(super) enum Keys<'s> {
     /// Every profile: a key's facts go to the profile of its strongest
     /// identifier that has one (the keys of these facts).
     All(&'s Facts),
@@ -58,7 +58,7 @@ pub enum Keys<'s> {
 /// anonymous-only profiles idle since before `now - anonymous_idle_days`
 /// are left out. A selection needs no facts yet: the plan can be made
 /// while its keys' stored facts are read.
-pub fn plan<'a>(
+pub(super) fn plan<'a>(
     config: &'a IdentityConfig,
     graph: &'a Graph,
     resolution: &Resolution,
@@ -182,7 +182,7 @@ pub fn plan<'a>(
 
 /// The profiles of a resolution, sorted, with the keys whose facts each
 /// merges ([`plan`]).
-pub struct Planned<'a> {
+pub(super) struct Planned<'a> {
     config: &'a IdentityConfig,
     graph: &'a Graph,
     now_micros: i64,
@@ -195,7 +195,7 @@ pub struct Planned<'a> {
 
 impl<'a> Planned<'a> {
     /// The plan with its keys' facts: ready to be written.
-    pub fn with<'f>(self, facts: &'f Facts) -> Assembled<'f>
+    pub(super) fn with<'f>(self, facts: &'f Facts) -> Assembled<'f>
     where
         'a: 'f,
     {
@@ -205,18 +205,18 @@ impl<'a> Planned<'a> {
 
 /// The profiles of a resolution, merged and sorted, turned into batches
 /// of `cdp.profiles` one at a time (never all in memory).
-pub struct Assembled<'a> {
+pub(super) struct Assembled<'a> {
     plan: Planned<'a>,
     facts: &'a Facts,
 }
 
 impl Assembled<'_> {
-    pub fn schema(&self) -> SchemaRef {
+    pub(super) fn schema(&self) -> SchemaRef {
         self.plan.schema.clone()
     }
 
     /// Number of profiles to write.
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.plan.profiles.len()
     }
 
@@ -224,7 +224,7 @@ impl Assembled<'_> {
     /// profile id order), in that order; each batch's profiles have their
     /// keys' facts merged while it is built. Disjoint ranges can be built
     /// on threads of their own.
-    pub fn batches(
+    pub(super) fn batches(
         &self,
         range: std::ops::Range<usize>,
     ) -> impl Iterator<Item = Result<RecordBatch>> + '_ {
@@ -420,7 +420,7 @@ fn fixed_slots(partial: &[Cell]) -> [u8; FIXED] {
 
 /// Microseconds before which an anonymous-only profile is idle too long
 /// to be in `cdp.profiles`.
-pub fn anonymous_cutoff(config: &IdentityConfig, now_micros: i64) -> i64 {
+pub(super) fn anonymous_cutoff(config: &IdentityConfig, now_micros: i64) -> i64 {
     now_micros - i64::from(config.anonymous_idle_days) * 86_400_000_000
 }
 

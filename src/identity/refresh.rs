@@ -76,7 +76,7 @@ pub struct RefreshReport {
 }
 
 /// Folder of `system.refreshes`.
-pub fn refreshes_dir() -> Path {
+pub(super) fn refreshes_dir() -> Path {
     Path::from("system/refreshes")
 }
 

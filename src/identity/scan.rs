@@ -39,7 +39,7 @@ use crate::schema::RawTable;
 
 /// A raw data file to read.
 #[derive(Debug, Clone)]
-pub struct RawFile {
+pub(super) struct RawFile {
     pub table: RawTable,
     pub meta: ObjectMeta,
 }
@@ -338,7 +338,7 @@ fn node_for(
 
 /// Everything a refresh learns from raw files.
 #[derive(Debug)]
-pub struct Scan {
+pub(super) struct Scan {
     /// Every identifier read (the interner's kind is the identifier type).
     pub nodes: Interner,
     pub facts: Facts,
@@ -355,7 +355,7 @@ pub struct Scan {
 }
 
 impl Scan {
-    pub fn new(config: &IdentityConfig, nodes: Interner, facts: Facts) -> Result<Scan> {
+    pub(super) fn new(config: &IdentityConfig, nodes: Interner, facts: Facts) -> Result<Scan> {
         let country = normalize::country(&config.default_country).ok_or_else(|| {
             Error::Config(format!(
                 "default_country '{}' is not an ISO country code",
@@ -390,7 +390,7 @@ impl Scan {
     }
 
     /// Whether a table's files are read at all (it feeds some identifier).
-    pub fn reads(&self, table: RawTable) -> bool {
+    pub(super) fn reads(&self, table: RawTable) -> bool {
         self.rules.plans.contains_key(&table)
     }
 
@@ -404,7 +404,7 @@ impl Scan {
     /// and facts of the refresh, at the cost of one lookup per distinct
     /// identifier and row key of the file rather than one per row, and
     /// with one copy of the graph in memory.
-    pub async fn read(
+    pub(super) async fn read(
         &mut self,
         lake: &Lake,
         files: Vec<RawFile>,

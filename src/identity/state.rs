@@ -47,10 +47,10 @@ use crate::lake::Lake;
 use crate::lake::parquet::{self, ParquetFileWriter, bulk_properties_ascending};
 
 /// Version of the layout below; a refresh that finds another rebuilds.
-pub const FORMAT: u32 = 7;
+pub(super) const FORMAT: u32 = 7;
 
 /// Name of the state in the manifest's table map.
-pub const STATE_TABLE: &str = "_state";
+pub(super) const STATE_TABLE: &str = "_state";
 
 const CHUNK: usize = 64 * 1024;
 
@@ -130,7 +130,7 @@ fn profile_ids_schema() -> SchemaRef {
 /// graph as `(node, id)` pairs cost a lookup per profile and a write to a
 /// random place per identifier).
 #[derive(Debug, Default, PartialEq)]
-pub struct Assignment {
+pub(super) struct Assignment {
     pub ids: Vec<Uuid>,
     pub nodes: Vec<(NodeId, u32)>,
 }
@@ -138,7 +138,7 @@ pub struct Assignment {
 impl Assignment {
     /// The profile of each of `nodes` identifiers, from the profiles' ids
     /// and members (nodes in none are listed without one).
-    pub fn of_profiles<'a>(
+    pub(super) fn of_profiles<'a>(
         nodes: usize,
         profiles: impl Iterator<Item = (Uuid, &'a [NodeId])>,
     ) -> Assignment {
@@ -158,7 +158,7 @@ impl Assignment {
     }
 
     /// The assignment of `pairs` (identifiers and profile ids, any order).
-    pub fn of_pairs(pairs: &[(NodeId, Option<Uuid>)]) -> Assignment {
+    pub(super) fn of_pairs(pairs: &[(NodeId, Option<Uuid>)]) -> Assignment {
         let mut numbers: std::collections::HashMap<Uuid, u32> = Default::default();
         let mut ids = Vec::new();
         let mut nodes: Vec<(NodeId, u32)> = pairs
@@ -186,7 +186,7 @@ fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
 /// What one layer of the state holds besides its assignments: the nodes
 /// and keys from these numbers on (with the keys' cells) and these links.
 #[derive(Debug, Clone, Copy)]
-pub struct Layer<'a> {
+pub(super) struct Layer<'a> {
     pub nodes_from: usize,
     pub keys_from: usize,
     pub edges: &'a [Edge],
@@ -194,7 +194,7 @@ pub struct Layer<'a> {
 
 /// Write one layer of `graph` and `facts`, with the profile of each
 /// identifier `assignment` lists, under `dir` (a new folder).
-pub async fn save(
+pub(super) async fn save(
     lake: &Lake,
     dir: &Path,
     graph: &Graph,
@@ -227,7 +227,7 @@ fn state_file(
 
 /// The part of [`save`] that needs no resolution: identifiers, keys with
 /// their facts, and links. A full rebuild writes it while it resolves.
-pub async fn save_graph(
+pub(super) async fn save_graph(
     lake: &Lake,
     dir: &Path,
     graph: &Graph,
@@ -345,7 +345,11 @@ pub async fn save_graph(
 }
 
 /// Write the assignment of one layer under `dir`.
-pub async fn save_assignment(lake: &Lake, dir: &Path, assignment: &Assignment) -> Result<()> {
+pub(super) async fn save_assignment(
+    lake: &Lake,
+    dir: &Path,
+    assignment: &Assignment,
+) -> Result<()> {
     let schema = profile_ids_schema();
     let mut w = state_file(lake, dir, "profile_ids.parquet", &schema, &[], &[])?;
     for chunk in assignment.ids.chunks(CHUNK) {
@@ -400,7 +404,7 @@ fn stale(dir: &Path, what: impl std::fmt::Display) -> Error {
 /// The stored state but for the cells: what an incremental refresh reads
 /// whole.
 #[derive(Debug, Default)]
-pub struct Stored {
+pub(super) struct Stored {
     /// Every identifier (without a lookup index).
     pub nodes: Interner,
     /// Every row key with its stats; no cells.
@@ -458,7 +462,7 @@ async fn footers(lake: &Lake, layers: &[Path], name: &str) -> Result<(usize, Vec
 /// assignments (numbering the previous ids); the other reads the keys,
 /// derives every identifier's first and last sighting, and reads the
 /// links.
-pub async fn load(
+pub(super) async fn load(
     lake: &Lake,
     layers: &[Path],
     types: &[TypeRule],
@@ -570,7 +574,7 @@ pub async fn load(
 /// The profile each identifier of `graph` had in the stored state of
 /// `layers` (for stable ids across a full rebuild, whose node numbers are
 /// its own).
-pub async fn previous(
+pub(super) async fn previous(
     lake: &Lake,
     layers: &[Path],
     types: &[TypeRule],
@@ -763,7 +767,7 @@ async fn load_assignment(
 /// earlier times): what a layer must record. `edges` grows by the new
 /// pairs only, from its end backwards (no second copy of the graph's
 /// links when it has the room).
-pub fn merge_edges_into(edges: &mut Vec<Edge>, new: &[Edge]) -> Vec<Edge> {
+pub(super) fn merge_edges_into(edges: &mut Vec<Edge>, new: &[Edge]) -> Vec<Edge> {
     let ends = |e: &Edge| (e.a, e.b);
     let (mut changed, mut added) = (Vec::new(), Vec::new());
     let mut i = 0;
@@ -822,7 +826,7 @@ fn cells_read_schema() -> SchemaRef {
 
 /// Read the cells of the keys `wanted[k]` from the layers `layers` into
 /// `facts` (keys beyond `wanted` are not read).
-pub async fn load_cells(
+pub(super) async fn load_cells(
     lake: &Lake,
     layers: &[Path],
     facts: &mut Facts,
@@ -838,7 +842,7 @@ pub async fn load_cells(
 ///
 /// Two readers share each file's row groups and keep only those rows
 /// (decoding is most of the work).
-pub async fn read_cells(
+pub(super) async fn read_cells(
     lake: &Lake,
     layers: &[Path],
     keys: usize,
@@ -880,7 +884,7 @@ pub async fn read_cells(
 
 /// Fold into `facts` the cells of `kept` (from [`read_cells`] of
 /// `layers`) whose key is `wanted`.
-pub fn fold_cells(
+pub(super) fn fold_cells(
     layers: &[Path],
     kept: &[(usize, RecordBatch)],
     facts: &mut Facts,

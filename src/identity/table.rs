@@ -25,7 +25,7 @@ const fn full(slots: usize) -> usize {
 
 /// Hash → entry numbers, confirmed by the caller.
 #[derive(Debug, Clone, Default)]
-pub struct TagTable {
+pub(super) struct TagTable {
     slots: Vec<u64>,
     /// log2 of the number of slots (0 when there are none).
     bits: u32,
@@ -33,7 +33,7 @@ pub struct TagTable {
 }
 
 impl TagTable {
-    pub fn new() -> TagTable {
+    pub(super) fn new() -> TagTable {
         TagTable::default()
     }
 
@@ -49,7 +49,7 @@ impl TagTable {
     }
 
     /// The entry filed under `hash` for which `eq` holds.
-    pub fn find(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
+    pub(super) fn find(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
         if self.slots.is_empty() {
             return None;
         }
@@ -69,7 +69,7 @@ impl TagTable {
 
     /// File entry `number` under `hash`; the caller knows no equal entry
     /// is filed.
-    pub fn insert(&mut self, hash: u64, number: u32) {
+    pub(super) fn insert(&mut self, hash: u64, number: u32) {
         debug_assert!(number != u32::MAX, "entry numbers stop below u32::MAX");
         self.reserve(1);
         place(
@@ -81,7 +81,7 @@ impl TagTable {
     }
 
     /// Make room for `more` entries without growing on the way.
-    pub fn reserve(&mut self, more: usize) {
+    pub(super) fn reserve(&mut self, more: usize) {
         let wanted = self.len + more;
         if wanted <= full(self.slots.len()) {
             return;
@@ -100,7 +100,7 @@ impl TagTable {
     }
 
     /// Number of entries filed.
-    pub fn entries(&self) -> usize {
+    pub(super) fn entries(&self) -> usize {
         self.len
     }
 
@@ -108,7 +108,7 @@ impl TagTable {
     /// entries just forgotten needed: a table reused for one small file
     /// after a large one would otherwise cost the large one's clearing
     /// every time (a worker's files come largest first).
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         let mut bits = 4;
         while full(1 << bits) < self.len {
             bits += 1;
@@ -124,7 +124,7 @@ impl TagTable {
 
     /// Read the home slot of `hash` (the value is meaningless: it is for a
     /// caller loading the memory of many lookups at once).
-    pub fn touch(&self, hash: u64) -> u64 {
+    pub(super) fn touch(&self, hash: u64) -> u64 {
         match self.slots.is_empty() {
             true => 0,
             false => self.slots[self.home(hash)],
@@ -133,7 +133,7 @@ impl TagTable {
 
     /// The first entry filed under `hash`'s tag, unconfirmed: most likely
     /// the only one, to be loaded ahead of [`TagTable::find`].
-    pub fn candidate(&self, hash: u64) -> Option<u32> {
+    pub(super) fn candidate(&self, hash: u64) -> Option<u32> {
         self.find(hash, |_| true)
     }
 }

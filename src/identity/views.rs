@@ -23,7 +23,7 @@ use crate::lake::parquet::{
 use crate::schema::{cdp, utc_timestamps};
 
 /// Everything the writers read.
-pub struct Sources<'a> {
+pub(super) struct Sources<'a> {
     pub lake: &'a Lake,
     pub config: &'a IdentityConfig,
     pub graph: &'a Graph,
@@ -57,7 +57,7 @@ fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
 }
 
 /// The removed keys of a `cdp.identity_links` layer.
-pub fn removed_links_schema() -> SchemaRef {
+pub(super) fn removed_links_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("id_type", DataType::Utf8, false),
         Field::new("id_value", DataType::Utf8, false),
@@ -65,7 +65,7 @@ pub fn removed_links_schema() -> SchemaRef {
 }
 
 /// The removed keys of a `cdp.profiles` layer.
-pub fn removed_profiles_schema() -> SchemaRef {
+pub(super) fn removed_profiles_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new(
         "profile_id",
         DataType::Utf8,
@@ -74,7 +74,7 @@ pub fn removed_profiles_schema() -> SchemaRef {
 }
 
 /// `cdp.identity_links` rows of `nodes` (each has a profile) in `dir`.
-pub async fn links(s: &Sources<'_>, nodes: &[NodeId], dir: &Path) -> Result<()> {
+pub(super) async fn links(s: &Sources<'_>, nodes: &[NodeId], dir: &Path) -> Result<()> {
     let schema = cdp::identity_links();
     let mut writer = ParquetFileWriter::create_with(
         s.lake,
@@ -104,7 +104,7 @@ pub async fn links(s: &Sources<'_>, nodes: &[NodeId], dir: &Path) -> Result<()> 
 }
 
 /// The keys (type, value) of link rows that went away, in `dir`.
-pub async fn removed_links(s: &Sources<'_>, nodes: &[NodeId], dir: &Path) -> Result<()> {
+pub(super) async fn removed_links(s: &Sources<'_>, nodes: &[NodeId], dir: &Path) -> Result<()> {
     let schema = removed_links_schema();
     let b = batch(&schema, s.identifiers(nodes.iter().copied()).to_vec())?;
     write_file(s.lake, &dir.clone().join("part-0.parquet"), schema, &[b]).await?;
@@ -112,7 +112,7 @@ pub async fn removed_links(s: &Sources<'_>, nodes: &[NodeId], dir: &Path) -> Res
 }
 
 /// The ids of profile rows that went away, in `dir`.
-pub async fn removed_profiles(lake: &Lake, ids: &[Uuid], dir: &Path) -> Result<()> {
+pub(super) async fn removed_profiles(lake: &Lake, ids: &[Uuid], dir: &Path) -> Result<()> {
     let schema = removed_profiles_schema();
     let b = batch(
         &schema,
@@ -123,7 +123,7 @@ pub async fn removed_profiles(lake: &Lake, ids: &[Uuid], dir: &Path) -> Result<(
 }
 
 /// `cdp.identity_rejections`, whole, in `dir`.
-pub async fn rejections(s: &Sources<'_>, dir: &Path) -> Result<()> {
+pub(super) async fn rejections(s: &Sources<'_>, dir: &Path) -> Result<()> {
     let schema = cdp::identity_rejections();
     let (config, graph) = (s.config, s.graph);
     let type_name = |n: NodeId| s.type_name(n).to_string();
@@ -201,7 +201,12 @@ pub async fn rejections(s: &Sources<'_>, dir: &Path) -> Result<()> {
 
 /// `cdp.profile_merges` in `dir`: the files of the last version (`old`)
 /// and this refresh's merges and splits, stamped `version`.
-pub async fn merges(s: &Sources<'_>, old: Option<&str>, version: u64, dir: &Path) -> Result<()> {
+pub(super) async fn merges(
+    s: &Sources<'_>,
+    old: Option<&str>,
+    version: u64,
+    dir: &Path,
+) -> Result<()> {
     if let Some(old) = old {
         for object in s.lake.list(&Path::from(old)).await? {
             let name = object
@@ -242,7 +247,7 @@ pub async fn merges(s: &Sources<'_>, old: Option<&str>, version: u64, dir: &Path
 }
 
 /// `cdp.profiles` rows of `assembled` in `dir`.
-pub async fn profiles(
+pub(super) async fn profiles(
     s: &Sources<'_>,
     assembled: profiles::Assembled<'_>,
     dir: &Path,

@@ -18,22 +18,22 @@ use datafusion_postgres::pgwire::error::PgWireResult;
 use super::statements::error;
 
 /// Levels of parentheses, brackets and `CASE` a statement may nest.
-pub const MAX_DEPTH: usize = 32;
+pub(super) const MAX_DEPTH: usize = 32;
 /// Set operations (`UNION`, `INTERSECT`, `EXCEPT`) in one statement: each
 /// nests the plan one level deeper.
-pub const MAX_SET_OPERATIONS: usize = 500;
+pub(super) const MAX_SET_OPERATIONS: usize = 500;
 /// Binary operators (`+`, `||`, `AND`, `=`, …) in one statement: a chain
 /// of them is a tree as deep as it is long.
-pub const MAX_OPERATORS: usize = 2_000;
+pub(super) const MAX_OPERATORS: usize = 2_000;
 /// Joined relations in one statement (each `JOIN`): the planner's work
 /// grows faster than their number.
-pub const MAX_JOINS: usize = 64;
+pub(super) const MAX_JOINS: usize = 64;
 /// Items of one select list: PostgreSQL's own limit (`54011`).
-pub const MAX_SELECT_ITEMS: usize = 1_664;
+pub(super) const MAX_SELECT_ITEMS: usize = 1_664;
 
 /// `Ok` if `sql` nests at most [`MAX_DEPTH`] levels deep. Text that does not
 /// tokenize is left to the parser, which reports it.
-pub fn check(sql: &str) -> PgWireResult<()> {
+pub(super) fn check(sql: &str) -> PgWireResult<()> {
     let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
         return Ok(());
     };

@@ -19,7 +19,7 @@ use super::execute::Executor;
 
 /// The server-wide session of each role, shared by every connection.
 #[derive(Clone)]
-pub struct RoleBases {
+pub(super) struct RoleBases {
     pub admin: Arc<SessionContext>,
     /// Personal data masked at the scan.
     pub analyst: Arc<SessionContext>,
@@ -29,7 +29,7 @@ pub struct RoleBases {
 }
 
 /// One role's session on one connection.
-pub struct RoleSession {
+pub(super) struct RoleSession {
     pub service: Arc<DfSessionService>,
     pub ctx: Arc<SessionContext>,
     pub executor: Executor,
@@ -64,14 +64,14 @@ impl RoleSession {
 }
 
 /// The sessions of one connection, made on first use.
-pub struct ConnectionSessions {
+pub(super) struct ConnectionSessions {
     bases: RoleBases,
     admin: OnceLock<RoleSession>,
     analyst: OnceLock<RoleSession>,
 }
 
 impl ConnectionSessions {
-    pub fn new(bases: RoleBases) -> ConnectionSessions {
+    pub(super) fn new(bases: RoleBases) -> ConnectionSessions {
         ConnectionSessions {
             bases,
             admin: OnceLock::new(),
@@ -80,7 +80,7 @@ impl ConnectionSessions {
     }
 
     /// The session `role` plans and runs in on this connection.
-    pub fn of(&self, role: Role) -> &RoleSession {
+    pub(super) fn of(&self, role: Role) -> &RoleSession {
         match role {
             Role::Admin => self
                 .admin
@@ -93,7 +93,7 @@ impl ConnectionSessions {
 
     /// A session already made on this connection (for what does not depend
     /// on the role, such as describing a statement already planned).
-    pub fn any(&self) -> &RoleSession {
+    pub(super) fn any(&self) -> &RoleSession {
         match (self.analyst.get(), self.admin.get()) {
             (Some(session), _) | (None, Some(session)) => session,
             (None, None) => self.of(Role::Analyst),
@@ -101,13 +101,13 @@ impl ConnectionSessions {
     }
 
     /// The query runtime, if queries run apart from the protocol.
-    pub fn runtime(&self) -> Option<&QueryHandle> {
+    pub(super) fn runtime(&self) -> Option<&QueryHandle> {
         self.bases.runtime.as_ref()
     }
 }
 
 /// Take `ctx`'s settings back to those its connection started with.
-pub fn reset_options(ctx: &SessionContext) {
+pub(super) fn reset_options(ctx: &SessionContext) {
     let state = ctx.state_ref();
     let mut state = state.write();
     let Some(base) = state.config().get_extension::<BaseOptions>() else {
@@ -117,7 +117,10 @@ pub fn reset_options(ctx: &SessionContext) {
 }
 
 /// The value engine setting `name` had when the connection started.
-pub fn base_value(state: &datafusion::execution::SessionState, name: &str) -> Option<String> {
+pub(super) fn base_value(
+    state: &datafusion::execution::SessionState,
+    name: &str,
+) -> Option<String> {
     let base = state.config().get_extension::<BaseOptions>()?;
     base.0
         .entries()

@@ -31,7 +31,7 @@ use super::statements::error;
 
 /// How rows are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CopyFormat {
+pub(super) struct CopyFormat {
     pub csv: bool,
     pub header: bool,
     pub delimiter: char,
@@ -40,7 +40,7 @@ pub struct CopyFormat {
 
 /// The query and format of a `COPY … TO STDOUT`, if `sql` is one;
 /// `Some(Err)` for a COPY Panorama cannot run (to a file, from stdin, ...).
-pub fn copy_to_stdout(sql: &str) -> Option<Result<(String, CopyFormat), PgWireError>> {
+pub(super) fn copy_to_stdout(sql: &str) -> Option<Result<(String, CopyFormat), PgWireError>> {
     let head = sql.trim_start();
     if !head
         .get(..5)
@@ -179,7 +179,11 @@ pub fn copy_to_stdout(sql: &str) -> Option<Result<(String, CopyFormat), PgWireEr
 }
 
 /// Plan `query` and stream its rows as a copy-out response.
-pub async fn run(ctx: &SessionContext, query: &str, format: CopyFormat) -> PgWireResult<Response> {
+pub(super) async fn run(
+    ctx: &SessionContext,
+    query: &str,
+    format: CopyFormat,
+) -> PgWireResult<Response> {
     let api = |e| PgWireError::ApiError(Box::new(e));
     let df = ctx.sql(query).await.map_err(api)?;
     let columns = df.schema().fields().len();

@@ -22,7 +22,7 @@ use crate::catalog::raw_schema::RawSchema;
 use crate::schema::declared::{Column, Declaration};
 
 /// The table name of `name` when it is `raw.<table>`.
-pub fn raw_table_name(name: &ObjectName) -> Option<String> {
+pub(super) fn raw_table_name(name: &ObjectName) -> Option<String> {
     let parts: Vec<String> = name
         .0
         .iter()
@@ -40,7 +40,7 @@ pub fn raw_table_name(name: &ObjectName) -> Option<String> {
 }
 
 /// Whether `statement` is one this module runs.
-pub fn handles(statement: &Statement) -> bool {
+pub(super) fn handles(statement: &Statement) -> bool {
     match statement {
         Statement::CreateTable(create) => raw_table_name(&create.name).is_some(),
         Statement::AlterTable(alter) => raw_table_name(&alter.name).is_some(),
@@ -49,7 +49,7 @@ pub fn handles(statement: &Statement) -> bool {
 }
 
 /// Run a statement [`handles`] said it runs.
-pub async fn run(ctx: &SessionContext, statement: &Statement) -> PgWireResult<Response> {
+pub(super) async fn run(ctx: &SessionContext, statement: &Statement) -> PgWireResult<Response> {
     match statement {
         Statement::CreateTable(create) => self::create(ctx, create).await,
         Statement::AlterTable(alter) => self::alter(ctx, alter).await,

@@ -26,10 +26,10 @@ use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use super::statements::{answered_without_rows, error};
 
 /// The statement type of the portal store: SQL text and its plan.
-pub type DfStatement = (String, Option<(Statement, LogicalPlan)>);
+pub(super) type DfStatement = (String, Option<(Statement, LogicalPlan)>);
 
 /// The name of the cursor a `FETCH` statement reads, if it is one.
-pub fn fetched_cursor(statement: &DfStatement) -> Option<&str> {
+pub(super) fn fetched_cursor(statement: &DfStatement) -> Option<&str> {
     match &statement.1 {
         Some((Statement::Fetch { name, .. }, _)) => Some(name.value.as_str()),
         _ => None,
@@ -105,7 +105,7 @@ async fn fetch(
 
 /// The hook; install it before datafusion-postgres' cursor hook.
 #[derive(Debug)]
-pub struct CursorHook;
+pub(super) struct CursorHook;
 
 impl CursorHook {
     async fn run(

@@ -32,7 +32,7 @@ type Statement_ = (
 );
 
 /// One role's session and hooks, and where its queries are planned.
-pub struct Executor {
+pub(super) struct Executor {
     pub ctx: Arc<SessionContext>,
     pub hooks: Vec<Arc<dyn QueryHook>>,
     pub runtime: Option<crate::executor::QueryHandle>,
@@ -42,7 +42,7 @@ impl Executor {
     /// Run `portal` if it is a query whose parameters are all typed
     /// (`wire_types` as the parser described them to the client); `None`
     /// leaves it to datafusion-postgres.
-    pub async fn query<C>(
+    pub(super) async fn query<C>(
         &self,
         client: &mut C,
         portal: &Portal<Statement_>,

@@ -46,12 +46,12 @@ fn spell(value: f64, scientific: String, max_exponent: i32) -> String {
 }
 
 /// A `double precision` as PostgreSQL writes it.
-pub fn double(value: f64) -> String {
+pub(super) fn double(value: f64) -> String {
     spell(value, format!("{value:e}"), 15)
 }
 
 /// A `real` as PostgreSQL writes it.
-pub fn real(value: f32) -> String {
+pub(super) fn real(value: f32) -> String {
     spell(f64::from(value), format!("{value:e}"), 6)
 }
 

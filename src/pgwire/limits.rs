@@ -69,7 +69,7 @@ pub(super) async fn within_timeout<T>(
 /// Wrap a response's rows with the connection's deadline and cancel; the
 /// rows are produced on the query runtime (`runtime`), the deadline and
 /// the cancel are watched here, on the protocol's.
-pub fn guard(
+pub(super) fn guard(
     response: Response,
     client: &(impl ClientInfo + ?Sized),
     runtime: Option<&crate::executor::QueryHandle>,
@@ -175,13 +175,13 @@ fn guarded(
 /// The extended protocol of `datafusion-postgres`, with guarded results,
 /// each role on its own session of this connection (statements are
 /// planned by the session of the role that runs them).
-pub struct Guarded {
+pub(super) struct Guarded {
     sessions: Arc<ConnectionSessions>,
     parser: Arc<RoleParser>,
 }
 
 impl Guarded {
-    pub fn new(sessions: Arc<ConnectionSessions>) -> Self {
+    pub(super) fn new(sessions: Arc<ConnectionSessions>) -> Self {
         let parser = Arc::new(RoleParser {
             sessions: Arc::clone(&sessions),
         });
@@ -192,7 +192,7 @@ impl Guarded {
 type DfStatement = <DfSessionService as ExtendedQueryHandler>::Statement;
 
 /// Plans with the session of the client's role.
-pub struct RoleParser {
+pub(super) struct RoleParser {
     sessions: Arc<ConnectionSessions>,
 }
 

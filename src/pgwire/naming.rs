@@ -35,7 +35,7 @@ use std::sync::Arc;
 /// item, from the parser's source spans), never by printing the statement
 /// again, which would not always read back the same in DataFusion; the new
 /// text is used only if it parses to exactly the intended statement.
-pub fn rename(sql: &str) -> Option<String> {
+pub(super) fn rename(sql: &str) -> Option<String> {
     let original = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
     let single = original.len() == 1;
     let mut intended = original.clone();
@@ -274,7 +274,7 @@ const PG_CATALOG_ALIAS: &str = "__alias_";
 /// and a column of NULLs with no type (`SELECT NULL AS role`) `text`, as
 /// PostgreSQL resolves an unknown-typed output column. The values are
 /// unchanged: NULL encodes alike in every type.
-pub fn described(fields: &[FieldInfo]) -> Option<Vec<FieldInfo>> {
+pub(super) fn described(fields: &[FieldInfo]) -> Option<Vec<FieldInfo>> {
     let rename = |name: &str| -> Option<String> {
         if let Some((base, _)) = name.split_once(DUPLICATE) {
             return Some(base.to_string());

@@ -32,7 +32,7 @@ use crate::executor::{QueryHandle, Unfinished};
 use crate::functions::session::CONNECTION;
 
 /// The last hook: plans in a task the statement's deadline can abandon.
-pub struct PlannedHook {
+pub(super) struct PlannedHook {
     pub runtime: Option<QueryHandle>,
 }
 
@@ -87,7 +87,7 @@ impl QueryHook for PlannedHook {
 /// A cancel request is not watched here: pgwire races the handler with
 /// the connection's one cancel receiver, and taking that receiver over
 /// would end the statement the moment this returns to pgwire.
-pub async fn run_planned<T: Send + 'static>(
+pub(super) async fn run_planned<T: Send + 'static>(
     runtime: Option<&QueryHandle>,
     client: &(dyn ClientInfo + Send + Sync),
     work: impl std::future::Future<Output = PgWireResult<T>> + Send + 'static,
@@ -117,7 +117,7 @@ pub async fn run_planned<T: Send + 'static>(
 
 /// A planned statement's response: an `INSERT`'s row count, or the rows,
 /// encoded in `format` (their execution starts here: physical planning).
-pub async fn respond(
+pub(super) async fn respond(
     frame: DataFrame,
     insert: bool,
     format: &Format,

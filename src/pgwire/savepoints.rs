@@ -52,7 +52,7 @@ fn op(statement: &Statement) -> Option<Op<'_>> {
 }
 
 /// Whether `query` is a `ROLLBACK TO [SAVEPOINT] name`.
-pub fn is_rollback_to(query: &str) -> bool {
+pub(super) fn is_rollback_to(query: &str) -> bool {
     let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
     datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, query).is_ok_and(|s| {
         matches!(
@@ -143,7 +143,7 @@ fn answer(statement: &Statement, client: &mut dyn HookClient) -> Option<PgWireRe
 
 /// The hook; install it before datafusion-postgres' transaction hook.
 #[derive(Debug)]
-pub struct SavepointHook;
+pub(super) struct SavepointHook;
 
 #[async_trait]
 impl QueryHook for SavepointHook {

@@ -498,7 +498,7 @@ async fn run_ddl(ctx: &SessionContext, sql: &str, tag: &str) -> PgWireResult<Res
 
 /// The hook; install it before datafusion-postgres' own.
 #[derive(Debug)]
-pub struct SessionHook;
+pub(super) struct SessionHook;
 
 #[async_trait]
 impl QueryHook for SessionHook {

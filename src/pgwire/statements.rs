@@ -42,7 +42,7 @@ pub struct Actions {
 
 /// `(procedure, arguments)` of a `CALL panorama.<procedure>(...)`
 /// statement; `Some(Err)` for a CALL that is malformed.
-pub fn call_target(sql: &str) -> Option<Result<(String, Vec<String>), String>> {
+pub(super) fn call_target(sql: &str) -> Option<Result<(String, Vec<String>), String>> {
     use datafusion::sql::sqlparser::ast::{
         Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Statement, Value,
     };
@@ -100,19 +100,19 @@ pub fn call_target(sql: &str) -> Option<Result<(String, Vec<String>), String>> {
 
 /// The simple-query handler of one connection: Panorama's statements,
 /// then datafusion-postgres.
-pub struct PanoramaStatements {
+pub(super) struct PanoramaStatements {
     sessions: Arc<ConnectionSessions>,
     actions: Actions,
 }
 
 impl PanoramaStatements {
-    pub fn new(sessions: Arc<ConnectionSessions>, actions: Actions) -> Self {
+    pub(super) fn new(sessions: Arc<ConnectionSessions>, actions: Actions) -> Self {
         PanoramaStatements { sessions, actions }
     }
 }
 
 /// The view named by a `REFRESH MATERIALIZED VIEW` statement, if `sql` is one.
-pub fn refresh_target(sql: &str) -> Option<String> {
+pub(super) fn refresh_target(sql: &str) -> Option<String> {
     let words: Vec<String> = sql
         .lines()
         .map(|l| l.split("--").next().unwrap_or_default())

@@ -16,7 +16,7 @@ use super::floats::{double, real};
 
 /// How one column's text is respelled.
 #[derive(Debug, Clone)]
-pub enum Respell {
+pub(super) enum Respell {
     Double,
     Real,
     /// A `timestamptz` shown in this zone.
@@ -25,7 +25,7 @@ pub enum Respell {
 
 /// The columns of `fields` whose text a respelling would change, for a
 /// connection whose time zone is `zone` (`None`: UTC).
-pub fn columns(fields: &[FieldInfo], zone: Option<&str>) -> Vec<(usize, Respell)> {
+pub(super) fn columns(fields: &[FieldInfo], zone: Option<&str>) -> Vec<(usize, Respell)> {
     let zone: Option<Tz> = zone
         .filter(|z| !z.eq_ignore_ascii_case("utc"))
         .and_then(|z| z.parse().ok());
@@ -90,7 +90,7 @@ fn postgres_offset(offset: FixedOffset) -> String {
 }
 
 /// `row` with the columns (`(index, how)`, in index order) respelled.
-pub fn respell(row: DataRow, columns: &[(usize, Respell)]) -> PgWireResult<DataRow> {
+pub(super) fn respell(row: DataRow, columns: &[(usize, Respell)]) -> PgWireResult<DataRow> {
     let mut out = bytes::BytesMut::with_capacity(row.data.len() + 8);
     let data = &row.data[..];
     let mut at = 0;
