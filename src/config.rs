@@ -100,7 +100,9 @@ impl Config {
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         config.identity.consent = config.consent.clone();
         config.identity.retention = config.retention.clone();
-        config.identity.validate()?;
+        // The sources' tables are checked when the lake is open (it may
+        // declare tables of its own).
+        config.identity.validate_settings()?;
         config.collector.validate()?;
         config
             .console

@@ -742,6 +742,8 @@ async fn open_current_lake(location: &str, settings: &config::Config) -> Result<
             eprintln!("raw.{table}: declared in the lake (panorama.toml [tables.{table}])");
         }
     }
+    // Now that the lake's own tables are known too.
+    settings.identity.validate()?;
     Ok(lake)
 }
 

@@ -96,6 +96,8 @@ impl Builder {
     /// The users and the TLS acceptor, or why the server must not start.
     fn refusals(&self) -> Result<(pgwire::auth::Users, Option<TlsAcceptor>)> {
         let config = &self.config;
+        // The sources' tables, now that the lake's own are known.
+        config.identity.validate()?;
         let users = pgwire::auth::Users::from_config(&config.users).map_err(Error::Config)?;
         let public = [
             Some(self.listen),

@@ -5,6 +5,8 @@
 //! listed to BI tools — by the process that declared them and by every
 //! later one.
 
+use panorama::lake::Lake;
+
 use crate::support::*;
 
 const CONFIG: &str = r#"
@@ -457,4 +459,72 @@ async fn the_readme_example_joins_a_loyalty_account_to_its_email_profile() {
         count.contains(&"1") && !count.contains(&"2"),
         "one profile: {stdout}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_created_over_sql_is_an_identity_source_once_panorama_toml_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("panorama-lake");
+    // An administrator creates the table over SQL; panorama.toml never
+    // declares it.
+    {
+        let lake = Lake::open(lake_dir.to_str().unwrap()).unwrap();
+        let server = TestServer::start(&lake).await;
+        let client = server.client().await;
+        client
+            .batch_execute(
+                "CREATE TABLE raw.loyalty_accounts (loyalty_id text NOT NULL, \
+                 member_email text, updated_at timestamptz) WITH (time = 'updated_at')",
+            )
+            .await
+            .unwrap();
+        server.stop().await;
+    }
+    std::fs::write(
+        dir.path().join("panorama.toml"),
+        "[identity]\n\
+         types = [{ name = \"loyalty_id\", normalize = \"text\", priority = 5 }]\n\
+         sources = [{ table = \"loyalty_accounts\", column = \"loyalty_id\", id_type = \"loyalty_id\" },\n\
+         { table = \"loyalty_accounts\", column = \"member_email\", id_type = \"email\" }]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("crm.csv"), CRM_CSV).unwrap();
+    std::fs::write(
+        dir.path().join("loyalty.csv"),
+        "loyalty_id,member_email,updated_at\nL1,Ann@X.com,2026-01-12\n",
+    )
+    .unwrap();
+    for args in [
+        &["ingest", "customers", "crm.csv"][..],
+        &["ingest", "loyalty_accounts", "loyalty.csv"],
+        &["refresh"],
+    ] {
+        let (ok, _, stderr) = panorama(dir.path(), args);
+        assert!(ok, "{args:?}: {stderr}");
+    }
+    let (ok, stdout, stderr) = panorama(
+        dir.path(),
+        &[
+            "sql",
+            "SELECT count(DISTINCT profile_id) AS profiles FROM cdp.identity_links \
+             WHERE (id_type = 'loyalty_id' AND id_value = 'L1') \
+                OR (id_type = 'customer_id' AND id_value = 'C1')",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let count: Vec<&str> = stdout.split_whitespace().collect();
+    assert!(
+        count.contains(&"1") && !count.contains(&"2"),
+        "one profile: {stdout}"
+    );
+    // A source naming a table neither declared nor created is still
+    // refused, with the ways to make one.
+    std::fs::write(
+        dir.path().join("panorama.toml"),
+        "[[identity.sources]]\ntable = \"visits\"\ncolumn = \"card\"\nid_type = \"email\"\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = panorama(dir.path(), &["sql", "SELECT 1"]);
+    assert!(!ok);
+    assert!(stderr.contains("CREATE TABLE raw.visits"), "{stderr}");
 }

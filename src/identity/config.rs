@@ -192,7 +192,33 @@ impl IdentityConfig {
 
     /// Check cross-field rules: every source names a known table, column and
     /// identifier type; the default country is real; names are unique.
+    /// The tables a lake declares (in its own records, made by `CREATE
+    /// TABLE raw.…` over SQL) are known once the lake is open.
     pub fn validate(&self) -> Result<()> {
+        self.validate_settings()?;
+        for s in &self.sources {
+            let Some(table) = RawTable::from_name(&s.table) else {
+                return Err(Error::Config(format!(
+                    "[identity] source table '{}' is not a raw table (neither built in, nor \
+                     declared in [tables.{}] of panorama.toml, nor created in this lake by \
+                     CREATE TABLE raw.{} over SQL)",
+                    s.table, s.table, s.table
+                )));
+            };
+            if table.file_schema().field_with_name(&s.column).is_err() {
+                return Err(Error::Config(format!(
+                    "[identity] raw.{} has no column '{}'",
+                    s.table, s.column
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`IdentityConfig::validate`] but for the sources' tables and
+    /// columns: what can be checked when `panorama.toml` is read, before a
+    /// lake is open.
+    pub fn validate_settings(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::Config(format!("[identity] {msg}")));
         if normalize::country(&self.default_country).is_none() {
             return bad(format!(
@@ -212,12 +238,6 @@ impl IdentityConfig {
             }
         }
         for s in &self.sources {
-            let Some(table) = RawTable::from_name(&s.table) else {
-                return bad(format!("source table '{}' is not a raw table", s.table));
-            };
-            if table.file_schema().field_with_name(&s.column).is_err() {
-                return bad(format!("raw.{} has no column '{}'", s.table, s.column));
-            }
             if !self.types.iter().any(|t| t.name == s.id_type) {
                 return bad(format!(
                     "source raw.{}.{} feeds unknown identifier type '{}'",
