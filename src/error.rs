@@ -81,6 +81,18 @@ pub enum Error {
     /// not start or stopped early.
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// A request the user sent that cannot be carried out as sent (an
+    /// unknown procedure, a wrong number of arguments, a value its type's
+    /// rule refuses). The message never repeats the value.
+    #[error("{0}")]
+    Input(String),
+
+    /// Data Panorama stored that does not read back as it was written:
+    /// `what` says what is wrong, `path` where (a refresh rebuilds from the
+    /// raw data).
+    #[error("{what} ({path} is damaged or from another version)")]
+    Corrupt { what: String, path: String },
 }
 
 impl Error {

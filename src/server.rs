@@ -261,7 +261,6 @@ fn lake_actions(lake: &Lake, config: &Config) -> Actions {
                             r.version, r.profiles, r.merges
                         )
                     })
-                    .map_err(|e| e.to_string())
             })
         })
     };
@@ -274,11 +273,8 @@ fn lake_actions(lake: &Lake, config: &Config) -> Actions {
                     return forget(&lake, &identity, &args).await;
                 }
                 use crate::identity::blocks;
-                let decision =
-                    blocks::procedure(&identity, &procedure, &args).map_err(|e| e.to_string())?;
-                blocks::record(&lake, &decision, chrono::Utc::now())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let decision = blocks::procedure(&identity, &procedure, &args)?;
+                blocks::record(&lake, &decision, chrono::Utc::now()).await?;
                 Ok(blocks::describe(&decision))
             })
         })
@@ -295,21 +291,19 @@ async fn forget(
     lake: &Lake,
     identity: &crate::identity::IdentityConfig,
     args: &[String],
-) -> std::result::Result<String, String> {
+) -> Result<String> {
     if args.is_empty() || !args.len().is_multiple_of(2) {
-        return Err(
+        return Err(Error::Input(
             "forget takes pairs of identifier type and value: CALL panorama.forget('email', 'jane@example.com')"
                 .into(),
-        );
+        ));
     }
     let requested: Vec<(String, String)> = args
         .chunks(2)
         .map(|p| (p[0].clone(), p[1].clone()))
         .collect();
     let options = crate::privacy::ForgetOptions::default();
-    let done = crate::privacy::forget(lake, identity, &requested, options, |_| {})
-        .await
-        .map_err(|e| crate::redact::values(&e.to_string()))?;
+    let done = crate::privacy::forget(lake, identity, &requested, options, |_| {}).await?;
     Ok(format!(
         "request {}: {} identifiers of {} profiles erased, {} rows removed",
         done.request_id,

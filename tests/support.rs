@@ -43,7 +43,6 @@ impl TestServer {
                     )
                     .await
                     .map(|r| format!("version {}", r.version))
-                    .map_err(|e| e.to_string())
                 })
             })
         };
@@ -54,11 +53,8 @@ impl TestServer {
                 Box::pin(async move {
                     use panorama::identity::blocks;
                     let config = panorama::identity::IdentityConfig::default();
-                    let decision =
-                        blocks::procedure(&config, &procedure, &args).map_err(|e| e.to_string())?;
-                    blocks::record(&lake, &decision, chrono::Utc::now())
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let decision = blocks::procedure(&config, &procedure, &args)?;
+                    blocks::record(&lake, &decision, chrono::Utc::now()).await?;
                     Ok(blocks::describe(&decision))
                 })
             })

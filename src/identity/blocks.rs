@@ -60,7 +60,7 @@ impl Blocks {
 pub fn identifier(config: &IdentityConfig, id_type: &str, value: &str) -> Result<Identifier> {
     let t = config.id_type(id_type).ok_or_else(|| {
         let known: Vec<&str> = config.types.iter().map(|t| t.name.as_str()).collect();
-        Error::Config(format!(
+        Error::Input(format!(
             "unknown identifier type '{id_type}' (known: {})",
             known.join(", ")
         ))
@@ -69,7 +69,7 @@ pub fn identifier(config: &IdentityConfig, id_type: &str, value: &str) -> Result
         .ok_or_else(|| Error::Config("bad default_country".into()))?;
     let value = t
         .normalize_value(value, country)
-        .ok_or_else(|| Error::Config(format!("'{value}' is not a valid {id_type} value")))?;
+        .ok_or_else(|| Error::Input(format!("the value given is not a valid {id_type}")))?;
     Ok((id_type.to_string(), value))
 }
 
@@ -83,14 +83,14 @@ pub fn procedure(config: &IdentityConfig, name: &str, args: &[String]) -> Result
         "block_link" => (true, true),
         "unblock_link" => (false, true),
         _ => {
-            return Err(Error::Config(format!(
+            return Err(Error::Input(format!(
                 "unknown procedure panorama.{name} (known: block_identifier, unblock_identifier, block_link, unblock_link)"
             )));
         }
     };
     let needed = if link { 4 } else { 2 };
     if args.len() != needed && args.len() != needed + 1 {
-        return Err(Error::Config(format!(
+        return Err(Error::Input(format!(
             "panorama.{name} takes {needed} arguments (and an optional reason), got {}",
             args.len()
         )));

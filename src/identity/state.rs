@@ -398,7 +398,10 @@ async fn head(lake: &Lake, dir: &Path, name: &str) -> Result<object_store::Objec
 }
 
 fn stale(dir: &Path, what: impl std::fmt::Display) -> Error {
-    Error::Config(format!("the refresh state in {dir} {what}"))
+    Error::Corrupt {
+        what: format!("the refresh state {what}"),
+        path: dir.to_string(),
+    }
 }
 
 /// The stored state but for the cells: what an incremental refresh reads

@@ -46,10 +46,55 @@ pub fn classify(error: &(dyn std::error::Error + 'static)) -> (&'static str, Str
     if let Some(e) = error.downcast_ref::<DataFusionError>() {
         return (sqlstate(e), e.to_string());
     }
+    if let Some(e) = error.downcast_ref::<crate::error::Error>() {
+        return (lake_sqlstate(e), lake_message(e));
+    }
     if error.downcast_ref::<ParserError>().is_some() {
         return ("42601", error.to_string());
     }
     ("XX000", error.to_string())
+}
+
+/// The SQLSTATE of the library's error, by whose fault it is: the user's
+/// request (22023), the configuration (F0000), storage (58030), data
+/// Panorama stored that reads back damaged (XX001), our own bug (XX000).
+pub fn lake_sqlstate(error: &crate::error::Error) -> &'static str {
+    use crate::error::Error;
+    match error {
+        Error::Input(_) => "22023",
+        Error::Config(_) | Error::LakeUrl { .. } => "F0000",
+        Error::Store { .. }
+        | Error::Delta { .. }
+        | Error::Parquet { .. }
+        | Error::Io { .. }
+        | Error::Collector(_) => "58030",
+        Error::RawFile { .. } | Error::Arrow { .. } => "22000",
+        Error::Corrupt { .. } => "XX001",
+        Error::DataFusion(e) => sqlstate(e),
+        Error::Internal(_) => "XX000",
+    }
+}
+
+/// The client's error for a failed admin statement (`REFRESH`, `CALL`):
+/// `prefix` and [`lake_message`], with the SQLSTATE of its variant.
+pub fn of_lake(error: &crate::error::Error, prefix: &str) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        lake_sqlstate(error).to_string(),
+        format!("{prefix}{}", lake_message(error)),
+    )))
+}
+
+/// What the client is told: our own messages about the request and the
+/// configuration as they are (they name types, tables and settings, never
+/// a value), anything raised while reading data without the values it may
+/// quote.
+fn lake_message(error: &crate::error::Error) -> String {
+    use crate::error::Error;
+    match error {
+        Error::Input(_) | Error::Config(_) => error.to_string(),
+        _ => crate::redact::values(&error.to_string()),
+    }
 }
 
 /// The SQLSTATE of a DataFusion error, looking through context wrappers.

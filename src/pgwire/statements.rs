@@ -25,13 +25,16 @@ use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::pgwire::messages::response::TransactionStatus;
 use futures::future::BoxFuture;
 
-/// An action a statement triggers; the error is shown to the client.
-pub type AdminAction = Arc<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
+/// An action a statement triggers: a summary for the log, or the error
+/// shown to the client (its SQLSTATE from its variant, `super::errors`).
+pub type AdminAction =
+    Arc<dyn Fn() -> BoxFuture<'static, crate::error::Result<String>> + Send + Sync>;
 
 /// A procedure run by `CALL panorama.<name>('arg', ...)`: gets the
 /// procedure name and the text arguments.
-pub type CallAction =
-    Arc<dyn Fn(String, Vec<String>) -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
+pub type CallAction = Arc<
+    dyn Fn(String, Vec<String>) -> BoxFuture<'static, crate::error::Result<String>> + Send + Sync,
+>;
 
 /// The actions Panorama's statements run; `None` = not available here.
 #[derive(Clone, Default)]
@@ -275,7 +278,7 @@ impl PanoramaStatements {
                     tracing::info!("CALL {procedure}: {summary}");
                     Ok(vec![Response::Execution(Tag::new("CALL"))])
                 }
-                Err(message) => Err(error("22023", message)),
+                Err(e) => Err(super::errors::of_lake(&e, "")),
             };
         }
         let Some(view) = refresh_target(query) else {
@@ -315,7 +318,7 @@ impl PanoramaStatements {
                     "REFRESH MATERIALIZED VIEW",
                 ))])
             }
-            Err(message) => Err(error("XX000", format!("refresh failed: {message}"))),
+            Err(e) => Err(super::errors::of_lake(&e, "refresh failed: ")),
         }
     }
 }
