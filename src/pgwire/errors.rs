@@ -141,4 +141,34 @@ mod tests {
         let oom = DataFusionError::ResourcesExhausted("too big".into());
         assert_eq!(sqlstate(&oom), "53200");
     }
+
+    #[test]
+    fn the_library_errors_sqlstate_says_whose_fault_and_data_values_stay_out() {
+        use crate::error::Error;
+        let input = Error::Input("unknown identifier type 'colour'".into());
+        assert_eq!(lake_sqlstate(&input), "22023");
+        // Our own words about the request are kept whole.
+        assert_eq!(lake_message(&input), "unknown identifier type 'colour'");
+        let corrupt = Error::Corrupt {
+            what: "the refresh state lists links out of order".into(),
+            path: "cdp/identity_state/v3".into(),
+        };
+        assert_eq!(lake_sqlstate(&corrupt), "XX001");
+        assert_eq!(
+            lake_sqlstate(&Error::Internal("a task stopped".into())),
+            "XX000"
+        );
+        assert_eq!(
+            lake_sqlstate(&Error::Config("[identity] x".into())),
+            "F0000"
+        );
+        // Raised while reading data: the value it quotes is dropped.
+        let read = Error::DataFusion(DataFusionError::Execution(
+            "cannot cast 'jane@example.com' to timestamp".into(),
+        ));
+        assert_eq!(lake_sqlstate(&read), "22000");
+        let (code, message) = classify(&read);
+        assert_eq!(code, "22000");
+        assert!(!message.contains("jane"), "{message}");
+    }
 }
