@@ -24,6 +24,7 @@ mod corpus;
 mod delta;
 mod erasure_crash;
 mod generator;
+mod house;
 mod identity;
 mod incremental;
 mod ingest;

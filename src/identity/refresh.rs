@@ -794,18 +794,7 @@ impl Refresh<'_> {
             };
             both(profiles_work, state_work).await.map(|_| ())
         };
-        // Old versions the committed one does not use go meanwhile:
-        // deleting files is mostly waiting on the disk (a second for a whole
-        // version on this VM), and the last commit stays readable whatever
-        // happens next. What the new version stops using goes after the
-        // commit.
-        let early_garbage = async {
-            if let Some(m) = previous {
-                // An error here is met again, and reported, after the commit.
-                let _ = collect_garbage(lake, m.folders(), version).await;
-            }
-            Ok(())
-        };
+        let early_garbage = collect_unused(lake, previous, version);
         let (main_done, side_done) = alongside(
             main_work,
             vec![Box::pin(facts_work), Box::pin(early_garbage)],
@@ -915,6 +904,19 @@ fn writes<'a>(
             }
         }
     }
+}
+
+/// Delete the old versions the last commit does not use. Deleting files
+/// is mostly waiting on the disk (a second for a whole version on this VM)
+/// and the last commit stays readable whatever happens next, so this runs
+/// while a refresh writes; what the new version stops using goes after its
+/// commit.
+async fn collect_unused(lake: &Lake, previous: Option<&Manifest>, version: u64) -> Result<()> {
+    if let Some(m) = previous {
+        // An error here is met again, and reported, after the commit.
+        let _ = collect_garbage(lake, m.folders(), version).await;
+    }
+    Ok(())
 }
 
 /// The resolution's counts, into the report.
