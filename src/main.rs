@@ -415,56 +415,49 @@ async fn run() -> Result<()> {
         Command::Lake {
             action: LakeAction::Upgrade,
         } => run_upgrade(&cli.lake).await,
-        Command::Privacy {
-            action:
-                PrivacyAction::Forget {
-                    identifiers,
-                    file,
-                    no_suppress,
-                },
+        Command::Privacy { action } => run_privacy(&cli.lake, &settings, action).await,
+        Command::Export {
+            segment,
+            format,
+            to,
+            purpose,
+        } => run_export(&cli.lake, &settings, &segment, format, &to, &purpose).await,
+    }
+}
+
+/// `panorama privacy …`: the rights of erasure, restriction, access and
+/// the proof of consent.
+async fn run_privacy(
+    location: &str,
+    settings: &config::Config,
+    action: PrivacyAction,
+) -> Result<()> {
+    match action {
+        PrivacyAction::Forget {
+            identifiers,
+            file,
+            no_suppress,
         } => {
             let options = panorama::privacy::ForgetOptions {
                 suppress: !no_suppress,
             };
-            run_forget(&cli.lake, &settings, &identifiers, file.as_deref(), options).await
+            run_forget(location, settings, &identifiers, file.as_deref(), options).await
         }
-        Command::Privacy {
-            action: PrivacyAction::Status { request },
-        } => {
-            let id = uuid::Uuid::parse_str(request.trim())
-                .with_context(|| format!("'{request}' is not a request id (a UUID)"))?;
-            let sql = format!(
-                "SELECT status, kind, id_type, value_hash, requested_at, due_at, completed_at, \
-                 identifiers, profiles, rows_removed, files_rewritten, tables, error \
-                 FROM system.privacy_requests WHERE request_id = '{id}' \
-                 ORDER BY completed_at NULLS FIRST, id_type"
-            );
-            let lake = open_current_lake(&cli.lake, &settings).await?;
-            let ctx = engine::session(&lake, &engine_options(&settings))?;
-            let batches = query::run(&ctx, &sql).await?;
-            if batches.iter().all(|b| b.num_rows() == 0) {
-                anyhow::bail!("no privacy request {id} in system.privacy_requests");
-            }
-            println!("{}", query::render(&batches)?);
-            Ok(())
+        PrivacyAction::Status { request } => privacy_status(location, settings, &request).await,
+        PrivacyAction::Suppress { identifiers, file } => {
+            run_suppress(location, settings, &identifiers, file.as_deref(), false).await
         }
-        Command::Privacy {
-            action: PrivacyAction::Suppress { identifiers, file },
-        } => run_suppress(&cli.lake, &settings, &identifiers, file.as_deref(), false).await,
-        Command::Privacy {
-            action: PrivacyAction::Unsuppress { identifiers, file },
-        } => run_suppress(&cli.lake, &settings, &identifiers, file.as_deref(), true).await,
-        Command::Privacy {
-            action:
-                PrivacyAction::Export {
-                    identifiers,
-                    file,
-                    to,
-                    csv,
-                },
+        PrivacyAction::Unsuppress { identifiers, file } => {
+            run_suppress(location, settings, &identifiers, file.as_deref(), true).await
+        }
+        PrivacyAction::Export {
+            identifiers,
+            file,
+            to,
+            csv,
         } => {
             let requested = identifiers_to_forget(&identifiers, file.as_deref())?;
-            let lake = open_current_lake(&cli.lake, &settings).await?;
+            let lake = open_current_lake(location, settings).await?;
             let done = panorama::privacy::export(
                 &lake,
                 &settings.identity,
@@ -489,24 +482,37 @@ async fn run() -> Result<()> {
             }
             Ok(())
         }
-        Command::Privacy {
-            action: PrivacyAction::Proof { identifiers, file },
-        } => {
+        PrivacyAction::Proof { identifiers, file } => {
             let requested = identifiers_to_forget(&identifiers, file.as_deref())?;
-            let lake = open_current_lake(&cli.lake, &settings).await?;
+            let lake = open_current_lake(location, settings).await?;
             let proof = panorama::privacy::proof(&lake, &settings.identity, &requested)
                 .await
                 .context("gathering the proof of consent")?;
             print_proof(&proof, &settings.consent);
             Ok(())
         }
-        Command::Export {
-            segment,
-            format,
-            to,
-            purpose,
-        } => run_export(&cli.lake, &settings, &segment, format, &to, &purpose).await,
     }
+}
+
+/// `panorama privacy status <request>`: the request's rows of
+/// `system.privacy_requests`.
+async fn privacy_status(location: &str, settings: &config::Config, request: &str) -> Result<()> {
+    let id = uuid::Uuid::parse_str(request.trim())
+        .with_context(|| format!("'{request}' is not a request id (a UUID)"))?;
+    let sql = format!(
+        "SELECT status, kind, id_type, value_hash, requested_at, due_at, completed_at, \
+         identifiers, profiles, rows_removed, files_rewritten, tables, error \
+         FROM system.privacy_requests WHERE request_id = '{id}' \
+         ORDER BY completed_at NULLS FIRST, id_type"
+    );
+    let lake = open_current_lake(location, settings).await?;
+    let ctx = engine::session(&lake, &engine_options(settings))?;
+    let batches = query::run(&ctx, &sql).await?;
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        anyhow::bail!("no privacy request {id} in system.privacy_requests");
+    }
+    println!("{}", query::render(&batches)?);
+    Ok(())
 }
 
 /// A proof of consent, purpose by purpose.
@@ -1145,32 +1151,7 @@ async fn run_ingest(
                 eprintln!("{name}: already loaded (same content and options), skipped");
                 continue;
             }
-            eprintln!(
-                "{name}: {} rows read, {} landed in {} files, {} rejected",
-                report.rows_read, report.rows_landed, report.files_written, report.rows_rejected
-            );
-            let list = |set: &std::collections::BTreeSet<String>| {
-                set.iter().cloned().collect::<Vec<_>>().join(", ")
-            };
-            if !report.kept_in_extra.is_empty() {
-                eprintln!(
-                    "{name}: fields with no column of raw.{table}, kept in its extra column \
-                     (JSON: json_get_str(extra, 'field')): {}",
-                    list(&report.kept_in_extra)
-                );
-            }
-            if !report.dropped.is_empty() {
-                eprintln!(
-                    "{name}: fields left out (--drop): {}",
-                    list(&report.dropped)
-                );
-            }
-            if report.rows_suppressed > 0 {
-                eprintln!(
-                    "{name}: {} rows not kept: they carry a suppressed identifier",
-                    report.rows_suppressed
-                );
-            }
+            print_file_report(name, table, &report);
             landed += report.rows_landed;
             rejected += report.rows_rejected;
         }
@@ -1191,6 +1172,36 @@ async fn run_ingest(
         std::process::exit(2);
     }
     Ok(())
+}
+
+/// What loading one file did, for the person who ran `panorama ingest`.
+fn print_file_report(name: &str, table: &str, report: &panorama::ingest::files::FileReport) {
+    eprintln!(
+        "{name}: {} rows read, {} landed in {} files, {} rejected",
+        report.rows_read, report.rows_landed, report.files_written, report.rows_rejected
+    );
+    let list = |set: &std::collections::BTreeSet<String>| {
+        set.iter().cloned().collect::<Vec<_>>().join(", ")
+    };
+    if !report.kept_in_extra.is_empty() {
+        eprintln!(
+            "{name}: fields with no column of raw.{table}, kept in its extra column \
+             (JSON: json_get_str(extra, 'field')): {}",
+            list(&report.kept_in_extra)
+        );
+    }
+    if !report.dropped.is_empty() {
+        eprintln!(
+            "{name}: fields left out (--drop): {}",
+            list(&report.dropped)
+        );
+    }
+    if report.rows_suppressed > 0 {
+        eprintln!(
+            "{name}: {} rows not kept: they carry a suppressed identifier",
+            report.rows_suppressed
+        );
+    }
 }
 
 async fn list_jobs(location: &str, settings: &config::Config) -> Result<()> {
