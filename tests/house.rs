@@ -18,14 +18,8 @@ const TOO_LONG: &[(&str, &str, usize)] = &[
     ("console/pages.rs", "person_page", 184),
     ("generate/sim.rs", "web_visit", 180),
     ("identity/changes.rs", "compare", 153),
-    ("pgwire/auth.rs", "on_startup", 152),
     ("identity/scan.rs", "fold_facts", 148),
-    ("collect/http.rs", "ingest", 148),
     ("identity/profiles.rs", "batch", 142),
-    ("pgwire/copy.rs", "copy_to_stdout", 137),
-    ("jobs/mod.rs", "execute", 129),
-    ("ingest/files.rs", "load_file_as", 129),
-    ("identity/profiles.rs", "plan", 121),
 ];
 
 #[test]

@@ -174,49 +174,65 @@ async fn ingest(
         });
     }
     let duplicates = before - record.events.len();
-    let forget = |ids: &[String]| lock(&shared.dedup).forget(ids.iter().map(String::as_str));
-    if !record.events.is_empty() || !record.refused.is_empty() {
-        let payload = record.encode();
-        let budget = shared.config.disk_budget_mb << 20;
-        if shared.wal.bytes() + payload.len() as u64 > budget {
-            forget(&remembered);
-            let cause = lock(&shared.lake_error)
-                .clone()
-                .unwrap_or_else(|| "the flusher is behind".into());
-            return retry_later(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Duration::from_millis(shared.config.flush_interval_ms),
-                &format!(
-                    "the collector's log is at its disk budget ({} MB) until it reaches the \
-                     lake ({cause})",
-                    shared.config.disk_budget_mb
-                ),
-            );
-        }
-        if let Err(e) = shared.wal.append(payload).await {
-            forget(&remembered);
-            tracing::error!("{e}");
-            return retry_later(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Duration::from_secs(1),
-                &e.to_string(),
-            );
-        }
-        for event in &record.events {
-            shared.recent.push(event);
-        }
-        shared
-            .accepted
-            .fetch_add(record.events.len() as u64, Ordering::Relaxed);
-        let waiting = shared
-            .waiting
-            .fetch_add(record.events.len() as u64, Ordering::Relaxed)
-            + record.events.len() as u64;
-        if waiting >= shared.config.flush_events {
-            shared.flush_soon.notify_one();
-        }
+    if let Err(refused) = store(&shared, &record, &remembered).await {
+        return refused;
     }
     answer(endpoint, &record, duplicates, &messages)
+}
+
+/// Write the accepted messages (and refusals) to the log, then count them
+/// and wake the flusher when enough wait; the client's retry response
+/// when the log is at its disk budget or cannot be written (the messages'
+/// ids are forgotten, so a retry is not taken for a duplicate).
+async fn store(
+    shared: &Shared,
+    record: &Record,
+    remembered: &[String],
+) -> std::result::Result<(), Response> {
+    let forget = |ids: &[String]| lock(&shared.dedup).forget(ids.iter().map(String::as_str));
+    if record.events.is_empty() && record.refused.is_empty() {
+        return Ok(());
+    }
+    let payload = record.encode();
+    let budget = shared.config.disk_budget_mb << 20;
+    if shared.wal.bytes() + payload.len() as u64 > budget {
+        forget(remembered);
+        let cause = lock(&shared.lake_error)
+            .clone()
+            .unwrap_or_else(|| "the flusher is behind".into());
+        return Err(retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_millis(shared.config.flush_interval_ms),
+            &format!(
+                "the collector's log is at its disk budget ({} MB) until it reaches the \
+                 lake ({cause})",
+                shared.config.disk_budget_mb
+            ),
+        ));
+    }
+    if let Err(e) = shared.wal.append(payload).await {
+        forget(remembered);
+        tracing::error!("{e}");
+        return Err(retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(1),
+            &e.to_string(),
+        ));
+    }
+    for event in &record.events {
+        shared.recent.push(event);
+    }
+    shared
+        .accepted
+        .fetch_add(record.events.len() as u64, Ordering::Relaxed);
+    let waiting = shared
+        .waiting
+        .fetch_add(record.events.len() as u64, Ordering::Relaxed)
+        + record.events.len() as u64;
+    if waiting >= shared.config.flush_events {
+        shared.flush_soon.notify_one();
+    }
+    Ok(())
 }
 
 /// Keep a parsed message, or keep its refusal for `rejects/`.

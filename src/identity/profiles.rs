@@ -143,31 +143,7 @@ pub(super) fn plan<'a>(
         p.nodes.clear();
         p.nodes.extend(members.iter().map(|m| m.2));
     }
-    // The keys of each profile (by position), in key order: a counting sort.
-    let mut key_start = vec![0u32; profiles.len() + 1];
-    let key_position = |p: u32| match p {
-        u32::MAX => u32::MAX,
-        p => position[p as usize],
-    };
-    for &p in &key_place {
-        let at = key_position(p);
-        if at != u32::MAX {
-            key_start[at as usize + 1] += 1;
-        }
-    }
-    for i in 1..key_start.len() {
-        key_start[i] += key_start[i - 1];
-    }
-    let mut next = key_start.clone();
-    let mut keys = vec![0u32; key_start[profiles.len()] as usize];
-    for (k, &p) in key_place.iter().enumerate() {
-        let at = key_position(p);
-        if at != u32::MAX {
-            keys[next[at as usize] as usize] = k as u32;
-            next[at as usize] += 1;
-        }
-    }
-
+    let (key_start, keys) = keys_by_profile(&key_place, &position, profiles.len());
     let type_names: Vec<String> = config.types.iter().map(|t| t.name.clone()).collect();
     Ok(Planned {
         config,
@@ -178,6 +154,37 @@ pub(super) fn plan<'a>(
         key_start,
         keys,
     })
+}
+
+/// The keys of each profile, in key order (a counting sort): profile
+/// `p`'s keys are `keys[key_start[p]..key_start[p + 1]]`. `key_place` is
+/// each key's profile by place (`u32::MAX`: none), `position` each place's
+/// position among the `profiles` written (`u32::MAX`: not written).
+fn keys_by_profile(key_place: &[u32], position: &[u32], profiles: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut key_start = vec![0u32; profiles + 1];
+    let key_position = |p: u32| match p {
+        u32::MAX => u32::MAX,
+        p => position[p as usize],
+    };
+    for &p in key_place {
+        let at = key_position(p);
+        if at != u32::MAX {
+            key_start[at as usize + 1] += 1;
+        }
+    }
+    for i in 1..key_start.len() {
+        key_start[i] += key_start[i - 1];
+    }
+    let mut next = key_start.clone();
+    let mut keys = vec![0u32; key_start[profiles] as usize];
+    for (k, &p) in key_place.iter().enumerate() {
+        let at = key_position(p);
+        if at != u32::MAX {
+            keys[next[at as usize] as usize] = k as u32;
+            next[at as usize] += 1;
+        }
+    }
+    (key_start, keys)
 }
 
 /// The profiles of a resolution, sorted, with the keys whose facts each

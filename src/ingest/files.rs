@@ -658,19 +658,7 @@ pub async fn load_file_as(
         tokio::task::spawn_blocking(move || -> Result<Unplaced> {
             let mut placed = placed_fields(&schema, &options);
             placed.extend(expressions.fields().map(String::from));
-            let fill = |column: &str, line: u64| -> Option<String> {
-                match (table, column) {
-                    (RawTable::Events, "received_at") => Some(received.clone()),
-                    (RawTable::Events, "message_id") => {
-                        Some(Uuid::new_v5(&load_id, &line.to_le_bytes()).to_string())
-                    }
-                    // A declared table without a time column: the landing.
-                    (t, LOADED_AT) if t.is_declared() && t.time_column() == LOADED_AT => {
-                        Some(received.clone())
-                    }
-                    _ => None,
-                }
-            };
+            let fill = filler(table, received, load_id);
             let target = Target {
                 table,
                 schema: &schema,
@@ -705,27 +693,21 @@ pub async fn load_file_as(
                 if rows.len() + rejects.len() >= CHUNK_ROWS {
                     let batch = rows.finish()?;
                     tx.blocking_send((batch, std::mem::take(&mut rejects), read))
-                        .map_err(|_| Error::Config("the load was stopped".into()))?;
+                        .map_err(|_| Error::Internal("the load was stopped".into()))?;
                 }
                 Ok(())
             })?;
             let batch = rows.finish()?;
             tx.blocking_send((batch, rejects, read))
-                .map_err(|_| Error::Config("the load was stopped".into()))?;
+                .map_err(|_| Error::Internal("the load was stopped".into()))?;
             Ok(unplaced)
         })
     };
     let suppressions = crate::identity::suppression::Suppressions::load(lake).await?;
     let mut chunk = 0u64;
     while let Some((batch, rejects, read)) = rx.recv().await {
-        let mut batch = sort_by_time(table, batch)?;
-        if let Some(hits) = suppressions.rows_of(table.name(), &batch, &options.identity)? {
-            report.rows_suppressed += hits.true_count() as u64;
-            let keep = datafusion::arrow::compute::not(&hits)
-                .map_err(|e| Error::arrow("dropping suppressed rows", e))?;
-            batch = datafusion::arrow::compute::filter_record_batch(&batch, &keep)
-                .map_err(|e| Error::arrow("dropping suppressed rows", e))?;
-        }
+        let batch = sort_by_time(table, batch)?;
+        let batch = without_suppressed(&suppressions, table, batch, &options, &mut report)?;
         let once = format!("ingest-{load_id}");
         let landed: Landed =
             land_once(lake, table, &[batch], Some((&once, chunk as i64 + 1))).await?;
@@ -741,11 +723,48 @@ pub async fn load_file_as(
     }
     let unplaced = reader
         .await
-        .map_err(|e| Error::Config(format!("the file reader stopped: {e}")))??;
+        .map_err(|e| Error::Internal(format!("the file reader stopped: {e}")))??;
     report.kept_in_extra = unplaced.kept;
     report.dropped = unplaced.dropped;
     record(lake, table, &report, &hash, &load_id, started).await?;
     Ok(report)
+}
+
+/// The values a load fills in that no file carries: an event's
+/// `received_at` and `message_id` (from the load and the line), and the
+/// landing time of a declared table without a time column.
+fn filler(
+    table: RawTable,
+    received: String,
+    load_id: Uuid,
+) -> impl Fn(&str, u64) -> Option<String> {
+    move |column: &str, line: u64| match (table, column) {
+        (RawTable::Events, "received_at") => Some(received.clone()),
+        (RawTable::Events, "message_id") => {
+            Some(Uuid::new_v5(&load_id, &line.to_le_bytes()).to_string())
+        }
+        (t, LOADED_AT) if t.is_declared() && t.time_column() == LOADED_AT => Some(received.clone()),
+        _ => None,
+    }
+}
+
+/// `batch` without the rows that carry a suppressed identifier (counted in
+/// `report`).
+fn without_suppressed(
+    suppressions: &crate::identity::suppression::Suppressions,
+    table: RawTable,
+    batch: RecordBatch,
+    options: &IngestOptions,
+    report: &mut FileReport,
+) -> Result<RecordBatch> {
+    let Some(hits) = suppressions.rows_of(table.name(), &batch, &options.identity)? else {
+        return Ok(batch);
+    };
+    report.rows_suppressed += hits.true_count() as u64;
+    let keep = datafusion::arrow::compute::not(&hits)
+        .map_err(|e| Error::arrow("dropping suppressed rows", e))?;
+    datafusion::arrow::compute::filter_record_batch(&batch, &keep)
+        .map_err(|e| Error::arrow("dropping suppressed rows", e))
 }
 
 fn sort_by_time(table: RawTable, batch: RecordBatch) -> Result<RecordBatch> {

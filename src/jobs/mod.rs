@@ -351,42 +351,8 @@ async fn execute(
     if job.refresh {
         identity::refresh(lake, identity, identity::Mode::Incremental, now, |_| {}).await?;
     }
-    let tables = || crate::maintenance::raw_tables(lake, std::slice::from_ref(&job.target));
-    match &job.work {
-        Work::Compact => {
-            let done = crate::maintenance::compact(lake, &tables()?, |_, _| {}).await?;
-            return Ok(Written {
-                rows: done.files_removed,
-                ..Written::default()
-            });
-        }
-        Work::Vacuum => {
-            let retention = crate::maintenance::DEFAULT_RETENTION_HOURS;
-            let deleted = crate::maintenance::vacuum(lake, &tables()?, retention).await?;
-            return Ok(Written {
-                rows: deleted as u64,
-                ..Written::default()
-            });
-        }
-        Work::Retention { keep_days } => {
-            use crate::identity::retention::Period;
-            let rules = match keep_days {
-                Some(days) => crate::privacy::Rules {
-                    tables: tables()?
-                        .into_iter()
-                        .map(|t| (t, Period::Days(*days)))
-                        .collect(),
-                    anonymous: None,
-                },
-                None => crate::privacy::Rules::configured(identity, &tables()?),
-            };
-            let removed = crate::privacy::retain(lake, identity, &rules, now).await?;
-            return Ok(Written {
-                rows: removed,
-                ..Written::default()
-            });
-        }
-        Work::Sql(_) | Work::SegmentSnapshot => {}
+    if let Some(done) = maintain(lake, identity, job, now).await? {
+        return Ok(done);
     }
     let previous = tables::current(lake, &job.target).await?;
     let version = previous.as_ref().map_or(1, |c| c.version + 1);
@@ -469,6 +435,53 @@ async fn execute(
         left_out,
         version: Some(version),
     })
+}
+
+/// Run a maintenance job (compaction, vacuum, retention) on its raw
+/// tables: what it removed, or `None` for a job that writes a table.
+async fn maintain(
+    lake: &Lake,
+    identity: &IdentityConfig,
+    job: &Job,
+    now: DateTime<Utc>,
+) -> Result<Option<Written>> {
+    let tables = || crate::maintenance::raw_tables(lake, std::slice::from_ref(&job.target));
+    match &job.work {
+        Work::Compact => {
+            let done = crate::maintenance::compact(lake, &tables()?, |_, _| {}).await?;
+            Ok(Some(Written {
+                rows: done.files_removed,
+                ..Written::default()
+            }))
+        }
+        Work::Vacuum => {
+            let retention = crate::maintenance::DEFAULT_RETENTION_HOURS;
+            let deleted = crate::maintenance::vacuum(lake, &tables()?, retention).await?;
+            Ok(Some(Written {
+                rows: deleted as u64,
+                ..Written::default()
+            }))
+        }
+        Work::Retention { keep_days } => {
+            use crate::identity::retention::Period;
+            let rules = match keep_days {
+                Some(days) => crate::privacy::Rules {
+                    tables: tables()?
+                        .into_iter()
+                        .map(|t| (t, Period::Days(*days)))
+                        .collect(),
+                    anonymous: None,
+                },
+                None => crate::privacy::Rules::configured(identity, &tables()?),
+            };
+            let removed = crate::privacy::retain(lake, identity, &rules, now).await?;
+            Ok(Some(Written {
+                rows: removed,
+                ..Written::default()
+            }))
+        }
+        Work::Sql(_) | Work::SegmentSnapshot => Ok(None),
+    }
 }
 
 /// `(segment, profile_id, snapshot_at)` of every saved segment; adds to

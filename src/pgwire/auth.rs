@@ -381,6 +381,63 @@ pub struct Startup {
 }
 
 impl Startup {
+    /// SCRAM's server-first message for `user`'s client-first, and the
+    /// exchange it leaves to check the proof against. An unknown user goes
+    /// through the same steps with a made-up verifier, so the answer does
+    /// not tell.
+    fn server_first(
+        &self,
+        user: &str,
+        first: datafusion_postgres::pgwire::messages::startup::SASLInitialResponse,
+        refused: impl Fn() -> PgWireError,
+    ) -> PgWireResult<(String, Exchange)> {
+        if first.auth_method != "SCRAM-SHA-256" {
+            return Err(fatal(
+                "28000",
+                format!("unsupported SASL mechanism {}", first.auth_method),
+            ));
+        }
+        let data = first.data.unwrap_or_default();
+        let text = std::str::from_utf8(&data).map_err(|_| refused())?;
+        // gs2-header "n,," (no channel binding) then the bare part.
+        let bare = text
+            .strip_prefix("n,,")
+            .or_else(|| text.strip_prefix("y,,"))
+            .ok_or_else(|| fatal("28000", "SCRAM channel binding is not offered".into()))?;
+        let client_nonce = bare
+            .split(',')
+            .find_map(|p| p.strip_prefix("r="))
+            .ok_or_else(&refused)?;
+        let (verifier, role) = match self.users.0.get(user) {
+            Some((v, r)) => (v.clone(), *r),
+            None => (
+                Verifier::make(
+                    &uuid::Uuid::new_v4().to_string(),
+                    b"unknown-user-salt",
+                    4096,
+                ),
+                Role::Analyst,
+            ),
+        };
+        let nonce = format!(
+            "{client_nonce}{}",
+            STANDARD.encode(uuid::Uuid::new_v4().as_bytes())
+        );
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            STANDARD.encode(&verifier.salt),
+            verifier.iterations
+        );
+        let next = Exchange::ServerFirstSent {
+            user: user.to_string(),
+            role,
+            verifier,
+            auth_message: format!("{bare},{server_first}"),
+            nonce,
+        };
+        Ok((server_first, next))
+    }
+
     pub fn new(
         users: Arc<Users>,
         policy: Arc<LoginPolicy>,
@@ -468,59 +525,13 @@ impl StartupHandler for Startup {
                 match &*exchange {
                     Exchange::Start => {
                         let first = message.into_sasl_initial_response()?;
-                        if first.auth_method != "SCRAM-SHA-256" {
-                            return Err(fatal(
-                                "28000",
-                                format!("unsupported SASL mechanism {}", first.auth_method),
-                            ));
-                        }
-                        let data = first.data.unwrap_or_default();
-                        let text = std::str::from_utf8(&data).map_err(|_| refused())?;
-                        // gs2-header "n,," (no channel binding) then the bare part.
-                        let bare = text
-                            .strip_prefix("n,,")
-                            .or_else(|| text.strip_prefix("y,,"))
-                            .ok_or_else(|| {
-                                fatal("28000", "SCRAM channel binding is not offered".into())
-                            })?;
-                        let client_nonce = bare
-                            .split(',')
-                            .find_map(|p| p.strip_prefix("r="))
-                            .ok_or_else(refused)?;
-                        // An unknown user goes through the same steps with a
-                        // made-up verifier, so the answer does not tell.
-                        let (verifier, role) = match self.users.0.get(&user) {
-                            Some((v, r)) => (v.clone(), *r),
-                            None => (
-                                Verifier::make(
-                                    &uuid::Uuid::new_v4().to_string(),
-                                    b"unknown-user-salt",
-                                    4096,
-                                ),
-                                Role::Analyst,
-                            ),
-                        };
-                        let nonce = format!(
-                            "{client_nonce}{}",
-                            STANDARD.encode(uuid::Uuid::new_v4().as_bytes())
-                        );
-                        let server_first = format!(
-                            "r={nonce},s={},i={}",
-                            STANDARD.encode(&verifier.salt),
-                            verifier.iterations
-                        );
+                        let (server_first, next) = self.server_first(&user, first, refused)?;
                         client
                             .send(PgWireBackendMessage::Authentication(
-                                Authentication::SASLContinue(server_first.clone().into()),
+                                Authentication::SASLContinue(server_first.into()),
                             ))
                             .await?;
-                        *exchange = Exchange::ServerFirstSent {
-                            user: user.clone(),
-                            role,
-                            verifier,
-                            auth_message: format!("{bare},{server_first}"),
-                            nonce,
-                        };
+                        *exchange = next;
                     }
                     Exchange::ServerFirstSent {
                         user: expected,

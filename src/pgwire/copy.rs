@@ -100,6 +100,15 @@ pub(super) fn copy_to_stdout(sql: &str) -> Option<Result<(String, CopyFormat), P
             format!("SELECT {columns} FROM {table_name}")
         }
     };
+    Some(copy_format(options, legacy_options).map(|format| (query, format)))
+}
+
+/// The output format a `COPY … TO STDOUT`'s options (and their pre-9.0
+/// spellings) ask for: text or CSV, header, delimiter, NULL string.
+fn copy_format(
+    options: Vec<CopyOption>,
+    legacy_options: Vec<CopyLegacyOption>,
+) -> Result<CopyFormat, PgWireError> {
     let mut format = CopyFormat {
         csv: false,
         header: false,
@@ -114,10 +123,10 @@ pub(super) fn copy_to_stdout(sql: &str) -> Option<Result<(String, CopyFormat), P
                 "csv" => format.csv = true,
                 "text" => format.csv = false,
                 other => {
-                    return Some(Err(error(
+                    return Err(error(
                         "0A000",
                         format!("COPY format \"{other}\" is not supported (text or csv)"),
-                    )));
+                    ));
                 }
             },
             CopyOption::Header(h) => format.header = h,
@@ -125,10 +134,10 @@ pub(super) fn copy_to_stdout(sql: &str) -> Option<Result<(String, CopyFormat), P
             CopyOption::Null(n) => null = Some(n),
             CopyOption::Encoding(e) if e.eq_ignore_ascii_case("utf8") => {}
             other => {
-                return Some(Err(error(
+                return Err(error(
                     "0A000",
                     format!("COPY option {other} is not supported"),
-                )));
+                ));
             }
         }
     }
@@ -140,10 +149,10 @@ pub(super) fn copy_to_stdout(sql: &str) -> Option<Result<(String, CopyFormat), P
                     match o {
                         CopyLegacyCsvOption::Header => format.header = true,
                         other => {
-                            return Some(Err(error(
+                            return Err(error(
                                 "0A000",
                                 format!("COPY option {other} is not supported"),
-                            )));
+                            ));
                         }
                     }
                 }
@@ -152,10 +161,10 @@ pub(super) fn copy_to_stdout(sql: &str) -> Option<Result<(String, CopyFormat), P
             CopyLegacyOption::Delimiter(d) => delimiter = Some(d),
             CopyLegacyOption::Null(n) => null = Some(n),
             other => {
-                return Some(Err(error(
+                return Err(error(
                     "0A000",
                     format!("COPY option {other} is not supported"),
-                )));
+                ));
             }
         }
     }
@@ -170,12 +179,12 @@ pub(super) fn copy_to_stdout(sql: &str) -> Option<Result<(String, CopyFormat), P
         format.null = n;
     }
     if format.header && !format.csv {
-        return Some(Err(error(
+        return Err(error(
             "0A000",
             "COPY HEADER is available only in CSV mode".into(),
-        )));
+        ));
     }
-    Some(Ok((query, format)))
+    Ok(format)
 }
 
 /// Plan `query` and stream its rows as a copy-out response.
