@@ -428,36 +428,10 @@ async fn the_readme_example_joins_a_loyalty_account_to_its_email_profile() {
     assert!(config.lines().count() <= 10, "under ten lines: {config}");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("panorama.toml"), config).unwrap();
-    std::fs::write(dir.path().join("crm.csv"), CRM_CSV).unwrap();
-    std::fs::write(
-        dir.path().join("loyalty.csv"),
+    ann_and_her_loyalty_account_are_one_profile(
+        dir.path(),
         "loyalty_id,member_email,full_name,points,updated_at\n\
          L1,Ann@X.com,Ann Lee,120,2026-01-12\n",
-    )
-    .unwrap();
-    // The commands README gives (the lake is the default ./panorama-lake).
-    for args in [
-        &["ingest", "customers", "crm.csv"][..],
-        &["ingest", "loyalty_accounts", "loyalty.csv"],
-        &["refresh"],
-    ] {
-        let (ok, _, stderr) = panorama(dir.path(), args);
-        assert!(ok, "{args:?}: {stderr}");
-    }
-    let (ok, stdout, stderr) = panorama(
-        dir.path(),
-        &[
-            "sql",
-            "SELECT count(DISTINCT profile_id) AS profiles FROM cdp.identity_links \
-             WHERE (id_type = 'loyalty_id' AND id_value = 'L1') \
-                OR (id_type = 'customer_id' AND id_value = 'C1')",
-        ],
-    );
-    assert!(ok, "{stderr}");
-    let count: Vec<&str> = stdout.split_whitespace().collect();
-    assert!(
-        count.contains(&"1") && !count.contains(&"2"),
-        "one profile: {stdout}"
     );
 }
 
@@ -488,22 +462,40 @@ async fn a_table_created_over_sql_is_an_identity_source_once_panorama_toml_names
          { table = \"loyalty_accounts\", column = \"member_email\", id_type = \"email\" }]\n",
     )
     .unwrap();
-    std::fs::write(dir.path().join("crm.csv"), CRM_CSV).unwrap();
-    std::fs::write(
-        dir.path().join("loyalty.csv"),
+    ann_and_her_loyalty_account_are_one_profile(
+        dir.path(),
         "loyalty_id,member_email,updated_at\nL1,Ann@X.com,2026-01-12\n",
+    );
+    // A source naming a table neither declared nor created is still
+    // refused, with the ways to make one.
+    std::fs::write(
+        dir.path().join("panorama.toml"),
+        "[[identity.sources]]\ntable = \"visits\"\ncolumn = \"card\"\nid_type = \"email\"\n",
     )
     .unwrap();
+    let (ok, _, stderr) = panorama(dir.path(), &["sql", "SELECT 1"]);
+    assert!(!ok);
+    assert!(stderr.contains("CREATE TABLE raw.visits"), "{stderr}");
+}
+
+/// In `dir`, whose panorama.toml reads identifiers from
+/// `raw.loyalty_accounts`: load Ann's CRM row and her loyalty account `L1`
+/// (`loyalty_csv`) and refresh, with the commands README gives (the lake
+/// is the default ./panorama-lake); the account and the customer must be
+/// one profile.
+fn ann_and_her_loyalty_account_are_one_profile(dir: &std::path::Path, loyalty_csv: &str) {
+    std::fs::write(dir.join("crm.csv"), CRM_CSV).unwrap();
+    std::fs::write(dir.join("loyalty.csv"), loyalty_csv).unwrap();
     for args in [
         &["ingest", "customers", "crm.csv"][..],
         &["ingest", "loyalty_accounts", "loyalty.csv"],
         &["refresh"],
     ] {
-        let (ok, _, stderr) = panorama(dir.path(), args);
+        let (ok, _, stderr) = panorama(dir, args);
         assert!(ok, "{args:?}: {stderr}");
     }
     let (ok, stdout, stderr) = panorama(
-        dir.path(),
+        dir,
         &[
             "sql",
             "SELECT count(DISTINCT profile_id) AS profiles FROM cdp.identity_links \
@@ -517,14 +509,4 @@ async fn a_table_created_over_sql_is_an_identity_source_once_panorama_toml_names
         count.contains(&"1") && !count.contains(&"2"),
         "one profile: {stdout}"
     );
-    // A source naming a table neither declared nor created is still
-    // refused, with the ways to make one.
-    std::fs::write(
-        dir.path().join("panorama.toml"),
-        "[[identity.sources]]\ntable = \"visits\"\ncolumn = \"card\"\nid_type = \"email\"\n",
-    )
-    .unwrap();
-    let (ok, _, stderr) = panorama(dir.path(), &["sql", "SELECT 1"]);
-    assert!(!ok);
-    assert!(stderr.contains("CREATE TABLE raw.visits"), "{stderr}");
 }
