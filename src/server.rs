@@ -164,10 +164,10 @@ impl Builder {
             tls,
             query_runtime: Some(queries.handle()),
         };
-        let parts = Parts {
-            console: console.as_ref().map(|c| c.addr),
-            collector: collector.as_ref().map(|c| c.addr()),
-        };
+        let (console_addr, collector_addr) = (
+            console.as_ref().map(|c| c.addr),
+            collector.as_ref().map(|c| c.addr()),
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async {
@@ -180,18 +180,12 @@ impl Builder {
         });
         Ok(Running {
             addr,
-            console: parts.console,
-            collector: parts.collector,
+            console: console_addr,
+            collector: collector_addr,
             stop: Some(stop),
             task: Some(task),
         })
     }
-}
-
-/// The addresses of the optional parts, for [`Running`].
-struct Parts {
-    console: Option<SocketAddr>,
-    collector: Option<SocketAddr>,
 }
 
 /// A started server. Dropping it stops the server without waiting;

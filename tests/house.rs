@@ -14,8 +14,6 @@ const MAX_LINES: usize = 120;
 const TOO_LONG: &[(&str, &str, usize)] = &[
     ("identity/graph.rs", "resolve_usable", 279),
     ("pgwire/rewrite.rs", "post_visit_expr", 234),
-    ("postgres/functions.rs", "invoke_with_args", 229),
-    ("console/pages.rs", "person_page", 184),
     ("generate/sim.rs", "web_visit", 180),
     ("identity/changes.rs", "compare", 153),
     ("identity/scan.rs", "fold_facts", 148),

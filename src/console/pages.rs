@@ -368,37 +368,6 @@ async fn person_page(
         .iter()
         .filter(|(c, _)| c.starts_with("consent_"))
         .collect();
-    // Node labels: the identifier as the role may read it.
-    let labels: Vec<String> = links
-        .nodes
-        .iter()
-        .map(|(t, v)| {
-            let value = shown
-                .rows
-                .iter()
-                .find(|r| r[0] == *t && (user.role == Role::Analyst || r[1] == *v))
-                .map(|r| r[1].clone())
-                .unwrap_or_default();
-            format!("{t}: {value}")
-        })
-        .collect();
-    let edges: Vec<((usize, usize), String)> = links
-        .edges
-        .iter()
-        .map(|(pair, tables)| {
-            let why = tables
-                .iter()
-                .map(|(t, n)| format!("{n} row(s) of raw.{t}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            (*pair, why)
-        })
-        .collect();
-    let refused: Vec<(usize, String)> = links
-        .refused
-        .iter()
-        .map(|(n, other, kind)| (*n, format!("{kind} (to a {other})")))
-        .collect();
     let timeline_tables: BTreeMap<&str, usize> =
         moments.iter().fold(BTreeMap::new(), |mut m, x| {
             *m.entry(x.table).or_default() += 1;
@@ -437,41 +406,7 @@ async fn person_page(
                 ul { @for s in &segments { li { a href={ "/segments/" (s) } { (s) } } } }
             }
         }
-        section aria-labelledby="graph" {
-            h2 id="graph" { "Why these are one person" }
-            (charts::graph(&labels, &edges, &refused))
-            ul.edges {
-                @for ((a, b), why) in &edges {
-                    li { (labels[*a]) " — " (labels[*b]) ": " (why) }
-                }
-                @for (n, why) in &refused {
-                    li.refused { (labels[*n]) ": refused link, " (why) }
-                }
-            }
-            @if user.role == Role::Admin {
-                h3 { "Block" }
-                p.hint { "Blocking a value (or a link) takes effect at the next refresh." }
-                @for (t, v) in &links.nodes {
-                    form.inline method="post" action={ "/person/" (id) "/block" } {
-                        input type="hidden" name="csrf" value=(user.csrf);
-                        input type="hidden" name="id_type" value=(t);
-                        input type="hidden" name="id_value" value=(v);
-                        button type="submit" { "Block " (t) " " (v) }
-                    }
-                }
-                @for ((a, b), _) in &edges {
-                    @let ((t, v), (ot, ov)) = (&links.nodes[*a], &links.nodes[*b]);
-                    form.inline method="post" action={ "/person/" (id) "/block" } {
-                        input type="hidden" name="csrf" value=(user.csrf);
-                        input type="hidden" name="id_type" value=(t);
-                        input type="hidden" name="id_value" value=(v);
-                        input type="hidden" name="other_type" value=(ot);
-                        input type="hidden" name="other_value" value=(ov);
-                        button type="submit" { "Block the link " (t) " " (v) " — " (ot) " " (ov) }
-                    }
-                }
-            }
-        }
+        (graph_section(user, id, &links, &shown))
         section aria-labelledby="requests" {
             h2 id="requests" { "Privacy requests" }
             p.hint { "Requests (access, proof, suppression, erasure) made for one of these identifiers, found by their salted hashes." }
@@ -498,6 +433,81 @@ async fn person_page(
         }
     };
     Ok(Some(layout("Person", Some(user), body)))
+}
+
+/// "Why these are one person": the identity graph (identifiers as nodes,
+/// the records that linked them as edges, refused links apart), each
+/// identifier as `user`'s role may read it (`shown`), and for an admin the
+/// forms that block a value or a link.
+fn graph_section(user: &User, id: &str, links: &data::Links, shown: &Grid) -> Markup {
+    // Node labels: the identifier as the role may read it.
+    let labels: Vec<String> = links
+        .nodes
+        .iter()
+        .map(|(t, v)| {
+            let value = shown
+                .rows
+                .iter()
+                .find(|r| r[0] == *t && (user.role == Role::Analyst || r[1] == *v))
+                .map(|r| r[1].clone())
+                .unwrap_or_default();
+            format!("{t}: {value}")
+        })
+        .collect();
+    let edges: Vec<((usize, usize), String)> = links
+        .edges
+        .iter()
+        .map(|(pair, tables)| {
+            let why = tables
+                .iter()
+                .map(|(t, n)| format!("{n} row(s) of raw.{t}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            (*pair, why)
+        })
+        .collect();
+    let refused: Vec<(usize, String)> = links
+        .refused
+        .iter()
+        .map(|(n, other, kind)| (*n, format!("{kind} (to a {other})")))
+        .collect();
+    html! {
+    section aria-labelledby="graph" {
+        h2 id="graph" { "Why these are one person" }
+        (charts::graph(&labels, &edges, &refused))
+        ul.edges {
+            @for ((a, b), why) in &edges {
+                li { (labels[*a]) " — " (labels[*b]) ": " (why) }
+            }
+            @for (n, why) in &refused {
+                li.refused { (labels[*n]) ": refused link, " (why) }
+            }
+        }
+        @if user.role == Role::Admin {
+            h3 { "Block" }
+            p.hint { "Blocking a value (or a link) takes effect at the next refresh." }
+            @for (t, v) in &links.nodes {
+                form.inline method="post" action={ "/person/" (id) "/block" } {
+                    input type="hidden" name="csrf" value=(user.csrf);
+                    input type="hidden" name="id_type" value=(t);
+                    input type="hidden" name="id_value" value=(v);
+                    button type="submit" { "Block " (t) " " (v) }
+                }
+            }
+            @for ((a, b), _) in &edges {
+                @let ((t, v), (ot, ov)) = (&links.nodes[*a], &links.nodes[*b]);
+                form.inline method="post" action={ "/person/" (id) "/block" } {
+                    input type="hidden" name="csrf" value=(user.csrf);
+                    input type="hidden" name="id_type" value=(t);
+                    input type="hidden" name="id_value" value=(v);
+                    input type="hidden" name="other_type" value=(ot);
+                    input type="hidden" name="other_value" value=(ov);
+                    button type="submit" { "Block the link " (t) " " (v) " — " (ot) " " (ov) }
+                }
+            }
+        }
+    }
+    }
 }
 
 /// The privacy requests made for one of `ids`, matched by the salted

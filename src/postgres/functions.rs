@@ -278,18 +278,7 @@ impl ScalarUDFImpl for Udf {
             }
             Function::ToRegtype => {
                 arity(1, 1)?;
-                let names = ColumnarValue::values_to_arrays(&args)?;
-                let names = datafusion::arrow::compute::cast(&names[0], &DataType::Utf8)?;
-                let names = names
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .ok_or_else(|| DataFusionError::Internal("to_regtype: not text".into()))?;
-                Arc::new(
-                    names
-                        .iter()
-                        .map(|name| name.and_then(type_oid))
-                        .collect::<Int32Array>(),
-                )
+                to_regtype(&args)?
             }
             Function::SerialSequence => {
                 arity(2, 2)?;
@@ -360,119 +349,20 @@ impl ScalarUDFImpl for Udf {
             }
             Function::SizePretty => {
                 arity(1, 1)?;
-                let sizes = ColumnarValue::values_to_arrays(&args)?;
-                let sizes = datafusion::arrow::compute::cast(&sizes[0], &DataType::Int64)?;
-                let sizes = sizes
-                    .as_any()
-                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                    .ok_or_else(|| DataFusionError::Internal("pg_size_pretty: not int8".into()))?;
-                Arc::new(
-                    sizes
-                        .iter()
-                        .map(|s| s.map(size_pretty))
-                        .collect::<StringArray>(),
-                )
+                size_pretty_of(&args)?
             }
             Function::CurrentSetting => {
                 arity(1, 2)?;
-                let arrays = ColumnarValue::values_to_arrays(&args)?;
-                let names = datafusion::arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
-                let names = names
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .ok_or_else(|| DataFusionError::Internal("current_setting: not text".into()))?;
-                let settings = super::settings::fixed_settings();
-                let mut out = Vec::with_capacity(n);
-                for name in names.iter() {
-                    let Some(name) = name else {
-                        out.push(None);
-                        continue;
-                    };
-                    let value = settings
-                        .iter()
-                        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                        .map(|(_, v)| v.clone());
-                    match value {
-                        Some(v) => out.push(Some(v)),
-                        // `current_setting(name, true)`: NULL when unknown.
-                        None if args.len() == 2 => out.push(None),
-                        None => {
-                            return Err(DataFusionError::Execution(format!(
-                                "unrecognized configuration parameter \"{name}\""
-                            )));
-                        }
-                    }
-                }
-                Arc::new(StringArray::from(out))
+                current_setting(&args, n)?
             }
             Function::SetConfig => {
                 arity(3, 3)?;
-                let arrays = ColumnarValue::values_to_arrays(&args)?;
-                let text = |a: &ArrayRef| datafusion::arrow::compute::cast(a, &DataType::Utf8);
-                let (names, values) = (text(&arrays[0])?, text(&arrays[1])?);
-                let (names, values) = (names.as_string::<i32>(), values.as_string::<i32>());
-                let settings = super::settings::fixed_settings();
-                let mut out = Vec::with_capacity(n);
-                for (name, value) in names.iter().zip(values.iter()) {
-                    let (Some(name), Some(value)) = (name, value) else {
-                        out.push(None);
-                        continue;
-                    };
-                    let current = settings
-                        .iter()
-                        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                        .map(|(_, v)| v.as_str());
-                    match current {
-                        Some(current) if current == value => out.push(Some(value.to_string())),
-                        Some(_) => {
-                            return Err(DataFusionError::Execution(format!(
-                                "set_config cannot change \"{name}\" here; use SET"
-                            )));
-                        }
-                        None => {
-                            return Err(DataFusionError::Execution(format!(
-                                "unrecognized configuration parameter \"{name}\""
-                            )));
-                        }
-                    }
-                }
-                Arc::new(StringArray::from(out))
+                set_config(&args, n)?
             }
-            Function::Format => {
-                if args.is_empty() {
-                    return Err(DataFusionError::Plan(
-                        "format takes a format string and its arguments".into(),
-                    ));
-                }
-                let arrays = ColumnarValue::values_to_arrays(&args)?;
-                let mut out = Vec::with_capacity(n);
-                for row in 0..n {
-                    let values = arrays
-                        .iter()
-                        .map(|a| ScalarValue::try_from_array(a, row))
-                        .collect::<Result<Vec<_>>>()?;
-                    out.push(format_values(&values)?);
-                }
-                Arc::new(StringArray::from(out))
-            }
+            Function::Format => format_rows(&args, n)?,
             Function::LikeEscape => {
                 arity(2, 2)?;
-                let arrays = ColumnarValue::values_to_arrays(&args)?;
-                let text = |a: &ArrayRef| -> Result<StringArray> {
-                    let a = datafusion::arrow::compute::cast(a, &DataType::Utf8)?;
-                    a.as_any()
-                        .downcast_ref::<StringArray>()
-                        .cloned()
-                        .ok_or_else(|| DataFusionError::Internal("pg_like_escape: not text".into()))
-                };
-                let (patterns, escapes) = (text(&arrays[0])?, text(&arrays[1])?);
-                Arc::new(
-                    patterns
-                        .iter()
-                        .zip(escapes.iter())
-                        .map(|(p, e)| Some(like_escape(p?, e?)))
-                        .collect::<StringArray>(),
-                )
+                like_escapes(&args)?
             }
         };
         Ok(
@@ -483,6 +373,145 @@ impl ScalarUDFImpl for Udf {
             },
         )
     }
+}
+
+/// `pg_size_pretty(size)`: bytes as PostgreSQL spells them (`8192 bytes`, `12 MB`).
+fn size_pretty_of(args: &[ColumnarValue]) -> Result<ArrayRef> {
+    let sizes = ColumnarValue::values_to_arrays(args)?;
+    let sizes = datafusion::arrow::compute::cast(&sizes[0], &DataType::Int64)?;
+    let sizes = sizes
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .ok_or_else(|| DataFusionError::Internal("pg_size_pretty: not int8".into()))?;
+    Ok(Arc::new(
+        sizes
+            .iter()
+            .map(|s| s.map(size_pretty))
+            .collect::<StringArray>(),
+    ))
+}
+
+/// `current_setting(name [, missing_ok])`: a server-wide parameter's value.
+fn current_setting(args: &[ColumnarValue], n: usize) -> Result<ArrayRef> {
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let names = datafusion::arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
+    let names = names
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| DataFusionError::Internal("current_setting: not text".into()))?;
+    let settings = super::settings::fixed_settings();
+    let mut out = Vec::with_capacity(n);
+    for name in names.iter() {
+        let Some(name) = name else {
+            out.push(None);
+            continue;
+        };
+        let value = settings
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone());
+        match value {
+            Some(v) => out.push(Some(v)),
+            // `current_setting(name, true)`: NULL when unknown.
+            None if args.len() == 2 => out.push(None),
+            None => {
+                return Err(DataFusionError::Execution(format!(
+                    "unrecognized configuration parameter \"{name}\""
+                )));
+            }
+        }
+    }
+    Ok(Arc::new(StringArray::from(out)))
+}
+
+/// `set_config(name, value, local)`: accepted only when it changes nothing
+/// (`SET` sets a connection's parameters).
+fn set_config(args: &[ColumnarValue], n: usize) -> Result<ArrayRef> {
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let text = |a: &ArrayRef| datafusion::arrow::compute::cast(a, &DataType::Utf8);
+    let (names, values) = (text(&arrays[0])?, text(&arrays[1])?);
+    let (names, values) = (names.as_string::<i32>(), values.as_string::<i32>());
+    let settings = super::settings::fixed_settings();
+    let mut out = Vec::with_capacity(n);
+    for (name, value) in names.iter().zip(values.iter()) {
+        let (Some(name), Some(value)) = (name, value) else {
+            out.push(None);
+            continue;
+        };
+        let current = settings
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str());
+        match current {
+            Some(current) if current == value => out.push(Some(value.to_string())),
+            Some(_) => {
+                return Err(DataFusionError::Execution(format!(
+                    "set_config cannot change \"{name}\" here; use SET"
+                )));
+            }
+            None => {
+                return Err(DataFusionError::Execution(format!(
+                    "unrecognized configuration parameter \"{name}\""
+                )));
+            }
+        }
+    }
+    Ok(Arc::new(StringArray::from(out)))
+}
+
+/// `format(text, args…)`, row by row.
+fn format_rows(args: &[ColumnarValue], n: usize) -> Result<ArrayRef> {
+    if args.is_empty() {
+        return Err(DataFusionError::Plan(
+            "format takes a format string and its arguments".into(),
+        ));
+    }
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let mut out = Vec::with_capacity(n);
+    for row in 0..n {
+        let values = arrays
+            .iter()
+            .map(|a| ScalarValue::try_from_array(a, row))
+            .collect::<Result<Vec<_>>>()?;
+        out.push(format_values(&values)?);
+    }
+    Ok(Arc::new(StringArray::from(out)))
+}
+
+/// `to_regtype(name)`: the OID of a built-in type by any of its names.
+fn to_regtype(args: &[ColumnarValue]) -> Result<ArrayRef> {
+    let names = ColumnarValue::values_to_arrays(args)?;
+    let names = datafusion::arrow::compute::cast(&names[0], &DataType::Utf8)?;
+    let names = names
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| DataFusionError::Internal("to_regtype: not text".into()))?;
+    Ok(Arc::new(
+        names
+            .iter()
+            .map(|name| name.and_then(type_oid))
+            .collect::<Int32Array>(),
+    ))
+}
+
+/// `pg_like_escape(pattern, escape)`, row by row.
+fn like_escapes(args: &[ColumnarValue]) -> Result<ArrayRef> {
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let text = |a: &ArrayRef| -> Result<StringArray> {
+        let a = datafusion::arrow::compute::cast(a, &DataType::Utf8)?;
+        a.as_any()
+            .downcast_ref::<StringArray>()
+            .cloned()
+            .ok_or_else(|| DataFusionError::Internal("pg_like_escape: not text".into()))
+    };
+    let (patterns, escapes) = (text(&arrays[0])?, text(&arrays[1])?);
+    Ok(Arc::new(
+        patterns
+            .iter()
+            .zip(escapes.iter())
+            .map(|(p, e)| Some(like_escape(p?, e?)))
+            .collect::<StringArray>(),
+    ))
 }
 
 fn expanded_fields() -> datafusion::arrow::datatypes::Fields {
