@@ -814,27 +814,13 @@ impl VisitorMut for Rules<'_> {
                 escape_char: escape @ Some(_),
                 ..
             } => {
-                let c = escape.as_ref().map(|v| v.to_string()).unwrap_or_default();
-                if c == "'\\'" {
-                    return ControlFlow::Continue(());
-                }
-                if let Some(p) = expr(&format!("pg_like_escape({pattern}, {c})")) {
-                    **pattern = p;
-                    *escape = None;
-                    self.changed = true;
-                }
-                return ControlFlow::Continue(());
+                self.changed |= backslash_escape(pattern, escape);
+                None
             }
             // `row_number() OVER (…)` and the other ranks are `bigint` to
             // PostgreSQL; DataFusion's `UInt64` would be announced as
             // `numeric` (pgjdbc's `getColumns` numbers columns with it).
-            Expr::Function(f)
-                if f.over.is_some()
-                    && f.name.0.len() == 1
-                    && f.name.0[0]
-                        .as_ident()
-                        .is_some_and(|i| RANKS.contains(&i.value.to_lowercase().as_str())) =>
-            {
+            Expr::Function(f) if f.over.is_some() && f.name.0.len() == 1 && named(f, RANKS) => {
                 expr(&format!("CAST({f} AS BIGINT)"))
             }
             // `col_description(…)` and its kin are always NULL here (no
@@ -842,46 +828,23 @@ impl VisitorMut for Rules<'_> {
             // may cast a computed name to `regclass` (Metabase), which
             // datafusion-pg-catalog resolves only for a literal.
             Expr::Function(f)
-                if self.on_catalog
-                    && f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
-                        DESCRIPTIONS.contains(&i.value.to_lowercase().as_str())
-                    })
-                    && !has_placeholders(&f.args) =>
+                if self.on_catalog && named(f, DESCRIPTIONS) && !has_placeholders(&f.args) =>
             {
                 expr("CAST(NULL AS TEXT)")
             }
-            // `N.oid::bigint`: DataFusion's cast keeps the column's
-            // metadata, so the result was still announced as `oid`;
-            // `arrow_cast` makes a new, unmarked column.
             Expr::Cast {
                 expr: inner,
                 data_type,
                 ..
             } if self.on_catalog && !matches!(inner.as_ref(), Expr::Value(_)) => {
-                use datafusion::sql::sqlparser::ast::DataType as T;
-                let arrow = match data_type {
-                    // `atttypid::regtype::text` (pgcli): `text`, not
-                    // announced as the alias.
-                    T::Text | T::Varchar(_) => "Utf8",
-                    T::BigInt(_) | T::Int8(_) => "Int64",
-                    T::Int(_) | T::Integer(_) | T::Int4(_) => "Int32",
-                    T::SmallInt(_) | T::Int2(_) => "Int16",
-                    _ => return ControlFlow::Continue(()),
-                };
-                expr(&format!("arrow_cast({inner}, '{arrow}')"))
+                unmarked_cast(inner, data_type)
             }
             Expr::Cast {
                 expr: inner,
                 data_type: datafusion::sql::sqlparser::ast::DataType::Date,
                 ..
             } => {
-                let date = string_literal(inner)
-                    .and_then(date_without_zone)
-                    .and_then(|date| expr(&format!("'{date}'")));
-                if let Some(date) = date {
-                    **inner = date;
-                    self.changed = true;
-                }
+                self.changed |= zoneless_date(inner);
                 None
             }
             // `x = ANY(ARRAY(SELECT …))` is `x IN (SELECT …)` (pgAdmin's
@@ -896,68 +859,20 @@ impl VisitorMut for Rules<'_> {
             }
             Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } => {
                 if let Some(array) = string_literal(right).and_then(array_literal) {
-                    **right = array;
-                    self.changed = true;
+                    (**right, self.changed) = (array, true);
                 }
                 None
             }
-            // `generate_subscripts(a, 1)` beside `unnest(a)`: DataFusion
-            // unnests side by side, so 1..n lines up with the elements.
-            Expr::Function(f)
-                if self.on_catalog
-                    && f.name
-                        .to_string()
-                        .eq_ignore_ascii_case("generate_subscripts") =>
-            {
-                // From the parsed arguments, not the text: the dimension
-                // may hold a comma (`arrow_cast($1, 'Int32')`, the rule for
-                // `$1::INTEGER` above having run first).
-                let parts = match &f.args {
-                    datafusion::sql::sqlparser::ast::FunctionArguments::List(list) => {
-                        match list.args.as_slice() {
-                            [a, d] => Some((a.to_string(), d.to_string())),
-                            _ => None,
-                        }
-                    }
-                    _ => None,
-                };
-                // The dimension stays in the text: it may be a parameter,
-                // and parameters are numbered.
-                parts.and_then(|(a, d)| {
-                    expr(&format!(
-                        "unnest(range(1, CAST(cardinality({a}) AS BIGINT) + 1 \
-                         + 0 * CAST({d} AS BIGINT)))"
-                    ))
-                })
+            Expr::Function(f) if self.on_catalog && named(f, &["generate_subscripts"]) => {
+                subscripts(f)
             }
             // pgjdbc's keys: `information_schema._pg_expandarray(a)` is a
             // set of `(x, n)` records, `(keys).x` a field of one.
-            Expr::Function(f)
-                if self.on_catalog
-                    && f.name
-                        .to_string()
-                        .to_lowercase()
-                        .ends_with("_pg_expandarray") =>
-            {
+            Expr::Function(f) if self.on_catalog && named(f, &["_pg_expandarray"]) => {
                 expr(&format!("unnest(pg_expandarray{})", f.args))
             }
-            Expr::CompoundFieldAccess { root, access_chain }
-                if self.on_catalog && matches!(root.as_ref(), Expr::Nested(_)) =>
-            {
-                match (root.as_ref(), access_chain.as_slice()) {
-                    (
-                        Expr::Nested(inner),
-                        [
-                            datafusion::sql::sqlparser::ast::AccessExpr::Dot(Expr::Identifier(
-                                field,
-                            )),
-                        ],
-                    ) => expr(&format!(
-                        "get_field({inner}, '{}')",
-                        field.value.to_lowercase()
-                    )),
-                    _ => None,
-                }
+            Expr::CompoundFieldAccess { root, access_chain } if self.on_catalog => {
+                record_field(root, access_chain)
             }
             // `ARRAY(SELECT e FROM … [ORDER BY …])`, which DataFusion cannot
             // plan: the scalar subquery `(SELECT array_agg(e ORDER BY …)
@@ -980,52 +895,14 @@ impl VisitorMut for Rules<'_> {
                 expr("CAST(1 AS BIGINT)")
             }
             Expr::Subquery(query) if self.on_catalog && reads_only_empty_catalogs(query) => {
-                let counts = matches!(query.body.as_ref(), SetExpr::Select(s)
-                    if s.projection.iter().any(|p| p.to_string().to_lowercase().starts_with("count(")));
-                let has_placeholders = null_keeping_placeholders(query) != expr("NULL");
-                match (counts, has_placeholders) {
-                    // Counting no rows: 0, a bigint (pgAdmin's trigger counts).
-                    (true, false) => expr("CAST(0 AS BIGINT)"),
-                    (true, true) => None,
-                    (false, _) => null_keeping_placeholders(query),
-                }
+                of_no_rows(query)
             }
-            // psql's `\d` lists the relations a search path of `"$user",
-            // public` finds: those of `public` and `pg_catalog`.
-            Expr::Function(f)
-                if self.on_catalog
-                    && f.name
-                        .0
-                        .last()
-                        .and_then(|p| p.as_ident())
-                        .is_some_and(|i| i.value.eq_ignore_ascii_case("pg_table_is_visible")) =>
-            {
-                let args = f.args.to_string();
-                let relation = args.trim_start_matches('(').trim_end_matches(')');
-                expr(&format!(
-                    "{relation} IN (SELECT c.oid FROM pg_catalog.pg_class c \
-                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE n.nspname IN ('public', 'pg_catalog'))"
-                ))
+            Expr::Function(f) if self.on_catalog && named(f, &["pg_table_is_visible"]) => {
+                on_search_path(f)
             }
             Expr::Subquery(query) if self.on_catalog => self.aggregate(query),
-            // `x::int / 100`: an integer literal beside an `integer` is an
-            // `integer`, as PostgreSQL types it, where DataFusion makes it a
-            // `bigint` and the result too (Grafana's version probe).
             Expr::BinaryOp { left, op, right } if is_arithmetic(op) => {
-                let literal = if is_int4_cast(left) && small_integer(right) {
-                    Some(right)
-                } else if is_int4_cast(right) && small_integer(left) {
-                    Some(left)
-                } else {
-                    None
-                };
-                if let Some(literal) = literal
-                    && let Some(cast) = expr(&format!("CAST({literal} AS INTEGER)"))
-                {
-                    **literal = cast;
-                    self.changed = true;
-                }
+                self.changed |= integer_beside_integer(left, right);
                 None
             }
             _ => None,
@@ -1036,6 +913,159 @@ impl VisitorMut for Rules<'_> {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// `'2026-01-15 10:00'::date`: the literal cut to its date (DataFusion
+/// refuses a time in a date literal); whether it changed.
+fn zoneless_date(inner: &mut Box<Expr>) -> bool {
+    let date = string_literal(inner)
+        .and_then(date_without_zone)
+        .and_then(|date| expr(&format!("'{date}'")));
+    match date {
+        Some(date) => {
+            **inner = date;
+            true
+        }
+        None => false,
+    }
+}
+
+/// `(keys).x`, a field of a record (pgjdbc's keys, from
+/// `information_schema._pg_expandarray`): `get_field(keys, 'x')`.
+fn record_field(
+    root: &Expr,
+    access_chain: &[datafusion::sql::sqlparser::ast::AccessExpr],
+) -> Option<Expr> {
+    use datafusion::sql::sqlparser::ast::AccessExpr;
+    match (root, access_chain) {
+        (Expr::Nested(inner), [AccessExpr::Dot(Expr::Identifier(field))]) => expr(&format!(
+            "get_field({inner}, '{}')",
+            field.value.to_lowercase()
+        )),
+        _ => None,
+    }
+}
+
+/// Whether `f`'s name (its last part, in any case) is one of `names`
+/// (lower case).
+fn named(f: &datafusion::sql::sqlparser::ast::Function, names: &[&str]) -> bool {
+    f.name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .is_some_and(|i| names.contains(&i.value.to_lowercase().as_str()))
+}
+
+/// `LIKE … ESCAPE c` with another escape character than the backslash:
+/// the pattern respelled with `pg_like_escape`, which DataFusion's `LIKE`
+/// understands; whether it changed.
+fn backslash_escape(
+    pattern: &mut Box<Expr>,
+    escape: &mut Option<datafusion::sql::sqlparser::ast::ValueWithSpan>,
+) -> bool {
+    let c = escape.as_ref().map(|v| v.to_string()).unwrap_or_default();
+    if c == "'\\'" {
+        return false;
+    }
+    match expr(&format!("pg_like_escape({pattern}, {c})")) {
+        Some(p) => {
+            **pattern = p;
+            *escape = None;
+            true
+        }
+        None => false,
+    }
+}
+
+/// `inner::type` on the catalogs, as an `arrow_cast` to a new, unmarked
+/// column: DataFusion's cast keeps the column's metadata, so `N.oid::bigint`
+/// was still announced as `oid` (and `atttypid::regtype::text`, pgcli's,
+/// as the alias instead of `text`).
+fn unmarked_cast(
+    inner: &Expr,
+    data_type: &datafusion::sql::sqlparser::ast::DataType,
+) -> Option<Expr> {
+    use datafusion::sql::sqlparser::ast::DataType as T;
+    let arrow = match data_type {
+        T::Text | T::Varchar(_) => "Utf8",
+        T::BigInt(_) | T::Int8(_) => "Int64",
+        T::Int(_) | T::Integer(_) | T::Int4(_) => "Int32",
+        T::SmallInt(_) | T::Int2(_) => "Int16",
+        _ => return None,
+    };
+    expr(&format!("arrow_cast({inner}, '{arrow}')"))
+}
+
+/// `generate_subscripts(a, d)` beside `unnest(a)`: `1..n`, which lines up
+/// with the elements DataFusion unnests side by side.
+fn subscripts(f: &datafusion::sql::sqlparser::ast::Function) -> Option<Expr> {
+    // From the parsed arguments, not the text: the dimension
+    // may hold a comma (`arrow_cast($1, 'Int32')`, the rule for
+    // `$1::INTEGER` above having run first).
+    let parts = match &f.args {
+        datafusion::sql::sqlparser::ast::FunctionArguments::List(list) => {
+            match list.args.as_slice() {
+                [a, d] => Some((a.to_string(), d.to_string())),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    // The dimension stays in the text: it may be a parameter,
+    // and parameters are numbered.
+    parts.and_then(|(a, d)| {
+        expr(&format!(
+            "unnest(range(1, CAST(cardinality({a}) AS BIGINT) + 1 \
+             + 0 * CAST({d} AS BIGINT)))"
+        ))
+    })
+}
+
+/// A subquery that reads only catalogs Panorama keeps empty: what it
+/// answers on no rows. A count is 0, a bigint (pgAdmin's trigger counts);
+/// anything else NULL, keeping its parameters numbered.
+fn of_no_rows(query: &datafusion::sql::sqlparser::ast::Query) -> Option<Expr> {
+    let counts = matches!(query.body.as_ref(), SetExpr::Select(s)
+        if s.projection.iter().any(|p| p.to_string().to_lowercase().starts_with("count(")));
+    let has_placeholders = null_keeping_placeholders(query) != expr("NULL");
+    match (counts, has_placeholders) {
+        (true, false) => expr("CAST(0 AS BIGINT)"),
+        (true, true) => None,
+        (false, _) => null_keeping_placeholders(query),
+    }
+}
+
+/// `x::int / 100`: an integer literal beside an `integer` is an `integer`,
+/// as PostgreSQL types it, where DataFusion makes it a `bigint` and the
+/// result too (Grafana's version probe); whether it changed.
+fn integer_beside_integer(left: &mut Box<Expr>, right: &mut Box<Expr>) -> bool {
+    let literal = if is_int4_cast(left) && small_integer(right) {
+        right
+    } else if is_int4_cast(right) && small_integer(left) {
+        left
+    } else {
+        return false;
+    };
+    match expr(&format!("CAST({literal} AS INTEGER)")) {
+        Some(cast) => {
+            **literal = cast;
+            true
+        }
+        None => false,
+    }
+}
+
+/// `pg_table_is_visible(relation)`: whether the search path `"$user",
+/// public` finds it (psql's `\d`), that is whether it is in `public` or
+/// `pg_catalog`.
+fn on_search_path(f: &datafusion::sql::sqlparser::ast::Function) -> Option<Expr> {
+    let args = f.args.to_string();
+    let relation = args.trim_start_matches('(').trim_end_matches(')');
+    expr(&format!(
+        "{relation} IN (SELECT c.oid FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname IN ('public', 'pg_catalog'))"
+    ))
 }
 
 #[cfg(test)]
