@@ -16,7 +16,6 @@ const TOO_LONG: &[(&str, &str, usize)] = &[
     ("generate/sim.rs", "web_visit", 180),
     ("identity/changes.rs", "compare", 153),
     ("identity/scan.rs", "fold_facts", 148),
-    ("identity/profiles.rs", "batch", 142),
 ];
 
 #[test]

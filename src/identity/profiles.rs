@@ -187,6 +187,57 @@ fn keys_by_profile(key_place: &[u32], position: &[u32], profiles: usize) -> (Vec
     (key_start, keys)
 }
 
+/// Each identifier type's list of the `chunk`'s profiles' values, and
+/// their first and last seen times, in one pass over each profile's
+/// identifiers (sorted by type, so each type's list keeps value order).
+fn identifier_lists(
+    types: usize,
+    graph: &Graph,
+    chunk: &[Profile],
+) -> (Vec<ArrayRef>, Vec<Option<i64>>, Vec<Option<i64>>) {
+    let mut lists: Vec<_> = (0..types)
+        .map(|_| ListBuilder::new(StringBuilder::new()))
+        .collect();
+    let (mut first_seen, mut last_seen) = (Vec::new(), Vec::new());
+    let mut any = vec![false; types];
+    for p in chunk {
+        let (mut first, mut last) = (i64::MAX, i64::MIN);
+        for &n in &p.nodes {
+            let t = graph.id_type(n) as usize;
+            lists[t].values().append_value(graph.value(n));
+            any[t] = true;
+            first = first.min(graph.first_seen[n as usize]);
+            last = last.max(graph.last_seen[n as usize]);
+        }
+        // No identifier of a type: NULL, as array_agg gives.
+        for (list, any) in lists.iter_mut().zip(&mut any) {
+            list.append(std::mem::take(any));
+        }
+        let empty = p.nodes.is_empty();
+        first_seen.push(Some(if empty { 0 } else { first }));
+        last_seen.push(Some(if empty { 0 } else { last }));
+    }
+    let lists = lists
+        .iter_mut()
+        .map(|l| Arc::new(l.finish()) as ArrayRef)
+        .collect();
+    (lists, first_seen, last_seen)
+}
+
+/// Cents as `numeric(18,2)`.
+fn money(values: Vec<Option<i64>>) -> Result<ArrayRef> {
+    Ok(Arc::new(
+        Decimal128Array::from(
+            values
+                .into_iter()
+                .map(|v| v.map(i128::from))
+                .collect::<Vec<_>>(),
+        )
+        .with_precision_and_scale(18, 2)
+        .map_err(|e| Error::arrow("building cdp.profiles", e))?,
+    ))
+}
+
 /// The profiles of a resolution, sorted, with the keys whose facts each
 /// merges ([`plan`]).
 pub(super) struct Planned<'a> {
@@ -266,32 +317,8 @@ impl Assembled<'_> {
         let now_micros = self.plan.now_micros;
         let mut columns: Vec<ArrayRef> =
             vec![Arc::new(profile_id_array(chunk.iter().map(|p| Some(p.id))))];
-        // One pass over each profile's identifiers (sorted by type, so each
-        // type's list keeps value order) for the lists and the times.
-        let types = config.types.len();
-        let mut lists: Vec<_> = (0..types)
-            .map(|_| ListBuilder::new(StringBuilder::new()))
-            .collect();
-        let (mut first_seen, mut last_seen) = (Vec::new(), Vec::new());
-        let mut any = vec![false; types];
-        for p in chunk {
-            let (mut first, mut last) = (i64::MAX, i64::MIN);
-            for &n in &p.nodes {
-                let t = graph.id_type(n) as usize;
-                lists[t].values().append_value(graph.value(n));
-                any[t] = true;
-                first = first.min(graph.first_seen[n as usize]);
-                last = last.max(graph.last_seen[n as usize]);
-            }
-            // No identifier of a type: NULL, as array_agg gives.
-            for (list, any) in lists.iter_mut().zip(&mut any) {
-                list.append(std::mem::take(any));
-            }
-            let empty = p.nodes.is_empty();
-            first_seen.push(Some(if empty { 0 } else { first }));
-            last_seen.push(Some(if empty { 0 } else { last }));
-        }
-        columns.extend(lists.iter_mut().map(|l| Arc::new(l.finish()) as ArrayRef));
+        let (lists, first_seen, last_seen) = identifier_lists(config.types.len(), graph, chunk);
+        columns.extend(lists);
         // Where each profile's cell of each fixed field is: one pass over
         // its cells, not a search per column.
         let slots: Vec<[u8; FIXED]> = merged.iter().map(|m| fixed_slots(m)).collect();
@@ -316,18 +343,6 @@ impl Assembled<'_> {
         };
         let time = |values: Vec<Option<i64>>| -> ArrayRef {
             Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"))
-        };
-        let money = |values: Vec<Option<i64>>| -> Result<ArrayRef> {
-            Ok(Arc::new(
-                Decimal128Array::from(
-                    values
-                        .into_iter()
-                        .map(|v| v.map(i128::from))
-                        .collect::<Vec<_>>(),
-                )
-                .with_precision_and_scale(18, 2)
-                .map_err(|e| Error::arrow("building cdp.profiles", e))?,
-            ))
         };
         let trait_ = |name: &str| {
             field::TRAIT + field::TRAITS.iter().position(|t| *t == name).unwrap_or(0) as u16
