@@ -20,7 +20,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 base, email, profile_id, shots = sys.argv[1:5]
 
@@ -58,6 +58,10 @@ def sign_in(name, password):
     driver.get(f"{base}/login")
     # The user field has the focus: type, Tab to the password, Enter.
     driver.switch_to.active_element.send_keys(name, Keys.TAB, password, Keys.ENTER)
+    # Enter only starts the form's POST: wait until its answer has taken
+    # the browser off the login page (and set the session cookie), or a
+    # page opened next races the login and meets the login form instead.
+    WebDriverWait(driver, 20).until(lambda d: path() != "/login")
 
 
 try:
