@@ -394,11 +394,7 @@ fn size_pretty_of(args: &[ColumnarValue]) -> Result<ArrayRef> {
 /// `current_setting(name [, missing_ok])`: a server-wide parameter's value.
 fn current_setting(args: &[ColumnarValue], n: usize) -> Result<ArrayRef> {
     let arrays = ColumnarValue::values_to_arrays(args)?;
-    let names = datafusion::arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
-    let names = names
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| DataFusionError::Internal("current_setting: not text".into()))?;
+    let names = text(&arrays[0])?;
     let settings = super::settings::fixed_settings();
     let mut out = Vec::with_capacity(n);
     for name in names.iter() {
@@ -406,19 +402,11 @@ fn current_setting(args: &[ColumnarValue], n: usize) -> Result<ArrayRef> {
             out.push(None);
             continue;
         };
-        let value = settings
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone());
-        match value {
-            Some(v) => out.push(Some(v)),
+        match setting(&settings, name) {
+            Some(v) => out.push(Some(v.to_string())),
             // `current_setting(name, true)`: NULL when unknown.
             None if args.len() == 2 => out.push(None),
-            None => {
-                return Err(DataFusionError::Execution(format!(
-                    "unrecognized configuration parameter \"{name}\""
-                )));
-            }
+            None => return Err(unrecognized(name)),
         }
     }
     Ok(Arc::new(StringArray::from(out)))
@@ -428,9 +416,7 @@ fn current_setting(args: &[ColumnarValue], n: usize) -> Result<ArrayRef> {
 /// (`SET` sets a connection's parameters).
 fn set_config(args: &[ColumnarValue], n: usize) -> Result<ArrayRef> {
     let arrays = ColumnarValue::values_to_arrays(args)?;
-    let text = |a: &ArrayRef| datafusion::arrow::compute::cast(a, &DataType::Utf8);
     let (names, values) = (text(&arrays[0])?, text(&arrays[1])?);
-    let (names, values) = (names.as_string::<i32>(), values.as_string::<i32>());
     let settings = super::settings::fixed_settings();
     let mut out = Vec::with_capacity(n);
     for (name, value) in names.iter().zip(values.iter()) {
@@ -438,22 +424,14 @@ fn set_config(args: &[ColumnarValue], n: usize) -> Result<ArrayRef> {
             out.push(None);
             continue;
         };
-        let current = settings
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str());
-        match current {
+        match setting(&settings, name) {
             Some(current) if current == value => out.push(Some(value.to_string())),
             Some(_) => {
                 return Err(DataFusionError::Execution(format!(
                     "set_config cannot change \"{name}\" here; use SET"
                 )));
             }
-            None => {
-                return Err(DataFusionError::Execution(format!(
-                    "unrecognized configuration parameter \"{name}\""
-                )));
-            }
+            None => return Err(unrecognized(name)),
         }
     }
     Ok(Arc::new(StringArray::from(out)))
@@ -480,12 +458,7 @@ fn format_rows(args: &[ColumnarValue], n: usize) -> Result<ArrayRef> {
 
 /// `to_regtype(name)`: the OID of a built-in type by any of its names.
 fn to_regtype(args: &[ColumnarValue]) -> Result<ArrayRef> {
-    let names = ColumnarValue::values_to_arrays(args)?;
-    let names = datafusion::arrow::compute::cast(&names[0], &DataType::Utf8)?;
-    let names = names
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| DataFusionError::Internal("to_regtype: not text".into()))?;
+    let names = text(&ColumnarValue::values_to_arrays(args)?[0])?;
     Ok(Arc::new(
         names
             .iter()
@@ -497,13 +470,6 @@ fn to_regtype(args: &[ColumnarValue]) -> Result<ArrayRef> {
 /// `pg_like_escape(pattern, escape)`, row by row.
 fn like_escapes(args: &[ColumnarValue]) -> Result<ArrayRef> {
     let arrays = ColumnarValue::values_to_arrays(args)?;
-    let text = |a: &ArrayRef| -> Result<StringArray> {
-        let a = datafusion::arrow::compute::cast(a, &DataType::Utf8)?;
-        a.as_any()
-            .downcast_ref::<StringArray>()
-            .cloned()
-            .ok_or_else(|| DataFusionError::Internal("pg_like_escape: not text".into()))
-    };
     let (patterns, escapes) = (text(&arrays[0])?, text(&arrays[1])?);
     Ok(Arc::new(
         patterns
@@ -512,6 +478,24 @@ fn like_escapes(args: &[ColumnarValue]) -> Result<ArrayRef> {
             .map(|(p, e)| Some(like_escape(p?, e?)))
             .collect::<StringArray>(),
     ))
+}
+
+/// An argument as text.
+fn text(a: &ArrayRef) -> Result<StringArray> {
+    let a = datafusion::arrow::compute::cast(a, &DataType::Utf8)?;
+    Ok(a.as_string::<i32>().clone())
+}
+
+/// The server-wide value of the parameter `name` (in any case).
+fn setting<'a>(settings: &'a [(&str, String)], name: &str) -> Option<&'a str> {
+    settings
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn unrecognized(name: &str) -> DataFusionError {
+    DataFusionError::Execution(format!("unrecognized configuration parameter \"{name}\""))
 }
 
 fn expanded_fields() -> datafusion::arrow::datatypes::Fields {
