@@ -210,24 +210,7 @@ impl Simulation {
             app: device.app,
         };
         if logged_in {
-            let email = if rng.random_bool(0.01) {
-                JUNK_EMAILS[rng.random_range(0..JUNK_EMAILS.len())].to_string()
-            } else {
-                p.email_variant(rng)
-            };
-            let traits =
-                json!({"email": email, "firstName": p.first_name, "lastName": p.last_name});
-            s.event(
-                rows,
-                rng,
-                "identify",
-                None,
-                None,
-                Some(&email),
-                None,
-                json!({}),
-                traits,
-            );
+            s.identify(rows, rng, p);
         }
         if aliased_device
             && rng.random_bool(0.5)
@@ -266,6 +249,39 @@ impl Simulation {
                 "cookie_banner",
             );
         }
+        let viewed = self.browse(&mut s, rng, rows);
+        if !p.known {
+            if rng.random_bool(0.02) {
+                survey(
+                    rows,
+                    rng,
+                    s.at,
+                    None,
+                    None,
+                    Some(&device.anonymous_id),
+                    "web",
+                );
+            }
+            return;
+        }
+        if let Some(product_id) = viewed
+            && rng.random_bool(p.buy_rate * 2.0)
+        {
+            // The order carries the customer id only when logged in (not
+            // after an alias).
+            let customer_id = user_id.map(|_| p.customer_id.as_str());
+            self.add_to_cart(p, device, customer_id, &mut s, &product_id, rng, rows);
+        }
+    }
+
+    /// One to four pages (or app screens) and up to two products viewed;
+    /// returns the last product viewed.
+    fn browse(
+        &self,
+        s: &mut Session<'_>,
+        rng: &mut ChaCha8Rng,
+        rows: &mut DayRows,
+    ) -> Option<String> {
         for _ in 0..rng.random_range(1..5) {
             let (name, path) = PAGES[rng.random_range(0..PAGES.len())];
             let kind = if s.app { "screen" } else { "page" };
@@ -284,85 +300,55 @@ impl Simulation {
         let mut viewed = None;
         for _ in 0..rng.random_range(0..3) {
             let (product_id, price) = self.pick_product(rng);
-            s.event(
-                rows,
-                rng,
-                "track",
-                Some("Product Viewed"),
-                None,
-                None,
-                None,
-                json!({"product_id": product_id, "price": price as f64 / 100.0}),
-                json!({}),
-            );
+            let properties = json!({"product_id": product_id, "price": price as f64 / 100.0});
+            s.track(rows, rng, "Product Viewed", properties);
             viewed = Some(product_id);
         }
-        if !p.known {
-            if rng.random_bool(0.02) {
-                survey(
-                    rows,
-                    rng,
-                    s.at,
-                    None,
-                    None,
-                    Some(&device.anonymous_id),
-                    "web",
-                );
-            }
-            return;
-        }
-        if let Some(product_id) = viewed
-            && rng.random_bool(p.buy_rate * 2.0)
-        {
-            s.event(
+        viewed
+    }
+
+    /// A product added to the cart, then ordered on this device (with
+    /// `customer_id`) or abandoned.
+    #[allow(clippy::too_many_arguments)]
+    fn add_to_cart(
+        &self,
+        p: &Person,
+        device: &Device,
+        customer_id: Option<&str>,
+        s: &mut Session<'_>,
+        product_id: &str,
+        rng: &mut ChaCha8Rng,
+        rows: &mut DayRows,
+    ) {
+        s.track(
+            rows,
+            rng,
+            "Product Added",
+            json!({"product_id": product_id}),
+        );
+        if rng.random_bool(0.6) {
+            let channel = if s.app { "app" } else { "web" };
+            let email = p.email_variant(rng);
+            s.at += rng.random_range(30_000_000..600_000_000);
+            let (order_id, cents) = self.order(
                 rows,
                 rng,
-                "track",
-                Some("Product Added"),
-                None,
-                None,
-                None,
-                json!({"product_id": product_id}),
-                json!({}),
+                s.at,
+                channel,
+                customer_id,
+                Some(&email),
+                Some(&device.anonymous_id),
             );
-            if rng.random_bool(0.6) {
-                let channel = if s.app { "app" } else { "web" };
-                let email = p.email_variant(rng);
-                s.at += rng.random_range(30_000_000..600_000_000);
-                let customer_id = user_id.map(|_| p.customer_id.as_str());
-                let (order_id, cents) = self.order(
-                    rows,
-                    rng,
-                    s.at,
-                    channel,
-                    customer_id,
-                    Some(&email),
-                    Some(&device.anonymous_id),
-                );
-                s.event(
-                    rows,
-                    rng,
-                    "track",
-                    Some("Order Completed"),
-                    None,
-                    None,
-                    None,
-                    json!({"order_id": order_id, "revenue": cents as f64 / 100.0, "currency": "EUR"}),
-                    json!({}),
-                );
-            } else {
-                s.event(
-                    rows,
-                    rng,
-                    "track",
-                    Some("Cart Abandoned"),
-                    None,
-                    None,
-                    None,
-                    json!({"product_id": product_id}),
-                    json!({}),
-                );
-            }
+            let properties =
+                json!({"order_id": order_id, "revenue": cents as f64 / 100.0, "currency": "EUR"});
+            s.track(rows, rng, "Order Completed", properties);
+        } else {
+            s.track(
+                rows,
+                rng,
+                "Cart Abandoned",
+                json!({"product_id": product_id}),
+            );
         }
     }
 
@@ -459,6 +445,50 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
+    /// A logged-in visit's `identify`, with the person's traits (one time
+    /// in a hundred, a junk email typed into the form).
+    fn identify(&mut self, rows: &mut DayRows, rng: &mut ChaCha8Rng, p: &Person) {
+        let email = if rng.random_bool(0.01) {
+            JUNK_EMAILS[rng.random_range(0..JUNK_EMAILS.len())].to_string()
+        } else {
+            p.email_variant(rng)
+        };
+        let traits = json!({"email": email, "firstName": p.first_name, "lastName": p.last_name});
+        self.event(
+            rows,
+            rng,
+            "identify",
+            None,
+            None,
+            Some(&email),
+            None,
+            json!({}),
+            traits,
+        );
+    }
+
+    /// A `track` event named `event`.
+    fn track(
+        &mut self,
+        rows: &mut DayRows,
+        rng: &mut ChaCha8Rng,
+        event: &str,
+        properties: serde_json::Value,
+    ) {
+        let no_traits = json!({});
+        self.event(
+            rows,
+            rng,
+            "track",
+            Some(event),
+            None,
+            None,
+            None,
+            properties,
+            no_traits,
+        );
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn event(
         &mut self,

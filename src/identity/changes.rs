@@ -96,6 +96,16 @@ impl Changes {
     }
 }
 
+impl Before<'_> {
+    /// Identifier `m`'s profile in the committed version, if it was in it.
+    fn was(&self, m: NodeId) -> Option<Uuid> {
+        match (m as usize) < self.nodes {
+            true => self.previous.of(m),
+            false => None,
+        }
+    }
+}
+
 /// Compare the resolution of this refresh with the committed version.
 /// `facts` holds the stored keys first and this refresh's new keys after.
 pub(super) fn compare(
@@ -105,8 +115,7 @@ pub(super) fn compare(
     before: &Before<'_>,
     visibility: Visibility,
 ) -> Changes {
-    let n = graph.len();
-    let mut component = vec![NONE; n];
+    let mut component = vec![NONE; graph.len()];
     let mut ids = Vec::with_capacity(resolution.profiles);
     for (c, (id, members)) in resolution.components().enumerate() {
         for &m in members {
@@ -118,10 +127,47 @@ pub(super) fn compare(
         rewrite: vec![false; ids.len()],
         ..Changes::default()
     };
-    let was = |m: NodeId| match (m as usize) < before.nodes {
-        true => before.previous.of(m),
-        false => None,
-    };
+    let mut touched_before =
+        identifiers_changed(graph, facts, resolution, before, &component, &mut changes);
+    let owners = keys_changed(
+        facts,
+        resolution,
+        before,
+        &component,
+        &mut changes,
+        &mut touched_before,
+    );
+    // A previous profile that still exists is written again; one that
+    // does not is removed.
+    for (c, id) in ids.iter().enumerate() {
+        if touched_before.remove(id) {
+            changes.rewrite[c] = true;
+        }
+    }
+    changes.removed_profiles.extend(touched_before);
+    visibility_changed(graph, resolution, before, visibility, &mut changes);
+    changes.removed_profiles.sort_unstable();
+    changes.removed_profiles.dedup();
+    changes.wanted_keys = owners[..before.keys]
+        .iter()
+        .map(|&c| c != NONE && changes.rewrite[c as usize])
+        .collect();
+    changes.owners = owners;
+    changes
+}
+
+/// The identifiers whose profile changed or that were seen again: their
+/// link rows (and profiles) are written, or their link rows go away.
+/// Returns the previous profiles that lost or changed something.
+fn identifiers_changed(
+    graph: &Graph,
+    facts: &Facts,
+    resolution: &Resolution,
+    before: &Before<'_>,
+    component: &[u32],
+    changes: &mut Changes,
+) -> HashSet<Uuid> {
+    let n = graph.len();
     // Identifiers seen in new rows: their times moved.
     let mut seen_again = vec![false; n];
     for k in before.keys..facts.len() {
@@ -132,9 +178,8 @@ pub(super) fn compare(
     // Previous profiles that lost or changed something: only identifiers
     // resolved again can have (after a partial resolution, the others
     // kept their profile and were not seen again).
-    let scope = resolution.scope();
     let every: Vec<NodeId>;
-    let resolved: &[NodeId] = match scope {
+    let resolved: &[NodeId] = match resolution.scope() {
         Some(s) => &s.nodes,
         None => {
             every = (0..n as NodeId).collect();
@@ -143,7 +188,7 @@ pub(super) fn compare(
     };
     let mut touched_before: HashSet<Uuid> = HashSet::new();
     for &m in resolved {
-        let (now, then) = (resolution.profile(m), was(m));
+        let (now, then) = (resolution.profile(m), before.was(m));
         if now != then {
             changes.assignment.push((m, now));
             if let Some(then) = then {
@@ -159,9 +204,22 @@ pub(super) fn compare(
             _ => {}
         }
     }
-    drop(seen_again);
-    // Keys: each one's facts go to the profile of its strongest identifier
-    // that has one; a stored key whose profile changed marks both.
+    touched_before
+}
+
+/// Each key's owner: its facts go to the profile of its strongest
+/// identifier that has one (by place in [`Resolution::components`]); a
+/// stored key whose profile changed marks both the new profile (to write)
+/// and the old one (into `touched_before`).
+fn keys_changed(
+    facts: &Facts,
+    resolution: &Resolution,
+    before: &Before<'_>,
+    component: &[u32],
+    changes: &mut Changes,
+    touched_before: &mut HashSet<Uuid>,
+) -> Vec<u32> {
+    let scope = resolution.scope();
     let owner = |k: usize| {
         facts
             .key_nodes(k)
@@ -194,7 +252,7 @@ pub(super) fn compare(
                 // Its identifiers were seen again: their profiles are marked.
                 continue;
             }
-            let then = facts.key_nodes(k).iter().find_map(|&m| was(m));
+            let then = facts.key_nodes(k).iter().find_map(|&m| before.was(m));
             let now_id = now.and_then(|m| resolution.profile(m));
             if now_id != then {
                 rewrite.extend(now.map(|m| component[m as usize]));
@@ -209,16 +267,18 @@ pub(super) fn compare(
         }
         touched_before.extend(lost);
     }
-    // A previous profile that still exists is written again; one that
-    // does not is removed.
-    for (c, id) in ids.iter().enumerate() {
-        if touched_before.remove(id) {
-            changes.rewrite[c] = true;
-        }
-    }
-    changes.removed_profiles.extend(touched_before);
-    // In view now and before (its members and times are unchanged unless
-    // it is written again).
+    owners
+}
+
+/// Profiles that left or came into view: in view now and before, their
+/// members and times are unchanged unless they are written again.
+fn visibility_changed(
+    graph: &Graph,
+    resolution: &Resolution,
+    before: &Before<'_>,
+    visibility: Visibility,
+    changes: &mut Changes,
+) {
     let then_visibility = Visibility {
         cutoff: before.cutoff,
         ..visibility
@@ -238,18 +298,10 @@ pub(super) fn compare(
             _ => {}
         }
     }
-    if scope.is_some() && then_visibility.cutoff != visibility.cutoff {
+    if resolution.scope().is_some() && then_visibility.cutoff != visibility.cutoff {
         idle_since(graph, resolution, before, then_visibility, visibility)
             .for_each(|id| changes.removed_profiles.push(id));
     }
-    changes.removed_profiles.sort_unstable();
-    changes.removed_profiles.dedup();
-    changes.wanted_keys = owners[..before.keys]
-        .iter()
-        .map(|&c| c != NONE && changes.rewrite[c as usize])
-        .collect();
-    changes.owners = owners;
-    changes
 }
 
 /// The profiles a partial resolution kept whole that were in view at

@@ -739,143 +739,158 @@ fn fold_facts(
     at: i64,
     key: u32,
 ) {
-    {
-        let text = |i: usize| text_at(batch.column(i), row);
-        let count = |facts: &mut Facts, f: u16| facts.add(key, Cell::sum(f, 1));
-        match table {
-            RawTable::Events => {
-                count(facts, field::EVENTS);
-                match text(1) {
-                    Some("page" | "screen") => count(facts, field::PAGE_VIEWS),
-                    Some("track") => count(facts, field::TRACKS),
-                    Some("identify") => count(facts, field::IDENTIFIES),
-                    _ => {}
-                }
-                // The consent an SDK sent along (most events carry none).
-                for (purpose, granted) in text(2)
-                    .map(|c| rules.consent.sdk_answers(c))
-                    .unwrap_or_default()
-                {
-                    let text = facts.text(if granted { "granted" } else { "denied" });
-                    let field = facts.fields.consent(purpose);
-                    facts.add(
-                        key,
-                        Cell {
-                            at,
-                            text,
-                            ..Cell::sum(field, 0)
-                        },
-                    );
-                }
-            }
-            RawTable::Orders => {
-                let amounts: &Decimal128Array = batch.column(1).as_primitive::<Decimal128Type>();
-                let cents = if amounts.is_null(row) {
-                    0
-                } else {
-                    amounts.value(row) as i64
+    let r = Folding {
+        batch,
+        row,
+        at,
+        key,
+    };
+    match table {
+        RawTable::Events => fold_event(facts, rules, r),
+        RawTable::Orders => fold_order(facts, r),
+        RawTable::Customers => fold_customer(facts, rules, r),
+        RawTable::SurveyResponses => {
+            let scores = batch.column(2).as_primitive::<Int64Type>();
+            if let Some(i) = r
+                .text(1)
+                .and_then(|s| field::SURVEYS.iter().position(|k| *k == s))
+                && !scores.is_null(row)
+            {
+                let cell = Cell {
+                    at,
+                    num: scores.value(row),
+                    ..Cell::sum(field::SURVEY + i as u16, 0)
                 };
-                count(facts, field::ORDERS);
-                facts.add(key, Cell::sum(field::GROSS_CENTS, cents));
-                if !matches!(text(2), Some("returned" | "cancelled")) {
-                    count(facts, field::NET_ORDERS);
-                    facts.add(key, Cell::sum(field::NET_CENTS, cents));
-                    facts.add(
-                        key,
-                        Cell {
-                            at,
-                            ..Cell::sum(field::LAST_NET_ORDER_AT, 0)
-                        },
-                    );
-                }
-                facts.add(
-                    key,
-                    Cell {
-                        at,
-                        ..Cell::sum(field::FIRST_ORDER_AT, 0)
-                    },
-                );
-                facts.add(
-                    key,
-                    Cell {
-                        at,
-                        ..Cell::sum(field::LAST_ORDER_AT, 0)
-                    },
-                );
-                if let Some(channel) = text(3) {
-                    let f = facts.fields.channel(channel);
-                    count(facts, f);
-                }
+                facts.add(key, cell);
             }
-            RawTable::Customers => {
-                let rank = text(1)
-                    .and_then(|s| rules.source_rank.get(s).copied())
-                    .unwrap_or(rules.source_rank.len() as u16);
-                for (i, name) in field::TRAITS.iter().enumerate() {
-                    let column = batch.column(2 + i);
-                    if column.is_null(row) {
-                        continue;
-                    }
-                    let (num, text) = match *name {
-                        "birth_date" => (
-                            i64::from(column.as_primitive::<Date32Type>().value(row)),
-                            NO_TEXT,
-                        ),
-                        "newsletter" => (i64::from(column.as_boolean().value(row)), NO_TEXT),
-                        _ => match text_at(column, row) {
-                            Some(value) => (0, facts.text(value)),
-                            None => continue,
-                        },
-                    };
-                    facts.add(
-                        key,
-                        Cell {
-                            field: field::TRAIT + i as u16,
-                            rank,
-                            at,
-                            num,
-                            text,
-                        },
-                    );
-                }
-            }
-            RawTable::SurveyResponses => {
-                let scores = batch.column(2).as_primitive::<Int64Type>();
-                if let Some(i) = text(1).and_then(|s| field::SURVEYS.iter().position(|k| *k == s))
-                    && !scores.is_null(row)
-                {
-                    facts.add(
-                        key,
-                        Cell {
-                            at,
-                            num: scores.value(row),
-                            ..Cell::sum(field::SURVEY + i as u16, 0)
-                        },
-                    );
-                }
-            }
-            RawTable::Consents => {
-                // Records of purposes the lake does not declare stay in
-                // raw.consents (and in `privacy proof`), not in profiles.
-                if let Some(purpose) = text(1).filter(|p| rules.consent.is_purpose(p))
-                    && let Some(status) = text(2)
-                {
-                    let text = facts.text(status);
-                    let field = facts.fields.consent(purpose);
-                    facts.add(
-                        key,
-                        Cell {
-                            at,
-                            text,
-                            ..Cell::sum(field, 0)
-                        },
-                    );
-                }
-            }
-            // Declared tables give identifiers and links only; their facts
-            // are computed in SQL (jobs) over the rows and profile ids.
-            _ => {}
         }
+        RawTable::Consents => {
+            // Records of purposes the lake does not declare stay in
+            // raw.consents (and in `privacy proof`), not in profiles.
+            if let Some(purpose) = r.text(1).filter(|p| rules.consent.is_purpose(p))
+                && let Some(status) = r.text(2)
+            {
+                let field = facts.fields.consent(purpose);
+                r.stamp(facts, field, Some(status));
+            }
+        }
+        // Declared tables give identifiers and links only; their facts
+        // are computed in SQL (jobs) over the rows and profile ids.
+        _ => {}
+    }
+}
+
+/// The row being folded into its key's facts: its batch and place, its
+/// time and its key.
+#[derive(Clone, Copy)]
+struct Folding<'a> {
+    batch: &'a RecordBatch,
+    row: usize,
+    at: i64,
+    key: u32,
+}
+
+impl<'a> Folding<'a> {
+    /// The text of column `i`.
+    fn text(&self, i: usize) -> Option<&'a str> {
+        text_at(self.batch.column(i), self.row)
+    }
+
+    /// One more of `field`.
+    fn count(&self, facts: &mut Facts, field: u16) {
+        facts.add(self.key, Cell::sum(field, 1));
+    }
+
+    /// `field` at this row's time, with `text` if any.
+    fn stamp(&self, facts: &mut Facts, field: u16, text: Option<&str>) {
+        let text = text.map_or(NO_TEXT, |t| facts.text(t));
+        let cell = Cell {
+            at: self.at,
+            text,
+            ..Cell::sum(field, 0)
+        };
+        facts.add(self.key, cell);
+    }
+}
+
+/// An event: counted by kind, with the consent an SDK sent along (most
+/// events carry none).
+fn fold_event(facts: &mut Facts, rules: &Rules, r: Folding<'_>) {
+    r.count(facts, field::EVENTS);
+    match r.text(1) {
+        Some("page" | "screen") => r.count(facts, field::PAGE_VIEWS),
+        Some("track") => r.count(facts, field::TRACKS),
+        Some("identify") => r.count(facts, field::IDENTIFIES),
+        _ => {}
+    }
+    for (purpose, granted) in r
+        .text(2)
+        .map(|c| rules.consent.sdk_answers(c))
+        .unwrap_or_default()
+    {
+        let field = facts.fields.consent(purpose);
+        r.stamp(
+            facts,
+            field,
+            Some(if granted { "granted" } else { "denied" }),
+        );
+    }
+}
+
+/// An order: counts, money (net of returns and cancellations), first and
+/// last order times and the channel.
+fn fold_order(facts: &mut Facts, r: Folding<'_>) {
+    let amounts: &Decimal128Array = r.batch.column(1).as_primitive::<Decimal128Type>();
+    let cents = if amounts.is_null(r.row) {
+        0
+    } else {
+        amounts.value(r.row) as i64
+    };
+    r.count(facts, field::ORDERS);
+    facts.add(r.key, Cell::sum(field::GROSS_CENTS, cents));
+    if !matches!(r.text(2), Some("returned" | "cancelled")) {
+        r.count(facts, field::NET_ORDERS);
+        facts.add(r.key, Cell::sum(field::NET_CENTS, cents));
+        r.stamp(facts, field::LAST_NET_ORDER_AT, None);
+    }
+    r.stamp(facts, field::FIRST_ORDER_AT, None);
+    r.stamp(facts, field::LAST_ORDER_AT, None);
+    if let Some(channel) = r.text(3) {
+        let f = facts.fields.channel(channel);
+        r.count(facts, f);
+    }
+}
+
+/// A customer record: each trait it holds, ranked by its source.
+fn fold_customer(facts: &mut Facts, rules: &Rules, r: Folding<'_>) {
+    let rank = r
+        .text(1)
+        .and_then(|s| rules.source_rank.get(s).copied())
+        .unwrap_or(rules.source_rank.len() as u16);
+    for (i, name) in field::TRAITS.iter().enumerate() {
+        let column = r.batch.column(2 + i);
+        if column.is_null(r.row) {
+            continue;
+        }
+        let (num, text) = match *name {
+            "birth_date" => (
+                i64::from(column.as_primitive::<Date32Type>().value(r.row)),
+                NO_TEXT,
+            ),
+            "newsletter" => (i64::from(column.as_boolean().value(r.row)), NO_TEXT),
+            _ => match text_at(column, r.row) {
+                Some(value) => (0, facts.text(value)),
+                None => continue,
+            },
+        };
+        let cell = Cell {
+            field: field::TRAIT + i as u16,
+            rank,
+            at: r.at,
+            num,
+            text,
+        };
+        facts.add(r.key, cell);
     }
 }
 
