@@ -900,7 +900,7 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
     }
     settings.console.enabled &= !args.no_console;
     let lake = open_current_lake(location, &settings).await?;
-    let server = panorama::server::Server::builder(lake.clone(), settings.clone())
+    let mut server = panorama::server::Server::builder(lake.clone(), settings.clone())
         .listen(args.listen)
         .engine(EngineOptions {
             memory_limit: args.memory_limit_mb << 20,

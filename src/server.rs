@@ -44,6 +44,7 @@ impl Server {
             jobs: true,
             lake,
             config,
+            checked_tls: None,
         }
     }
 }
@@ -56,6 +57,9 @@ pub struct Builder {
     engine: EngineOptions,
     actions: Option<Actions>,
     jobs: bool,
+    /// The TLS acceptor [`Builder::check`] loaded, kept for
+    /// [`Builder::start`] (the key is read once).
+    checked_tls: Option<TlsAcceptor>,
 }
 
 impl Builder {
@@ -89,8 +93,10 @@ impl Builder {
     /// Refuse now what [`Builder::start`] would refuse (no users on a
     /// public address, an unreadable TLS key), so a caller can check
     /// before long preparations.
-    pub fn check(&self) -> Result<()> {
-        self.refusals().map(drop)
+    pub fn check(&mut self) -> Result<()> {
+        let (_, tls) = self.refusals()?;
+        self.checked_tls = tls;
+        Ok(())
     }
 
     /// The users and the TLS acceptor, or why the server must not start.
@@ -113,6 +119,7 @@ impl Builder {
             )));
         }
         let tls = match &config.tls {
+            Some(_) if self.checked_tls.is_some() => self.checked_tls.clone(),
             Some(tls) => Some(pgwire::tls::acceptor(tls).map_err(|e| {
                 Error::Config(format!(
                     "loading [tls]: {e} (the server does not start without it)"
@@ -134,6 +141,7 @@ impl Builder {
             engine: options,
             actions,
             jobs,
+            checked_tls: _,
         } = self;
         let admin = Arc::new(engine::session(&lake, &options)?);
         let analyst = Arc::new(engine::analyst_session(&lake, &options, &admin)?);
