@@ -48,10 +48,75 @@ pub struct Config {
     /// `[tables.<name>]`: raw tables of the user's own (see
     /// [`crate::schema::declared`]).
     pub tables: std::collections::BTreeMap<String, crate::schema::declared::TableConfig>,
+    /// `[cluster]`: the workers a front end sends queries to.
+    pub cluster: ClusterConfig,
     /// The checked declarations of `tables`, which every command declares
     /// in the lake it opens ([`crate::lake::Lake::declare_table`]).
     #[serde(skip)]
     pub declared: Vec<crate::schema::declared::Declaration>,
+}
+
+/// `[cluster]`: the workers (`panorama worker`) a front end sends the
+/// stages of its larger queries to, and the secret they share.
+#[derive(Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The workers, as `host:port` (`panorama serve --workers` adds to
+    /// them).
+    pub workers: Vec<String>,
+    /// The secret the workers and front ends of the cluster share
+    /// (`PANORAMA_CLUSTER_SECRET` overrides it); required on a worker that
+    /// listens beyond loopback.
+    pub secret: Option<String>,
+    /// Bytes of files one task scans (default 64 MiB): smaller scans run
+    /// on the front end.
+    pub bytes_per_task: Option<usize>,
+}
+
+/// The environment variable holding the cluster's secret.
+pub const CLUSTER_SECRET_ENV: &str = "PANORAMA_CLUSTER_SECRET";
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("workers", &self.workers)
+            .field("secret", &self.secret.as_ref().map(|_| "(set)"))
+            .field("bytes_per_task", &self.bytes_per_task)
+            .finish()
+    }
+}
+
+impl Config {
+    /// What the environment overrides: the cluster's secret.
+    fn apply_environment(&mut self) {
+        if let Ok(secret) = std::env::var(CLUSTER_SECRET_ENV)
+            && !secret.is_empty()
+        {
+            self.cluster.secret = Some(secret);
+        }
+    }
+
+    /// The query engine's settings these call for (identity rules, point
+    /// lookups, masking, the cluster); memory and partitions stay at their
+    /// defaults.
+    pub fn engine_options(&self) -> crate::engine::EngineOptions {
+        let defaults = crate::engine::EngineOptions::default();
+        let cluster = crate::engine::distributed::ClusterOptions {
+            workers: self.cluster.workers.clone(),
+            secret: self.cluster.secret.clone(),
+            bytes_per_task: self
+                .cluster
+                .bytes_per_task
+                .unwrap_or(defaults.cluster.bytes_per_task),
+        };
+        crate::engine::EngineOptions {
+            identity: self.identity.clone(),
+            lookup: self.lookup.clone(),
+            masking: self.masking.clone(),
+            cluster,
+            ..defaults
+        }
+    }
 }
 
 /// How files for one raw table are read by `panorama ingest`.
@@ -77,7 +142,9 @@ impl Config {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Config::default());
+                let mut config = Config::default();
+                config.apply_environment();
+                return Ok(config);
             }
             Err(source) => {
                 return Err(Error::Io {
@@ -93,6 +160,7 @@ impl Config {
         let mut config: Config =
             toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         config.declared = declared;
+        config.apply_environment();
         config.identity = config.identity.with_builtins();
         config
             .consent

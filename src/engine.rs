@@ -2,10 +2,14 @@
 //! on: the lake's object store, the `panorama` catalog, PostgreSQL's
 //! `pg_catalog` and functions (from `datafusion-pg-catalog`), and the
 //! session settings (default schema, memory limit, no file-list cache so
-//! newly landed files are seen at once).
+//! newly landed files are seen at once); with workers, the planner that
+//! sends a query's stages to them ([`distributed`]).
+
+pub mod distributed;
 
 use std::sync::Arc;
 
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -41,6 +45,8 @@ pub struct EngineOptions {
     /// process, shared by every session built with these options (the
     /// `resolved` schema and the profile API read it).
     pub profile_index: Arc<ProfileIndexCache>,
+    /// The workers queries are sent to (none: every query runs here).
+    pub cluster: distributed::ClusterOptions,
 }
 
 impl Default for EngineOptions {
@@ -55,6 +61,7 @@ impl Default for EngineOptions {
             lookup: Default::default(),
             masking: Default::default(),
             profile_index: Arc::default(),
+            cluster: Default::default(),
         }
     }
 }
@@ -126,7 +133,15 @@ fn build(
                 .build_arc()?
         }
     };
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features();
+    let state = match options.cluster.workers.is_empty() {
+        true => state,
+        false => distributed::distribute(state, &options.cluster)?,
+    };
+    let ctx = SessionContext::new_with_state(state.build());
     ctx.register_object_store(lake.store_url().as_ref(), Arc::clone(lake.store()));
     let country = normalize::country(&options.identity.default_country).ok_or_else(|| {
         Error::Config(format!(

@@ -19,6 +19,7 @@
 
 pub mod analytics;
 pub mod catalog;
+pub mod cluster;
 pub mod collect;
 pub mod config;
 pub mod console;

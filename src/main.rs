@@ -57,6 +57,21 @@ enum Command {
     /// with: psql -h 127.0.0.1 -p 5433 -U panorama panorama
     Serve(ServeArgs),
 
+    /// Run one worker of a cluster: it runs the stages of queries a front
+    /// end (`serve --workers`) sends it, reading the lake directly.
+    ///
+    /// Start it with the front end's lake and panorama.toml; beyond
+    /// loopback it needs the cluster's secret ([cluster] secret or
+    /// PANORAMA_CLUSTER_SECRET).
+    Worker {
+        /// Address the worker listens on.
+        #[arg(long, env = "PANORAMA_WORKER_LISTEN", default_value = "127.0.0.1:7077", value_parser = config::parse_listen)]
+        listen: SocketAddr,
+        /// Memory the worker's tasks may use together, in MiB.
+        #[arg(long, default_value_t = 4096)]
+        memory_limit_mb: usize,
+    },
+
     /// Write a deterministic synthetic CDP (customers, events, orders, ...).
     ///
     /// Scale N gives N×1,000 known customers, N×300 anonymous visitors and a
@@ -346,6 +361,10 @@ struct ServeArgs {
     /// Do not serve the web console and profile API.
     #[arg(long)]
     no_console: bool,
+    /// Workers (`panorama worker`) to send the stages of larger queries
+    /// to, as host:port,host:port (added to [cluster] workers).
+    #[arg(long, env = "PANORAMA_WORKERS", value_delimiter = ',')]
+    workers: Vec<String>,
 }
 
 fn main() -> Result<()> {
@@ -381,9 +400,14 @@ async fn run() -> Result<()> {
         no_collect: false,
         console_listen: None,
         no_console: false,
+        workers: Vec::new(),
     }));
     match command {
         Command::Serve(args) => serve(&cli.lake, &settings, args).await,
+        Command::Worker {
+            listen,
+            memory_limit_mb,
+        } => run_worker(&cli.lake, &settings, listen, memory_limit_mb).await,
         Command::Refresh { full } => run_refresh(&cli.lake, &settings, full).await,
         Command::Identity { action } => run_identity(&cli.lake, &settings, action).await,
         Command::Generate { scale, seed, files } => {
@@ -506,7 +530,7 @@ async fn privacy_status(location: &str, settings: &config::Config, request: &str
          ORDER BY completed_at NULLS FIRST, id_type"
     );
     let lake = open_current_lake(location, settings).await?;
-    let ctx = engine::session(&lake, &engine_options(settings))?;
+    let ctx = engine::session(&lake, &settings.engine_options())?;
     let batches = query::run(&ctx, &sql).await?;
     if batches.iter().all(|b| b.num_rows() == 0) {
         anyhow::bail!("no privacy request {id} in system.privacy_requests");
@@ -753,15 +777,6 @@ async fn open_current_lake(location: &str, settings: &config::Config) -> Result<
     Ok(lake)
 }
 
-fn engine_options(settings: &config::Config) -> EngineOptions {
-    EngineOptions {
-        identity: settings.identity.clone(),
-        lookup: settings.lookup.clone(),
-        masking: settings.masking.clone(),
-        ..EngineOptions::default()
-    }
-}
-
 async fn run_identity(
     location: &str,
     settings: &config::Config,
@@ -899,12 +914,16 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
         settings.console.listen = listen;
     }
     settings.console.enabled &= !args.no_console;
+    settings
+        .cluster
+        .workers
+        .extend(args.workers.iter().cloned());
     let lake = open_current_lake(location, &settings).await?;
     let mut server = panorama::server::Server::builder(lake.clone(), settings.clone())
         .listen(args.listen)
         .engine(EngineOptions {
             memory_limit: args.memory_limit_mb << 20,
-            ..engine_options(&settings)
+            ..settings.engine_options()
         });
     // Refused before anything long runs.
     server.check()?;
@@ -923,6 +942,31 @@ async fn serve(location: &str, settings: &config::Config, args: ServeArgs) -> Re
         })
         .await
         .context("serving")
+}
+
+/// `panorama worker`: serve tasks until Ctrl-C.
+async fn run_worker(
+    location: &str,
+    settings: &config::Config,
+    listen: SocketAddr,
+    memory_limit_mb: usize,
+) -> Result<()> {
+    let lake = open_current_lake(location, settings).await?;
+    let options = EngineOptions {
+        memory_limit: memory_limit_mb << 20,
+        ..settings.engine_options()
+    };
+    let secret = settings.cluster.secret.clone();
+    let worker = panorama::cluster::start(&lake, &options, listen, secret).await?;
+    // The address on stdout, for scripts that start workers on port 0.
+    println!("worker listening on {}", worker.addr);
+    tokio::select! {
+        served = worker.until() => served.context("the worker stopped"),
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("Ctrl-C received");
+            Ok(())
+        }
+    }
 }
 
 /// Ready the lake for serving, showing progress: seed an empty lake with
@@ -1236,7 +1280,7 @@ async fn run_job(location: &str, settings: &config::Config, name: &str) -> Resul
         let names: Vec<&str> = all.iter().map(|j| j.name.as_str()).collect();
         anyhow::bail!("no job named '{name}' (jobs: {})", names.join(", "));
     };
-    let ctx = engine::session(&lake, &engine_options(settings))?;
+    let ctx = engine::session(&lake, &settings.engine_options())?;
     eprintln!("running job {name} → analytics.{}", job.target);
     let run = jobs::run(&ctx, &lake, &settings.identity, job, chrono::Utc::now()).await?;
     match run.error {
@@ -1266,7 +1310,7 @@ async fn run_export(
     purpose: &str,
 ) -> Result<()> {
     let lake = open_current_lake(location, settings).await?;
-    let ctx = engine::session(&lake, &engine_options(settings))?;
+    let ctx = engine::session(&lake, &settings.engine_options())?;
     let summary = panorama::export::export(
         &ctx,
         &settings.consent,
@@ -1289,7 +1333,7 @@ async fn run_export(
 
 async fn run_sql(location: &str, settings: &config::Config, sql: &str) -> Result<()> {
     let lake = open_current_lake(location, settings).await?;
-    let ctx = engine::session(&lake, &engine_options(settings))?;
+    let ctx = engine::session(&lake, &settings.engine_options())?;
     let batches = query::run(&ctx, sql).await?;
     println!("{}", query::render(&batches)?);
     Ok(())

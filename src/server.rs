@@ -31,12 +31,7 @@ impl Server {
     /// console and jobs as `config` says, `REFRESH MATERIALIZED VIEW` and
     /// `CALL` wired to the lake.
     pub fn builder(lake: Lake, config: Config) -> Builder {
-        let engine = EngineOptions {
-            identity: config.identity.clone(),
-            lookup: config.lookup.clone(),
-            masking: config.masking.clone(),
-            ..EngineOptions::default()
-        };
+        let engine = config.engine_options();
         Builder {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             engine,

@@ -43,7 +43,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("producers", &["generate", "seed"]),
     ("sessions", &["postgres", "engine"]),
     ("engine users", &["privacy", "jobs"]),
-    ("front ends", &["pgwire", "console"]),
+    ("front ends", &["pgwire", "console", "cluster"]),
     ("wiring", &["config", "server"]),
 ];
 

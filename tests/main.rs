@@ -17,6 +17,7 @@ mod bi_catalog;
 mod catalog_live;
 mod cli;
 mod clients;
+mod cluster;
 mod collect;
 mod consent;
 mod console;

@@ -129,6 +129,14 @@ impl LayerExec {
     }
 }
 
+impl LayerExec {
+    /// Its key columns, the keys it drops and its projection (for
+    /// [`super::codec::PlanCodec`], which sends it to a worker).
+    pub(super) fn parts(&self) -> (&[usize], Option<&KeySet>, &[usize]) {
+        (&self.keys, self.superseded.as_deref(), &self.projection)
+    }
+}
+
 impl DisplayAs for LayerExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(

@@ -254,6 +254,21 @@ impl MaskPolicy {
         MaskPolicy { allowed }
     }
 
+    /// The normalised paths it allows (what a plan sent to a worker
+    /// carries: [`MaskPolicy::from_allowed`] makes the same policy).
+    pub(super) fn allowed(&self) -> &[String] {
+        &self.allowed
+    }
+
+    /// The policy allowing `allowed` ([`MaskPolicy::allowed`]) alone.
+    pub(super) fn from_allowed(allowed: Vec<String>) -> MaskPolicy {
+        let config = MaskingConfig {
+            json_allow: allowed,
+            replace_defaults: true,
+        };
+        MaskPolicy::new(&config)
+    }
+
     /// The policy a session was built with (the defaults if none).
     pub fn of_session(state: &datafusion::execution::SessionState) -> Arc<MaskPolicy> {
         state
@@ -536,7 +551,11 @@ pub struct MaskExec {
 }
 
 impl MaskExec {
-    fn new(input: Arc<dyn ExecutionPlan>, masks: Masks, policy: Arc<MaskPolicy>) -> Self {
+    pub(super) fn new(
+        input: Arc<dyn ExecutionPlan>,
+        masks: Masks,
+        policy: Arc<MaskPolicy>,
+    ) -> Self {
         let schema = input.schema();
         let inner = input.properties();
         // No ordering or partitioning is claimed: masked values break both.
@@ -552,6 +571,14 @@ impl MaskExec {
             policy,
             properties,
         }
+    }
+}
+
+impl MaskExec {
+    /// The plan it hides, its masks and its policy (for
+    /// [`super::codec::PlanCodec`], which sends it to a worker).
+    pub(super) fn parts(&self) -> (&Arc<dyn ExecutionPlan>, &Masks, &Arc<MaskPolicy>) {
+        (&self.input, &self.masks, &self.policy)
     }
 }
 

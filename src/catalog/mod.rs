@@ -18,6 +18,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 
+pub mod codec;
 pub mod delta_table;
 mod history;
 mod key_index;
@@ -26,7 +27,7 @@ pub mod lineage;
 pub mod lookup;
 mod lookup_exec;
 pub mod masking;
-mod parquet_format;
+pub mod parquet_format;
 pub mod profile_index;
 pub mod raw_schema;
 pub mod resolved;

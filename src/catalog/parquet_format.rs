@@ -133,6 +133,40 @@ impl FileFormat for LakeParquetFormat {
     }
 }
 
+/// `plan` with every Parquet scan reading through the naming reader (its
+/// errors say which file): what a plan decoded on a worker lost, a reader
+/// factory not being part of a plan's encoding.
+pub fn name_files_in(
+    plan: Arc<dyn ExecutionPlan>,
+    runtime: &datafusion::execution::runtime_env::RuntimeEnv,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    plan.transform_up(|node| {
+        let Some((conf, source)) = node
+            .downcast_ref::<DataSourceExec>()
+            .and_then(|scan| scan.downcast_to_file_source::<ParquetSource>())
+        else {
+            return Ok(Transformed::no(node));
+        };
+        let store = runtime.object_store(conf.object_store_url.clone())?;
+        let cache = runtime.cache_manager.get_file_metadata_cache();
+        let source =
+            source
+                .clone()
+                .with_parquet_file_reader_factory(Arc::new(NamingReaderFactory {
+                    inner: CachedParquetFileReaderFactory::new(store, cache),
+                    local: false,
+                }));
+        let conf = FileScanConfigBuilder::from(conf.clone())
+            .with_source(Arc::new(source))
+            .build();
+        Ok(Transformed::yes(
+            DataSourceExec::from_data_source(conf) as Arc<dyn ExecutionPlan>
+        ))
+    })
+    .map(|t| t.data)
+}
+
 impl GetExt for LakeParquetFormat {
     fn get_ext(&self) -> String {
         FileFormat::get_ext(self)
