@@ -132,6 +132,28 @@ async fn explain(client: &tokio_postgres::Client, sql: &str) -> String {
         .join("\n")
 }
 
+/// `n` workers over `lake` in this process, on loopback.
+async fn in_process_workers(lake: &Lake, n: usize) -> Vec<panorama::cluster::RunningWorker> {
+    let mut workers = Vec::new();
+    for _ in 0..n {
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let worker = panorama::cluster::start(lake, &one_machine(), listen, None).await;
+        workers.push(worker.unwrap());
+    }
+    workers
+}
+
+/// Stop `workers`: each stops once its tasks have, so this also checks
+/// that no task of an earlier query still runs.
+async fn stop_workers(workers: Vec<panorama::cluster::RunningWorker>) {
+    for worker in workers {
+        tokio::time::timeout(Duration::from_secs(20), worker.stop())
+            .await
+            .expect("no task of a stopped query still runs")
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_over_an_s3_bucket_answers_every_shipped_query_as_one_machine_does() {
     let root = tempfile::tempdir().unwrap();
@@ -141,16 +163,7 @@ async fn a_cluster_over_an_s3_bucket_answers_every_shipped_query_as_one_machine_
     panorama::seed::seed(&lake, |_, _| {}).await.unwrap();
     refresh_now(&lake).await;
 
-    let options = one_machine();
-    let mut workers = Vec::new();
-    for _ in 0..2 {
-        let listen = "127.0.0.1:0".parse().unwrap();
-        workers.push(
-            panorama::cluster::start(&lake, &options, listen, None)
-                .await
-                .unwrap(),
-        );
-    }
+    let workers = in_process_workers(&lake, 2).await;
     let addrs: Vec<SocketAddr> = workers.iter().map(|w| w.addr).collect();
     let actions = || panorama::pgwire::Actions::default();
     let single = TestServer::start_secure(&lake, actions(), one_machine(), ada_and_ana()).await;
@@ -226,13 +239,7 @@ async fn a_cluster_over_an_s3_bucket_answers_every_shipped_query_as_one_machine_
 
     cluster.stop().await;
     single.stop().await;
-    // A worker stops once its tasks have: the heavy query's ended with it.
-    for worker in workers {
-        tokio::time::timeout(Duration::from_secs(20), worker.stop())
-            .await
-            .expect("no task of the stopped query still runs")
-            .unwrap();
-    }
+    stop_workers(workers).await;
 }
 
 /// `panorama worker` in a process of its own, killed when dropped.
@@ -313,8 +320,8 @@ async fn a_worker_killed_mid_query_gives_a_clear_error_and_the_next_query_runs_o
         .unwrap();
     let (code, message) = outcome.expect_err("a query cut short is not answered");
     assert!(
-        message.contains("worker") && message.contains(&doomed.addr.port().to_string()),
-        "the error names the worker that stopped ({code}): {message}"
+        message.contains("a worker of the cluster stopped answering"),
+        "the error says a worker stopped ({code}): {message}"
     );
 
     // The front end keeps serving, on the worker left.
@@ -332,16 +339,7 @@ async fn a_worker_killed_mid_query_gives_a_clear_error_and_the_next_query_runs_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statement_timeout_stops_a_distributed_query_on_every_worker() {
     let lake = sample_lake().await;
-    let options = one_machine();
-    let mut workers = Vec::new();
-    for _ in 0..2 {
-        let listen = "127.0.0.1:0".parse().unwrap();
-        workers.push(
-            panorama::cluster::start(&lake, &options, listen, None)
-                .await
-                .unwrap(),
-        );
-    }
+    let workers = in_process_workers(&lake, 2).await;
     let addrs: Vec<SocketAddr> = workers.iter().map(|w| w.addr).collect();
     let cluster = TestServer::start_with_options(&lake, Default::default(), over(&addrs)).await;
     let client = cluster.client().await;
@@ -373,11 +371,5 @@ async fn statement_timeout_stops_a_distributed_query_on_every_worker() {
     assert!(same(&answer(&client, sql).await, &expected));
     cluster.stop().await;
     single.stop().await;
-    // A worker stops once its tasks have: the heavy query's ended with it.
-    for worker in workers {
-        tokio::time::timeout(Duration::from_secs(20), worker.stop())
-            .await
-            .expect("no task of the stopped query still runs")
-            .unwrap();
-    }
+    stop_workers(workers).await;
 }

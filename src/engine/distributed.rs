@@ -258,6 +258,28 @@ impl ChannelResolver for Workers {
     }
 }
 
+/// The gRPC status of a failed connection to a worker, wherever it sits
+/// in `e` (the error may have crossed a stream or a shared future).
+fn transport_status(e: &DataFusionError) -> Option<&tonic::Status> {
+    match e {
+        DataFusionError::External(inner) => match inner.downcast_ref::<tonic::Status>() {
+            Some(status) => Some(status),
+            None => inner
+                .downcast_ref::<DataFusionError>()
+                .and_then(transport_status),
+        },
+        DataFusionError::Context(_, inner) => transport_status(inner),
+        DataFusionError::Shared(inner) => transport_status(inner),
+        DataFusionError::ArrowError(inner, _) => match inner.as_ref() {
+            datafusion::arrow::error::ArrowError::ExternalError(inner) => inner
+                .downcast_ref::<DataFusionError>()
+                .and_then(transport_status),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// A worker's channel whose transport errors name the worker (errors
 /// its tasks raise come back as they were raised, as on one machine).
 struct Named {
@@ -267,22 +289,20 @@ struct Named {
 }
 
 impl Named {
+    /// `e`, or, when the connection to a worker failed under it, an error
+    /// saying so (the worker is then marked as not answering until a
+    /// probe finds it again).
     fn lost(url: &Url, workers: &Workers, e: DataFusionError) -> DataFusionError {
-        match e {
-            DataFusionError::External(inner) => match inner.downcast_ref::<tonic::Status>() {
-                Some(status) => {
-                    workers.mark(url, true);
-                    DataFusionError::Execution(format!(
-                        "worker {url} stopped answering ({}: {}); the query was stopped, \
-                         run it again",
-                        status.code(),
-                        status.message()
-                    ))
-                }
-                None => DataFusionError::External(inner),
-            },
-            other => other,
-        }
+        let Some(status) = transport_status(&e) else {
+            return e;
+        };
+        workers.mark(url, true);
+        DataFusionError::Execution(format!(
+            "a worker of the cluster stopped answering (reading from {url}: {}: {}); \
+             the query was stopped, run it again",
+            status.code(),
+            status.message()
+        ))
     }
 
     fn naming<T: Send + 'static>(
