@@ -258,6 +258,20 @@ impl ChannelResolver for Workers {
     }
 }
 
+/// A worker stopped answering while a query read from it: the query is
+/// stopped (SQLSTATE 58000, a system error), nothing is retried.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a worker of the cluster stopped answering (reading from {url}: {detail}); the query was \
+     stopped, run it again"
+)]
+pub struct WorkerLost {
+    /// The worker the front end was reading from.
+    pub url: String,
+    /// The connection's failure, as gRPC reported it.
+    pub detail: String,
+}
+
 /// The gRPC status of a failed connection to a worker, wherever it sits
 /// in `e` (the error may have crossed a stream or a shared future).
 fn transport_status(e: &DataFusionError) -> Option<&tonic::Status> {
@@ -297,12 +311,10 @@ impl Named {
             return e;
         };
         workers.mark(url, true);
-        DataFusionError::Execution(format!(
-            "a worker of the cluster stopped answering (reading from {url}: {}: {}); \
-             the query was stopped, run it again",
-            status.code(),
-            status.message()
-        ))
+        DataFusionError::External(Box::new(WorkerLost {
+            url: url.to_string(),
+            detail: format!("{}: {}", status.code(), status.message()),
+        }))
     }
 
     fn naming<T: Send + 'static>(

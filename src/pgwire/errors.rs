@@ -124,6 +124,7 @@ pub fn sqlstate(error: &DataFusionError) -> &'static str {
         | DataFusionError::ObjectStore(_)
         | DataFusionError::IoError(_) => "58030",
         DataFusionError::ArrowError(..) | DataFusionError::Execution(_) => "22000",
+        DataFusionError::External(e) if e.is::<crate::engine::distributed::WorkerLost>() => "58000",
         _ => "XX000",
     }
 }
