@@ -41,6 +41,66 @@ fn help_explains_every_command() {
     assert!(out.contains("--scale") && out.contains("--seed"), "{out}");
 }
 
+/// The subcommands `panorama <path> --help` lists.
+fn subcommands(path: &[&str]) -> Vec<String> {
+    let mut args = path.to_vec();
+    args.push("--help");
+    let (ok, out, err) = panorama(&args);
+    assert!(ok, "panorama {} --help: {err}", path.join(" "));
+    out.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect()
+}
+
+/// Every `panorama …` line README shows names a real command, and every
+/// flag on it is one that command takes: the README cannot drift from
+/// the binary.
+#[test]
+fn every_command_readme_shows_exists_with_its_flags() {
+    let readme = include_str!("../README.md");
+    let mut checked = 0;
+    for line in readme.lines() {
+        let Some(rest) = line.trim_start().strip_prefix("panorama ") else {
+            continue;
+        };
+        // The command words: subcommands as long as the binary knows them.
+        let words: Vec<&str> = rest
+            .split_whitespace()
+            .take_while(|w| *w != "#")
+            .map(|w| w.trim_matches(|c| c == '[' || c == ']'))
+            .collect();
+        let mut path: Vec<&str> = Vec::new();
+        for word in &words {
+            if subcommands(&path).iter().any(|c| c == word) {
+                path.push(word);
+            } else {
+                break;
+            }
+        }
+        assert!(!path.is_empty(), "README names no command: {line}");
+        let mut args = path.clone();
+        args.push("--help");
+        let (ok, help, err) = panorama(&args);
+        assert!(ok, "{line}: {err}");
+        for flag in words.iter().filter(|w| w.starts_with("--")) {
+            let flag = flag.split('=').next().unwrap();
+            assert!(
+                help.contains(flag),
+                "{line}: `panorama {}` takes no {flag}",
+                path.join(" ")
+            );
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 25,
+        "README shows {checked} panorama command lines"
+    );
+}
+
 #[test]
 fn an_unusable_lake_url_is_a_clear_error() {
     let (ok, _, err) = panorama(&["sql", "--lake", "ftp://host/x", "SELECT 1"]);
