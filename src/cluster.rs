@@ -24,6 +24,7 @@ use datafusion_distributed::{
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::catalog::codec::PlanCodec;
@@ -110,10 +111,18 @@ pub async fn start(
         .local_addr()
         .map_err(|e| Error::Internal(format!("the worker's address: {e}")))?;
     let (stop, stopped) = oneshot::channel::<()>();
+    // No Nagle delay: a stage's small messages (plans, the last batch of a
+    // stream) would otherwise wait for the peer's delayed acknowledgement.
+    let incoming = TcpListenerStream::new(listener).map(|connection| {
+        connection.and_then(|c| {
+            c.set_nodelay(true)?;
+            Ok(c)
+        })
+    });
     let task = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(worker.into_worker_server())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
             })
             .await
