@@ -262,32 +262,40 @@ impl ChannelResolver for Workers {
 /// stopped (SQLSTATE 58000, a system error), nothing is retried.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "a worker of the cluster stopped answering (reading from {url}: {detail}); the query was \
+    "a worker of the cluster stopped answering (seen from {url}: {detail}); the query was \
      stopped, run it again"
 )]
 pub struct WorkerLost {
-    /// The worker the front end was reading from.
+    /// The worker the front end was reading from (the lost one, or one
+    /// that was reading from it).
     pub url: String,
     /// The connection's failure, as gRPC reported it.
     pub detail: String,
 }
 
-/// The gRPC status of a failed connection to a worker, wherever it sits
-/// in `e` (the error may have crossed a stream or a shared future).
-fn transport_status(e: &DataFusionError) -> Option<&tonic::Status> {
+/// What failed when a connection to a worker failed under `e`, wherever
+/// it sits (the error may have crossed a stream or a shared future): the
+/// gRPC status here, or one a worker met reading from another worker and
+/// sent on as text (datafusion-distributed carries an external error as
+/// its text; tonic writes a status as `code: '…', message: …`).
+fn transport_failure(e: &DataFusionError) -> Option<String> {
     match e {
         DataFusionError::External(inner) => match inner.downcast_ref::<tonic::Status>() {
-            Some(status) => Some(status),
-            None => inner
-                .downcast_ref::<DataFusionError>()
-                .and_then(transport_status),
+            Some(status) => Some(format!("{}: {}", status.code(), status.message())),
+            None => match inner.downcast_ref::<DataFusionError>() {
+                Some(inner) => transport_failure(inner),
+                None => {
+                    let text = inner.to_string();
+                    text.starts_with("code: '").then_some(text)
+                }
+            },
         },
-        DataFusionError::Context(_, inner) => transport_status(inner),
-        DataFusionError::Shared(inner) => transport_status(inner),
+        DataFusionError::Context(_, inner) => transport_failure(inner),
+        DataFusionError::Shared(inner) => transport_failure(inner),
         DataFusionError::ArrowError(inner, _) => match inner.as_ref() {
             datafusion::arrow::error::ArrowError::ExternalError(inner) => inner
                 .downcast_ref::<DataFusionError>()
-                .and_then(transport_status),
+                .and_then(transport_failure),
             _ => None,
         },
         _ => None,
@@ -304,16 +312,16 @@ struct Named {
 
 impl Named {
     /// `e`, or, when the connection to a worker failed under it, an error
-    /// saying so (the worker is then marked as not answering until a
-    /// probe finds it again).
+    /// saying so. The worker read from is then taken off until a probe
+    /// finds it answering (a live one is back within a second).
     fn lost(url: &Url, workers: &Workers, e: DataFusionError) -> DataFusionError {
-        let Some(status) = transport_status(&e) else {
+        let Some(detail) = transport_failure(&e) else {
             return e;
         };
         workers.mark(url, true);
         DataFusionError::External(Box::new(WorkerLost {
             url: url.to_string(),
-            detail: format!("{}: {}", status.code(), status.message()),
+            detail,
         }))
     }
 
