@@ -488,7 +488,9 @@ impl QueryPlanner for Routed {
             return Ok(local);
         }
         if let Err(e) = codec::shippable(&local) {
-            tracing::debug!("the query runs here: {e}");
+            // The encoder's message may quote an expression: values out.
+            let why = crate::redact::values(&e.to_string());
+            tracing::debug!("the query runs here: {why}");
             return Ok(local);
         }
         PLANNED
