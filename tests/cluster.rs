@@ -231,6 +231,30 @@ async fn a_cluster_over_an_s3_bucket_answers_every_shipped_query_as_one_machine_
         .split("Stage ")
         .any(|stage| stage.contains("── tasks=2") && stage.contains("MaskExec"));
     assert!(stage_with_mask, "masked where read, on two workers: {plan}");
+    // Nor does any plan or statistic of the analyst's, distributed, show
+    // a personal value.
+    let email = simple_rows(
+        &admin,
+        "SELECT email FROM raw.customers WHERE email IS NOT NULL LIMIT 1",
+    )
+    .await[0][0]
+        .clone()
+        .unwrap();
+    let filtered = format!("SELECT count(*) FROM raw.customers WHERE email = '{email}'");
+    for shown in [
+        explain(&analyst, &filtered).await,
+        explain(&analyst, &format!("ANALYZE {filtered}")).await,
+        explain(&analyst, "ANALYZE SELECT email, phone FROM raw.customers").await,
+    ] {
+        assert!(shown.contains("MaskExec"), "{shown}");
+        let domain = email.split('@').nth(1).unwrap();
+        let leaked = shown
+            .lines()
+            .filter(|l| !l.contains("SELECT") && !l.contains("Filter"));
+        for line in leaked {
+            assert!(!line.contains(&email) && !line.contains(domain), "{line}");
+        }
+    }
     let plan = explain(&admin, "SELECT 1").await;
     assert!(
         !plan.contains("Stage"),
