@@ -108,6 +108,7 @@ impl Config {
                 .cluster
                 .bytes_per_task
                 .unwrap_or(defaults.cluster.bytes_per_task),
+            ..Default::default()
         };
         crate::engine::EngineOptions {
             identity: self.identity.clone(),

@@ -102,6 +102,7 @@ fn over(workers: &[SocketAddr]) -> EngineOptions {
             workers: workers.iter().map(|a| a.to_string()).collect(),
             bytes_per_task: 1,
             secret: None,
+            ..Default::default()
         },
         ..EngineOptions::default()
     }

@@ -60,6 +60,10 @@ pub struct ClusterOptions {
     /// The secret the workers were started with: sent with every task,
     /// a worker refuses tasks without it.
     pub secret: Option<String>,
+    /// The workers' connections and prober, made by the first session
+    /// built with these options and shared by the others (the admin's and
+    /// the analysts' sessions probe and connect once, not once each).
+    pub connections: Arc<std::sync::OnceLock<Workers>>,
 }
 
 /// The header carrying [`ClusterOptions::secret`] to the workers.
@@ -71,6 +75,7 @@ impl Default for ClusterOptions {
             workers: Vec::new(),
             bytes_per_task: 64 << 20,
             secret: None,
+            connections: Arc::default(),
         }
     }
 }
@@ -80,7 +85,14 @@ pub(super) fn distribute(
     builder: SessionStateBuilder,
     options: &ClusterOptions,
 ) -> PanoramaResult<SessionStateBuilder> {
-    let workers = Workers::new(&options.workers)?;
+    let workers = match options.connections.get() {
+        Some(workers) => workers.clone(),
+        None => {
+            let workers = Workers::new(&options.workers)?;
+            // A session built meanwhile may have set its own: use that one.
+            options.connections.get_or_init(|| workers).clone()
+        }
+    };
     let mut builder = builder
         .with_query_planner(Arc::new(Replay))
         .with_distributed_planner()
